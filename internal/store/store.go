@@ -1,0 +1,180 @@
+// Package store is the seam between Spool's queue logic and its databases.
+// It owns the Store interface, its contract and its typed errors; the
+// drivers live in store/postgres and store/sqlite and both pass the
+// conformance suite in store/storetest. Nothing here imports a driver.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/spoolhq/spool/internal/task"
+)
+
+// Typed errors. Drivers wrap them (errors.Is works) and never return a raw
+// "no rows" error to callers.
+var (
+	// ErrNotFound: no task or queue with that id or name.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the task is in a state the operation does not apply to
+	// (cancel a finished task, retry one that is not failed or cancelled).
+	ErrConflict = errors.New("conflict")
+	// ErrUnavailable: the database cannot be reached right now; callers
+	// answer 503 and may retry. Drivers wrap connection failures with it.
+	ErrUnavailable = errors.New("store unavailable")
+)
+
+// NewTask is a task to enqueue. The caller (the API) has validated it.
+type NewTask struct {
+	ID             string // UUIDv7 chosen by the caller
+	Queue          string
+	Target         task.Target
+	Payload        []byte
+	ContentType    string
+	Priority       int
+	RunAt          time.Time // zero = now
+	MaxAttempts    int       // 0 = the queue's max_attempts
+	Timeout        time.Duration
+	IdempotencyKey string // "" = none
+}
+
+// Enqueued is the result for one NewTask.
+type Enqueued struct {
+	Task task.Task
+	// Existing is true when the queue already held a task with the same
+	// idempotency key: Task is that original task and nothing was inserted.
+	Existing bool
+}
+
+// ListParams selects tasks of one queue, in id (creation) order.
+type ListParams struct {
+	Queue string
+	State task.State // "" = every state
+	After string     // exclusive lower bound on id ("" = from the start)
+	Limit int        // 1..1000
+}
+
+// Lease is a task leased to one worker for one attempt.
+type Lease struct {
+	Task      task.Task // State Running, Attempt already incremented
+	Token     int64     // identifies this lease; completions must present it
+	ExpiresAt time.Time
+}
+
+// LeaseRef names a held lease.
+type LeaseRef struct {
+	TaskID string
+	Token  int64
+}
+
+// Outcome is how an attempt ended.
+type Outcome int
+
+const (
+	// Succeeded: final state succeeded.
+	Succeeded Outcome = iota + 1
+	// Retry: state retrying with run_at = RetryAt; but if the attempt was the
+	// task's last (attempt >= max_attempts) the task fails instead.
+	Retry
+	// Fail: final state failed (permanent error).
+	Fail
+	// Release: the attempt was abandoned before it finished (shutdown): state
+	// available, run_at now, attempt decremented, so it is not counted.
+	Release
+)
+
+// Completion reports one finished attempt.
+type Completion struct {
+	LeaseRef
+	Outcome    Outcome
+	RetryAt    time.Time // for Retry
+	LastError  string    // "" clears it
+	LastStatus int       // 0 = no HTTP response
+}
+
+// Store is everything the queue logic needs from a database. Every method
+// is safe for concurrent use. Times are produced by the database clock on
+// PostgreSQL (so replicas agree) and by the process clock on SQLite.
+type Store interface {
+	// Ping checks the database answers (for /readyz).
+	Ping(ctx context.Context) error
+	// Close releases connections; in-flight calls may fail after it.
+	Close() error
+
+	// Enqueue inserts tasks atomically: all are stored or none. A task whose
+	// (queue, idempotency key) already exists is not inserted; its result is
+	// the existing task with Existing set. Two NewTasks of one call sharing a
+	// key yield one task (the second result is Existing). The queue row is
+	// created with default settings if missing (concurrency 0, rate limit 0,
+	// max attempts task.DefaultMaxAttempts, timeout task.DefaultTimeout, not
+	// paused). MaxAttempts 0 takes the queue's max_attempts; Timeout 0 the
+	// queue's timeout. State is scheduled when RunAt is after now, else
+	// available. Results are in input order.
+	Enqueue(ctx context.Context, tasks []NewTask) ([]Enqueued, error)
+
+	// GetTask returns one task (ErrNotFound).
+	GetTask(ctx context.Context, id string) (task.Task, error)
+	// ListTasks returns up to p.Limit tasks of p.Queue with id > p.After,
+	// ascending by id, filtered by p.State when set. Unknown queue: empty.
+	ListTasks(ctx context.Context, p ListParams) ([]task.Task, error)
+	// CancelTask moves an unfinished task (any pending state, or running) to
+	// cancelled, clearing its lease so a running attempt's completion is
+	// refused. A final task: ErrConflict. Returns the updated task.
+	CancelTask(ctx context.Context, id string) (task.Task, error)
+	// RetryTask moves a failed or cancelled task to available with run_at now,
+	// attempt 0 and finished_at cleared (last_error kept). Other states:
+	// ErrConflict. Returns the updated task.
+	RetryTask(ctx context.Context, id string) (task.Task, error)
+
+	// GetQueue returns a queue's settings and Counts (ErrNotFound).
+	GetQueue(ctx context.Context, name string) (task.Queue, error)
+	// ListQueues returns every queue, by name, with Counts.
+	ListQueues(ctx context.Context) ([]task.Queue, error)
+	// UpdateQueue applies p, creating the queue with defaults first if
+	// missing, and returns it with Counts.
+	UpdateQueue(ctx context.Context, name string, p task.QueuePatch) (task.Queue, error)
+
+	// Lease takes up to limit due tasks (pending state, run_at <= now) from
+	// queues that are not paused, lowest priority number first, then oldest
+	// run_at, then id; sets them running, increments attempt, and gives each
+	// a fresh token and expiry now+leaseFor. Concurrent callers (other
+	// replicas) never lease the same task. A queue's concurrency (running
+	// count, all replicas) and rate limit (starts per second, token bucket
+	// with a burst of max(1, rate)) are never exceeded.
+	Lease(ctx context.Context, limit int, leaseFor time.Duration) ([]Lease, error)
+	// ExtendLeases pushes the expiry of the held leases to now+leaseFor and
+	// returns the refs that are no longer held (rescued, cancelled, finished).
+	ExtendLeases(ctx context.Context, refs []LeaseRef, leaseFor time.Duration) (lost []LeaseRef, err error)
+	// Complete applies completions in one transaction. A completion is
+	// applied only if the task is still running under that token; accepted[i]
+	// tells whether cs[i] was. A final state sets finished_at.
+	Complete(ctx context.Context, cs []Completion) (accepted []bool, err error)
+
+	// Maintenance, run by the leader only.
+
+	// AcquireLeadership makes owner the leader for ttl if there is none (or
+	// the lease expired) or renews it if owner already leads; it reports
+	// whether owner leads now.
+	AcquireLeadership(ctx context.Context, owner string, ttl time.Duration) (bool, error)
+	// ResignLeadership gives leadership up if owner holds it.
+	ResignLeadership(ctx context.Context, owner string) error
+	// PromoteDue moves scheduled and retrying tasks whose run_at has passed
+	// to available, and returns how many moved.
+	PromoteDue(ctx context.Context) (int, error)
+	// RescueExpired handles running tasks whose lease expired: retrying with
+	// run_at now (or failed, "lease expired", if attempts are spent); it
+	// returns how many.
+	RescueExpired(ctx context.Context) (int, error)
+	// Prune deletes up to limit final tasks whose finished_at is older than
+	// now-retention, and returns how many.
+	Prune(ctx context.Context, retention time.Duration, limit int) (int, error)
+
+	// Enqueue, Complete (Retry, Release), RetryTask, RescueExpired and
+	// PromoteDue signal Wakeups when they make a task due now.
+	//
+	// Wakeups delivers a signal soon after tasks become due in any replica
+	// (PostgreSQL LISTEN/NOTIFY; in-process on SQLite). Signals may be
+	// coalesced or lost: callers also poll. The channel closes when ctx ends.
+	Wakeups(ctx context.Context) (<-chan struct{}, error)
+}
