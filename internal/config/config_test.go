@@ -1,0 +1,132 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func envOf(m map[string]string) Env {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Load(nil, envOf(map[string]string{"SPOOL_API_KEYS": "k1"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != ":8000" || c.AdminAddr != ":9090" || c.DataDir != "./data" || c.Role != RoleAll {
+		t.Errorf("defaults: %+v", c)
+	}
+	if !c.Embedded() || !c.Migrate {
+		t.Errorf("embedded mode should migrate by default: embedded=%v migrate=%v", c.Embedded(), c.Migrate)
+	}
+	if c.Retention != 7*24*time.Hour || c.LeaseDuration != 30*time.Second || c.Workers != 100 {
+		t.Errorf("durations: %+v", c)
+	}
+}
+
+func TestFlagsBeatEnv(t *testing.T) {
+	c, err := Load([]string{"--http-addr", "127.0.0.1:9000", "--workers", "7", "--migrate=false"},
+		envOf(map[string]string{"SPOOL_HTTP_ADDR": "127.0.0.1:1", "SPOOL_WORKERS": "3"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != "127.0.0.1:9000" || c.Workers != 7 || c.Migrate {
+		t.Errorf("got %+v", c)
+	}
+}
+
+func TestPostgresDoesNotMigrateByDefault(t *testing.T) {
+	c, err := Load(nil, envOf(map[string]string{"DATABASE_URL": "postgres://u:hunter2@db/spool", "SPOOL_API_KEYS": "k"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Embedded() || c.Migrate {
+		t.Errorf("embedded=%v migrate=%v", c.Embedded(), c.Migrate)
+	}
+	if s := fmt.Sprintf("%v %+v %#v", c.DatabaseURL, c, c); strings.Contains(s, "hunter2") {
+		t.Errorf("secret printed: %s", s)
+	}
+}
+
+func TestFileSecrets(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys")
+	os.WriteFile(keys, []byte("# comment\nalpha\n\nbeta\n"), 0o600)
+	db := filepath.Join(dir, "db")
+	os.WriteFile(db, []byte("postgres://x@y/z\n"), 0o600)
+	c, err := Load(nil, envOf(map[string]string{"SPOOL_API_KEYS_FILE": keys, "SPOOL_DATABASE_URL_FILE": db}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.APIKeys) != 2 || c.APIKeys[0].Value() != "alpha" || c.APIKeys[1].Value() != "beta" {
+		t.Errorf("keys: %d", len(c.APIKeys))
+	}
+	if c.DatabaseURL.Value() != "postgres://x@y/z" {
+		t.Errorf("db url not read from file")
+	}
+	_, err = Load(nil, envOf(map[string]string{"SPOOL_API_KEYS_FILE": filepath.Join(dir, "missing")}), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "SPOOL_API_KEYS_FILE") {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestRefusesUnauthenticatedPublicListen(t *testing.T) {
+	_, err := Load(nil, envOf(nil), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--insecure-no-auth") {
+		t.Fatalf("want refusal naming --insecure-no-auth, got %v", err)
+	}
+	for _, args := range [][]string{{"--insecure-no-auth"}, {"--http-addr", "127.0.0.1:8000"}, {"--http-addr", "[::1]:8000"}, {"--http-addr", "localhost:8000"}, {"--role", "worker"}} {
+		if _, err := Load(args, envOf(nil), io.Discard); err != nil {
+			t.Errorf("%v: %v", args, err)
+		}
+	}
+}
+
+func TestInvalidValuesNameTheVariable(t *testing.T) {
+	cases := map[string]map[string]string{
+		"SPOOL_WORKERS":              {"SPOOL_WORKERS": "many"},
+		"SPOOL_LEASE_DURATION":       {"SPOOL_LEASE_DURATION": "forever"},
+		"SPOOL_ROLE":                 {"SPOOL_ROLE": "boss"},
+		"SPOOL_ALLOWED_TARGET_CIDRS": {"SPOOL_ALLOWED_TARGET_CIDRS": "10.0.0.0/99"},
+		"SPOOL_SIGNING_KEYS":         {"SPOOL_SIGNING_KEYS": "notakey"},
+		"SPOOL_LOG_LEVEL":            {"SPOOL_LOG_LEVEL": "loud"},
+		"SPOOL_DATABASE_URL":         {"SPOOL_DATABASE_URL": "mysql:secretpw"},
+		"SPOOL_MIGRATE":              {"SPOOL_MIGRATE": "maybe"},
+	}
+	for name, env := range cases {
+		env["SPOOL_API_KEYS"] = "k"
+		_, err := Load(nil, envOf(env), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: want an error naming it, got %v", name, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "secretpw") {
+			t.Errorf("%s: error leaks the value: %v", name, err)
+		}
+	}
+}
+
+func TestCIDRs(t *testing.T) {
+	c, err := Load(nil, envOf(map[string]string{"SPOOL_API_KEYS": "k", "SPOOL_ALLOWED_TARGET_CIDRS": "127.0.0.0/8, ::1"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.AllowedTargetCIDRs) != 2 || c.AllowedTargetCIDRs[1].Bits() != 128 {
+		t.Errorf("cidrs %v", c.AllowedTargetCIDRs)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	var b strings.Builder
+	_, err := Load([]string{"--help"}, envOf(nil), &b)
+	if !errors.Is(err, flag.ErrHelp) || !strings.Contains(b.String(), "SPOOL_HTTP_ADDR") {
+		t.Errorf("err=%v usage=%q", err, b.String())
+	}
+}
