@@ -379,3 +379,42 @@ func (b *optBool) Set(s string) error {
 	b.v, b.set = v, true
 	return nil
 }
+
+// LoadDatabase reads only what `spool migrate` needs: the database URL (or
+// _FILE) and the data directory.
+func LoadDatabase(args []string, env Env, usage io.Writer) (*Config, error) {
+	fs := flag.NewFlagSet("spool migrate", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	c := Config{DataDir: "./data"}
+	if v, ok := env("SPOOL_DATA_DIR"); ok {
+		c.DataDir = v
+	}
+	fs.Usage = func() {
+		fmt.Fprint(usage, `Usage: spool migrate [flags]
+
+Applies the schema migrations embedded in this binary to the database named
+by SPOOL_DATABASE_URL (or DATABASE_URL, or their _FILE forms), or to the
+embedded SQLite file in SPOOL_DATA_DIR when none is set. Safe to run from
+several processes at once and to run again.
+
+Example:
+  SPOOL_DATABASE_URL_FILE=/run/secrets/database-url spool migrate
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the embedded SQLite database [SPOOL_DATA_DIR]")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("migrate: unexpected argument %q", fs.Arg(0))
+	}
+	u, err := secret(env, "SPOOL_DATABASE_URL", "DATABASE_URL")
+	if err != nil {
+		return nil, err
+	}
+	c.DatabaseURL = Secret(u)
+	return &c, nil
+}

@@ -1,0 +1,374 @@
+// Package dispatch delivers tasks. It leases due tasks from the store in
+// batches, sends each as a signed HTTP request through an SSRF-guarded
+// client, keeps leases alive while requests run, and writes completions back
+// in batches. It also runs the elected leader's maintenance. It talks to the
+// database only through store.Store.
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spoolhq/spool/internal/store"
+	"github.com/spoolhq/spool/internal/task"
+	"github.com/spoolhq/spool/internal/telemetry"
+)
+
+// Config configures a Dispatcher. Zero values take the defaults noted.
+type Config struct {
+	Store         store.Store
+	Logger        *slog.Logger
+	Metrics       *telemetry.Metrics // nil: none recorded
+	Client        *http.Client       // default: NewHTTPClient(Guard{})
+	SigningKey    []byte             // nil: deliveries are not signed
+	Workers       int                // default 100
+	LeaseDuration time.Duration      // default 30s
+	PollInterval  time.Duration      // default 1s
+	Backoff       task.Backoff       // default task.DefaultBackoff
+	UserAgent     string             // default "spool"
+}
+
+var (
+	errShutdown  = errors.New("dispatcher shutting down")
+	errLeaseLost = errors.New("lease lost")
+)
+
+// maxLeaseBatch bounds one Lease call so a huge worker pool does not hold
+// one enormous transaction.
+const maxLeaseBatch = 500
+
+// Dispatcher runs deliveries. Start it once; Stop it once.
+type Dispatcher struct {
+	cfg Config
+	log *slog.Logger
+
+	busy      atomic.Int64  // deliveries running
+	slotFreed chan struct{} // a delivery ended (buffered 1)
+	wake      chan struct{} // something may be due (buffered 1)
+
+	mu       sync.Mutex
+	inflight map[string]*flight // by task id, until the completion is stored
+
+	completions chan store.Completion
+
+	fetchCancel   context.CancelFunc
+	fetchDone     chan struct{}
+	deliverCtx    context.Context
+	deliverCancel context.CancelCauseFunc
+	deliveries    sync.WaitGroup
+	completerDone chan struct{}
+	hbCancel      context.CancelFunc
+	hbDone        chan struct{}
+}
+
+type flight struct {
+	lease  store.Lease
+	cancel context.CancelCauseFunc
+}
+
+// New returns a Dispatcher with cfg's defaults filled in.
+func New(cfg Config) *Dispatcher {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Client == nil {
+		cfg.Client = NewHTTPClient(Guard{})
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 100
+	}
+	if cfg.LeaseDuration <= 0 {
+		cfg.LeaseDuration = 30 * time.Second
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = time.Second
+	}
+	if cfg.Backoff.Min <= 0 {
+		cfg.Backoff = task.DefaultBackoff
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "spool"
+	}
+	return &Dispatcher{
+		cfg:         cfg,
+		log:         cfg.Logger,
+		slotFreed:   make(chan struct{}, 1),
+		wake:        make(chan struct{}, 1),
+		inflight:    make(map[string]*flight),
+		completions: make(chan store.Completion, cfg.Workers),
+	}
+}
+
+// Start launches the fetch loop, the lease heartbeat and the completion
+// writer. They run until Stop.
+func (d *Dispatcher) Start(ctx context.Context) error {
+	wakeups, err := d.cfg.Store.Wakeups(ctx)
+	if err != nil {
+		return err
+	}
+	if m := d.cfg.Metrics; m != nil {
+		m.WorkersMax.Set(float64(d.cfg.Workers))
+	}
+	// Deliveries and the heartbeat outlive ctx's cancellation on purpose:
+	// Stop decides when they end, so in-flight tasks are finished or released.
+	d.deliverCtx, d.deliverCancel = context.WithCancelCause(context.WithoutCancel(ctx))
+	var hbCtx context.Context
+	hbCtx, d.hbCancel = context.WithCancel(context.WithoutCancel(ctx))
+	d.hbDone = make(chan struct{})
+	go d.heartbeat(hbCtx)
+	d.completerDone = make(chan struct{})
+	go d.completer()
+
+	var fetchCtx context.Context
+	fetchCtx, d.fetchCancel = context.WithCancel(ctx)
+	d.fetchDone = make(chan struct{})
+	go func() {
+		for range wakeups {
+			d.kick()
+		}
+	}()
+	go d.fetchLoop(fetchCtx)
+	return nil
+}
+
+// Stop ends dispatching in the order that loses nothing: stop leasing; let
+// in-flight deliveries finish until ctx ends, then cancel the rest and
+// release them for another worker; write every completion; stop renewing
+// leases. It returns once all of that is done.
+func (d *Dispatcher) Stop(ctx context.Context) {
+	// 1. Stop leasing new tasks.
+	d.fetchCancel()
+	<-d.fetchDone
+
+	// 2. Let deliveries finish; past the deadline, abandon them as releases.
+	done := make(chan struct{})
+	go func() { d.deliveries.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		d.log.Warn("shutdown timeout: releasing in-flight tasks", "tasks", d.busy.Load())
+		d.deliverCancel(errShutdown)
+		<-done
+	}
+
+	// 3. Write the remaining completions (the writer drains, then exits).
+	close(d.completions)
+	<-d.completerDone
+
+	// 4. Only now stop renewing leases: anything still unrecorded will be
+	// rescued by the leader after its lease expires.
+	d.hbCancel()
+	<-d.hbDone
+	d.deliverCancel(errShutdown)
+}
+
+// kick asks the fetch loop to look for due tasks now.
+func (d *Dispatcher) kick() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (d *Dispatcher) fetchLoop(ctx context.Context) {
+	defer close(d.fetchDone)
+	timer := time.NewTimer(d.cfg.PollInterval)
+	defer timer.Stop()
+	more := true // the last lease was full: more is probably due
+	var lastErr time.Time
+	for {
+		free := d.cfg.Workers - int(d.busy.Load())
+		if free <= 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-d.slotFreed:
+				continue
+			}
+		}
+		if !more {
+			select {
+			case <-ctx.Done():
+				return
+			case <-d.wake:
+			case <-timer.C:
+			}
+		}
+		timer.Reset(d.cfg.PollInterval)
+		n := min(free, maxLeaseBatch)
+		leases, err := d.cfg.Store.Lease(ctx, n, d.cfg.LeaseDuration)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if time.Since(lastErr) > 10*time.Second { // one line per outage, not one per poll
+				d.log.Error("lease tasks", "error.message", err.Error())
+				lastErr = time.Now()
+			}
+			more = false
+			continue
+		}
+		more = len(leases) == n
+		now := time.Now()
+		for _, l := range leases {
+			d.launch(l, now)
+		}
+	}
+}
+
+// launch starts one delivery; the fetch loop is the only caller, so the
+// slot it takes was free.
+func (d *Dispatcher) launch(l store.Lease, now time.Time) {
+	d.busy.Add(1)
+	if m := d.cfg.Metrics; m != nil {
+		m.WorkersBusy.Inc()
+		if wait := now.Sub(l.Task.RunAt); wait > 0 {
+			m.QueueWait.WithLabelValues(l.Task.Queue).Observe(wait.Seconds())
+		} else {
+			m.QueueWait.WithLabelValues(l.Task.Queue).Observe(0)
+		}
+	}
+	ctx, cancel := context.WithCancelCause(d.deliverCtx)
+	f := &flight{lease: l, cancel: cancel}
+	d.mu.Lock()
+	d.inflight[l.Task.ID] = f
+	d.mu.Unlock()
+	d.deliveries.Add(1)
+	go func() {
+		defer d.deliveries.Done()
+		c, ok := d.deliver(ctx, l)
+		cancel(nil)
+		if ok {
+			// Holding the slot until the writer takes the completion gives
+			// backpressure: a stalled database stops new leases.
+			d.completions <- c
+		} else { // the lease was taken away: nothing to record
+			d.forget(l.Task.ID)
+		}
+		d.busy.Add(-1)
+		if m := d.cfg.Metrics; m != nil {
+			m.WorkersBusy.Dec()
+		}
+		select {
+		case d.slotFreed <- struct{}{}:
+		default:
+		}
+	}()
+}
+
+func (d *Dispatcher) forget(id string) {
+	d.mu.Lock()
+	delete(d.inflight, id)
+	d.mu.Unlock()
+}
+
+// completer writes completions in batches: whatever queued up while the
+// previous write ran goes in the next one.
+func (d *Dispatcher) completer() {
+	defer close(d.completerDone)
+	batch := make([]store.Completion, 0, 256)
+	for c := range d.completions {
+		batch = append(batch[:0], c)
+	drain:
+		for len(batch) < cap(batch) {
+			select {
+			case c, ok := <-d.completions:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, c)
+			default:
+				break drain
+			}
+		}
+		d.flush(batch)
+		d.kick() // a finished task may free a queue's concurrency slot
+	}
+}
+
+// flush stores one batch, retrying while the database is away. If it never
+// comes back the leases expire and the tasks are rescued: delivered at
+// least once, never lost.
+func (d *Dispatcher) flush(batch []store.Completion) {
+	backoff := 50 * time.Millisecond
+	deadline := time.Now().Add(d.cfg.LeaseDuration)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		accepted, err := d.cfg.Store.Complete(ctx, batch)
+		cancel()
+		if err == nil {
+			for i, c := range batch {
+				d.forget(c.TaskID)
+				if !accepted[i] {
+					d.log.Warn("completion refused: lease no longer held", "spool.task.id", c.TaskID)
+					if m := d.cfg.Metrics; m != nil {
+						m.LeasesLost.Inc()
+					}
+				}
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			d.log.Error("completions not stored; their tasks will be rescued and delivered again", "tasks", len(batch), "error.message", err.Error())
+			for _, c := range batch {
+				d.forget(c.TaskID)
+			}
+			return
+		}
+		d.log.Warn("store completions: retrying", "tasks", len(batch), "error.message", err.Error())
+		time.Sleep(backoff)
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// heartbeat extends the leases of every task in flight (and of finished
+// ones whose completion is not yet stored), and cancels deliveries whose
+// lease was taken away (rescued elsewhere, or cancelled by a user).
+func (d *Dispatcher) heartbeat(ctx context.Context) {
+	defer close(d.hbDone)
+	t := time.NewTicker(d.cfg.LeaseDuration / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		d.mu.Lock()
+		refs := make([]store.LeaseRef, 0, len(d.inflight))
+		for id, f := range d.inflight {
+			refs = append(refs, store.LeaseRef{TaskID: id, Token: f.lease.Token})
+		}
+		d.mu.Unlock()
+		if len(refs) == 0 {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, d.cfg.LeaseDuration/3)
+		lost, err := d.cfg.Store.ExtendLeases(cctx, refs, d.cfg.LeaseDuration)
+		cancel()
+		if err != nil {
+			d.log.Warn("extend leases", "tasks", len(refs), "error.message", err.Error())
+			continue
+		}
+		for _, r := range lost {
+			d.mu.Lock()
+			f := d.inflight[r.TaskID]
+			if f != nil && f.lease.Token == r.Token {
+				delete(d.inflight, r.TaskID)
+			}
+			d.mu.Unlock()
+			if f != nil {
+				f.cancel(errLeaseLost)
+				d.log.Info("lease lost; delivery abandoned", "spool.task.id", r.TaskID)
+				if m := d.cfg.Metrics; m != nil {
+					m.LeasesLost.Inc()
+				}
+			}
+		}
+	}
+}

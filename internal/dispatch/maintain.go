@@ -1,0 +1,125 @@
+package dispatch
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/spoolhq/spool/internal/store"
+	"github.com/spoolhq/spool/internal/telemetry"
+)
+
+// Maintainer runs the work only one replica should do: promote due
+// scheduled and retrying tasks, rescue expired leases, prune old finished
+// tasks. Every replica runs one; the store's leader lease elects which acts.
+type Maintainer struct {
+	Store     store.Store
+	Logger    *slog.Logger
+	Metrics   *telemetry.Metrics
+	Owner     string        // unique per process
+	Retention time.Duration // finished tasks older than this are pruned
+	Interval  time.Duration // default 1s: promotion and rescue cadence
+	// PruneEvery is how often pruning runs (default 1m); each run deletes in
+	// batches until nothing old is left.
+	PruneEvery time.Duration
+}
+
+// leaderTTL is how long a dead leader blocks maintenance.
+func (m *Maintainer) leaderTTL() time.Duration { return max(10*time.Second, 5*m.Interval) }
+
+// Run maintains until ctx ends, then resigns so another replica takes over
+// at once.
+func (m *Maintainer) Run(ctx context.Context) {
+	if m.Interval <= 0 {
+		m.Interval = time.Second
+	}
+	if m.PruneEvery <= 0 {
+		m.PruneEvery = time.Minute
+	}
+	if m.Logger == nil {
+		m.Logger = slog.New(slog.DiscardHandler)
+	}
+	t := time.NewTicker(m.Interval)
+	defer t.Stop()
+	var leading bool
+	var lastPrune time.Time
+	defer func() {
+		if leading {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			if err := m.Store.ResignLeadership(rctx, m.Owner); err != nil {
+				m.Logger.Warn("resign leadership", "error.message", err.Error())
+			}
+		}
+		m.setLeader(false)
+	}()
+	for {
+		ok, err := m.Store.AcquireLeadership(ctx, m.Owner, m.leaderTTL())
+		if err != nil && ctx.Err() == nil {
+			m.Logger.Warn("leader election", "error.message", err.Error())
+		}
+		if ok != leading {
+			leading = ok
+			m.setLeader(ok)
+			m.Logger.Info("leadership changed", "spool.leader", ok)
+		}
+		if leading {
+			m.tick(ctx, &lastPrune)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (m *Maintainer) tick(ctx context.Context, lastPrune *time.Time) {
+	if n, err := m.Store.RescueExpired(ctx); err != nil {
+		m.warn(ctx, "rescue expired leases", err)
+	} else if n > 0 {
+		m.Logger.Warn("rescued tasks whose lease expired", "tasks", n)
+		if m.Metrics != nil {
+			m.Metrics.Rescued.Add(float64(n))
+		}
+	}
+	if _, err := m.Store.PromoteDue(ctx); err != nil {
+		m.warn(ctx, "promote due tasks", err)
+	}
+	if time.Since(*lastPrune) < m.PruneEvery {
+		return
+	}
+	*lastPrune = time.Now()
+	total := 0
+	for ctx.Err() == nil {
+		n, err := m.Store.Prune(ctx, m.Retention, 1000)
+		if err != nil {
+			m.warn(ctx, "prune finished tasks", err)
+			break
+		}
+		total += n
+		if n < 1000 {
+			break
+		}
+	}
+	if total > 0 {
+		m.Logger.Info("pruned finished tasks", "tasks", total, "retention", m.Retention.String())
+	}
+}
+
+func (m *Maintainer) warn(ctx context.Context, what string, err error) {
+	if ctx.Err() == nil {
+		m.Logger.Warn(what, "error.message", err.Error())
+	}
+}
+
+func (m *Maintainer) setLeader(on bool) {
+	if m.Metrics == nil {
+		return
+	}
+	if on {
+		m.Metrics.IsLeader.Set(1)
+	} else {
+		m.Metrics.IsLeader.Set(0)
+	}
+}

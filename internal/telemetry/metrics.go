@@ -1,0 +1,114 @@
+package telemetry
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds every Spool collector, registered on its own registry (never
+// the global default one, so tests can build two).
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Enqueued         *prometheus.CounterVec   // queue
+	Finished         *prometheus.CounterVec   // queue, outcome
+	DeliveryDuration *prometheus.HistogramVec // queue
+	QueueWait        *prometheus.HistogramVec // queue
+	WorkersBusy      prometheus.Gauge
+	WorkersMax       prometheus.Gauge
+	Rescued          prometheus.Counter
+	LeasesLost       prometheus.Counter
+	IsLeader         prometheus.Gauge
+
+	httpRequests *prometheus.CounterVec
+	httpDuration *prometheus.HistogramVec
+	httpInflight prometheus.Gauge
+}
+
+// NewMetrics builds and registers the collectors, with Go runtime and
+// process collectors and a build-info gauge.
+func NewMetrics(version, commit string) *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: r,
+		Enqueued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spool_tasks_enqueued_total", Help: "Tasks accepted by the API (idempotent replays excluded).",
+		}, []string{"queue"}),
+		Finished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spool_tasks_finished_total", Help: "Delivery attempts that ended, by outcome: succeeded, failed, retried, cancelled.",
+		}, []string{"queue", "outcome"}),
+		DeliveryDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "spool_delivery_duration_seconds", Help: "Duration of one delivery attempt (the HTTP request to the target).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"queue"}),
+		QueueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "spool_queue_wait_seconds", Help: "Time from a task being due to its attempt starting.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}, []string{"queue"}),
+		WorkersBusy: prometheus.NewGauge(prometheus.GaugeOpts{Name: "spool_workers_busy", Help: "Deliveries in flight in this process."}),
+		WorkersMax:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "spool_workers_max", Help: "Deliveries this process may run at once."}),
+		Rescued:     prometheus.NewCounter(prometheus.CounterOpts{Name: "spool_leases_rescued_total", Help: "Running tasks whose lease expired and were rescued by the leader."}),
+		LeasesLost:  prometheus.NewCounter(prometheus.CounterOpts{Name: "spool_leases_lost_total", Help: "Leases this process held that were taken away (rescued or cancelled) before completion."}),
+		IsLeader:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "spool_leader", Help: "1 while this process is the maintenance leader."}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spool_http_requests_total", Help: "API requests by route template, method and status code.",
+		}, []string{"route", "method", "code"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "spool_http_request_duration_seconds", Help: "API request duration by route template.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"route", "method"}),
+		httpInflight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "spool_http_requests_in_flight", Help: "API requests being served."}),
+	}
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "spool_build_info", Help: "Build information; always 1.",
+	}, []string{"version", "commit"})
+	build.WithLabelValues(version, commit).Set(1)
+	r.MustRegister(m.Enqueued, m.Finished, m.DeliveryDuration, m.QueueWait, m.WorkersBusy, m.WorkersMax,
+		m.Rescued, m.LeasesLost, m.IsLeader, m.httpRequests, m.httpDuration, m.httpInflight, build,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the registry in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}
+
+// Instrument wraps h with RED metrics labelled by the route template (never
+// the raw path, so ids cannot explode the label set).
+func (m *Metrics) Instrument(route string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		m.httpInflight.Inc()
+		defer m.httpInflight.Dec()
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		h.ServeHTTP(sw, r)
+		m.httpRequests.WithLabelValues(route, r.Method, strconv.Itoa(sw.code)).Inc()
+		m.httpDuration.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code  int
+	wrote bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.code, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
