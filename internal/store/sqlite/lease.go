@@ -1,0 +1,371 @@
+package sqlite
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spoolhq/spool/internal/store"
+	"github.com/spoolhq/spool/internal/task"
+)
+
+// limitedQueue is a queue Lease cannot take tasks from freely: paused, or
+// with a concurrency or rate limit.
+type limitedQueue struct {
+	name        string
+	concurrency int
+	rate        float64
+	paused      bool
+	tokens      float64 // after refill to now
+	capacity    int     // how many tasks this Lease may start
+}
+
+// candidate is a due task Lease may take, with its sort key.
+type candidate struct {
+	id       string
+	queue    string
+	priority int
+	runAt    int64
+}
+
+// Lease claims up to limit due tasks (see store.Store). It runs in one
+// BEGIN IMMEDIATE transaction: with the write lock held nobody else can
+// claim the same rows, which is what FOR UPDATE SKIP LOCKED buys on
+// PostgreSQL, and the limits are computed against the state it changes.
+func (s *Store) Lease(ctx context.Context, limit int, leaseFor time.Duration) ([]store.Lease, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	var out []store.Lease
+	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+		ts := now()
+		nowUS := micros(ts)
+		limited, err := loadLimited(ctx, tx, ts)
+		if err != nil {
+			return err
+		}
+		cands, err := unlimitedCandidates(ctx, tx, limited, nowUS, limit)
+		if err != nil {
+			return err
+		}
+		for _, q := range limited {
+			if q.paused || q.capacity <= 0 {
+				continue
+			}
+			c, err := queryCandidates(ctx, tx, `SELECT id, queue, priority, run_at FROM spool_tasks
+				WHERE queue = ? AND state IN `+pendingStates+` AND run_at <= ?
+				ORDER BY priority, run_at, id LIMIT ?`, q.name, nowUS, min(q.capacity, limit))
+			if err != nil {
+				return err
+			}
+			cands = append(cands, c...)
+		}
+		// Each queue's candidates respect its cap, so any prefix of the
+		// merged order does too.
+		slices.SortFunc(cands, func(a, b candidate) int {
+			return cmp.Or(cmp.Compare(a.priority, b.priority), cmp.Compare(a.runAt, b.runAt), strings.Compare(a.id, b.id))
+		})
+		if len(cands) > limit {
+			cands = cands[:limit]
+		}
+		if len(cands) == 0 {
+			return nil
+		}
+
+		args := make([]any, 0, len(cands)+3)
+		expires := ts.Add(leaseFor)
+		args = append(args, micros(expires), nowUS)
+		for _, c := range cands {
+			args = append(args, c.id)
+		}
+		// random() gives each row its own token; masking the sign bit keeps
+		// tokens positive. A token only has to differ from the tokens any
+		// earlier lease of the same task had, and 63 random bits do.
+		rows, err := tx.QueryContext(ctx, `UPDATE spool_tasks SET
+				state = 'running', attempt = attempt + 1,
+				lease_token = random() & 9223372036854775807, lease_expires_at = ?, updated_at = ?
+			WHERE id IN (?`+strings.Repeat(",?", len(cands)-1)+`) AND state IN `+pendingStates+`
+			RETURNING `+taskCols, args...)
+		if err != nil {
+			return fmt.Errorf("claim: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			t, err := scanTask(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, store.Lease{Task: t.Task, Token: t.leaseToken.Int64, ExpiresAt: expires})
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		rows.Close()
+
+		// Draw the rate-limited queues' tokens for what was started.
+		started := make(map[string]int)
+		for _, l := range out {
+			started[l.Task.Queue]++
+		}
+		for _, q := range limited {
+			if q.rate <= 0 || started[q.name] == 0 {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE spool_queues SET tokens = ?, tokens_at = ? WHERE name = ?`,
+				q.tokens-float64(started[q.name]), nowUS, q.name); err != nil {
+				return fmt.Errorf("draw tokens of %q: %w", q.name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lease: %w", classify(err))
+	}
+	// RETURNING order is unspecified: hand leases out in dispatch order.
+	slices.SortFunc(out, func(a, b store.Lease) int {
+		return cmp.Or(cmp.Compare(a.Task.Priority, b.Task.Priority), a.Task.RunAt.Compare(b.Task.RunAt),
+			strings.Compare(a.Task.ID, b.Task.ID))
+	})
+	return out, nil
+}
+
+// loadLimited reads the paused and limited queues and works out how many
+// tasks each may start now: the concurrency limit minus the tasks running
+// (on any worker: this file has one process), and the whole tokens in its
+// bucket refilled at rate per second up to a burst of max(1, rate).
+func loadLimited(ctx context.Context, tx *sql.Tx, ts time.Time) ([]limitedQueue, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT name, concurrency, rate_limit, paused, tokens, tokens_at
+		FROM spool_queues WHERE paused <> 0 OR concurrency > 0 OR rate_limit > 0`)
+	if err != nil {
+		return nil, fmt.Errorf("limited queues: %w", err)
+	}
+	var qs []limitedQueue
+	for rows.Next() {
+		var (
+			q        limitedQueue
+			paused   int
+			tokensAt int64
+		)
+		if err := rows.Scan(&q.name, &q.concurrency, &q.rate, &paused, &q.tokens, &tokensAt); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("limited queues: %w", err)
+		}
+		q.paused = paused != 0
+		q.capacity = math.MaxInt
+		if q.rate > 0 {
+			burst := math.Max(1, q.rate)
+			if tokensAt == 0 {
+				q.tokens = burst // never drawn: a full bucket
+			} else {
+				// max 0: a clock that stepped back refills nothing.
+				elapsed := max(ts.Sub(fromMicros(tokensAt)).Seconds(), 0)
+				q.tokens = math.Min(burst, q.tokens+elapsed*q.rate)
+			}
+			// A whole token starts a task; the fraction carries over. The
+			// tiny epsilon keeps float error (0.9999999) from losing one.
+			q.capacity = int(math.Floor(q.tokens + 1e-9))
+		}
+		qs = append(qs, q)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("limited queues: %w", err)
+	}
+	for i := range qs {
+		q := &qs[i]
+		if q.paused || q.concurrency <= 0 || q.capacity <= 0 {
+			continue
+		}
+		var running int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM spool_tasks WHERE queue = ? AND state = 'running'`,
+			q.name).Scan(&running); err != nil {
+			return nil, fmt.Errorf("running count of %q: %w", q.name, err)
+		}
+		q.capacity = min(q.capacity, q.concurrency-running)
+	}
+	return qs, nil
+}
+
+// unlimitedCandidates returns up to limit due tasks from the queues not in
+// limited, in dispatch order.
+func unlimitedCandidates(ctx context.Context, tx *sql.Tx, limited []limitedQueue, nowUS int64, limit int) ([]candidate, error) {
+	q := `SELECT id, queue, priority, run_at FROM spool_tasks
+		WHERE state IN ` + pendingStates + ` AND run_at <= ?`
+	args := []any{nowUS}
+	if len(limited) > 0 {
+		q += ` AND queue NOT IN (?` + strings.Repeat(",?", len(limited)-1) + `)`
+		for _, l := range limited {
+			args = append(args, l.name)
+		}
+	}
+	q += ` ORDER BY priority, run_at, id LIMIT ?`
+	args = append(args, limit)
+	return queryCandidates(ctx, tx, q, args...)
+}
+
+func queryCandidates(ctx context.Context, tx *sql.Tx, q string, args ...any) ([]candidate, error) {
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("due tasks: %w", err)
+	}
+	defer rows.Close()
+	var out []candidate
+	for rows.Next() {
+		var c candidate
+		if err := rows.Scan(&c.id, &c.queue, &c.priority, &c.runAt); err != nil {
+			return nil, fmt.Errorf("due tasks: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("due tasks: %w", err)
+	}
+	return out, nil
+}
+
+// ExtendLeases pushes the held leases' expiry to now+leaseFor and returns
+// the refs that are no longer held.
+func (s *Store) ExtendLeases(ctx context.Context, refs []store.LeaseRef, leaseFor time.Duration) ([]store.LeaseRef, error) {
+	if len(refs) == 0 {
+		return nil, nil
+	}
+	var lost []store.LeaseRef
+	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+		lost = lost[:0]
+		expires := micros(now().Add(leaseFor))
+		stmt, err := tx.PrepareContext(ctx, `UPDATE spool_tasks SET lease_expires_at = ?
+			WHERE id = ? AND state = 'running' AND lease_token = ?`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, r := range refs {
+			res, err := stmt.ExecContext(ctx, expires, r.TaskID, r.Token)
+			if err != nil {
+				return err
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				lost = append(lost, r)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("extend leases: %w", classify(err))
+	}
+	return lost, nil
+}
+
+// Completion statements, one per outcome. Each is guarded by the lease: it
+// matches only a task still running under the presented token, so a rescued,
+// cancelled or already completed attempt changes nothing. Parameters:
+// now, last_error, last_status, [retry_at,] id, token.
+const (
+	completeSucceeded = `UPDATE spool_tasks SET
+			state = 'succeeded', finished_at = ?1, updated_at = ?1,
+			lease_token = NULL, lease_expires_at = NULL, last_error = ?2, last_status = ?3
+		WHERE id = ?4 AND state = 'running' AND lease_token = ?5
+		RETURNING state, run_at`
+	completeFail = `UPDATE spool_tasks SET
+			state = 'failed', finished_at = ?1, updated_at = ?1,
+			lease_token = NULL, lease_expires_at = NULL, last_error = ?2, last_status = ?3
+		WHERE id = ?4 AND state = 'running' AND lease_token = ?5
+		RETURNING state, run_at`
+	// The attempt that just ended was the last one allowed: fail instead.
+	completeRetry = `UPDATE spool_tasks SET
+			state       = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retrying' END,
+			run_at      = CASE WHEN attempt >= max_attempts THEN run_at ELSE ?6 END,
+			finished_at = CASE WHEN attempt >= max_attempts THEN ?1 ELSE NULL END,
+			updated_at = ?1, lease_token = NULL, lease_expires_at = NULL, last_error = ?2, last_status = ?3
+		WHERE id = ?4 AND state = 'running' AND lease_token = ?5
+		RETURNING state, run_at`
+	// An abandoned attempt does not count: give the attempt back.
+	completeRelease = `UPDATE spool_tasks SET
+			state = 'available', run_at = ?1, attempt = max(attempt - 1, 0), updated_at = ?1,
+			lease_token = NULL, lease_expires_at = NULL, last_error = ?2, last_status = ?3
+		WHERE id = ?4 AND state = 'running' AND lease_token = ?5
+		RETURNING state, run_at`
+)
+
+// Complete applies the completions in one transaction.
+func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, error) {
+	accepted := make([]bool, len(cs))
+	if len(cs) == 0 {
+		return accepted, nil
+	}
+	for i, c := range cs {
+		switch c.Outcome {
+		case store.Succeeded, store.Retry, store.Fail, store.Release:
+		default:
+			return nil, fmt.Errorf("complete: completion %d (task %s): unknown outcome %d", i, c.TaskID, c.Outcome)
+		}
+	}
+	wake := false
+	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+		clear(accepted)
+		wake = false
+		ts := now()
+		nowUS := micros(ts)
+		stmts := make(map[store.Outcome]*sql.Stmt, 4)
+		defer func() {
+			for _, st := range stmts {
+				st.Close()
+			}
+		}()
+		for i, c := range cs {
+			st, ok := stmts[c.Outcome]
+			if !ok {
+				q := map[store.Outcome]string{
+					store.Succeeded: completeSucceeded, store.Fail: completeFail,
+					store.Retry: completeRetry, store.Release: completeRelease,
+				}[c.Outcome]
+				var err error
+				if st, err = tx.PrepareContext(ctx, q); err != nil {
+					return err
+				}
+				stmts[c.Outcome] = st
+			}
+			args := []any{nowUS, nullString(c.LastError), nullInt(c.LastStatus), c.TaskID, c.Token}
+			if c.Outcome == store.Retry {
+				retryAt := nowUS
+				if !c.RetryAt.IsZero() {
+					retryAt = micros(c.RetryAt)
+				}
+				args = append(args, retryAt)
+			}
+			var (
+				state string
+				runAt int64
+			)
+			err := st.QueryRowContext(ctx, args...).Scan(&state, &runAt)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue // not running under that token: refused
+			}
+			if err != nil {
+				return fmt.Errorf("task %s: %w", c.TaskID, err)
+			}
+			accepted[i] = true
+			if (state == string(task.Retrying) || state == string(task.Available)) && runAt <= nowUS {
+				wake = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("complete: %w", classify(err))
+	}
+	if wake {
+		s.hub.broadcast()
+	}
+	return accepted, nil
+}

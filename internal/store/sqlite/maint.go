@@ -1,0 +1,143 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// leaderName is the one leadership Spool elects (maintenance).
+const leaderName = "maintenance"
+
+// AcquireLeadership makes owner the leader for ttl if nobody leads (or the
+// leader's term expired), or renews owner's term; it reports whether owner
+// leads now.
+func (s *Store) AcquireLeadership(ctx context.Context, owner string, ttl time.Duration) (bool, error) {
+	var leads bool
+	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+		ts := now()
+		// The DO UPDATE's WHERE leaves another owner's live term alone; then
+		// no row is returned.
+		var got string
+		err := tx.QueryRowContext(ctx, `INSERT INTO spool_leader (name, owner, expires_at) VALUES (?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+				WHERE spool_leader.owner = excluded.owner OR spool_leader.expires_at <= ?
+			RETURNING owner`, leaderName, owner, micros(ts.Add(ttl)), micros(ts)).Scan(&got)
+		if errors.Is(err, sql.ErrNoRows) {
+			leads = false
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		leads = got == owner
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("acquire leadership: %w", classify(err))
+	}
+	return leads, nil
+}
+
+// ResignLeadership ends owner's term if owner leads.
+func (s *Store) ResignLeadership(ctx context.Context, owner string) error {
+	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM spool_leader WHERE name = ? AND owner = ?`, leaderName, owner)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("resign leadership: %w", classify(err))
+	}
+	return nil
+}
+
+// PromoteDue makes scheduled and retrying tasks whose run_at has passed
+// available, and returns how many.
+func (s *Store) PromoteDue(ctx context.Context) (int, error) {
+	var n int64
+	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+		ts := micros(now())
+		res, err := tx.ExecContext(ctx, `UPDATE spool_tasks SET state = 'available', updated_at = ?
+			WHERE state IN ('scheduled', 'retrying') AND run_at <= ?`, ts, ts)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("promote due: %w", classify(err))
+	}
+	if n > 0 {
+		s.hub.broadcast()
+	}
+	return int(n), nil
+}
+
+// RescueExpired puts running tasks whose lease expired back to retrying,
+// due now (or fails them if their attempts are spent), and returns how many.
+// Both record "lease expired" as the last error: the attempt ended without
+// a response.
+func (s *Store) RescueExpired(ctx context.Context) (int, error) {
+	var n, retrying int64
+	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+		ts := micros(now())
+		rows, err := tx.QueryContext(ctx, `UPDATE spool_tasks SET
+				state       = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retrying' END,
+				run_at      = CASE WHEN attempt >= max_attempts THEN run_at ELSE ?1 END,
+				finished_at = CASE WHEN attempt >= max_attempts THEN ?1 ELSE NULL END,
+				updated_at = ?1, lease_token = NULL, lease_expires_at = NULL,
+				last_error = 'lease expired', last_status = NULL
+			WHERE state = 'running' AND lease_expires_at <= ?1
+			RETURNING state`, ts)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var state string
+			if err := rows.Scan(&state); err != nil {
+				return err
+			}
+			n++
+			if state == "retrying" {
+				retrying++
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return 0, fmt.Errorf("rescue expired: %w", classify(err))
+	}
+	if retrying > 0 {
+		s.hub.broadcast()
+	}
+	return int(n), nil
+}
+
+// Prune deletes up to limit final tasks that finished before now-retention
+// and returns how many.
+func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, nil
+	}
+	var n int64
+	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+		cutoff := micros(now().Add(-retention))
+		res, err := tx.ExecContext(ctx, `DELETE FROM spool_tasks WHERE id IN (
+				SELECT id FROM spool_tasks
+				WHERE state IN `+finalStates+` AND finished_at < ?
+				ORDER BY finished_at LIMIT ?)`, cutoff, limit)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("prune: %w", classify(err))
+	}
+	return int(n), nil
+}

@@ -1,0 +1,192 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/spoolhq/spool/internal/task"
+)
+
+const queueCols = `name, concurrency, rate_limit, max_attempts, timeout_ms, paused, created_at, updated_at`
+
+// querier is what both *sql.DB and *sql.Tx offer.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func scanQueue(r rowScanner) (task.Queue, error) {
+	var (
+		q                task.Queue
+		timeoutMS        int64
+		paused           int
+		created, updated int64
+	)
+	if err := r.Scan(&q.Name, &q.Concurrency, &q.RateLimit, &q.MaxAttempts, &timeoutMS, &paused, &created, &updated); err != nil {
+		return task.Queue{}, err
+	}
+	q.Timeout = time.Duration(timeoutMS) * time.Millisecond
+	q.Paused = paused != 0
+	q.CreatedAt = fromMicros(created)
+	q.UpdatedAt = fromMicros(updated)
+	q.Counts = zeroCounts()
+	return q, nil
+}
+
+// zeroCounts has every state, so callers never meet a missing key.
+func zeroCounts() map[task.State]int64 {
+	m := make(map[task.State]int64, len(task.States))
+	for _, st := range task.States {
+		m[st] = 0
+	}
+	return m
+}
+
+// getQueue reads one queue with its counts through q.
+func getQueue(ctx context.Context, q querier, name string) (task.Queue, error) {
+	qu, err := scanQueue(q.QueryRowContext(ctx, `SELECT `+queueCols+` FROM spool_queues WHERE name = ?`, name))
+	if err != nil {
+		return task.Queue{}, err
+	}
+	rows, err := q.QueryContext(ctx, `SELECT state, count(*) FROM spool_tasks WHERE queue = ? GROUP BY state`, name)
+	if err != nil {
+		return task.Queue{}, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			st string
+			n  int64
+		)
+		if err := rows.Scan(&st, &n); err != nil {
+			return task.Queue{}, err
+		}
+		qu.Counts[task.State(st)] = n
+	}
+	return qu, rows.Err()
+}
+
+// readTx runs fn in a read transaction on the read pool, so that what fn
+// reads in several statements is one snapshot.
+func (s *Store) readTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return classify(err)
+	}
+	defer tx.Rollback() //nolint:errcheck // read-only: nothing to keep or lose
+	return fn(tx)
+}
+
+// GetQueue returns a queue's settings and counts (store.ErrNotFound).
+func (s *Store) GetQueue(ctx context.Context, name string) (task.Queue, error) {
+	var out task.Queue
+	err := s.readTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, err = getQueue(ctx, tx, name)
+		return err
+	})
+	if err != nil {
+		return task.Queue{}, fmt.Errorf("get queue %q: %w", name, classify(err))
+	}
+	return out, nil
+}
+
+// ListQueues returns every queue by name, with counts.
+func (s *Store) ListQueues(ctx context.Context) ([]task.Queue, error) {
+	out := []task.Queue{}
+	err := s.readTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT `+queueCols+` FROM spool_queues ORDER BY name`)
+		if err != nil {
+			return err
+		}
+		byName := make(map[string]int)
+		for rows.Next() {
+			q, err := scanQueue(rows)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			byName[q.Name] = len(out)
+			out = append(out, q)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		rows, err = tx.QueryContext(ctx, `SELECT queue, state, count(*) FROM spool_tasks GROUP BY queue, state`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				name, st string
+				n        int64
+			)
+			if err := rows.Scan(&name, &st, &n); err != nil {
+				return err
+			}
+			if i, ok := byName[name]; ok {
+				out[i].Counts[task.State(st)] = n
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list queues: %w", classify(err))
+	}
+	return out, nil
+}
+
+// UpdateQueue applies p to queue name, creating it first if missing.
+func (s *Store) UpdateQueue(ctx context.Context, name string, p task.QueuePatch) (task.Queue, error) {
+	var out task.Queue
+	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+		ts := now()
+		if err := createQueue(ctx, tx, name, ts); err != nil {
+			return err
+		}
+		var conc, maxAttempts, timeoutMS, paused, rate any
+		if p.Concurrency != nil {
+			conc = *p.Concurrency
+		}
+		if p.RateLimit != nil {
+			rate = *p.RateLimit
+		}
+		if p.MaxAttempts != nil {
+			maxAttempts = *p.MaxAttempts
+		}
+		if p.Timeout != nil {
+			timeoutMS = timeoutMillis(*p.Timeout)
+		}
+		if p.Paused != nil {
+			paused = 0
+			if *p.Paused {
+				paused = 1
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE spool_queues SET
+				concurrency  = coalesce(?, concurrency),
+				rate_limit   = coalesce(?, rate_limit),
+				max_attempts = coalesce(?, max_attempts),
+				timeout_ms   = coalesce(?, timeout_ms),
+				paused       = coalesce(?, paused),
+				updated_at   = ?
+			WHERE name = ?`, conc, rate, maxAttempts, timeoutMS, paused, micros(ts), name); err != nil {
+			return err
+		}
+		var err error
+		out, err = getQueue(ctx, tx, name)
+		return err
+	})
+	if err != nil {
+		return task.Queue{}, fmt.Errorf("update queue %q: %w", name, classify(err))
+	}
+	// Resuming a queue or raising its limits can make waiting tasks leasable.
+	if !out.Paused && (p.Paused != nil || p.Concurrency != nil || p.RateLimit != nil) {
+		s.hub.broadcast()
+	}
+	return out, nil
+}

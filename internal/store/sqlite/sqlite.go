@@ -1,0 +1,269 @@
+// Package sqlite is Spool's embedded store: store.Store on one SQLite file
+// (modernc.org/sqlite, pure Go, WAL mode) for a single Spool process.
+//
+// It owns the file, its schema (migrations/*.sql, applied with goose) and the
+// two connection pools below; it must not be shared by several processes
+// (several replicas need PostgreSQL). All writes go through one connection in
+// BEGIN IMMEDIATE transactions: SQLite allows one writer at a time anyway, and
+// taking the write lock up front means no transaction ever has to upgrade a
+// read lock, which is where SQLite writers deadlock (SQLITE_BUSY). That
+// serialisation is also what stands in for PostgreSQL's FOR UPDATE SKIP
+// LOCKED: a Lease sees and claims due tasks with nobody else writing.
+// Reads (get, list, counts) use a separate read-only pool and, thanks to WAL,
+// never wait for the writer.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pressly/goose/v3"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/spoolhq/spool/internal/store"
+)
+
+//go:embed migrations/*.sql
+var migrationsFS embed.FS
+
+// Options tune Open. The zero value is the recommended setting.
+type Options struct {
+	// Logger receives migration progress; nil means slog.Default().
+	Logger *slog.Logger
+	// SyncFull sets synchronous=FULL, which makes every commit durable
+	// against power loss and OS crashes too, at the price of an fsync per
+	// commit. The default (NORMAL) is durable against a crash of the process.
+	SyncFull bool
+	// ReadConns is the size of the read pool; 0 means 4.
+	ReadConns int
+}
+
+// busyTimeout bounds how long a connection waits for a lock held by another
+// connection (the read pool during a checkpoint, or a stray second process
+// such as `spool migrate`) before SQLite reports SQLITE_BUSY.
+const busyTimeout = 10 * time.Second
+
+// Store is store.Store on SQLite. Build it with Open.
+type Store struct {
+	log   *slog.Logger
+	write *sql.DB // exactly one connection: every write transaction
+	read  *sql.DB // query_only connections for reads
+	hub   *hub
+
+	closeOnce sync.Once
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the database file at path, creating its
+// parent directory with mode 0700 if missing. It does not migrate: call
+// Migrate before use.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("sqlite open: empty path")
+	}
+	if strings.ContainsAny(path, "?#") {
+		// The driver splits the DSN at '?'; refuse rather than open the wrong file.
+		return nil, fmt.Errorf("sqlite open: path %q must not contain '?' or '#'", path)
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("sqlite open: create directory: %w", err)
+		}
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+
+	// synchronous=NORMAL in WAL mode fsyncs the WAL only at checkpoints: a
+	// committed transaction survives a crash or kill of the process (the
+	// WAL is in the OS page cache), which is what Spool promises on one
+	// machine, but the last commits may be lost if the machine loses power.
+	// SyncFull trades throughput for that too.
+	syncMode := "NORMAL"
+	if opts.SyncFull {
+		syncMode = "FULL"
+	}
+	common := url.Values{}
+	common.Set("_busy_timeout", fmt.Sprint(busyTimeout.Milliseconds()))
+	common.Set("_foreign_keys", "1")
+
+	wq := url.Values{}
+	for k, v := range common {
+		wq[k] = v
+	}
+	wq.Set("_journal_mode", "WAL")
+	wq.Set("_synchronous", syncMode)
+	// Every BeginTx on the write pool is BEGIN IMMEDIATE: the write lock is
+	// taken at the start, so no transaction deadlocks upgrading a read lock.
+	wq.Set("_txlock", "immediate")
+
+	write, err := sql.Open("sqlite", path+"?"+wq.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("sqlite open: %w", err)
+	}
+	write.SetMaxOpenConns(1)
+	write.SetMaxIdleConns(1)
+	write.SetConnMaxLifetime(0)
+	write.SetConnMaxIdleTime(0)
+	// Open the write connection first: it switches the file to WAL, which the
+	// read-only connections rely on.
+	if err := write.PingContext(ctx); err != nil {
+		write.Close()
+		return nil, fmt.Errorf("sqlite open %s: %w", path, classify(err))
+	}
+
+	rq := url.Values{}
+	for k, v := range common {
+		rq[k] = v
+	}
+	// query_only rather than mode=ro: a read-only-opened connection cannot
+	// create the WAL index (-shm) itself, query_only can, and still refuses
+	// every write.
+	rq.Set("_query_only", "1")
+	read, err := sql.Open("sqlite", path+"?"+rq.Encode())
+	if err != nil {
+		write.Close()
+		return nil, fmt.Errorf("sqlite open: %w", err)
+	}
+	n := opts.ReadConns
+	if n <= 0 {
+		n = 4
+	}
+	read.SetMaxOpenConns(n)
+	read.SetMaxIdleConns(n)
+	read.SetConnMaxLifetime(0)
+	read.SetConnMaxIdleTime(0)
+	if err := read.PingContext(ctx); err != nil {
+		read.Close()
+		write.Close()
+		return nil, fmt.Errorf("sqlite open %s (read pool): %w", path, classify(err))
+	}
+
+	return &Store{log: log, write: write, read: read, hub: newHub()}, nil
+}
+
+// Migrate applies the embedded migrations that are not applied yet. It is a
+// no-op on an up-to-date database.
+func (s *Store) Migrate(ctx context.Context) error {
+	fsys, err := fs.Sub(migrationsFS, "migrations")
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	// The global registry holds Go migrations registered by init functions;
+	// Spool has none, and another package's must never run on this schema.
+	p, err := goose.NewProvider(goose.DialectSQLite3, s.write, fsys,
+		goose.WithDisableGlobalRegistry(true),
+		goose.WithSlog(s.log),
+	)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	// p.Close would close s.write: do not call it.
+	res, err := p.Up(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", classify(err))
+	}
+	for _, r := range res {
+		s.log.InfoContext(ctx, "sqlite migration applied",
+			slog.Int64("version", r.Source.Version), slog.String("file", r.Source.Path),
+			slog.Duration("duration", r.Duration))
+	}
+	return nil
+}
+
+// Ping checks that the file can be read.
+func (s *Store) Ping(ctx context.Context) error {
+	var n int
+	if err := s.read.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema`).Scan(&n); err != nil {
+		return fmt.Errorf("ping: %w", classify(err))
+	}
+	return nil
+}
+
+// Close closes both pools and every Wakeups channel. Calls in flight may fail.
+func (s *Store) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.hub.close()
+		err = errors.Join(s.read.Close(), s.write.Close())
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite close: %w", err)
+	}
+	return nil
+}
+
+// inWrite runs fn in a BEGIN IMMEDIATE transaction on the write connection
+// and commits it, or rolls back if fn fails.
+func (s *Store) inWrite(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return classify(err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback() // the error that matters is fn's
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return classify(err)
+	}
+	return nil
+}
+
+// classify maps driver errors to the store's typed errors: no rows becomes
+// store.ErrNotFound (the driver error is dropped), and failures of the file
+// or the connection (busy past the timeout, I/O, disk full, closed pool)
+// are wrapped with store.ErrUnavailable. Anything else is returned as is.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrUnavailable) {
+		return err
+	}
+	if errors.Is(err, sql.ErrConnDone) || strings.Contains(err.Error(), "sql: database is closed") {
+		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff { // primary result code
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR,
+			sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_FULL, sqlite3.SQLITE_NOMEM,
+			sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PROTOCOL:
+			return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+		}
+	}
+	return err
+}
+
+// now is the process clock at microsecond precision (what the schema keeps),
+// in UTC, so that a time written and read back compares equal.
+func now() time.Time { return time.UnixMicro(time.Now().UnixMicro()).UTC() }
+
+// micros converts a time to the stored form. The zero time stays 0.
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+// fromMicros converts a stored time back.
+func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }

@@ -1,0 +1,441 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spoolhq/spool/internal/store"
+	"github.com/spoolhq/spool/internal/task"
+)
+
+// taskCols is the column list every task read uses, in scanTask's order.
+const taskCols = `id, queue, state, priority, run_at, attempt, max_attempts, timeout_ms,
+	target_url, target_method, target_headers, payload, content_type, idempotency_key,
+	last_error, last_status, created_at, updated_at, finished_at, lease_token, lease_expires_at`
+
+// pendingStates is the SQL list of states waiting to be leased.
+const pendingStates = `('scheduled', 'available', 'retrying')`
+
+// finalStates is the SQL list of final states.
+const finalStates = `('succeeded', 'failed', 'cancelled')`
+
+type rowScanner interface{ Scan(dest ...any) error }
+
+// scanned is a task row with its lease columns.
+type scanned struct {
+	task.Task
+	leaseToken     sql.NullInt64
+	leaseExpiresAt sql.NullInt64
+}
+
+func scanTask(r rowScanner) (scanned, error) {
+	var (
+		t                          scanned
+		state                      string
+		runAt, created, updated    int64
+		timeoutMS                  int64
+		headers, idemKey, lastErr  sql.NullString
+		lastStatus, finished       sql.NullInt64
+		payload                    []byte
+		contentType, method, tgURL string
+	)
+	err := r.Scan(&t.ID, &t.Queue, &state, &t.Priority, &runAt, &t.Attempt, &t.MaxAttempts, &timeoutMS,
+		&tgURL, &method, &headers, &payload, &contentType, &idemKey,
+		&lastErr, &lastStatus, &created, &updated, &finished, &t.leaseToken, &t.leaseExpiresAt)
+	if err != nil {
+		return scanned{}, err
+	}
+	t.State = task.State(state)
+	t.RunAt = fromMicros(runAt)
+	t.CreatedAt = fromMicros(created)
+	t.UpdatedAt = fromMicros(updated)
+	if finished.Valid {
+		ft := fromMicros(finished.Int64)
+		t.FinishedAt = &ft
+	}
+	t.Timeout = time.Duration(timeoutMS) * time.Millisecond
+	t.Target = task.Target{URL: tgURL, Method: method}
+	if headers.Valid && headers.String != "" {
+		if err := json.Unmarshal([]byte(headers.String), &t.Target.Headers); err != nil {
+			return scanned{}, fmt.Errorf("task %s: decode target headers: %w", t.ID, err)
+		}
+	}
+	if len(payload) > 0 {
+		t.Payload = payload
+	}
+	t.ContentType = contentType
+	t.IdempotencyKey = idemKey.String
+	t.LastError = lastErr.String
+	t.LastStatus = int(lastStatus.Int64)
+	return t, nil
+}
+
+// nullString stores "" as NULL.
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// nullInt stores 0 as NULL.
+func nullInt(n int) any {
+	if n == 0 {
+		return nil
+	}
+	return n
+}
+
+// timeoutMillis stores a timeout in whole milliseconds, rounding a positive
+// sub-millisecond timeout up so it never becomes "none".
+func timeoutMillis(d time.Duration) int64 {
+	ms := d.Milliseconds()
+	if d > 0 && d%time.Millisecond != 0 {
+		ms++
+	}
+	return ms
+}
+
+// insertCols are the columns Enqueue writes; insertChunk rows go in one
+// statement, keeping the bound variables (15 a row) well under SQLite's
+// limit of 32766.
+const (
+	insertCols = `id, queue, state, priority, run_at, max_attempts, timeout_ms,
+	target_url, target_method, target_headers, payload, content_type, idempotency_key,
+	created_at, updated_at`
+	insertNCols = 15
+	insertChunk = 500
+)
+
+type queueKey struct{ queue, key string }
+
+// Enqueue inserts the tasks in one transaction (see store.Store).
+func (s *Store) Enqueue(ctx context.Context, tasks []store.NewTask) ([]store.Enqueued, error) {
+	if len(tasks) == 0 {
+		return []store.Enqueued{}, nil
+	}
+	for i, nt := range tasks {
+		if nt.ID == "" || nt.Queue == "" {
+			return nil, fmt.Errorf("enqueue: task %d: id and queue are required", i)
+		}
+	}
+	ts := now()
+	out := make([]store.Enqueued, len(tasks))
+	// dupOf[i] = j when tasks[i] repeats the idempotency key of an earlier
+	// tasks[j] in this call; -1 otherwise.
+	dupOf := make([]int, len(tasks))
+	firstByKey := make(map[queueKey]int)
+	var insert []int // indexes of tasks to insert
+	for i, nt := range tasks {
+		dupOf[i] = -1
+		if nt.IdempotencyKey != "" {
+			k := queueKey{nt.Queue, nt.IdempotencyKey}
+			if j, ok := firstByKey[k]; ok {
+				dupOf[i] = j
+				continue
+			}
+			firstByKey[k] = i
+		}
+		insert = append(insert, i)
+	}
+
+	wake := false
+	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+		defaults, err := ensureQueues(ctx, tx, tasks, ts)
+		if err != nil {
+			return err
+		}
+		// Build each task as stored; the ones that conflict are replaced below.
+		for _, i := range insert {
+			out[i] = store.Enqueued{Task: newTaskRow(tasks[i], defaults[tasks[i].Queue], ts)}
+		}
+		inserted := make(map[string]bool, len(insert))
+		for start := 0; start < len(insert); start += insertChunk {
+			end := min(start+insertChunk, len(insert))
+			if err := insertTasks(ctx, tx, out, insert[start:end], inserted); err != nil {
+				return err
+			}
+		}
+		// A task not inserted lost an idempotency-key race with a stored task:
+		// that task is the answer.
+		for _, i := range insert {
+			if inserted[tasks[i].ID] {
+				if out[i].Task.State == task.Available {
+					wake = true
+				}
+				continue
+			}
+			row := tx.QueryRowContext(ctx, `SELECT `+taskCols+` FROM spool_tasks
+				WHERE queue = ? AND idempotency_key = ?`, tasks[i].Queue, tasks[i].IdempotencyKey)
+			t, err := scanTask(row)
+			if err != nil {
+				// Not a key conflict (insertTasks only skips those): say so.
+				return fmt.Errorf("task %s was not inserted: %w", tasks[i].ID, classify(err))
+			}
+			out[i] = store.Enqueued{Task: t.Task, Existing: true}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("enqueue: %w", classify(err))
+	}
+	for i, j := range dupOf {
+		if j >= 0 {
+			out[i] = store.Enqueued{Task: out[j].Task, Existing: true}
+		}
+	}
+	if wake {
+		s.hub.broadcast()
+	}
+	return out, nil
+}
+
+type queueDefaults struct {
+	maxAttempts int
+	timeoutMS   int64
+}
+
+// ensureQueues creates the missing queues of tasks with default settings and
+// returns each queue's defaults for tasks that leave them unset.
+func ensureQueues(ctx context.Context, tx *sql.Tx, tasks []store.NewTask, ts time.Time) (map[string]queueDefaults, error) {
+	defaults := make(map[string]queueDefaults)
+	for _, nt := range tasks {
+		if _, ok := defaults[nt.Queue]; ok {
+			continue
+		}
+		if err := createQueue(ctx, tx, nt.Queue, ts); err != nil {
+			return nil, err
+		}
+		var d queueDefaults
+		if err := tx.QueryRowContext(ctx, `SELECT max_attempts, timeout_ms FROM spool_queues WHERE name = ?`,
+			nt.Queue).Scan(&d.maxAttempts, &d.timeoutMS); err != nil {
+			return nil, fmt.Errorf("queue %q: %w", nt.Queue, err)
+		}
+		defaults[nt.Queue] = d
+	}
+	return defaults, nil
+}
+
+// createQueue inserts queue name with the default settings unless it exists.
+func createQueue(ctx context.Context, tx *sql.Tx, name string, ts time.Time) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO spool_queues
+		(name, concurrency, rate_limit, max_attempts, timeout_ms, paused, tokens, tokens_at, created_at, updated_at)
+		VALUES (?, 0, 0, ?, ?, 0, 0, 0, ?, ?)
+		ON CONFLICT (name) DO NOTHING`,
+		name, task.DefaultMaxAttempts, task.DefaultTimeout.Milliseconds(), micros(ts), micros(ts))
+	if err != nil {
+		return fmt.Errorf("create queue %q: %w", name, err)
+	}
+	return nil
+}
+
+// newTaskRow is the task Enqueue stores for nt.
+func newTaskRow(nt store.NewTask, d queueDefaults, ts time.Time) task.Task {
+	runAt := ts
+	if !nt.RunAt.IsZero() {
+		runAt = fromMicros(nt.RunAt.UnixMicro())
+	}
+	state := task.Available
+	if runAt.After(ts) {
+		state = task.Scheduled
+	}
+	maxAttempts := nt.MaxAttempts
+	if maxAttempts == 0 {
+		maxAttempts = d.maxAttempts
+	}
+	timeoutMS := timeoutMillis(nt.Timeout)
+	if nt.Timeout == 0 {
+		timeoutMS = d.timeoutMS
+	}
+	tg := task.Target{URL: nt.Target.URL, Method: nt.Target.Method}
+	if len(nt.Target.Headers) > 0 {
+		tg.Headers = make(map[string]string, len(nt.Target.Headers))
+		for k, v := range nt.Target.Headers {
+			tg.Headers[k] = v
+		}
+	}
+	var payload []byte
+	if len(nt.Payload) > 0 {
+		payload = append([]byte(nil), nt.Payload...)
+	}
+	return task.Task{
+		ID:             nt.ID,
+		Queue:          nt.Queue,
+		State:          state,
+		MaxAttempts:    maxAttempts,
+		Priority:       nt.Priority,
+		RunAt:          runAt,
+		CreatedAt:      ts,
+		UpdatedAt:      ts,
+		Target:         tg,
+		Payload:        payload,
+		ContentType:    nt.ContentType,
+		Timeout:        time.Duration(timeoutMS) * time.Millisecond,
+		IdempotencyKey: nt.IdempotencyKey,
+	}
+}
+
+// insertTasks inserts out[idx] in one multi-row statement. A row whose
+// (queue, idempotency key) already exists is skipped; any other constraint
+// failure (a duplicate id, say) fails the statement and so the whole batch.
+// The ids actually inserted are added to inserted.
+func insertTasks(ctx context.Context, tx *sql.Tx, out []store.Enqueued, idx []int, inserted map[string]bool) error {
+	var q strings.Builder
+	q.WriteString(`INSERT INTO spool_tasks (` + insertCols + `) VALUES `)
+	args := make([]any, 0, len(idx)*insertNCols)
+	for n, i := range idx {
+		if n > 0 {
+			q.WriteString(",")
+		}
+		q.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+		t := out[i].Task
+		var headers any
+		if len(t.Target.Headers) > 0 {
+			b, err := json.Marshal(t.Target.Headers)
+			if err != nil {
+				return fmt.Errorf("task %s: encode headers: %w", t.ID, err)
+			}
+			headers = string(b)
+		}
+		var payload any
+		if len(t.Payload) > 0 {
+			payload = t.Payload
+		}
+		args = append(args, t.ID, t.Queue, string(t.State), t.Priority, micros(t.RunAt), t.MaxAttempts,
+			t.Timeout.Milliseconds(), t.Target.URL, t.Target.Method, headers, payload, t.ContentType,
+			nullString(t.IdempotencyKey), micros(t.CreatedAt), micros(t.UpdatedAt))
+	}
+	q.WriteString(` ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id`)
+	rows, err := tx.QueryContext(ctx, q.String(), args...)
+	if err != nil {
+		return fmt.Errorf("insert tasks: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return fmt.Errorf("insert tasks: %w", err)
+		}
+		inserted[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("insert tasks: %w", err)
+	}
+	return nil
+}
+
+// GetTask returns one task (store.ErrNotFound).
+func (s *Store) GetTask(ctx context.Context, id string) (task.Task, error) {
+	t, err := scanTask(s.read.QueryRowContext(ctx, `SELECT `+taskCols+` FROM spool_tasks WHERE id = ?`, id))
+	if err != nil {
+		return task.Task{}, fmt.Errorf("get task %s: %w", id, classify(err))
+	}
+	return t.Task, nil
+}
+
+// ListTasks returns a page of one queue's tasks in id order.
+func (s *Store) ListTasks(ctx context.Context, p store.ListParams) ([]task.Task, error) {
+	limit := p.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	limit = min(limit, 1000)
+	q := `SELECT ` + taskCols + ` FROM spool_tasks WHERE queue = ? AND id > ?`
+	args := []any{p.Queue, p.After}
+	if p.State != "" {
+		q += ` AND state = ?`
+		args = append(args, string(p.State))
+	}
+	q += ` ORDER BY id LIMIT ?`
+	args = append(args, limit)
+	rows, err := s.read.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list tasks: %w", classify(err))
+	}
+	defer rows.Close()
+	out := []task.Task{}
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list tasks: %w", classify(err))
+		}
+		out = append(out, t.Task)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list tasks: %w", classify(err))
+	}
+	return out, nil
+}
+
+// CancelTask cancels an unfinished task; a final one is store.ErrConflict.
+func (s *Store) CancelTask(ctx context.Context, id string) (task.Task, error) {
+	var out task.Task
+	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+		ts := micros(now())
+		// Clearing the lease token is what makes a running attempt's
+		// completion be refused.
+		t, err := scanTask(tx.QueryRowContext(ctx, `UPDATE spool_tasks SET
+				state = 'cancelled', finished_at = ?, updated_at = ?,
+				lease_token = NULL, lease_expires_at = NULL
+			WHERE id = ? AND state NOT IN `+finalStates+`
+			RETURNING `+taskCols, ts, ts, id))
+		if err == nil {
+			out = t.Task
+			return nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		return existsOrNotFound(ctx, tx, id, "only an unfinished task can be cancelled")
+	})
+	if err != nil {
+		return task.Task{}, fmt.Errorf("cancel task %s: %w", id, classify(err))
+	}
+	return out, nil
+}
+
+// RetryTask makes a failed or cancelled task available again.
+func (s *Store) RetryTask(ctx context.Context, id string) (task.Task, error) {
+	var out task.Task
+	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+		ts := micros(now())
+		t, err := scanTask(tx.QueryRowContext(ctx, `UPDATE spool_tasks SET
+				state = 'available', run_at = ?, attempt = 0, finished_at = NULL, updated_at = ?,
+				lease_token = NULL, lease_expires_at = NULL
+			WHERE id = ? AND state IN ('failed', 'cancelled')
+			RETURNING `+taskCols, ts, ts, id))
+		if err == nil {
+			out = t.Task
+			return nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		return existsOrNotFound(ctx, tx, id, "only a failed or cancelled task can be retried")
+	})
+	if err != nil {
+		return task.Task{}, fmt.Errorf("retry task %s: %w", id, classify(err))
+	}
+	s.hub.broadcast()
+	return out, nil
+}
+
+// existsOrNotFound explains why a guarded update of task id matched nothing:
+// store.ErrNotFound if there is no such task, else store.ErrConflict with
+// the task's state and why.
+func existsOrNotFound(ctx context.Context, tx *sql.Tx, id, why string) error {
+	var state string
+	err := tx.QueryRowContext(ctx, `SELECT state FROM spool_tasks WHERE id = ?`, id).Scan(&state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: task is %s; %s", store.ErrConflict, state, why)
+}
