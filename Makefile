@@ -1,0 +1,34 @@
+# Spool: build, test, lint, run. `make test` is the one command that runs every test.
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+STATICCHECK_VERSION ?= v0.7.0
+
+.PHONY: build test test-short lint run clean
+
+build: ## the static binary in bin/spool
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/spool ./cmd/spool
+
+test: ## every test: unit, both stores (real PostgreSQL started by the tests), end-to-end
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 30m ./...
+
+test-short: ## the fast tests only
+	$(GO) test -count=1 -short ./...
+
+lint: ## go vet + staticcheck
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+# run: Spool on the embedded SQLite store in ./data, on loopback (no API key
+# needed there), with a `spool sink` receiver on 127.0.0.1:8081 to deliver to.
+run: build
+	@echo "spool API on http://127.0.0.1:8000, sink on http://127.0.0.1:8081 (Ctrl-C stops both)"
+	@trap 'kill 0' INT TERM EXIT; \
+	./bin/spool sink --addr 127.0.0.1:8081 & \
+	SPOOL_HTTP_ADDR=127.0.0.1:8000 SPOOL_ADMIN_ADDR=127.0.0.1:9090 SPOOL_ALLOWED_TARGET_CIDRS=127.0.0.0/8 \
+	SPOOL_DRAIN_DELAY=0s ./bin/spool serve
+
+clean:
+	rm -rf bin
