@@ -78,19 +78,24 @@ func (s *Store) Lease(ctx context.Context, limit int, leaseFor time.Duration) ([
 			return nil
 		}
 
-		args := make([]any, 0, len(cands)+3)
-		expires := ts.Add(leaseFor)
-		args = append(args, micros(expires), nowUS)
-		for _, c := range cands {
-			args = append(args, c.id)
+		// Reserve one fresh token per task from the counter.
+		var last int64
+		if err := tx.QueryRowContext(ctx, `UPDATE spool_lease_seq SET last = last + ? WHERE id = 1 RETURNING last`,
+			len(cands)).Scan(&last); err != nil {
+			return fmt.Errorf("lease tokens: %w", err)
 		}
-		// random() gives each row its own token; masking the sign bit keeps
-		// tokens positive. A token only has to differ from the tokens any
-		// earlier lease of the same task had, and 63 random bits do.
+		first := last - int64(len(cands)) + 1
+		expires := ts.Add(leaseFor)
+		args := make([]any, 0, 2*len(cands)+2)
+		args = append(args, micros(expires), nowUS)
+		for i, c := range cands {
+			args = append(args, c.id, first+int64(i))
+		}
 		rows, err := tx.QueryContext(ctx, `UPDATE spool_tasks SET
 				state = 'running', attempt = attempt + 1,
-				lease_token = random() & 9223372036854775807, lease_expires_at = ?, updated_at = ?
-			WHERE id IN (?`+strings.Repeat(",?", len(cands)-1)+`) AND state IN `+pendingStates+`
+				lease_token = c.tok, lease_expires_at = ?, updated_at = ?
+			FROM (SELECT column1 AS cid, column2 AS tok FROM (VALUES (?, ?)`+strings.Repeat(", (?, ?)", len(cands)-1)+`)) AS c
+			WHERE spool_tasks.id = c.cid AND spool_tasks.state IN `+pendingStates+`
 			RETURNING `+taskCols, args...)
 		if err != nil {
 			return fmt.Errorf("claim: %w", err)

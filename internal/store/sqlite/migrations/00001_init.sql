@@ -74,6 +74,15 @@ CREATE INDEX spool_tasks_rescue ON spool_tasks (lease_expires_at)
 CREATE INDEX spool_tasks_prune ON spool_tasks (finished_at)
     WHERE state IN ('succeeded', 'failed', 'cancelled');
 
+-- Lease tokens come from this counter rather than from a random number: a
+-- token is then never reused, so a stale holder can never match a later lease.
+CREATE TABLE spool_lease_seq (
+    id   INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+    last INTEGER NOT NULL
+) STRICT;
+INSERT INTO spool_lease_seq (id, last) VALUES (1, 0);
+
+-- One row per elected role ("maintenance").
 CREATE TABLE spool_leader (
     name       TEXT    NOT NULL PRIMARY KEY,
     owner      TEXT    NOT NULL,
@@ -82,5 +91,6 @@ CREATE TABLE spool_leader (
 
 -- +goose Down
 DROP TABLE spool_leader;
+DROP TABLE spool_lease_seq;
 DROP TABLE spool_tasks;
 DROP TABLE spool_queues;
