@@ -277,7 +277,7 @@ func testLease(t *testing.T, newStore NewStoreFunc) {
 			t.Fatalf("after a cancel, leased %d; want 1", len(ls))
 		}
 		checkCounts(t, "c", mustQueue(t, ctx, s, "c").Counts, map[task.State]int64{
-			task.Running: 2, task.Available: 2, task.Succeeded: 1, task.Retrying: 1, task.Cancelled: 1,
+			task.Running: 2, task.Available: 1, task.Succeeded: 1, task.Retrying: 1, task.Cancelled: 1,
 		})
 	})
 
