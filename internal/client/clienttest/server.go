@@ -1,0 +1,601 @@
+// Package clienttest is an in-memory stand-in for Spool's HTTP API, written
+// from the documented wire shapes (JSON names, status codes, RFC 9457
+// errors), so the client and the CLI can be tested without a database.
+//
+// It is deliberately separate from internal/api: its structs spell every
+// JSON name out again, and it rejects unknown request fields, so a client
+// that drifts from the documented shapes fails its tests. It does no
+// delivery; the real server is tested elsewhere.
+package clienttest
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// States in lifecycle order, as the API names them.
+var states = []string{"scheduled", "available", "running", "retrying", "succeeded", "failed", "cancelled"}
+
+func final(s string) bool { return s == "succeeded" || s == "failed" || s == "cancelled" }
+
+type target struct {
+	URL     string            `json:"url"`
+	Method  string            `json:"method"`
+	Headers map[string]string `json:"headers,omitempty"`
+}
+
+// Task is the fake's task record, in the API's JSON shape.
+type Task struct {
+	ID             string     `json:"id"`
+	Queue          string     `json:"queue"`
+	State          string     `json:"state"`
+	Attempt        int        `json:"attempt"`
+	MaxAttempts    int        `json:"max_attempts"`
+	Priority       int        `json:"priority"`
+	RunAt          time.Time  `json:"run_at"`
+	CreatedAt      time.Time  `json:"created_at"`
+	UpdatedAt      time.Time  `json:"updated_at"`
+	FinishedAt     *time.Time `json:"finished_at"`
+	Target         target     `json:"target"`
+	LastError      *string    `json:"last_error"`
+	LastStatus     *int       `json:"last_status"`
+	Timeout        string     `json:"timeout"`
+	ContentType    string     `json:"content_type"`
+	IdempotencyKey *string    `json:"idempotency_key"`
+	// PayloadSize is not in the documented shape: it stands for any field
+	// a newer server adds, which clients must tolerate and pass through.
+	PayloadSize int    `json:"payload_size"`
+	payload     []byte // kept for tests
+}
+
+type queue struct {
+	Name        string           `json:"name"`
+	Concurrency int              `json:"concurrency"`
+	RateLimit   float64          `json:"rate_limit"`
+	MaxAttempts int              `json:"max_attempts"`
+	Timeout     string           `json:"timeout"`
+	Paused      bool             `json:"paused"`
+	Counts      map[string]int64 `json:"counts"`
+	CreatedAt   time.Time        `json:"created_at"`
+	UpdatedAt   time.Time        `json:"updated_at"`
+}
+
+// Request is what the fake received last, for assertions on the wire form.
+type Request struct {
+	Method string
+	Path   string // escaped path
+	Query  string
+	Header http.Header
+	Body   []byte
+}
+
+// Server is the fake API. Embed-free fields are guarded by mu.
+type Server struct {
+	*httptest.Server
+	apiKey string
+
+	mu     sync.Mutex
+	seq    int
+	tasks  map[string]*Task
+	order  []string // ids in creation order
+	queues map[string]*queue
+	idem   map[string]string // queue + "\x00" + key -> id
+	last   Request
+	ready  bool
+}
+
+// New starts a fake API on 127.0.0.1 requiring apiKey ("" = no auth) and
+// closes it when the test ends.
+func New(t testing.TB, apiKey string) *Server {
+	s := &Server{
+		apiKey: apiKey,
+		tasks:  make(map[string]*Task),
+		queues: make(map[string]*queue),
+		idem:   make(map[string]string),
+		ready:  true,
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("POST /v1/queues/{queue}/tasks", s.auth(s.enqueue))
+	mux.HandleFunc("GET /v1/queues/{queue}/tasks", s.auth(s.list))
+	mux.HandleFunc("GET /v1/tasks/{id}", s.auth(s.getTask))
+	mux.HandleFunc("POST /v1/tasks/{id}/cancel", s.auth(s.cancel))
+	mux.HandleFunc("POST /v1/tasks/{id}/retry", s.auth(s.retry))
+	mux.HandleFunc("GET /v1/queues", s.auth(s.listQueues))
+	mux.HandleFunc("GET /v1/queues/{queue}", s.auth(s.getQueue))
+	mux.HandleFunc("PATCH /v1/queues/{queue}", s.auth(s.patchQueue))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		problem(w, http.StatusNotFound, "no such route "+r.Method+" "+r.URL.Path, nil)
+	})
+	s.Server = httptest.NewServer(s.record(mux))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Last returns the last request received.
+func (s *Server) Last() Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
+}
+
+// SetReady makes /readyz answer 200 (true) or 503 (false).
+func (s *Server) SetReady(ready bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ready = ready
+}
+
+// SetState forces a task's state, as delivery would (e.g. to "failed").
+func (s *Server) SetState(id, state string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t, ok := s.tasks[id]; ok {
+		t.State = state
+		if state == "failed" {
+			msg, code := "target answered 500", 500
+			t.LastError, t.LastStatus = &msg, &code
+		}
+	}
+}
+
+// Payload returns the stored payload bytes of a task.
+func (s *Server) Payload(id string) []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t, ok := s.tasks[id]; ok {
+		return t.payload
+	}
+	return nil
+}
+
+func (s *Server) record(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+		if err != nil {
+			problem(w, http.StatusRequestEntityTooLarge, "body too large", nil)
+			return
+		}
+		s.mu.Lock()
+		s.last = Request{Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: body}
+		s.mu.Unlock()
+		r.Body = io.NopCloser(strings.NewReader(string(body)))
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) auth(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.apiKey != "" && r.Header.Get("Authorization") != "Bearer "+s.apiKey {
+			problem(w, http.StatusUnauthorized, "missing or invalid API key", nil)
+			return
+		}
+		h(w, r)
+	}
+}
+
+type fieldError struct {
+	Field  string `json:"field"`
+	Detail string `json:"detail"`
+}
+
+func problem(w http.ResponseWriter, status int, detail string, fields []fieldError) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	p := map[string]any{
+		"type":   "about:blank",
+		"title":  http.StatusText(status),
+		"status": status,
+		"detail": detail,
+	}
+	if fields != nil {
+		p["errors"] = fields
+	}
+	_ = json.NewEncoder(w).Encode(p)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	ready := s.ready
+	s.mu.Unlock()
+	if !ready {
+		problem(w, http.StatusServiceUnavailable, "shutting down", nil)
+		return
+	}
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+type enqueueBody struct {
+	Target *struct {
+		URL     string            `json:"url"`
+		Method  string            `json:"method"`
+		Headers map[string]string `json:"headers"`
+	} `json:"target"`
+	Payload        json.RawMessage `json:"payload"`
+	PayloadBase64  *string         `json:"payload_base64"`
+	ContentType    string          `json:"content_type"`
+	Delay          string          `json:"delay"`
+	RunAt          string          `json:"run_at"`
+	Priority       *int            `json:"priority"`
+	MaxAttempts    *int            `json:"max_attempts"`
+	Timeout        string          `json:"timeout"`
+	IdempotencyKey string          `json:"idempotency_key"`
+}
+
+func strictDecode(data []byte, v any) error {
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return fmt.Errorf("trailing data after the JSON value")
+	}
+	return nil
+}
+
+// validate turns a request into a task (without id) or field errors.
+func (s *Server) validate(q *queue, b enqueueBody, prefix string, now time.Time) (*Task, []fieldError) {
+	var errs []fieldError
+	bad := func(f, d string) { errs = append(errs, fieldError{prefix + f, d}) }
+	t := &Task{
+		State:       "available",
+		MaxAttempts: q.MaxAttempts,
+		Priority:    5,
+		RunAt:       now,
+		CreatedAt:   now,
+		UpdatedAt:   now,
+		Timeout:     q.Timeout,
+		ContentType: "application/json",
+	}
+	if b.Target == nil || b.Target.URL == "" {
+		bad("target.url", "required")
+	} else {
+		t.Target = target{URL: b.Target.URL, Method: b.Target.Method, Headers: b.Target.Headers}
+		if t.Target.Method == "" {
+			t.Target.Method = "POST"
+		}
+	}
+	if len(b.Payload) > 0 && b.PayloadBase64 != nil {
+		bad("payload", "payload and payload_base64 are exclusive")
+	}
+	if len(b.Payload) > 0 {
+		t.payload = b.Payload
+	}
+	if b.PayloadBase64 != nil {
+		p, err := base64.StdEncoding.DecodeString(*b.PayloadBase64)
+		if err != nil {
+			bad("payload_base64", "not valid base64")
+		}
+		t.payload = p
+		t.ContentType = "application/octet-stream"
+	}
+	t.PayloadSize = len(t.payload)
+	if b.ContentType != "" {
+		t.ContentType = b.ContentType
+	}
+	if b.Delay != "" && b.RunAt != "" {
+		bad("delay", "delay and run_at are exclusive")
+	}
+	if b.Delay != "" {
+		d, err := time.ParseDuration(b.Delay)
+		if err != nil || d < 0 {
+			bad("delay", "must be a non-negative Go duration")
+		} else if d > 0 {
+			t.RunAt, t.State = now.Add(d), "scheduled"
+		}
+	}
+	if b.RunAt != "" {
+		at, err := time.Parse(time.RFC3339Nano, b.RunAt)
+		if err != nil {
+			bad("run_at", "must be RFC 3339")
+		} else if at.After(now) {
+			t.RunAt, t.State = at, "scheduled"
+		}
+	}
+	if b.Priority != nil {
+		if *b.Priority < 0 || *b.Priority > 9 {
+			bad("priority", "must be 0-9")
+		}
+		t.Priority = *b.Priority
+	}
+	if b.MaxAttempts != nil {
+		if *b.MaxAttempts < 1 || *b.MaxAttempts > 1000 {
+			bad("max_attempts", "must be 1-1000")
+		}
+		t.MaxAttempts = *b.MaxAttempts
+	}
+	if b.Timeout != "" {
+		d, err := time.ParseDuration(b.Timeout)
+		if err != nil || d <= 0 {
+			bad("timeout", "must be a positive Go duration")
+		}
+		t.Timeout = b.Timeout
+	}
+	if b.IdempotencyKey != "" {
+		k := b.IdempotencyKey
+		t.IdempotencyKey = &k
+	}
+	return t, errs
+}
+
+// queueLocked returns the queue, creating it with defaults.
+func (s *Server) queueLocked(name string, now time.Time) *queue {
+	q, ok := s.queues[name]
+	if !ok {
+		q = &queue{Name: name, MaxAttempts: 25, Timeout: "30s", CreatedAt: now, UpdatedAt: now}
+		s.queues[name] = q
+	}
+	return q
+}
+
+func (s *Server) insertLocked(t *Task) {
+	s.seq++
+	t.ID = fmt.Sprintf("0190a000-0000-7000-8000-%012d", s.seq)
+	s.tasks[t.ID] = t
+	s.order = append(s.order, t.ID)
+	if t.IdempotencyKey != nil {
+		s.idem[t.Queue+"\x00"+*t.IdempotencyKey] = t.ID
+	}
+}
+
+func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("queue")
+	data, _ := io.ReadAll(r.Body)
+	var probe map[string]json.RawMessage
+	if err := json.Unmarshal(data, &probe); err != nil {
+		problem(w, http.StatusBadRequest, "malformed JSON: "+err.Error(), nil)
+		return
+	}
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.queueLocked(name, now)
+
+	if _, batch := probe["tasks"]; batch {
+		var b struct {
+			Tasks []enqueueBody `json:"tasks"`
+		}
+		if err := strictDecode(data, &b); err != nil {
+			problem(w, http.StatusBadRequest, "malformed batch: "+err.Error(), nil)
+			return
+		}
+		var all []fieldError
+		var ts []*Task
+		for i, eb := range b.Tasks {
+			t, errs := s.validate(q, eb, fmt.Sprintf("tasks[%d].", i), now)
+			all = append(all, errs...)
+			t.Queue = name
+			ts = append(ts, t)
+		}
+		if len(all) > 0 {
+			problem(w, http.StatusUnprocessableEntity, "invalid tasks", all)
+			return
+		}
+		for _, t := range ts {
+			s.insertLocked(t)
+		}
+		writeJSON(w, http.StatusCreated, map[string]any{"tasks": ts})
+		return
+	}
+
+	var b enqueueBody
+	if err := strictDecode(data, &b); err != nil {
+		problem(w, http.StatusBadRequest, "malformed task: "+err.Error(), nil)
+		return
+	}
+	if h := r.Header.Get("Idempotency-Key"); h != "" && b.IdempotencyKey == "" {
+		b.IdempotencyKey = h
+	}
+	t, errs := s.validate(q, b, "", now)
+	if len(errs) > 0 {
+		problem(w, http.StatusUnprocessableEntity, "invalid task", errs)
+		return
+	}
+	if t.IdempotencyKey != nil {
+		if id, ok := s.idem[name+"\x00"+*t.IdempotencyKey]; ok {
+			writeJSON(w, http.StatusOK, s.tasks[id])
+			return
+		}
+	}
+	t.Queue = name
+	s.insertLocked(t)
+	writeJSON(w, http.StatusCreated, t)
+}
+
+func (s *Server) getTask(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.tasks[r.PathValue("id")]
+	if !ok {
+		problem(w, http.StatusNotFound, fmt.Sprintf("task %q not found", r.PathValue("id")), nil)
+		return
+	}
+	writeJSON(w, http.StatusOK, t)
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("queue")
+	q := r.URL.Query()
+	state := q.Get("state")
+	if state != "" && !slices.Contains(states, state) {
+		problem(w, http.StatusUnprocessableEntity, "invalid query", []fieldError{{"state", "unknown state " + strconv.Quote(state)}})
+		return
+	}
+	limit := 100
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			problem(w, http.StatusUnprocessableEntity, "invalid query", []fieldError{{"limit", "must be 1-1000"}})
+			return
+		}
+		limit = n
+	}
+	cursor := q.Get("cursor")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []*Task{}
+	next := ""
+	for _, id := range s.order {
+		t := s.tasks[id]
+		if t.Queue != name || (state != "" && t.State != state) || (cursor != "" && id <= cursor) {
+			continue
+		}
+		if len(out) == limit {
+			next = out[len(out)-1].ID
+			break
+		}
+		out = append(out, t)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tasks": out, "next_cursor": next})
+}
+
+func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.tasks[r.PathValue("id")]
+	if !ok {
+		problem(w, http.StatusNotFound, fmt.Sprintf("task %q not found", r.PathValue("id")), nil)
+		return
+	}
+	if final(t.State) {
+		problem(w, http.StatusConflict, fmt.Sprintf("task is %s; only unfinished tasks can be cancelled", t.State), nil)
+		return
+	}
+	now := time.Now().UTC()
+	t.State, t.UpdatedAt, t.FinishedAt = "cancelled", now, &now
+	writeJSON(w, http.StatusOK, t)
+}
+
+func (s *Server) retry(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.tasks[r.PathValue("id")]
+	if !ok {
+		problem(w, http.StatusNotFound, fmt.Sprintf("task %q not found", r.PathValue("id")), nil)
+		return
+	}
+	if t.State != "failed" && t.State != "cancelled" {
+		problem(w, http.StatusConflict, fmt.Sprintf("task is %s; only failed or cancelled tasks can be retried", t.State), nil)
+		return
+	}
+	now := time.Now().UTC()
+	t.State, t.UpdatedAt, t.FinishedAt, t.RunAt = "available", now, nil, now
+	writeJSON(w, http.StatusOK, t)
+}
+
+// withCountsLocked returns a copy of q with counts by state, zeros included.
+func (s *Server) withCountsLocked(q *queue) queue {
+	c := *q
+	c.Counts = make(map[string]int64, len(states))
+	for _, st := range states {
+		c.Counts[st] = 0
+	}
+	for _, t := range s.tasks {
+		if t.Queue == q.Name {
+			c.Counts[t.State]++
+		}
+	}
+	return c
+}
+
+func (s *Server) listQueues(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(s.queues))
+	for n := range s.queues {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	out := make([]queue, 0, len(names))
+	for _, n := range names {
+		out = append(out, s.withCountsLocked(s.queues[n]))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"queues": out})
+}
+
+func (s *Server) getQueue(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q, ok := s.queues[r.PathValue("queue")]
+	if !ok {
+		problem(w, http.StatusNotFound, fmt.Sprintf("queue %q not found", r.PathValue("queue")), nil)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.withCountsLocked(q))
+}
+
+func (s *Server) patchQueue(w http.ResponseWriter, r *http.Request) {
+	data, _ := io.ReadAll(r.Body)
+	var p struct {
+		Concurrency *int     `json:"concurrency"`
+		RateLimit   *float64 `json:"rate_limit"`
+		MaxAttempts *int     `json:"max_attempts"`
+		Timeout     *string  `json:"timeout"`
+		Paused      *bool    `json:"paused"`
+	}
+	if err := strictDecode(data, &p); err != nil {
+		problem(w, http.StatusBadRequest, "malformed patch: "+err.Error(), nil)
+		return
+	}
+	var errs []fieldError
+	if p.Concurrency != nil && *p.Concurrency < 0 {
+		errs = append(errs, fieldError{"concurrency", "must be >= 0"})
+	}
+	if p.RateLimit != nil && *p.RateLimit < 0 {
+		errs = append(errs, fieldError{"rate_limit", "must be >= 0"})
+	}
+	if p.MaxAttempts != nil && (*p.MaxAttempts < 1 || *p.MaxAttempts > 1000) {
+		errs = append(errs, fieldError{"max_attempts", "must be 1-1000"})
+	}
+	if p.Timeout != nil {
+		if d, err := time.ParseDuration(*p.Timeout); err != nil || d <= 0 {
+			errs = append(errs, fieldError{"timeout", "must be a positive Go duration"})
+		}
+	}
+	if len(errs) > 0 {
+		problem(w, http.StatusUnprocessableEntity, "invalid queue settings", errs)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q, ok := s.queues[r.PathValue("queue")]
+	if !ok {
+		problem(w, http.StatusNotFound, fmt.Sprintf("queue %q not found", r.PathValue("queue")), nil)
+		return
+	}
+	if p.Concurrency != nil {
+		q.Concurrency = *p.Concurrency
+	}
+	if p.RateLimit != nil {
+		q.RateLimit = *p.RateLimit
+	}
+	if p.MaxAttempts != nil {
+		q.MaxAttempts = *p.MaxAttempts
+	}
+	if p.Timeout != nil {
+		q.Timeout = *p.Timeout
+	}
+	if p.Paused != nil {
+		q.Paused = *p.Paused
+	}
+	q.UpdatedAt = time.Now().UTC()
+	writeJSON(w, http.StatusOK, s.withCountsLocked(q))
+}

@@ -1,0 +1,306 @@
+package client
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// The task states the API reports.
+const (
+	StateScheduled = "scheduled"
+	StateAvailable = "available"
+	StateRunning   = "running"
+	StateRetrying  = "retrying"
+	StateSucceeded = "succeeded"
+	StateFailed    = "failed"
+	StateCancelled = "cancelled"
+)
+
+// Target is where a task is delivered.
+type Target struct {
+	URL     string            `json:"url"`
+	Method  string            `json:"method,omitempty"`
+	Headers map[string]string `json:"headers,omitempty"`
+}
+
+// EnqueueRequest is one task to enqueue. Zero values mean "the server's
+// default"; Priority is a pointer because 0 is a real priority (the first).
+type EnqueueRequest struct {
+	Target Target
+	// Payload is a JSON payload, sent as is. Exclusive with RawPayload.
+	Payload json.RawMessage
+	// RawPayload is an arbitrary byte payload, sent as payload_base64.
+	RawPayload  []byte
+	ContentType string
+	// Delay and RunAt both schedule the task; set at most one.
+	Delay          time.Duration
+	RunAt          time.Time
+	Priority       *int // 0 (first) to 9; nil = server default
+	MaxAttempts    int
+	Timeout        time.Duration // per attempt
+	IdempotencyKey string
+}
+
+// MarshalJSON writes the request in the API's shape: durations in Go syntax
+// ("30s"), run_at in RFC 3339, unset fields omitted.
+func (r EnqueueRequest) MarshalJSON() ([]byte, error) {
+	w := struct {
+		Target         Target          `json:"target"`
+		Payload        json.RawMessage `json:"payload,omitempty"`
+		PayloadBase64  []byte          `json:"payload_base64,omitempty"` // encoding/json writes []byte as std base64
+		ContentType    string          `json:"content_type,omitempty"`
+		Delay          string          `json:"delay,omitempty"`
+		RunAt          string          `json:"run_at,omitempty"`
+		Priority       *int            `json:"priority,omitempty"`
+		MaxAttempts    int             `json:"max_attempts,omitempty"`
+		Timeout        string          `json:"timeout,omitempty"`
+		IdempotencyKey string          `json:"idempotency_key,omitempty"`
+	}{
+		Target:         r.Target,
+		Payload:        r.Payload,
+		PayloadBase64:  r.RawPayload,
+		ContentType:    r.ContentType,
+		Priority:       r.Priority,
+		MaxAttempts:    r.MaxAttempts,
+		IdempotencyKey: r.IdempotencyKey,
+	}
+	if r.Delay != 0 {
+		w.Delay = r.Delay.String()
+	}
+	if !r.RunAt.IsZero() {
+		w.RunAt = r.RunAt.Format(time.RFC3339Nano)
+	}
+	if r.Timeout != 0 {
+		w.Timeout = r.Timeout.String()
+	}
+	return json.Marshal(w)
+}
+
+// Task is a task as the API reports it.
+type Task struct {
+	ID             string
+	Queue          string
+	State          string
+	Attempt        int
+	MaxAttempts    int
+	Priority       int
+	RunAt          time.Time
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+	FinishedAt     *time.Time
+	Target         Target
+	LastError      string // "" when none (null in JSON)
+	LastStatus     int    // 0 when none (null in JSON)
+	ContentType    string
+	Timeout        time.Duration
+	IdempotencyKey string
+
+	// Raw is the JSON the server sent, with any fields this client does not
+	// know; the CLI prints it for --output json so nothing is lost.
+	Raw json.RawMessage
+}
+
+type wireTask struct {
+	ID             string       `json:"id"`
+	Queue          string       `json:"queue"`
+	State          string       `json:"state"`
+	Attempt        int          `json:"attempt"`
+	MaxAttempts    int          `json:"max_attempts"`
+	Priority       int          `json:"priority"`
+	RunAt          time.Time    `json:"run_at"`
+	CreatedAt      time.Time    `json:"created_at"`
+	UpdatedAt      time.Time    `json:"updated_at"`
+	FinishedAt     *time.Time   `json:"finished_at,omitempty"`
+	Target         Target       `json:"target"`
+	LastError      *string      `json:"last_error"`
+	LastStatus     *int         `json:"last_status"`
+	ContentType    string       `json:"content_type,omitempty"`
+	Timeout        jsonDuration `json:"timeout,omitempty"`
+	IdempotencyKey string       `json:"idempotency_key,omitempty"`
+}
+
+// UnmarshalJSON decodes tolerantly: unknown fields are ignored (and kept in
+// Raw), nulls become zero values, timeout may be "10s" or seconds.
+func (t *Task) UnmarshalJSON(data []byte) error {
+	var w wireTask
+	if err := json.Unmarshal(data, &w); err != nil {
+		return err
+	}
+	*t = Task{
+		ID: w.ID, Queue: w.Queue, State: w.State, Attempt: w.Attempt,
+		MaxAttempts: w.MaxAttempts, Priority: w.Priority, RunAt: w.RunAt,
+		CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt, FinishedAt: w.FinishedAt,
+		Target: w.Target, ContentType: w.ContentType, Timeout: time.Duration(w.Timeout),
+		IdempotencyKey: w.IdempotencyKey,
+		Raw:            bytes.Clone(data),
+	}
+	if w.LastError != nil {
+		t.LastError = *w.LastError
+	}
+	if w.LastStatus != nil {
+		t.LastStatus = *w.LastStatus
+	}
+	return nil
+}
+
+// MarshalJSON returns Raw when the task came from the server, so a decoded
+// task re-encodes to exactly what was received; otherwise the API's shape.
+func (t Task) MarshalJSON() ([]byte, error) {
+	if len(t.Raw) > 0 {
+		return t.Raw, nil
+	}
+	w := wireTask{
+		ID: t.ID, Queue: t.Queue, State: t.State, Attempt: t.Attempt,
+		MaxAttempts: t.MaxAttempts, Priority: t.Priority, RunAt: t.RunAt,
+		CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt, FinishedAt: t.FinishedAt,
+		Target: t.Target, ContentType: t.ContentType, Timeout: jsonDuration(t.Timeout),
+		IdempotencyKey: t.IdempotencyKey,
+	}
+	if t.LastError != "" {
+		w.LastError = &t.LastError
+	}
+	if t.LastStatus != 0 {
+		w.LastStatus = &t.LastStatus
+	}
+	return json.Marshal(w)
+}
+
+// TaskPage is one page of a task listing.
+type TaskPage struct {
+	Tasks []Task `json:"tasks"`
+	// NextCursor fetches the next page; "" at the end.
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// ListOptions filter and page a task listing; zero values are omitted.
+type ListOptions struct {
+	State  string
+	Limit  int
+	Cursor string
+}
+
+// Queue is a queue's settings and task counts.
+type Queue struct {
+	Name        string
+	Concurrency int     // 0 = unlimited
+	RateLimit   float64 // tasks per second, 0 = unlimited
+	MaxAttempts int
+	Timeout     time.Duration
+	Paused      bool
+	Counts      map[string]int64 // by state
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+
+	// Raw is the JSON the server sent (see Task.Raw).
+	Raw json.RawMessage
+}
+
+type wireQueue struct {
+	Name        string           `json:"name"`
+	Concurrency int              `json:"concurrency"`
+	RateLimit   float64          `json:"rate_limit"`
+	MaxAttempts int              `json:"max_attempts"`
+	Timeout     jsonDuration     `json:"timeout"`
+	Paused      bool             `json:"paused"`
+	Counts      map[string]int64 `json:"counts,omitempty"`
+	CreatedAt   time.Time        `json:"created_at"`
+	UpdatedAt   time.Time        `json:"updated_at"`
+}
+
+// UnmarshalJSON decodes tolerantly and keeps the JSON in Raw.
+func (q *Queue) UnmarshalJSON(data []byte) error {
+	var w wireQueue
+	if err := json.Unmarshal(data, &w); err != nil {
+		return err
+	}
+	*q = Queue{
+		Name: w.Name, Concurrency: w.Concurrency, RateLimit: w.RateLimit,
+		MaxAttempts: w.MaxAttempts, Timeout: time.Duration(w.Timeout), Paused: w.Paused,
+		Counts: w.Counts, CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt,
+		Raw: bytes.Clone(data),
+	}
+	return nil
+}
+
+// MarshalJSON returns Raw when set, otherwise the API's shape.
+func (q Queue) MarshalJSON() ([]byte, error) {
+	if len(q.Raw) > 0 {
+		return q.Raw, nil
+	}
+	return json.Marshal(wireQueue{
+		Name: q.Name, Concurrency: q.Concurrency, RateLimit: q.RateLimit,
+		MaxAttempts: q.MaxAttempts, Timeout: jsonDuration(q.Timeout), Paused: q.Paused,
+		Counts: q.Counts, CreatedAt: q.CreatedAt, UpdatedAt: q.UpdatedAt,
+	})
+}
+
+// QueuePatch changes the settings whose fields are non-nil; nil fields are
+// not sent, so the server leaves them alone.
+type QueuePatch struct {
+	Concurrency *int
+	RateLimit   *float64
+	MaxAttempts *int
+	Timeout     *time.Duration
+	Paused      *bool
+}
+
+// MarshalJSON writes only the set fields, timeout in Go syntax.
+func (p QueuePatch) MarshalJSON() ([]byte, error) {
+	w := struct {
+		Concurrency *int     `json:"concurrency,omitempty"`
+		RateLimit   *float64 `json:"rate_limit,omitempty"`
+		MaxAttempts *int     `json:"max_attempts,omitempty"`
+		Timeout     *string  `json:"timeout,omitempty"`
+		Paused      *bool    `json:"paused,omitempty"`
+	}{Concurrency: p.Concurrency, RateLimit: p.RateLimit, MaxAttempts: p.MaxAttempts, Paused: p.Paused}
+	if p.Timeout != nil {
+		s := p.Timeout.String()
+		w.Timeout = &s
+	}
+	return json.Marshal(w)
+}
+
+// Ptr returns a pointer to v, for the optional fields of EnqueueRequest and
+// QueuePatch.
+func Ptr[T any](v T) *T { return &v }
+
+// jsonDuration is a duration on the wire: a Go duration string ("10s") when
+// written; when read, also a number of seconds, or null.
+type jsonDuration time.Duration
+
+func (d jsonDuration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+func (d *jsonDuration) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if bytes.Equal(b, []byte("null")) {
+		*d = 0
+		return nil
+	}
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		if s == "" {
+			*d = 0
+			return nil
+		}
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("duration %q: %w", s, err)
+		}
+		*d = jsonDuration(v)
+		return nil
+	}
+	secs, err := strconv.ParseFloat(string(b), 64)
+	if err != nil {
+		return fmt.Errorf("duration %s: want a string like \"10s\" or seconds", b)
+	}
+	*d = jsonDuration(secs * float64(time.Second))
+	return nil
+}
