@@ -17,6 +17,7 @@ import (
 
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/store/sqlite"
+	"github.com/spoolhq/spool/internal/store/storetest"
 	"github.com/spoolhq/spool/internal/task"
 )
 
@@ -433,4 +434,9 @@ func TestWakeups(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("channel not closed after ctx ended")
 	}
+}
+
+// TestConformance holds the driver to the Store contract.
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return fresh(t) })
 }
