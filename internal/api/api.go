@@ -1,0 +1,169 @@
+// Package api is Spool's HTTP/JSON API: the /v1 handlers, the health
+// routes, the middleware around them and the OpenAPI document that the
+// tests hold them to. It owns request decoding and validation, the JSON
+// shapes clients rely on, and the mapping of errors to RFC 9457 problems.
+// It talks to storage only through store.Store and must not import a
+// driver, the dispatcher or the telemetry package (wiring is cmd's job).
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/spoolhq/spool/internal/store"
+)
+
+// Defaults for Config fields left zero.
+const (
+	// DefaultMaxBodyBytes bounds the body of a single enqueue (and of every
+	// other request). A batch enqueue may be BatchBodyFactor times larger,
+	// but each of its tasks must still fit in MaxBodyBytes.
+	DefaultMaxBodyBytes = 1 << 20
+	// BatchBodyFactor is how many times MaxBodyBytes a batch body may be.
+	BatchBodyFactor = 10
+	// DefaultMaxBatch is the most tasks one batch enqueue may hold.
+	DefaultMaxBatch = 1000
+	// DefaultListLimit and MaxListLimit bound ?limit= on task lists.
+	DefaultListLimit = 100
+	MaxListLimit     = 1000
+)
+
+// ErrShuttingDown may be returned (wrapped or not) by Config.Ready while the
+// process drains; /readyz then names the reason. Any other Ready error is
+// logged and answered with a generic "not ready" so that internal details
+// (hosts, database names) never reach a response.
+var ErrShuttingDown = errors.New("shutting down")
+
+// Config is what the API needs. Only Store is required.
+type Config struct {
+	// Store holds tasks and queues.
+	Store store.Store
+	// Logger receives one line per request and the details of internal
+	// errors and panics. Default: discard.
+	Logger *slog.Logger
+	// APIKeys are the accepted bearer keys for /v1 routes; empty means no
+	// authentication (cmd refuses that on non-loopback addresses).
+	APIKeys []string
+	// MaxBodyBytes bounds a request body, and each task of a batch.
+	// Default DefaultMaxBodyBytes (1 MiB). A batch body may be up to
+	// BatchBodyFactor (10) times this.
+	MaxBodyBytes int64
+	// MaxBatch is the most tasks in one batch enqueue. Default 1000.
+	MaxBatch int
+	// CheckTarget, when set, is asked about each target URL at enqueue so a
+	// literal private or metadata address is refused early (422); the
+	// dispatcher's dialer remains the real SSRF guard. nil = no check.
+	CheckTarget func(u *url.URL) error
+	// Ready reports whether the process can serve (/readyz); nil error means
+	// ready. nil Ready means: ready when Store.Ping succeeds.
+	Ready func(ctx context.Context) error
+	// Instrument, when set, wraps each route's handler; route is the route
+	// template ("POST /v1/queues/{queue}/tasks"), or "unmatched" for
+	// requests no route matched, so metric labels stay bounded.
+	Instrument func(route string, h http.Handler) http.Handler
+	// Version is reported by /livez.
+	Version string
+	// Now is the clock used for delay and run_at. Default time.Now.
+	Now func() time.Time
+}
+
+// server is the state behind the handler New returns.
+type server struct {
+	cfg       Config
+	log       *slog.Logger
+	keys      [][sha256.Size]byte // SHA-256 of each API key
+	mux       *http.ServeMux
+	unmatched http.Handler
+}
+
+// route is one registered pattern with how its middleware is set up.
+type route struct {
+	pattern string // Go 1.22 ServeMux pattern, also the OpenAPI path + method
+	public  bool   // no authentication
+	quiet   bool   // log at Debug (health probes would drown the log)
+	body    bodyKind
+	handler func(s *server) http.Handler
+}
+
+// bodyKind is what request body a route reads, which sets its limit.
+type bodyKind int
+
+const (
+	noBody     bodyKind = iota // never read; bounded anyway, but no 413
+	singleBody                 // up to MaxBodyBytes
+	batchBody                  // up to MaxBodyBytes × BatchBodyFactor
+)
+
+// routes is the table New registers and the OpenAPI test walks.
+func routes() []route {
+	return []route{
+		{pattern: "POST /v1/queues/{queue}/tasks", body: batchBody, handler: func(s *server) http.Handler { return endpoint(s, http.StatusCreated, s.enqueue) }},
+		{pattern: "GET /v1/queues/{queue}/tasks", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.listTasks) }},
+		{pattern: "GET /v1/tasks/{id}", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.getTask) }},
+		{pattern: "POST /v1/tasks/{id}/cancel", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.cancelTask) }},
+		{pattern: "POST /v1/tasks/{id}/retry", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.retryTask) }},
+		{pattern: "GET /v1/queues", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.listQueues) }},
+		{pattern: "GET /v1/queues/{queue}", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.getQueue) }},
+		{pattern: "PATCH /v1/queues/{queue}", body: singleBody, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.patchQueue) }},
+		{pattern: "POST /v1/queues/{queue}/pause", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.pauseQueue) }},
+		{pattern: "POST /v1/queues/{queue}/resume", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.resumeQueue) }},
+		{pattern: "GET /livez", public: true, quiet: true, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.livez) }},
+		{pattern: "GET /readyz", public: true, quiet: true, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.readyz) }},
+		{pattern: "GET /openapi.json", public: true, handler: func(s *server) http.Handler { return http.HandlerFunc(s.openAPI) }},
+	}
+}
+
+// New validates cfg, fills its defaults and returns the API handler.
+func New(cfg Config) (http.Handler, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("api: Config.Store is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxBodyBytes < 0 {
+		return nil, fmt.Errorf("api: Config.MaxBodyBytes is %d; want > 0 (or 0 for the default)", cfg.MaxBodyBytes)
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.MaxBatch < 0 {
+		return nil, fmt.Errorf("api: Config.MaxBatch is %d; want > 0 (or 0 for the default)", cfg.MaxBatch)
+	}
+	if cfg.MaxBatch == 0 {
+		cfg.MaxBatch = DefaultMaxBatch
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	for i, k := range cfg.APIKeys {
+		if k == "" {
+			return nil, fmt.Errorf("api: Config.APIKeys[%d] is empty", i)
+		}
+		s.keys = append(s.keys, sha256.Sum256([]byte(k)))
+	}
+	for _, rt := range routes() {
+		s.mux.Handle(rt.pattern, s.chain(rt.pattern, rt.public, rt.quiet, rt.body, rt.handler(s)))
+	}
+	// Requests no pattern matches (404, 405) go through the same middleware
+	// under one bounded route label, and get problem+json bodies.
+	s.unmatched = s.chain("unmatched", true, false, noBody, http.HandlerFunc(s.serveUnmatched))
+	return s, nil
+}
+
+// ServeHTTP sends matched requests to the mux and the rest to the
+// unmatched chain, which turns the mux's plain-text 404/405 into problems.
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := s.mux.Handler(r); pattern == "" {
+		s.unmatched.ServeHTTP(w, r)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}

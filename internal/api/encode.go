@@ -1,0 +1,116 @@
+package api
+
+import (
+	"time"
+
+	"github.com/spoolhq/spool/internal/task"
+)
+
+// timeLayout is RFC 3339 with a fixed six-digit fraction (PostgreSQL keeps
+// microseconds), so times sort as strings and never lose their fraction.
+const timeLayout = "2006-01-02T15:04:05.000000Z07:00"
+
+func fmtTime(t time.Time) string { return t.UTC().Format(timeLayout) }
+
+// taskJSON is the wire shape of a task. The payload is not echoed: lists
+// would carry megabytes, and the sender already has it.
+type taskJSON struct {
+	ID             string     `json:"id"`
+	Queue          string     `json:"queue"`
+	State          task.State `json:"state"`
+	Attempt        int        `json:"attempt"`
+	MaxAttempts    int        `json:"max_attempts"`
+	Priority       int        `json:"priority"`
+	RunAt          string     `json:"run_at"`
+	CreatedAt      string     `json:"created_at"`
+	UpdatedAt      string     `json:"updated_at"`
+	FinishedAt     *string    `json:"finished_at"`
+	Target         targetJSON `json:"target"`
+	Timeout        string     `json:"timeout"`
+	ContentType    string     `json:"content_type"`
+	IdempotencyKey string     `json:"idempotency_key,omitempty"`
+	LastError      *string    `json:"last_error"`
+	LastStatus     *int       `json:"last_status"`
+}
+
+type targetJSON struct {
+	URL     string            `json:"url"`
+	Method  string            `json:"method"`
+	Headers map[string]string `json:"headers"`
+}
+
+func toTaskJSON(t task.Task) taskJSON {
+	j := taskJSON{
+		ID:             t.ID,
+		Queue:          t.Queue,
+		State:          t.State,
+		Attempt:        t.Attempt,
+		MaxAttempts:    t.MaxAttempts,
+		Priority:       t.Priority,
+		RunAt:          fmtTime(t.RunAt),
+		CreatedAt:      fmtTime(t.CreatedAt),
+		UpdatedAt:      fmtTime(t.UpdatedAt),
+		Target:         targetJSON{URL: t.Target.URL, Method: t.Target.Method, Headers: t.Target.Headers},
+		Timeout:        fmtDuration(t.Timeout),
+		ContentType:    t.ContentType,
+		IdempotencyKey: t.IdempotencyKey,
+	}
+	if j.Target.Headers == nil {
+		j.Target.Headers = map[string]string{}
+	}
+	if j.Target.Method == "" {
+		j.Target.Method = "POST"
+	}
+	if t.FinishedAt != nil {
+		s := fmtTime(*t.FinishedAt)
+		j.FinishedAt = &s
+	}
+	if t.LastError != "" {
+		s := t.LastError
+		j.LastError = &s
+	}
+	if t.LastStatus != 0 {
+		n := t.LastStatus
+		j.LastStatus = &n
+	}
+	return j
+}
+
+func toTaskList(ts []task.Task) []taskJSON {
+	out := make([]taskJSON, len(ts))
+	for i, t := range ts {
+		out[i] = toTaskJSON(t)
+	}
+	return out
+}
+
+// queueJSON is the wire shape of a queue.
+type queueJSON struct {
+	Name        string               `json:"name"`
+	Concurrency int                  `json:"concurrency"`
+	RateLimit   float64              `json:"rate_limit"`
+	MaxAttempts int                  `json:"max_attempts"`
+	Timeout     string               `json:"timeout"`
+	Paused      bool                 `json:"paused"`
+	Counts      map[task.State]int64 `json:"counts"`
+	CreatedAt   string               `json:"created_at"`
+	UpdatedAt   string               `json:"updated_at"`
+}
+
+func toQueueJSON(q task.Queue) queueJSON {
+	counts := make(map[task.State]int64, len(task.States))
+	for _, st := range task.States {
+		counts[st] = q.Counts[st] // every state, zero included
+	}
+	return queueJSON{
+		Name:        q.Name,
+		Concurrency: q.Concurrency,
+		RateLimit:   q.RateLimit,
+		MaxAttempts: q.MaxAttempts,
+		Timeout:     fmtDuration(q.Timeout),
+		Paused:      q.Paused,
+		Counts:      counts,
+		CreatedAt:   fmtTime(q.CreatedAt),
+		UpdatedAt:   fmtTime(q.UpdatedAt),
+	}
+}

@@ -1,0 +1,428 @@
+package api
+
+import (
+	"context"
+	_ "embed"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/spoolhq/spool/internal/store"
+	"github.com/spoolhq/spool/internal/task"
+)
+
+// openAPIDoc is the hand-written OpenAPI 3.1 document served at
+// /openapi.json; openapi_test.go holds the routes and responses to it.
+//
+//go:embed openapi.json
+var openAPIDoc string
+
+// readyTimeout bounds a readiness check so /readyz answers before the
+// kubelet's probe gives up.
+const readyTimeout = 2 * time.Second
+
+// enqueueReply is a created or replayed task, or a batch of them.
+type enqueueReply struct {
+	body    any
+	created bool
+	loc     string
+}
+
+func (e enqueueReply) MarshalJSON() ([]byte, error) { return marshal(e.body) }
+
+func (e enqueueReply) httpStatus() int {
+	if e.created {
+		return http.StatusCreated
+	}
+	return http.StatusOK // every task was an idempotent replay
+}
+
+func (e enqueueReply) location() string { return e.loc }
+
+type taskListJSON struct {
+	Tasks      []taskJSON `json:"tasks"`
+	NextCursor string     `json:"next_cursor"`
+}
+
+type batchJSON struct {
+	Tasks []taskJSON `json:"tasks"`
+}
+
+type queueListJSON struct {
+	Queues []queueJSON `json:"queues"`
+}
+
+type statusJSON struct {
+	Status  string `json:"status"`
+	Version string `json:"version,omitempty"`
+}
+
+// enqueue: POST /v1/queues/{queue}/tasks, one task or {"tasks":[…]}.
+func (s *server) enqueue(r *http.Request) (enqueueReply, error) {
+	queue := r.PathValue("queue")
+	if msg := checkQueueName(queue); msg != "" {
+		return enqueueReply{}, invalidField("queue", "%s", msg)
+	}
+	if err := requireJSON(r); err != nil {
+		return enqueueReply{}, err
+	}
+	keys := r.Header.Values("Idempotency-Key")
+	if len(keys) > 1 {
+		return enqueueReply{}, invalidField("Idempotency-Key", "give the header at most once")
+	}
+	env := decodeEnv{
+		queue:        queue,
+		now:          s.cfg.Now(),
+		maxBodyBytes: s.cfg.MaxBodyBytes,
+		maxBatch:     s.cfg.MaxBatch,
+		checkTarget:  s.cfg.CheckTarget,
+	}
+	if len(keys) == 1 {
+		env.headerKey = keys[0]
+	}
+	body, err := readBody(r)
+	if err != nil {
+		return enqueueReply{}, err
+	}
+	tasks, batch, err := decodeEnqueue(body, env)
+	if err != nil {
+		return enqueueReply{}, err
+	}
+	for i := range tasks {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return enqueueReply{}, fmt.Errorf("enqueue: new task id: %w", err)
+		}
+		tasks[i].ID = id.String()
+	}
+	res, err := s.cfg.Store.Enqueue(r.Context(), tasks)
+	if err != nil {
+		return enqueueReply{}, fmt.Errorf("enqueue %d tasks to %s: %w", len(tasks), queue, err)
+	}
+	if len(res) != len(tasks) {
+		return enqueueReply{}, fmt.Errorf("enqueue: store returned %d results for %d tasks", len(res), len(tasks))
+	}
+	created := false
+	out := make([]taskJSON, len(res))
+	for i, e := range res {
+		created = created || !e.Existing
+		out[i] = toTaskJSON(e.Task)
+	}
+	if !batch {
+		return enqueueReply{body: out[0], created: created, loc: "/v1/tasks/" + out[0].ID}, nil
+	}
+	return enqueueReply{body: batchJSON{Tasks: out}, created: created}, nil
+}
+
+// requireJSON refuses a body declared as anything but JSON (415). A missing
+// Content-Type is accepted: curl -d users forget it and the body is parsed
+// strictly anyway.
+func requireJSON(r *http.Request) error {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return nil
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	ok := err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
+	if cs, has := params["charset"]; ok && has && !strings.EqualFold(cs, "utf-8") {
+		ok = false
+	}
+	if !ok {
+		return &apiError{status: http.StatusUnsupportedMediaType,
+			detail: fmt.Sprintf("Content-Type must be application/json (UTF-8), got %s", quoteInput(ct))}
+	}
+	return nil
+}
+
+// readBody reads the (already size-limited) body.
+func readBody(r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge(mbe.Limit)
+		}
+		return nil, badRequest("could not read the request body")
+	}
+	return b, nil
+}
+
+// taskID returns the canonical form of a task id from the path, or a 404:
+// a string that is not a UUID names no task, and must not reach a driver
+// whose column type would reject it with an internal error.
+func taskID(r *http.Request) (string, error) {
+	raw := r.PathValue("id")
+	id, err := uuid.Parse(raw)
+	if err != nil || len(raw) != 36 {
+		return "", notFound("no task with id %s", quoteInput(raw))
+	}
+	return id.String(), nil
+}
+
+func (s *server) getTask(r *http.Request) (taskJSON, error) {
+	id, err := taskID(r)
+	if err != nil {
+		return taskJSON{}, err
+	}
+	t, err := s.cfg.Store.GetTask(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		return taskJSON{}, notFound("no task with id %q", id)
+	}
+	if err != nil {
+		return taskJSON{}, fmt.Errorf("get task %s: %w", id, err)
+	}
+	return toTaskJSON(t), nil
+}
+
+// listTasks: GET /v1/queues/{queue}/tasks?state=&limit=&cursor=.
+func (s *server) listTasks(r *http.Request) (taskListJSON, error) {
+	queue := r.PathValue("queue")
+	if checkQueueName(queue) != "" {
+		return taskListJSON{}, notFound("no queue named %s", quoteInput(queue))
+	}
+	p := store.ListParams{Queue: queue, Limit: DefaultListLimit}
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return taskListJSON{}, badRequest("malformed query string: %s", err.Error())
+	}
+	c := &collector{}
+	for _, name := range slices.Sorted(maps.Keys(query)) {
+		vs := query[name]
+		if len(vs) != 1 {
+			c.add(name, "give the parameter at most once")
+			continue
+		}
+		v := vs[0]
+		switch name {
+		case "state":
+			if v == "" {
+				break
+			}
+			st, err := task.ParseState(v)
+			if err != nil {
+				c.add(name, "must be one of %s, got %s", stateNames(), quoteInput(v))
+				break
+			}
+			p.State = st
+		case "limit":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > MaxListLimit {
+				c.add(name, "must be an integer from 1 to %d, got %s", MaxListLimit, quoteInput(v))
+				break
+			}
+			p.Limit = n
+		case "cursor":
+			if v == "" {
+				break
+			}
+			after, ok := decodeCursor(v)
+			if !ok {
+				c.add(name, "is not a cursor this server issued; pass next_cursor from the previous page unchanged")
+				break
+			}
+			p.After = after
+		default:
+			c.add(name, "unknown query parameter; known: state, limit, cursor")
+		}
+	}
+	if err := c.err(); err != nil {
+		return taskListJSON{}, err
+	}
+	ts, err := s.cfg.Store.ListTasks(r.Context(), p)
+	if err != nil {
+		return taskListJSON{}, fmt.Errorf("list tasks of %s: %w", queue, err)
+	}
+	if len(ts) == 0 {
+		// The store answers an unknown queue with an empty list; a typo in
+		// the queue name deserves a 404. Only checked on empty pages, so a
+		// long listing does not pay for the queue's counts on every page.
+		if _, err := s.cfg.Store.GetQueue(r.Context(), queue); errors.Is(err, store.ErrNotFound) {
+			return taskListJSON{}, notFound("no queue named %q", queue)
+		} else if err != nil {
+			return taskListJSON{}, fmt.Errorf("list tasks: get queue %s: %w", queue, err)
+		}
+	}
+	out := taskListJSON{Tasks: toTaskList(ts)}
+	if len(ts) == p.Limit {
+		// A full page may have a successor; the last page can be empty.
+		out.NextCursor = encodeCursor(ts[len(ts)-1].ID)
+	}
+	return out, nil
+}
+
+func stateNames() string {
+	names := make([]string, len(task.States))
+	for i, st := range task.States {
+		names[i] = string(st)
+	}
+	return strings.Join(names, ", ")
+}
+
+// Cursors are opaque to clients: base64url of the last id seen, so the
+// encoding can change without breaking anyone who passes it back unchanged.
+func encodeCursor(id string) string { return base64.RawURLEncoding.EncodeToString([]byte(id)) }
+
+func decodeCursor(c string) (string, bool) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || len(b) != 36 {
+		return "", false
+	}
+	id, err := uuid.ParseBytes(b)
+	if err != nil {
+		return "", false
+	}
+	return id.String(), true
+}
+
+func (s *server) cancelTask(r *http.Request) (taskJSON, error) {
+	return s.transition(r, "cancel", s.cfg.Store.CancelTask, "only unfinished tasks can be cancelled")
+}
+
+func (s *server) retryTask(r *http.Request) (taskJSON, error) {
+	return s.transition(r, "retry", s.cfg.Store.RetryTask, "only failed or cancelled tasks can be retried")
+}
+
+// transition applies cancel or retry and explains a conflict with the
+// task's current state.
+func (s *server) transition(r *http.Request, op string, fn func(context.Context, string) (task.Task, error), rule string) (taskJSON, error) {
+	id, err := taskID(r)
+	if err != nil {
+		return taskJSON{}, err
+	}
+	t, err := fn(r.Context(), id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return taskJSON{}, notFound("no task with id %q", id)
+	case errors.Is(err, store.ErrConflict):
+		cur, gerr := s.cfg.Store.GetTask(r.Context(), id)
+		if gerr != nil {
+			return taskJSON{}, conflict("cannot %s task %s in its current state; %s", op, id, rule)
+		}
+		return taskJSON{}, conflict("cannot %s task %s: it is %s; %s", op, id, cur.State, rule)
+	case err != nil:
+		return taskJSON{}, fmt.Errorf("%s task %s: %w", op, id, err)
+	}
+	return toTaskJSON(t), nil
+}
+
+func (s *server) listQueues(r *http.Request) (queueListJSON, error) {
+	qs, err := s.cfg.Store.ListQueues(r.Context())
+	if err != nil {
+		return queueListJSON{}, fmt.Errorf("list queues: %w", err)
+	}
+	out := queueListJSON{Queues: make([]queueJSON, len(qs))}
+	for i, q := range qs {
+		out.Queues[i] = toQueueJSON(q)
+	}
+	return out, nil
+}
+
+func (s *server) getQueue(r *http.Request) (queueJSON, error) {
+	name := r.PathValue("queue")
+	if checkQueueName(name) != "" {
+		return queueJSON{}, notFound("no queue named %s", quoteInput(name))
+	}
+	q, err := s.cfg.Store.GetQueue(r.Context(), name)
+	if errors.Is(err, store.ErrNotFound) {
+		return queueJSON{}, notFound("no queue named %q", name)
+	}
+	if err != nil {
+		return queueJSON{}, fmt.Errorf("get queue %s: %w", name, err)
+	}
+	return toQueueJSON(q), nil
+}
+
+// patchQueue changes settings; like enqueue it creates a missing queue, so
+// a queue can be configured (or paused) before its first task arrives.
+func (s *server) patchQueue(r *http.Request) (queueJSON, error) {
+	name := r.PathValue("queue")
+	if msg := checkQueueName(name); msg != "" {
+		return queueJSON{}, invalidField("queue", "%s", msg)
+	}
+	if err := requireJSON(r); err != nil {
+		return queueJSON{}, err
+	}
+	body, err := readBody(r)
+	if err != nil {
+		return queueJSON{}, err
+	}
+	p, err := decodePatch(body)
+	if err != nil {
+		return queueJSON{}, err
+	}
+	return s.updateQueue(r, name, p)
+}
+
+func (s *server) pauseQueue(r *http.Request) (queueJSON, error)  { return s.setPaused(r, true) }
+func (s *server) resumeQueue(r *http.Request) (queueJSON, error) { return s.setPaused(r, false) }
+
+func (s *server) setPaused(r *http.Request, paused bool) (queueJSON, error) {
+	name := r.PathValue("queue")
+	if msg := checkQueueName(name); msg != "" {
+		return queueJSON{}, invalidField("queue", "%s", msg)
+	}
+	return s.updateQueue(r, name, task.QueuePatch{Paused: &paused})
+}
+
+func (s *server) updateQueue(r *http.Request, name string, p task.QueuePatch) (queueJSON, error) {
+	q, err := s.cfg.Store.UpdateQueue(r.Context(), name, p)
+	if err != nil {
+		return queueJSON{}, fmt.Errorf("update queue %s: %w", name, err)
+	}
+	return toQueueJSON(q), nil
+}
+
+// livez answers while the process runs; it checks nothing else, so a
+// database blip never gets pods restarted.
+func (s *server) livez(*http.Request) (statusJSON, error) {
+	return statusJSON{Status: "ok", Version: s.cfg.Version}, nil
+}
+
+// readyz answers 200 when the process can serve, else 503 with the reason.
+func (s *server) readyz(r *http.Request) (statusJSON, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+	defer cancel()
+	var err error
+	if s.cfg.Ready != nil {
+		err = s.cfg.Ready(ctx)
+	} else {
+		err = s.cfg.Store.Ping(ctx)
+	}
+	if err == nil {
+		return statusJSON{Status: "ok", Version: s.cfg.Version}, nil
+	}
+	reason := "not ready"
+	switch {
+	case errors.Is(err, ErrShuttingDown):
+		reason = "not ready: shutting down"
+	case errors.Is(err, store.ErrUnavailable):
+		reason = "not ready: the store is unreachable"
+	case errors.Is(err, context.DeadlineExceeded):
+		reason = "not ready: the readiness check timed out"
+	}
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "not ready",
+		slog.String("http.request.id", requestIDFrom(r.Context())),
+		slog.String("error.message", err.Error()))
+	return statusJSON{}, &apiError{status: http.StatusServiceUnavailable, detail: reason, retryAfter: 1}
+}
+
+func (s *server) openAPI(w http.ResponseWriter, _ *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Length", strconv.Itoa(len(openAPIDoc)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.WriteString(w, openAPIDoc) // a failed write means the client left
+}
