@@ -29,7 +29,6 @@ type limitedQueue struct {
 // candidate is a due task Lease may take, with its sort key.
 type candidate struct {
 	id       string
-	queue    string
 	priority int
 	runAt    int64
 }
@@ -58,7 +57,7 @@ func (s *Store) Lease(ctx context.Context, limit int, leaseFor time.Duration) ([
 			if q.paused || q.capacity <= 0 {
 				continue
 			}
-			c, err := queryCandidates(ctx, tx, `SELECT id, queue, priority, run_at FROM spool_tasks
+			c, err := queryCandidates(ctx, tx, `SELECT id, priority, run_at FROM spool_tasks
 				WHERE queue = ? AND state IN `+pendingStates+` AND run_at <= ?
 				ORDER BY priority, run_at, id LIMIT ?`, q.name, nowUS, min(q.capacity, limit))
 			if err != nil {
@@ -200,7 +199,7 @@ func loadLimited(ctx context.Context, tx *sql.Tx, ts time.Time) ([]limitedQueue,
 // unlimitedCandidates returns up to limit due tasks from the queues not in
 // limited, in dispatch order.
 func unlimitedCandidates(ctx context.Context, tx *sql.Tx, limited []limitedQueue, nowUS int64, limit int) ([]candidate, error) {
-	q := `SELECT id, queue, priority, run_at FROM spool_tasks
+	q := `SELECT id, priority, run_at FROM spool_tasks
 		WHERE state IN ` + pendingStates + ` AND run_at <= ?`
 	args := []any{nowUS}
 	if len(limited) > 0 {
@@ -223,7 +222,7 @@ func queryCandidates(ctx context.Context, tx *sql.Tx, q string, args ...any) ([]
 	var out []candidate
 	for rows.Next() {
 		var c candidate
-		if err := rows.Scan(&c.id, &c.queue, &c.priority, &c.runAt); err != nil {
+		if err := rows.Scan(&c.id, &c.priority, &c.runAt); err != nil {
 			return nil, fmt.Errorf("due tasks: %w", err)
 		}
 		out = append(out, c)

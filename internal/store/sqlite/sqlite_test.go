@@ -440,3 +440,61 @@ func TestWakeups(t *testing.T) {
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store { return fresh(t) })
 }
+
+// BenchmarkEnqueueBatch1000 measures one 1000-task Enqueue call.
+func BenchmarkEnqueueBatch1000(b *testing.B) {
+	s, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "spool.db"), sqlite.Options{Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Migrate(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	batch := make([]store.NewTask, 1000)
+	for b.Loop() {
+		for i := range batch {
+			batch[i] = newTask("bench")
+		}
+		if _, err := s.Enqueue(b.Context(), batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "tasks/s")
+}
+
+// BenchmarkLeaseComplete measures the worker's round trip: lease 100 tasks,
+// complete them in one call.
+func BenchmarkLeaseComplete(b *testing.B) {
+	s, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "spool.db"), sqlite.Options{Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Migrate(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	batch := make([]store.NewTask, 100)
+	for b.Loop() {
+		b.StopTimer()
+		for i := range batch {
+			batch[i] = newTask("bench")
+		}
+		if _, err := s.Enqueue(b.Context(), batch); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		ls, err := s.Lease(b.Context(), len(batch), time.Minute)
+		if err != nil || len(ls) != len(batch) {
+			b.Fatalf("Lease: %d, %v", len(ls), err)
+		}
+		cs := make([]store.Completion, len(ls))
+		for i, l := range ls {
+			cs[i] = store.Completion{LeaseRef: store.LeaseRef{TaskID: l.Task.ID, Token: l.Token}, Outcome: store.Succeeded, LastStatus: 200}
+		}
+		if _, err := s.Complete(b.Context(), cs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "tasks/s")
+}
