@@ -1,0 +1,118 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// leaderName is the one elected role: maintenance (rescue, promote, prune).
+const leaderName = "maintenance"
+
+// maintChunk bounds the rows one maintenance statement touches, so a huge
+// backlog is worked through in short transactions that hold few locks.
+const maintChunk = 5000
+
+// AcquireLeadership takes or renews leadership for owner.
+func (s *Store) AcquireLeadership(ctx context.Context, owner string, ttl time.Duration) (bool, error) {
+	var leader string
+	err := s.pool.QueryRow(ctx, `INSERT INTO spool_leader (name, owner, expires_at)
+		VALUES ($1, $2, now() + $3 * interval '1 millisecond')
+		ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+			WHERE spool_leader.owner = excluded.owner OR spool_leader.expires_at <= now()
+		RETURNING owner`, leaderName, owner, ttl.Milliseconds()).Scan(&leader)
+	if err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return false, nil // another owner's lease has not expired
+		}
+		return false, wrap("acquire leadership", err)
+	}
+	return leader == owner, nil
+}
+
+// ResignLeadership gives leadership up if owner holds it.
+func (s *Store) ResignLeadership(ctx context.Context, owner string) error {
+	_, err := s.pool.Exec(ctx, `DELETE FROM spool_leader WHERE name = $1 AND owner = $2`, leaderName, owner)
+	return wrap("resign leadership", err)
+}
+
+// PromoteDue moves due scheduled and retrying tasks to available.
+func (s *Store) PromoteDue(ctx context.Context) (int, error) {
+	n, err := s.chunked(ctx, `WITH due AS (
+			SELECT id FROM spool_tasks
+			WHERE state IN ('scheduled', 'retrying') AND run_at <= now()
+			ORDER BY run_at LIMIT $1
+			FOR UPDATE SKIP LOCKED
+		)
+		UPDATE spool_tasks t SET state = 'available', updated_at = now()
+		FROM due WHERE t.id = due.id`)
+	if err != nil {
+		return n, wrap("promote due", err)
+	}
+	if n > 0 {
+		s.notify(ctx)
+	}
+	return n, nil
+}
+
+// RescueExpired requeues (or fails, when attempts are spent) running tasks
+// whose lease expired. Their lease is cleared, so the old holder's
+// completion is refused.
+func (s *Store) RescueExpired(ctx context.Context) (int, error) {
+	n, err := s.chunked(ctx, `WITH expired AS (
+			SELECT id FROM spool_tasks
+			WHERE state = 'running' AND lease_expires_at <= now()
+			ORDER BY lease_expires_at LIMIT $1
+			FOR UPDATE SKIP LOCKED
+		)
+		UPDATE spool_tasks t SET
+			state = CASE WHEN t.attempt >= t.max_attempts THEN 'failed' ELSE 'retrying' END,
+			finished_at = CASE WHEN t.attempt >= t.max_attempts THEN now() END,
+			run_at = CASE WHEN t.attempt >= t.max_attempts THEN t.run_at ELSE now() END,
+			last_error = 'lease expired',
+			lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+		FROM expired WHERE t.id = expired.id`)
+	if err != nil {
+		return n, wrap("rescue expired", err)
+	}
+	if n > 0 {
+		s.notify(ctx)
+	}
+	return n, nil
+}
+
+// Prune deletes up to limit final tasks finished before now-retention.
+func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, nil
+	}
+	tag, err := s.pool.Exec(ctx, `DELETE FROM spool_tasks WHERE id IN (
+			SELECT id FROM spool_tasks
+			WHERE state IN ('succeeded', 'failed', 'cancelled')
+				AND finished_at < now() - $1 * interval '1 millisecond'
+			ORDER BY finished_at LIMIT $2
+			FOR UPDATE SKIP LOCKED
+		)`, retention.Milliseconds(), limit)
+	if err != nil {
+		return 0, wrap("prune", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// chunked runs an UPDATE taking its chunk size as $1 until a chunk comes
+// back short, and returns the total rows changed.
+func (s *Store) chunked(ctx context.Context, sql string) (int, error) {
+	total := 0
+	for {
+		tag, err := s.pool.Exec(ctx, sql, maintChunk)
+		if err != nil {
+			return total, err
+		}
+		total += int(tag.RowsAffected())
+		if tag.RowsAffected() < maintChunk {
+			return total, nil
+		}
+	}
+}

@@ -1,0 +1,235 @@
+// Package postgres is the PostgreSQL driver of store.Store, on pgx/v5's
+// pgxpool. It owns the spool_* tables and their embedded goose migrations.
+// Several replicas share one database: leasing uses FOR UPDATE SKIP LOCKED,
+// limited queues are leased under their queue row's lock so concurrency and
+// rate limits hold across replicas, and every time comes from the database
+// clock. Wake-ups travel over LISTEN/NOTIFY on the channel spool_wakeup.
+//
+// It must not hold queue logic: what to lease, deliver or retry is decided
+// by the dispatcher; this package only stores and transitions tasks as the
+// store.Store contract describes.
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+
+	"github.com/spoolhq/spool/internal/store"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// wakeupChannel is the NOTIFY channel tasks becoming due are announced on.
+const wakeupChannel = "spool_wakeup"
+
+// migrationLockID keys the advisory lock that serializes Migrate across
+// replicas (an arbitrary constant distinct from goose's default).
+const migrationLockID int64 = 0x5f9c_7a31
+
+// Options tunes Open.
+type Options struct {
+	// MaxConns caps the pool; 0 means max(4, 4*GOMAXPROCS). The LISTEN
+	// connection behind Wakeups is extra.
+	MaxConns int32
+	// Logger receives reconnects and migration progress; nil discards.
+	Logger *slog.Logger
+	// Tracer, if set, sees every query (OpenTelemetry instrumentation;
+	// tests count round trips with it).
+	Tracer pgx.QueryTracer
+}
+
+// Store is the PostgreSQL store.Store. Build it with Open.
+type Store struct {
+	pool *pgxpool.Pool
+	log  *slog.Logger
+
+	// closing ends background goroutines (LISTEN loops) on Close.
+	closing context.Context
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	once    sync.Once
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open connects to the database at dsn (a postgres:// URL or key=value
+// string) and checks it answers. A database that cannot be reached yields
+// an error wrapping store.ErrUnavailable, so callers can retry.
+func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: parse database url: %w", err)
+	}
+	cfg.MaxConns = opts.MaxConns
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = int32(max(4, 4*runtime.GOMAXPROCS(0)))
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		// Without it a dial to a black-holed address waits for the caller's
+		// context, which may have none.
+		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	if opts.Tracer != nil {
+		cfg.ConnConfig.Tracer = opts.Tracer
+	}
+	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "spool"
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, wrap("postgres: open", err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	closing, stop := context.WithCancel(context.Background())
+	s := &Store{pool: pool, log: log, closing: closing, stop: stop}
+	if err := s.Ping(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("postgres: open: %w", err)
+	}
+	return s, nil
+}
+
+// Pool exposes the connection pool (for pool metrics).
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Ping checks the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return wrap("ping", s.pool.Ping(ctx))
+}
+
+// Close stops the LISTEN loops and closes the pool. It is idempotent.
+func (s *Store) Close() error {
+	s.once.Do(func() {
+		s.stop()
+		s.wg.Wait()
+		s.pool.Close()
+	})
+	return nil
+}
+
+// Migrate applies the embedded migrations that are not applied yet. Several
+// replicas may call it at once: a session advisory lock makes the others
+// wait until the first is done, and they then find nothing to apply.
+func (s *Store) Migrate(ctx context.Context) error {
+	fsys, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	db := stdlib.OpenDBFromPool(s.pool)
+	defer db.Close()
+	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys,
+		goose.WithTableName("spool_goose_db_version"),
+		goose.WithSessionLocker(advisoryLocker{id: migrationLockID}),
+		goose.WithSlog(s.log),
+	)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	results, err := p.Up(ctx)
+	if err != nil {
+		return wrap("migrate", err)
+	}
+	for _, r := range results {
+		s.log.Info("applied migration", "version", r.Source.Version, "duration", r.Duration)
+	}
+	return nil
+}
+
+// advisoryLocker is a goose SessionLocker that blocks on the advisory lock
+// (goose's own polls every 5s, which would stall replicas starting together).
+type advisoryLocker struct{ id int64 }
+
+// SessionLock waits for the lock on goose's migration connection.
+func (l advisoryLocker) SessionLock(ctx context.Context, conn *sql.Conn) error {
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", l.id); err != nil {
+		return fmt.Errorf("take migration lock: %w", err)
+	}
+	return nil
+}
+
+// SessionUnlock releases it; goose calls it with a context that is not
+// cancelled, and a dropped connection releases it anyway.
+func (l advisoryLocker) SessionUnlock(ctx context.Context, conn *sql.Conn) error {
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_unlock($1)", l.id); err != nil {
+		return fmt.Errorf("release migration lock: %w", err)
+	}
+	return nil
+}
+
+// wrap adds context to err and marks connection failures as
+// store.ErrUnavailable.
+func wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if unavailable(err) {
+		return fmt.Errorf("%s: %w: %w", op, store.ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// unavailable reports whether err means the database cannot be reached (as
+// opposed to a query it rejected).
+func unavailable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code[:2] {
+		case "08": // connection exception
+			return true
+		case "57": // operator intervention: admin/crash shutdown, cannot connect now
+			return pgErr.Code != "57014" // query_canceled is the caller's doing
+		case "53": // insufficient resources: too many connections, out of memory
+			return pgErr.Code == "53300"
+		}
+		return false
+	}
+	var connErr *pgconn.ConnectError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &connErr),
+		errors.As(err, &netErr),
+		pgconn.SafeToRetry(err), // failed before anything reached the server
+		errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, io.EOF),
+		errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, net.ErrClosed),
+		errors.Is(err, syscall.ECONNREFUSED),
+		errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.EPIPE):
+		return true
+	}
+	// pgx reports a connection it already closed, and a closed pool, with
+	// plain errors.
+	msg := err.Error()
+	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "closed pool")
+}
+
+// notFound turns pgx.ErrNoRows into store.ErrNotFound.
+func notFound(op string, err error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	return wrap(op, err)
+}

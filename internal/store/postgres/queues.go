@@ -1,0 +1,174 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/spoolhq/spool/internal/store"
+	"github.com/spoolhq/spool/internal/task"
+)
+
+const queueCols = `name, concurrency, rate_limit, max_attempts, timeout_ms, paused, created_at, updated_at`
+
+func scanQueue(row pgx.Row) (task.Queue, error) {
+	var q task.Queue
+	var timeoutMS int64
+	if err := row.Scan(&q.Name, &q.Concurrency, &q.RateLimit, &q.MaxAttempts, &timeoutMS, &q.Paused, &q.CreatedAt, &q.UpdatedAt); err != nil {
+		return task.Queue{}, err
+	}
+	q.Timeout = time.Duration(timeoutMS) * time.Millisecond
+	q.CreatedAt, q.UpdatedAt = q.CreatedAt.UTC(), q.UpdatedAt.UTC()
+	return q, nil
+}
+
+// zeroCounts has an entry for every state, as the contract asks.
+func zeroCounts() map[task.State]int64 {
+	m := make(map[task.State]int64, len(task.States))
+	for _, st := range task.States {
+		m[st] = 0
+	}
+	return m
+}
+
+// countsSQL counts tasks by queue and state; $1 NULL means every queue.
+const countsSQL = `SELECT queue, state, count(*) FROM spool_tasks
+	WHERE $1::text IS NULL OR queue = $1 GROUP BY queue, state`
+
+// queuesWithCounts reads queues (one, or all when name is nil) and their
+// counts in one round trip.
+func queuesWithCounts(ctx context.Context, q interface {
+	SendBatch(context.Context, *pgx.Batch) pgx.BatchResults
+}, name *string) ([]task.Queue, error) {
+	var (
+		b      pgx.Batch
+		queues []task.Queue
+		counts = make(map[string]map[task.State]int64)
+	)
+	b.Queue(`SELECT `+queueCols+` FROM spool_queues WHERE $1::text IS NULL OR name = $1 ORDER BY name`, name).
+		Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				q, err := scanQueue(rows)
+				if err != nil {
+					return err
+				}
+				queues = append(queues, q)
+			}
+			return rows.Err()
+		})
+	b.Queue(countsSQL, name).Query(func(rows pgx.Rows) error {
+		var queue, state string
+		var n int64
+		_, err := pgx.ForEachRow(rows, []any{&queue, &state, &n}, func() error {
+			if counts[queue] == nil {
+				counts[queue] = zeroCounts()
+			}
+			counts[queue][task.State(state)] = n
+			return nil
+		})
+		return err
+	})
+	if err := q.SendBatch(ctx, &b).Close(); err != nil {
+		return nil, err
+	}
+	for i := range queues {
+		queues[i].Counts = counts[queues[i].Name]
+		if queues[i].Counts == nil {
+			queues[i].Counts = zeroCounts()
+		}
+	}
+	return queues, nil
+}
+
+// GetQueue returns a queue with its counts.
+func (s *Store) GetQueue(ctx context.Context, name string) (task.Queue, error) {
+	qs, err := queuesWithCounts(ctx, s.pool, &name)
+	if err != nil {
+		return task.Queue{}, wrap("get queue "+name, err)
+	}
+	if len(qs) == 0 {
+		return task.Queue{}, fmt.Errorf("get queue %s: %w", name, store.ErrNotFound)
+	}
+	return qs[0], nil
+}
+
+// ListQueues returns every queue by name, with counts.
+func (s *Store) ListQueues(ctx context.Context) ([]task.Queue, error) {
+	qs, err := queuesWithCounts(ctx, s.pool, nil)
+	if err != nil {
+		return nil, wrap("list queues", err)
+	}
+	if qs == nil {
+		qs = []task.Queue{}
+	}
+	return qs, nil
+}
+
+// UpdateQueue applies p, creating the queue first if needed. Changing the
+// rate limit refills the token bucket to its new burst, so a queue starts
+// (or restarts) at full speed.
+func (s *Store) UpdateQueue(ctx context.Context, name string, p task.QueuePatch) (task.Queue, error) {
+	op := "update queue " + name
+	if err := validatePatch(p); err != nil {
+		return task.Queue{}, fmt.Errorf("%s: %w", op, err)
+	}
+	var timeoutMS *int64
+	if p.Timeout != nil {
+		ms := p.Timeout.Milliseconds()
+		timeoutMS = &ms
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return task.Queue{}, wrap(op, err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, `INSERT INTO spool_queues (name, max_attempts, timeout_ms) VALUES ($1, $2, $3)
+		ON CONFLICT (name) DO NOTHING`, name, task.DefaultMaxAttempts, task.DefaultTimeout.Milliseconds()); err != nil {
+		return task.Queue{}, wrap(op, err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE spool_queues SET
+			concurrency  = COALESCE($2::int, concurrency),
+			rate_limit   = COALESCE($3::double precision, rate_limit),
+			max_attempts = COALESCE($4::int, max_attempts),
+			timeout_ms   = COALESCE($5::bigint, timeout_ms),
+			paused       = COALESCE($6::boolean, paused),
+			tokens       = CASE WHEN $3::double precision <> rate_limit THEN greatest(1, $3::double precision) ELSE tokens END,
+			tokens_at    = CASE WHEN $3::double precision <> rate_limit THEN clock_timestamp() ELSE tokens_at END,
+			updated_at   = now()
+		WHERE name = $1`, name, p.Concurrency, p.RateLimit, p.MaxAttempts, timeoutMS, p.Paused); err != nil {
+		return task.Queue{}, wrap(op, err)
+	}
+	// Resuming or loosening limits can make tasks runnable right away.
+	if (p.Paused != nil && !*p.Paused) || p.Concurrency != nil || p.RateLimit != nil {
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, wakeupChannel); err != nil {
+			return task.Queue{}, wrap(op, err)
+		}
+	}
+	qs, err := queuesWithCounts(ctx, tx, &name)
+	if err != nil {
+		return task.Queue{}, wrap(op, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return task.Queue{}, wrap(op, err)
+	}
+	return qs[0], nil
+}
+
+// validatePatch rejects settings the schema would refuse, with a message
+// that names the field (the API validates first; this is the backstop).
+func validatePatch(p task.QueuePatch) error {
+	switch {
+	case p.Concurrency != nil && *p.Concurrency < 0:
+		return fmt.Errorf("concurrency %d is negative", *p.Concurrency)
+	case p.RateLimit != nil && (*p.RateLimit < 0 || math.IsNaN(*p.RateLimit) || math.IsInf(*p.RateLimit, 0)):
+		return fmt.Errorf("rate_limit %v is not a non-negative number", *p.RateLimit)
+	case p.MaxAttempts != nil && (*p.MaxAttempts < 1 || *p.MaxAttempts > task.MaxMaxAttempts):
+		return fmt.Errorf("max_attempts %d is outside 1..%d", *p.MaxAttempts, task.MaxMaxAttempts)
+	case p.Timeout != nil && (*p.Timeout < time.Millisecond || *p.Timeout > task.MaxTimeout):
+		return fmt.Errorf("timeout %v is outside 1ms..%v", *p.Timeout, task.MaxTimeout)
+	}
+	return nil
+}

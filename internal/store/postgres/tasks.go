@@ -1,0 +1,430 @@
+package postgres
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/spoolhq/spool/internal/store"
+	"github.com/spoolhq/spool/internal/task"
+)
+
+// taskColumns lists what scanTask reads, qualified with alias (e.g. "t.")
+// where a statement joins another relation with the same column names.
+func taskColumns(alias string) string {
+	cols := []string{
+		"id::text", "queue", "state", "attempt", "max_attempts", "priority",
+		"run_at", "created_at", "updated_at", "finished_at",
+		"target_url", "target_method", "target_headers", "payload", "content_type",
+		"timeout_ms", "idempotency_key", "last_error", "last_status",
+	}
+	for i, c := range cols {
+		cols[i] = alias + c
+	}
+	return strings.Join(cols, ", ")
+}
+
+var (
+	taskCols  = taskColumns("")
+	taskColsT = taskColumns("t.")
+)
+
+// scanTask reads the columns of taskColumns, then extra.
+func scanTask(row pgx.Row, extra ...any) (task.Task, error) {
+	var (
+		t         task.Task
+		state     string
+		headers   []byte
+		timeoutMS int64
+		ikey      *string
+	)
+	dest := append([]any{
+		&t.ID, &t.Queue, &state, &t.Attempt, &t.MaxAttempts, &t.Priority,
+		&t.RunAt, &t.CreatedAt, &t.UpdatedAt, &t.FinishedAt,
+		&t.Target.URL, &t.Target.Method, &headers, &t.Payload, &t.ContentType,
+		&timeoutMS, &ikey, &t.LastError, &t.LastStatus,
+	}, extra...)
+	if err := row.Scan(dest...); err != nil {
+		return task.Task{}, err
+	}
+	t.State = task.State(state)
+	t.Timeout = time.Duration(timeoutMS) * time.Millisecond
+	if ikey != nil {
+		t.IdempotencyKey = *ikey
+	}
+	if headers != nil {
+		if err := json.Unmarshal(headers, &t.Target.Headers); err != nil {
+			return task.Task{}, fmt.Errorf("task %s: decode headers: %w", t.ID, err)
+		}
+	}
+	t.RunAt, t.CreatedAt, t.UpdatedAt = t.RunAt.UTC(), t.CreatedAt.UTC(), t.UpdatedAt.UTC()
+	if t.FinishedAt != nil {
+		f := t.FinishedAt.UTC()
+		t.FinishedAt = &f
+	}
+	return t, nil
+}
+
+func collectTasks(rows pgx.Rows) ([]task.Task, error) {
+	defer rows.Close()
+	var out []task.Task
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// validID reports whether id can be a task id; anything else cannot exist,
+// and sending it to a uuid column would be an error rather than "no row".
+func validID(id string) bool {
+	_, err := uuid.Parse(id)
+	return err == nil
+}
+
+// queueDefaults are a queue's settings that fill unset task fields.
+type queueDefaults struct {
+	maxAttempts int
+	timeoutMS   int64
+}
+
+// ensureQueuesSQL creates missing queues with the default settings and
+// returns the settings of all of them. Rows another transaction inserts
+// concurrently are invisible to this statement's snapshot; the caller reads
+// those again.
+const ensureQueuesSQL = `
+WITH ins AS (
+	INSERT INTO spool_queues (name, max_attempts, timeout_ms)
+	SELECT unnest($1::text[]), $2, $3
+	ON CONFLICT (name) DO NOTHING
+	RETURNING name, max_attempts, timeout_ms
+)
+SELECT name, max_attempts, timeout_ms FROM ins
+UNION ALL
+SELECT name, max_attempts, timeout_ms FROM spool_queues
+WHERE name = ANY($1::text[]) AND name NOT IN (SELECT name FROM ins)`
+
+func ensureQueues(ctx context.Context, tx pgx.Tx, names []string) (map[string]queueDefaults, error) {
+	out := make(map[string]queueDefaults, len(names))
+	read := func(sql string, args ...any) error {
+		rows, err := tx.Query(ctx, sql, args...)
+		if err != nil {
+			return err
+		}
+		var name string
+		var d queueDefaults
+		_, err = pgx.ForEachRow(rows, []any{&name, &d.maxAttempts, &d.timeoutMS}, func() error {
+			out[name] = d
+			return nil
+		})
+		return err
+	}
+	if err := read(ensureQueuesSQL, names, task.DefaultMaxAttempts, task.DefaultTimeout.Milliseconds()); err != nil {
+		return nil, err
+	}
+	var missing []string
+	for _, n := range names {
+		if _, ok := out[n]; !ok {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		// Created by a concurrent transaction that committed while our
+		// insert waited on it: a new statement sees them.
+		if err := read(`SELECT name, max_attempts, timeout_ms FROM spool_queues WHERE name = ANY($1::text[])`, missing); err != nil {
+			return nil, err
+		}
+		for _, n := range missing {
+			if _, ok := out[n]; !ok {
+				return nil, fmt.Errorf("queue %q vanished while enqueueing", n)
+			}
+		}
+	}
+	return out, nil
+}
+
+// insertTasksSQL inserts a batch given as parallel arrays. A (queue,
+// idempotency key) already present is skipped and absent from RETURNING.
+var insertTasksSQL = `
+INSERT INTO spool_tasks (id, queue, state, priority, run_at, max_attempts, timeout_ms,
+	target_url, target_method, target_headers, payload, content_type, idempotency_key)
+SELECT i.id, i.queue,
+	CASE WHEN i.run_at > now() THEN 'scheduled' ELSE 'available' END,
+	i.priority, COALESCE(i.run_at, now()), i.max_attempts, i.timeout_ms,
+	i.url, i.method, i.headers::jsonb, i.payload, i.content_type, i.ikey
+FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::timestamptz[], $5::int[], $6::bigint[],
+	$7::text[], $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[])
+	AS i(id, queue, priority, run_at, max_attempts, timeout_ms, url, method, headers, payload, content_type, ikey)
+ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING ` + taskCols
+
+// Enqueue inserts tasks in one transaction and a handful of round trips
+// whatever the batch size.
+func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueued, error) {
+	if len(in) == 0 {
+		return []store.Enqueued{}, nil
+	}
+	type ikey struct{ queue, key string }
+	// firstOf[i] is the index of the earlier task sharing i's key, or -1: a
+	// repeated key in one call is not sent; it resolves to the first.
+	firstOf := make([]int, len(in))
+	seen := make(map[ikey]int)
+	var queues []string
+	queueSeen := make(map[string]bool)
+	var send []int // indexes of tasks to insert
+	for i, nt := range in {
+		if !validID(nt.ID) {
+			return nil, fmt.Errorf("enqueue: task %d: invalid id %q", i, nt.ID)
+		}
+		if nt.Queue == "" {
+			return nil, fmt.Errorf("enqueue: task %d: empty queue name", i)
+		}
+		if !queueSeen[nt.Queue] {
+			queueSeen[nt.Queue] = true
+			queues = append(queues, nt.Queue)
+		}
+		firstOf[i] = -1
+		if nt.IdempotencyKey != "" {
+			k := ikey{nt.Queue, nt.IdempotencyKey}
+			if j, ok := seen[k]; ok {
+				firstOf[i] = j
+				continue
+			}
+			seen[k] = i
+		}
+		send = append(send, i)
+	}
+	// Lock rows in one global order (queue names sorted; keyed tasks by
+	// key) so two batches touching the same keys cannot deadlock.
+	slices.Sort(queues)
+	slices.SortStableFunc(send, func(a, b int) int {
+		x, y := in[a], in[b]
+		if (x.IdempotencyKey == "") != (y.IdempotencyKey == "") {
+			if x.IdempotencyKey == "" {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Or(cmp.Compare(x.Queue, y.Queue), cmp.Compare(x.IdempotencyKey, y.IdempotencyKey))
+	})
+
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, wrap("enqueue", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+
+	defaults, err := ensureQueues(ctx, tx, queues)
+	if err != nil {
+		return nil, wrap("enqueue: queues", err)
+	}
+
+	n := len(send)
+	var (
+		ids, qs, urls, methods, ctypes = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		prios                          = make([]int16, n)
+		runAts                         = make([]*time.Time, n)
+		maxAtt                         = make([]int32, n)
+		tmo                            = make([]int64, n)
+		headers, keys                  = make([]*string, n), make([]*string, n)
+		payloads                       = make([][]byte, n)
+	)
+	for j, i := range send {
+		nt := in[i]
+		d := defaults[nt.Queue]
+		ids[j], qs[j], urls[j], ctypes[j] = nt.ID, nt.Queue, nt.Target.URL, nt.ContentType
+		methods[j] = cmp.Or(nt.Target.Method, "POST")
+		prios[j] = int16(nt.Priority)
+		if !nt.RunAt.IsZero() {
+			ra := nt.RunAt
+			runAts[j] = &ra
+		}
+		maxAtt[j] = int32(cmp.Or(nt.MaxAttempts, d.maxAttempts))
+		tmo[j] = cmp.Or(nt.Timeout.Milliseconds(), d.timeoutMS)
+		if nt.Target.Headers != nil {
+			b, err := json.Marshal(nt.Target.Headers)
+			if err != nil {
+				return nil, fmt.Errorf("enqueue: task %s: headers: %w", nt.ID, err)
+			}
+			h := string(b)
+			headers[j] = &h
+		}
+		payloads[j] = nt.Payload // nil stays NULL, empty stays empty
+		if nt.IdempotencyKey != "" {
+			k := nt.IdempotencyKey
+			keys[j] = &k
+		}
+	}
+	rows, err := tx.Query(ctx, insertTasksSQL, ids, qs, prios, runAts, maxAtt, tmo, urls, methods, headers, payloads, ctypes, keys)
+	if err != nil {
+		return nil, enqueueErr(err)
+	}
+	inserted, err := collectTasks(rows)
+	if err != nil {
+		return nil, enqueueErr(err)
+	}
+	byID := make(map[string]task.Task, len(inserted))
+	due := false
+	for _, t := range inserted {
+		byID[t.ID] = t
+		due = due || t.State == task.Available
+	}
+
+	// Keys that conflicted with a stored task: fetch the originals.
+	var cq, ck []string
+	for _, i := range send {
+		if _, ok := byID[in[i].ID]; !ok {
+			cq, ck = append(cq, in[i].Queue), append(ck, in[i].IdempotencyKey)
+		}
+	}
+	existing := make(map[ikey]task.Task)
+	if len(cq) > 0 {
+		rows, err := tx.Query(ctx, `SELECT `+taskCols+` FROM spool_tasks
+			WHERE (queue, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))`, cq, ck)
+		if err != nil {
+			return nil, wrap("enqueue: existing", err)
+		}
+		found, err := collectTasks(rows)
+		if err != nil {
+			return nil, wrap("enqueue: existing", err)
+		}
+		for _, t := range found {
+			existing[ikey{t.Queue, t.IdempotencyKey}] = t
+		}
+	}
+
+	if due {
+		// Delivered at commit, to every replica's LISTEN connection.
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, wakeupChannel); err != nil {
+			return nil, wrap("enqueue: notify", err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, wrap("enqueue: commit", err)
+	}
+
+	out := make([]store.Enqueued, len(in))
+	for i, nt := range in {
+		if j := firstOf[i]; j >= 0 {
+			out[i] = store.Enqueued{Task: out[j].Task, Existing: true}
+			continue
+		}
+		if t, ok := byID[nt.ID]; ok {
+			out[i] = store.Enqueued{Task: t}
+			continue
+		}
+		t, ok := existing[ikey{nt.Queue, nt.IdempotencyKey}]
+		if !ok {
+			// Not inserted and no original: only a key conflict skips a row,
+			// so the original was deleted (pruned) in between. Rare; retry.
+			return nil, fmt.Errorf("enqueue: task %s: idempotency key %q conflicted but the original is gone; retry", nt.ID, nt.IdempotencyKey)
+		}
+		out[i] = store.Enqueued{Task: t, Existing: true}
+	}
+	return out, nil
+}
+
+// enqueueErr names a duplicate task id, the one rejection a caller can
+// provoke (ids are the caller's UUIDv7s).
+func enqueueErr(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "spool_tasks_pkey" {
+		return fmt.Errorf("enqueue: %w: a task with that id exists (%s)", store.ErrConflict, pgErr.Detail)
+	}
+	return wrap("enqueue", err)
+}
+
+// GetTask returns one task.
+func (s *Store) GetTask(ctx context.Context, id string) (task.Task, error) {
+	if !validID(id) {
+		return task.Task{}, fmt.Errorf("get task %q: %w", id, store.ErrNotFound)
+	}
+	t, err := scanTask(s.pool.QueryRow(ctx, `SELECT `+taskCols+` FROM spool_tasks WHERE id = $1`, id))
+	if err != nil {
+		return task.Task{}, notFound("get task "+id, err)
+	}
+	return t, nil
+}
+
+// ListTasks pages through one queue in id order.
+func (s *Store) ListTasks(ctx context.Context, p store.ListParams) ([]task.Task, error) {
+	limit := min(max(p.Limit, 1), 1000)
+	var after *string
+	if p.After != "" {
+		if !validID(p.After) {
+			return nil, fmt.Errorf("list tasks: invalid cursor %q", p.After)
+		}
+		after = &p.After
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+taskCols+` FROM spool_tasks
+		WHERE queue = $1 AND ($2 = '' OR state = $2) AND ($3::uuid IS NULL OR id > $3::uuid)
+		ORDER BY id LIMIT $4`, p.Queue, string(p.State), after, limit)
+	if err != nil {
+		return nil, wrap("list tasks", err)
+	}
+	ts, err := collectTasks(rows)
+	if err != nil {
+		return nil, wrap("list tasks", err)
+	}
+	if ts == nil {
+		ts = []task.Task{}
+	}
+	return ts, nil
+}
+
+// CancelTask cancels an unfinished task, dropping any lease on it.
+func (s *Store) CancelTask(ctx context.Context, id string) (task.Task, error) {
+	return s.transition(ctx, "cancel task", id, `UPDATE spool_tasks
+		SET state = 'cancelled', lease_token = NULL, lease_expires_at = NULL,
+			finished_at = now(), updated_at = now()
+		WHERE id = $1 AND state NOT IN ('succeeded', 'failed', 'cancelled')
+		RETURNING `+taskCols)
+}
+
+// RetryTask makes a failed or cancelled task run again from attempt 1.
+func (s *Store) RetryTask(ctx context.Context, id string) (task.Task, error) {
+	return s.transition(ctx, "retry task", id, `WITH upd AS (
+			UPDATE spool_tasks
+			SET state = 'available', run_at = now(), attempt = 0, finished_at = NULL,
+				lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+			WHERE id = $1 AND state IN ('failed', 'cancelled')
+			RETURNING *
+		), wake AS (
+			SELECT pg_notify('`+wakeupChannel+`', '') FROM upd
+		)
+		SELECT `+taskCols+` FROM upd, (SELECT count(*) FROM wake) w`)
+}
+
+// transition runs an UPDATE … RETURNING of one task and tells a missing
+// task (ErrNotFound) from one in the wrong state (ErrConflict).
+func (s *Store) transition(ctx context.Context, op, id, sql string) (task.Task, error) {
+	op = op + " " + id
+	if !validID(id) {
+		return task.Task{}, fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	t, err := scanTask(s.pool.QueryRow(ctx, sql, id))
+	if err == nil {
+		return t, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return task.Task{}, wrap(op, err)
+	}
+	var state string
+	err = s.pool.QueryRow(ctx, `SELECT state FROM spool_tasks WHERE id = $1`, id).Scan(&state)
+	if err != nil {
+		return task.Task{}, notFound(op, err)
+	}
+	return task.Task{}, fmt.Errorf("%s: %w: task is %s", op, store.ErrConflict, state)
+}

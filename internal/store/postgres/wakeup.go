@@ -1,0 +1,110 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Reconnect backoff of the LISTEN loop.
+const (
+	listenBackoffMin = 100 * time.Millisecond
+	listenBackoffMax = 5 * time.Second
+)
+
+// Wakeups returns a channel signalled when tasks become due in any replica.
+// A dedicated connection (outside the pool, so it never holds a pool slot)
+// LISTENs on spool_wakeup; when it drops, the loop reconnects with backoff
+// and then signals once, since notifications sent meanwhile were lost. The
+// channel has a buffer of one and sends never block, so bursts coalesce.
+// It closes when ctx ends or the store is closed.
+//
+// The first LISTEN happens before Wakeups returns: a task enqueued after
+// the call is always signalled (unless the connection drops).
+func (s *Store) Wakeups(ctx context.Context) (<-chan struct{}, error) {
+	if s.closing.Err() != nil {
+		return nil, fmt.Errorf("wakeups: store closed")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	stopOnClose := context.AfterFunc(s.closing, cancel)
+	conn, err := s.listen(ctx)
+	if err != nil {
+		stopOnClose()
+		cancel()
+		return nil, wrap("wakeups", err)
+	}
+	ch := make(chan struct{}, 1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer stopOnClose()
+		defer cancel()
+		defer close(ch)
+		s.listenLoop(ctx, conn, ch)
+	}()
+	return ch, nil
+}
+
+// listen opens a connection with the pool's settings and LISTENs.
+func (s *Store) listen(ctx context.Context) (*pgx.Conn, error) {
+	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, "LISTEN "+wakeupChannel); err != nil {
+		closeConn(conn)
+		return nil, err
+	}
+	return conn, nil
+}
+
+func closeConn(conn *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = conn.Close(ctx)
+}
+
+func (s *Store) listenLoop(ctx context.Context, conn *pgx.Conn, ch chan struct{}) {
+	signal := func() {
+		select {
+		case ch <- struct{}{}:
+		default: // one pending signal is as good as many
+		}
+	}
+	backoff := listenBackoffMin
+	for {
+		if conn == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			var err error
+			conn, err = s.listen(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				s.log.Warn("wakeups: reconnect failed", "error", err, "retry_in", backoff)
+				backoff = min(2*backoff, listenBackoffMax)
+				continue
+			}
+			s.log.Info("wakeups: reconnected")
+			backoff = listenBackoffMin
+			signal()
+		}
+		_, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			closeConn(conn)
+			conn = nil
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("wakeups: connection lost", "error", err)
+			continue
+		}
+		signal()
+	}
+}
