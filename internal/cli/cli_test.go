@@ -1,0 +1,473 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spoolhq/spool/internal/client/clienttest"
+)
+
+const apiKey = "cli-test-key-9f8e7d6c5b4a"
+
+// harness runs commands in-process against a fake API.
+type harness struct {
+	t   *testing.T
+	srv *clienttest.Server
+	env map[string]string
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	srv := clienttest.New(t, apiKey)
+	return &harness{t: t, srv: srv, env: map[string]string{"SPOOL_SERVER": srv.URL, "SPOOL_API_KEY": apiKey}}
+}
+
+func (h *harness) getenv(k string) string { return h.env[k] }
+
+type cmdFunc func(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error
+
+// run returns stdout, stderr and the error of one command.
+func (h *harness) run(f cmdFunc, args ...string) (string, string, error) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out, errb bytes.Buffer
+	err := f(ctx, args, h.getenv, &out, &errb)
+	return out.String(), errb.String(), err
+}
+
+// ok runs a command that must succeed and returns its stdout.
+func (h *harness) ok(f cmdFunc, args ...string) string {
+	h.t.Helper()
+	out, errOut, err := h.run(f, args...)
+	if err != nil {
+		h.t.Fatalf("%v: %v (stderr %q)", args, err, errOut)
+	}
+	return out
+}
+
+// enqueueJSON enqueues and returns the decoded task JSON.
+func (h *harness) enqueueJSON(args ...string) map[string]any {
+	h.t.Helper()
+	out := h.ok(Enqueue, append(args, "--output", "json")...)
+	var m map[string]any
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		h.t.Fatalf("enqueue json output %q: %v", out, err)
+	}
+	return m
+}
+
+func TestEnqueueSendsEveryFlag(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	task := h.enqueueJSON("emails", "http://127.0.0.1:9/hook",
+		"--data", `{"to":"a@example.com"}`,
+		"--content-type", "application/vnd.x+json",
+		"--method", "put",
+		"-H", "X-Tenant: acme", "-H", "X-Trace:abc",
+		"--run-at", "2031-05-06T07:08:09Z",
+		"--priority", "0",
+		"--max-attempts", "4",
+		"--timeout", "7s",
+		"--idempotency-key", "k-1",
+	)
+	last := h.srv.Last()
+	if got := last.Header.Get("Authorization"); got != "Bearer "+apiKey {
+		t.Fatalf("Authorization %q", got)
+	}
+	var sent map[string]any
+	if err := json.Unmarshal(last.Body, &sent); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"content_type":"application/vnd.x+json","idempotency_key":"k-1","max_attempts":4,"payload":{"to":"a@example.com"},"priority":0,"run_at":"2031-05-06T07:08:09Z","target":{"headers":{"X-Tenant":"acme","X-Trace":"abc"},"method":"PUT","url":"http://127.0.0.1:9/hook"},"timeout":"7s"}`
+	if got, _ := json.Marshal(sent); string(got) != want {
+		t.Fatalf("sent\n%s\nwant\n%s", got, want)
+	}
+	// The JSON output is the server's task, unknown fields included.
+	if task["state"] != "scheduled" || task["queue"] != "emails" || task["payload_size"] == nil {
+		t.Fatalf("output task %v", task)
+	}
+}
+
+func TestEnqueueDefaultsSendNothingExtra(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	out := h.ok(Enqueue, "q", "https://example.com/x")
+	if got := string(h.srv.Last().Body); got != `{"target":{"url":"https://example.com/x"}}` {
+		t.Fatalf("sent %s", got)
+	}
+	// Table output: one field per line.
+	for _, sub := range []string{"ID ", "QUEUE ", "q\n", "STATE ", "available", "ATTEMPT ", "0/25", "TARGET ", "POST https://example.com/x", "LAST ERROR "} {
+		if !strings.Contains(out, sub) {
+			t.Errorf("table output lacks %q:\n%s", sub, out)
+		}
+	}
+}
+
+func TestEnqueueDataSources(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "payload.json")
+	if err := os.WriteFile(file, []byte(`{"from":"file"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	task := h.enqueueJSON("q", "http://x/", "--data", "@"+file)
+	if got := string(h.srv.Payload(task["id"].(string))); got != `{"from":"file"}` {
+		t.Fatalf("file payload %q", got)
+	}
+
+	var out bytes.Buffer
+	err := enqueue(context.Background(), []string{"q", "http://x/", "--data", "-", "--output", "json"}, h.getenv,
+		strings.NewReader(`[1, 2, 3]`), &out, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	_ = json.Unmarshal(out.Bytes(), &m)
+	// encoding/json compacts a JSON payload on the way out; same value.
+	if got := string(h.srv.Payload(m["id"].(string))); got != `[1,2,3]` {
+		t.Fatalf("stdin payload %q", got)
+	}
+
+	task = h.enqueueJSON("q", "http://x/", "--data-base64", "AAEC/w==", "--delay", "90s")
+	if got := h.srv.Payload(task["id"].(string)); !bytes.Equal(got, []byte{0, 1, 2, 0xff}) {
+		t.Fatalf("base64 payload %v", got)
+	}
+	if !strings.Contains(string(h.srv.Last().Body), `"delay":"1m30s"`) {
+		t.Fatalf("delay not sent: %s", h.srv.Last().Body)
+	}
+}
+
+func TestEnqueueIdempotentReplay(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	first := h.enqueueJSON("q", "http://x/", "--idempotency-key", "once")
+	out, errOut, err := h.run(Enqueue, "q", "http://x/", "--idempotency-key", "once", "--output", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var second map[string]any
+	_ = json.Unmarshal([]byte(out), &second)
+	if second["id"] != first["id"] {
+		t.Fatalf("replay id %v, want %v", second["id"], first["id"])
+	}
+	if !strings.Contains(errOut, "matched task") {
+		t.Fatalf("no replay note on stderr: %q", errOut)
+	}
+}
+
+func TestEnqueueBadUsage(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"q", "http://x/", "--priority", "12"}, "enqueue: --priority must be 0-9, got 12"},
+		{[]string{"q", "http://x/", "--priority", "-1"}, "enqueue: --priority must be 0-9, got -1"},
+		{[]string{"q"}, "enqueue: missing URL"},
+		{[]string{}, "enqueue: missing QUEUE URL"},
+		{[]string{"q", "http://x/", "extra"}, `enqueue: unexpected argument "extra"`},
+		{[]string{"q", "not a url"}, "enqueue: URL must be an absolute http or https URL"},
+		{[]string{"q", "ftp://x/"}, "enqueue: URL must be an absolute http or https URL"},
+		{[]string{"q", "http://x/", "--bogus"}, "enqueue: flag provided but not defined: -bogus"},
+		{[]string{"q", "http://x/", "--data", "{nope"}, "enqueue: --data is not valid JSON"},
+		{[]string{"q", "http://x/", "--data", "{}", "--data-base64", "AA=="}, "exclusive"},
+		{[]string{"q", "http://x/", "--data-base64", "***"}, "--data-base64 is not valid base64"},
+		{[]string{"q", "http://x/", "--delay", "1s", "--run-at", "2030-01-01T00:00:00Z"}, "--delay and --run-at are exclusive"},
+		{[]string{"q", "http://x/", "--delay", "-1s"}, "--delay must be between 0"},
+		{[]string{"q", "http://x/", "--run-at", "tomorrow"}, "--run-at must be an RFC 3339 time"},
+		{[]string{"q", "http://x/", "--max-attempts", "0"}, "--max-attempts must be 1-1000, got 0"},
+		{[]string{"q", "http://x/", "--timeout", "0s"}, "--timeout must be above 0"},
+		{[]string{"q", "http://x/", "-H", "novalue"}, "want 'Name: value'"},
+		{[]string{"q", "http://x/", "--output", "yaml"}, `enqueue: --output must be table or json, got "yaml"`},
+		{[]string{"q", "http://x/", "--server", "ftp://host"}, "enqueue: --server/SPOOL_SERVER: server URL"},
+		{[]string{"q", "http://x/", "--data", "@/nonexistent/file.json"}, "enqueue: --data @/nonexistent/file.json"},
+	}
+	for _, c := range cases {
+		_, _, err := h.run(Enqueue, c.args...)
+		if err == nil {
+			t.Errorf("%v succeeded", c.args)
+			continue
+		}
+		var ue *UsageError
+		if !errors.As(err, &ue) {
+			t.Errorf("%v: %T %v, want *UsageError", c.args, err, err)
+		}
+		if !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: error %q, want one line containing %q", c.args, err, c.want)
+		}
+	}
+	// Nothing reached the server.
+	if last := h.srv.Last(); last.Method != "" {
+		t.Fatalf("a bad command sent %s %s", last.Method, last.Path)
+	}
+}
+
+func TestServerErrorsAreReported(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	_, _, err := h.run(Tasks, "get", "nope")
+	if err == nil || !strings.Contains(err.Error(), `404 Not Found: task "nope" not found`) {
+		t.Fatalf("err = %v", err)
+	}
+	h.env["SPOOL_API_KEY"] = "wrong"
+	_, _, err = h.run(Queues, "list")
+	if err == nil || !strings.Contains(err.Error(), "401") || strings.Contains(err.Error(), "wrong") {
+		t.Fatalf("err = %v", err)
+	}
+	// --api-key beats the environment.
+	h.ok(Queues, "list", "--api-key", apiKey)
+	// --server beats the environment too.
+	h.env["SPOOL_SERVER"] = "http://127.0.0.1:1"
+	h.ok(Queues, "list", "--api-key", apiKey, "--server", h.srv.URL)
+	if _, _, err := h.run(Queues, "list", "--api-key", apiKey); err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Fatalf("unreachable server err = %v", err)
+	}
+}
+
+func TestTasksCommands(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	var ids []string
+	for range 5 {
+		ids = append(ids, h.enqueueJSON("q", "http://x/")["id"].(string))
+	}
+
+	// get: flags after the id work.
+	out := h.ok(Tasks, "get", ids[0], "--output", "json")
+	var got map[string]any
+	if err := json.Unmarshal([]byte(out), &got); err != nil || got["id"] != ids[0] {
+		t.Fatalf("get json %q: %v", out, err)
+	}
+	if out := h.ok(Tasks, "get", ids[0]); !strings.Contains(out, ids[0]) || !strings.Contains(out, "STATE") {
+		t.Fatalf("get table:\n%s", out)
+	}
+
+	// list, one page, with the cursor hint on stderr.
+	out, errOut, err := h.run(Tasks, "list", "q", "--limit", "2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "ID") || !strings.HasPrefix(lines[1], ids[0]) {
+		t.Fatalf("list page:\n%s", out)
+	}
+	if !strings.Contains(errOut, "--cursor "+ids[1]) {
+		t.Fatalf("no cursor hint: %q", errOut)
+	}
+	// The next page from that cursor.
+	out = h.ok(Tasks, "list", "q", "--limit", "2", "--cursor", ids[1])
+	if !strings.Contains(out, ids[2]) || strings.Contains(out, ids[1]) {
+		t.Fatalf("second page:\n%s", out)
+	}
+	// --all follows every cursor.
+	out = h.ok(Tasks, "list", "q", "--limit", "2", "--all", "--output", "json")
+	var page struct {
+		Tasks []struct {
+			ID string `json:"id"`
+		} `json:"tasks"`
+		NextCursor string `json:"next_cursor"`
+	}
+	if err := json.Unmarshal([]byte(out), &page); err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Tasks) != 5 || page.Tasks[4].ID != ids[4] || page.NextCursor != "" {
+		t.Fatalf("--all = %+v", page)
+	}
+
+	// cancel, then retry; state filter.
+	if out := h.ok(Tasks, "cancel", ids[2]); !strings.Contains(out, "cancelled") {
+		t.Fatalf("cancel:\n%s", out)
+	}
+	out = h.ok(Tasks, "list", "q", "--state", "cancelled", "--output", "json")
+	if !strings.Contains(out, ids[2]) || strings.Contains(out, ids[0]) {
+		t.Fatalf("state filter:\n%s", out)
+	}
+	if _, _, err := h.run(Tasks, "cancel", ids[2]); err == nil || !strings.Contains(err.Error(), "409") {
+		t.Fatalf("second cancel = %v", err)
+	}
+	if out := h.ok(Tasks, "retry", ids[2], "--output", "json"); !strings.Contains(out, `"available"`) {
+		t.Fatalf("retry:\n%s", out)
+	}
+	if h.srv.Last().Path != "/v1/tasks/"+ids[2]+"/retry" {
+		t.Fatalf("retry path %s", h.srv.Last().Path)
+	}
+
+	// Empty queue: a header only in table, an empty array in JSON.
+	if out := h.ok(Tasks, "list", "empty", "--output", "json"); !strings.Contains(out, `"tasks": []`) {
+		t.Fatalf("empty json:\n%s", out)
+	}
+}
+
+func TestTasksBadUsage(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{nil, "tasks: missing subcommand: one of get, list, cancel, retry"},
+		{[]string{"frob"}, `tasks: unknown subcommand "frob"`},
+		{[]string{"get"}, "tasks get: missing ID"},
+		{[]string{"get", "a", "b"}, `tasks get: unexpected argument "b"`},
+		{[]string{"list"}, "tasks list: missing QUEUE"},
+		{[]string{"list", "q", "--state", "done"}, `tasks list: --state must be one of scheduled, available, running, retrying, succeeded, failed, cancelled, got "done"`},
+		{[]string{"list", "q", "--limit", "0"}, "tasks list: --limit must be 1-1000, got 0"},
+		{[]string{"list", "q", "--limit", "x"}, `tasks list: invalid value "x" for flag -limit`},
+		{[]string{"cancel", "--output", "xml", "id"}, "tasks cancel: --output must be table or json"},
+	}
+	for _, c := range cases {
+		_, _, err := h.run(Tasks, c.args...)
+		var ue *UsageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want a usage error containing %q", c.args, err, c.want)
+		}
+	}
+}
+
+func TestQueuesCommands(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.enqueueJSON("emails", "http://x/")
+	h.enqueueJSON("billing", "http://x/", "--delay", "1h")
+
+	out := h.ok(Queues, "list")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "NAME") || !strings.HasPrefix(lines[1], "billing") {
+		t.Fatalf("list:\n%s", out)
+	}
+	if f := strings.Fields(lines[2]); len(f) < 10 || f[0] != "emails" || f[1] != "active" || f[6] != "1" {
+		t.Fatalf("emails row %q", lines[2])
+	}
+	out = h.ok(Queues, "list", "--output", "json")
+	var ql struct {
+		Queues []map[string]any `json:"queues"`
+	}
+	if err := json.Unmarshal([]byte(out), &ql); err != nil || len(ql.Queues) != 2 {
+		t.Fatalf("list json %q: %v", out, err)
+	}
+
+	out = h.ok(Queues, "get", "billing")
+	for _, sub := range []string{"NAME", "billing", "STATUS", "active", "TIMEOUT", "30s", "SCHEDULED", "CONCURRENCY", "unlimited"} {
+		if !strings.Contains(out, sub) {
+			t.Errorf("get lacks %q:\n%s", sub, out)
+		}
+	}
+
+	if out := h.ok(Queues, "pause", "emails"); !strings.Contains(out, "paused") {
+		t.Fatalf("pause:\n%s", out)
+	}
+	if last := h.srv.Last(); last.Method != "PATCH" || string(last.Body) != `{"paused":true}` {
+		t.Fatalf("pause sent %s %s", last.Method, last.Body)
+	}
+	h.ok(Queues, "resume", "emails")
+	if string(h.srv.Last().Body) != `{"paused":false}` {
+		t.Fatalf("resume sent %s", h.srv.Last().Body)
+	}
+
+	// set sends only the flags given, zero included.
+	out = h.ok(Queues, "set", "emails", "--concurrency", "0", "--rate-limit", "2.5", "--output", "json")
+	if got := string(h.srv.Last().Body); got != `{"concurrency":0,"rate_limit":2.5}` {
+		t.Fatalf("set sent %s", got)
+	}
+	if !strings.Contains(out, `"rate_limit": 2.5`) {
+		t.Fatalf("set output:\n%s", out)
+	}
+	h.ok(Queues, "set", "--timeout", "10s", "emails", "--max-attempts", "3")
+	if got := string(h.srv.Last().Body); got != `{"max_attempts":3,"timeout":"10s"}` {
+		t.Fatalf("set sent %s", got)
+	}
+
+	if _, _, err := h.run(Queues, "get", "nope"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("missing queue = %v", err)
+	}
+}
+
+func TestQueuesBadUsage(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{nil, "queues: missing subcommand"},
+		{[]string{"list", "extra"}, `queues list: unexpected argument "extra"`},
+		{[]string{"get"}, "queues get: missing NAME"},
+		{[]string{"set", "q"}, "queues set: nothing to change"},
+		{[]string{"set", "q", "--concurrency", "-1"}, "queues set: --concurrency must be 0 (unlimited) or more, got -1"},
+		{[]string{"set", "q", "--rate-limit", "-2"}, "queues set: --rate-limit must be 0"},
+		{[]string{"set", "q", "--rate-limit", "NaN"}, "queues set: --rate-limit must be 0"},
+		{[]string{"set", "q", "--max-attempts", "0"}, "queues set: --max-attempts must be 1-1000, got 0"},
+		{[]string{"set", "q", "--timeout", "-5s"}, "queues set: --timeout must be above 0"},
+	}
+	for _, c := range cases {
+		_, _, err := h.run(Queues, c.args...)
+		var ue *UsageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want a usage error containing %q", c.args, err, c.want)
+		}
+	}
+}
+
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	cases := []struct {
+		f    cmdFunc
+		args []string
+	}{
+		{Enqueue, nil},
+		{Tasks, nil}, {Tasks, []string{"get"}}, {Tasks, []string{"list"}}, {Tasks, []string{"cancel"}}, {Tasks, []string{"retry"}},
+		{Queues, nil}, {Queues, []string{"list"}}, {Queues, []string{"get"}}, {Queues, []string{"pause"}},
+		{Queues, []string{"resume"}}, {Queues, []string{"set"}},
+		{Sink, nil},
+	}
+	for _, c := range cases {
+		for _, flagName := range []string{"--help", "-h"} {
+			out, errOut, err := h.run(c.f, append(c.args, flagName)...)
+			if !errors.Is(err, flag.ErrHelp) {
+				t.Errorf("%v %s: err %v, want flag.ErrHelp", c.args, flagName, err)
+			}
+			if !strings.HasPrefix(out, "Usage: spool ") || !strings.Contains(out, "Example") {
+				t.Errorf("%v %s: usage lacks Usage/Example:\n%s", c.args, flagName, out)
+			}
+			if errOut != "" {
+				t.Errorf("%v %s wrote to stderr: %q", c.args, flagName, errOut)
+			}
+			if strings.Contains(out, apiKey) {
+				t.Errorf("%v %s printed the API key", c.args, flagName)
+			}
+		}
+	}
+	// A subcommand's help lists its own flags.
+	out, _, _ := h.run(Tasks, "list", "--help")
+	for _, sub := range []string{"-state", "-limit", "-cursor", "-all", "-server", "-api-key", "-output"} {
+		if !strings.Contains(out, sub) {
+			t.Errorf("tasks list --help lacks %s", sub)
+		}
+	}
+}
+
+func TestParseInterspersedAndDoubleDash(t *testing.T) {
+	t.Parallel()
+	cmd := newCommand("x", "Usage: spool x\n")
+	v := cmd.fs.Bool("v", false, "")
+	pos, err := cmd.parse([]string{"a", "-v", "b", "--", "-c", "--"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !*v || strings.Join(pos, ",") != "a,b,-c,--" {
+		t.Fatalf("v=%v pos=%q", *v, pos)
+	}
+}

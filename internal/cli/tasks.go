@@ -1,0 +1,158 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spoolhq/spool/internal/client"
+	"github.com/spoolhq/spool/internal/task"
+)
+
+const tasksUsage = `
+Usage: spool tasks <subcommand> [flags] ...
+
+Subcommands:
+  get ID          show one task
+  list QUEUE      list a queue's tasks, oldest first (--state, --limit, --cursor, --all)
+  cancel ID       cancel an unfinished task
+  retry ID        run a failed or cancelled task again
+
+Examples:
+  spool tasks get 0190a5d2-7c4e-7b1a-9f3e-2d1c0b9a8f7e
+  spool tasks list emails --state failed --all
+  spool tasks retry 0190a5d2-7c4e-7b1a-9f3e-2d1c0b9a8f7e
+
+Run 'spool tasks <subcommand> --help' for its flags.
+`
+
+// maxPages stops --all if a server kept answering with a cursor forever.
+const maxPages = 100_000
+
+// Tasks implements `spool tasks get|list|cancel|retry`.
+func Tasks(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
+	env = getenv(env)
+	subs := map[string]func([]string) error{
+		"get": func(a []string) error {
+			return taskByID(ctx, "get", a, env, stdout, "shows one task.", "spool tasks get 0190a5d2-7c4e-7b1a-9f3e-2d1c0b9a8f7e --output json",
+				func(c *client.Client, id string) (*client.Task, error) { return c.GetTask(ctx, id) })
+		},
+		"cancel": func(a []string) error {
+			return taskByID(ctx, "cancel", a, env, stdout, "cancels a task that has not finished; a running attempt completes but is not retried.",
+				"spool tasks cancel 0190a5d2-7c4e-7b1a-9f3e-2d1c0b9a8f7e",
+				func(c *client.Client, id string) (*client.Task, error) { return c.CancelTask(ctx, id) })
+		},
+		"retry": func(a []string) error {
+			return taskByID(ctx, "retry", a, env, stdout, "makes a failed or cancelled task available again.",
+				"spool tasks retry 0190a5d2-7c4e-7b1a-9f3e-2d1c0b9a8f7e",
+				func(c *client.Client, id string) (*client.Task, error) { return c.RetryTask(ctx, id) })
+		},
+		"list": func(a []string) error { return tasksList(ctx, a, env, stdout, stderr) },
+	}
+	return runSub("tasks", tasksUsage, subs, []string{"get", "list", "cancel", "retry"}, args, stdout)
+}
+
+// taskByID runs a subcommand that takes one task id and prints a task.
+func taskByID(ctx context.Context, sub string, args []string, env func(string) string, stdout io.Writer,
+	what, example string, do func(*client.Client, string) (*client.Task, error)) error {
+	name := "tasks " + sub
+	usage := fmt.Sprintf("\nUsage: spool %s [flags] ID\n\nspool %s %s\n\nExample:\n  %s\n%s", name, name, what, example, clientFlagsHelp)
+	cmd := newCommand(name, usage)
+	var cf clientFlags
+	cf.register(cmd.fs)
+	pos, err := cmd.parse(args, stdout)
+	if err != nil {
+		return err
+	}
+	if err := cmd.wantArgs(pos, "ID"); err != nil {
+		return err
+	}
+	c, err := cf.client(name, env)
+	if err != nil {
+		return err
+	}
+	t, err := do(c, pos[0])
+	if err != nil {
+		return err
+	}
+	return printTask(stdout, cf.output, t)
+}
+
+const tasksListUsage = `
+Usage: spool tasks list [flags] QUEUE
+
+Lists QUEUE's tasks in creation order, one page at a time (--cursor picks
+up where the last page ended), or every page with --all.
+
+Examples:
+  spool tasks list emails
+  spool tasks list emails --state failed --limit 50
+  spool tasks list emails --state retrying --all --output json
+` + clientFlagsHelp
+
+func tasksList(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
+	cmd := newCommand("tasks list", tasksListUsage)
+	fs := cmd.fs
+	var cf clientFlags
+	cf.register(fs)
+	var stateNames []string
+	for _, s := range task.States {
+		stateNames = append(stateNames, string(s))
+	}
+	state := fs.String("state", "", "only tasks in this state: "+strings.Join(stateNames, ", "))
+	limit := fs.Int("limit", 0, "tasks per page, 1-1000 (server default when unset)")
+	cursor := fs.String("cursor", "", "continue after this cursor (printed by the previous page)")
+	all := fs.Bool("all", false, "follow cursors and list every page")
+	pos, err := cmd.parse(args, stdout)
+	if err != nil {
+		return err
+	}
+	if err := cmd.wantArgs(pos, "QUEUE"); err != nil {
+		return err
+	}
+	if *state != "" {
+		if _, err := task.ParseState(*state); err != nil {
+			return usagef("tasks list: --state must be one of %s, got %q", strings.Join(stateNames, ", "), *state)
+		}
+	}
+	if cmd.set()["limit"] && (*limit < 1 || *limit > 1000) {
+		return usagef("tasks list: --limit must be 1-1000, got %d", *limit)
+	}
+	c, err := cf.client("tasks list", env)
+	if err != nil {
+		return err
+	}
+
+	opts := client.ListOptions{State: *state, Limit: *limit, Cursor: *cursor}
+	var tasks []client.Task
+	next := ""
+	for pages := 0; ; pages++ {
+		if pages == maxPages {
+			return fmt.Errorf("tasks list: stopped after %d pages", maxPages)
+		}
+		page, err := c.ListTasks(ctx, pos[0], opts)
+		if err != nil {
+			return err
+		}
+		tasks = append(tasks, page.Tasks...)
+		next = page.NextCursor
+		if !*all || next == "" {
+			break
+		}
+		if next == opts.Cursor {
+			return fmt.Errorf("tasks list: server repeated cursor %q", next)
+		}
+		opts.Cursor = next
+	}
+	if tasks == nil {
+		tasks = []client.Task{}
+	}
+	if err := printTaskList(stdout, cf.output, tasks, next); err != nil {
+		return err
+	}
+	if cf.output == "table" && next != "" {
+		fmt.Fprintf(stderr, "more tasks: add --cursor %s (or --all)\n", next)
+	}
+	return nil
+}
