@@ -1,0 +1,280 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spoolhq/spool/internal/api"
+	"github.com/spoolhq/spool/internal/config"
+	"github.com/spoolhq/spool/internal/dispatch"
+	"github.com/spoolhq/spool/internal/store"
+	"github.com/spoolhq/spool/internal/store/postgres"
+	"github.com/spoolhq/spool/internal/store/sqlite"
+	"github.com/spoolhq/spool/internal/task"
+	"github.com/spoolhq/spool/internal/telemetry"
+	"github.com/spoolhq/spool/internal/webhook"
+)
+
+// migratingStore is a Store whose driver can apply its schema.
+type migratingStore interface {
+	store.Store
+	Migrate(ctx context.Context) error
+}
+
+// openStore picks the driver: PostgreSQL when a URL is configured, else the
+// embedded SQLite file.
+func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (migratingStore, string, error) {
+	if cfg.Embedded() {
+		s, err := sqlite.Open(ctx, cfg.SQLitePath(), sqlite.Options{Logger: log})
+		if err != nil {
+			return nil, "", fmt.Errorf("open SQLite store %s: %w", cfg.SQLitePath(), err)
+		}
+		return s, "sqlite", nil
+	}
+	s, err := postgres.Open(ctx, cfg.DatabaseURL.Value(), postgres.Options{MaxConns: int32(cfg.MaxConns), Logger: log})
+	if err != nil {
+		return nil, "", fmt.Errorf("open PostgreSQL store: %w", err)
+	}
+	return s, "postgres", nil
+}
+
+func migrate(ctx context.Context, args []string, env config.Env, stdout io.Writer) error {
+	cfg, err := config.LoadDatabase(args, env, stdout)
+	if err != nil {
+		return err
+	}
+	log := telemetry.NewLogger(stdout, "info", "spool", buildVersion())
+	st, driver, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		return fmt.Errorf("migrate %s: %w", driver, err)
+	}
+	log.Info("schema up to date", "spool.store", driver)
+	return nil
+}
+
+// serve runs the service until ctx ends (SIGTERM/SIGINT), then shuts down
+// in the order that loses nothing.
+func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer) error {
+	cfg, err := config.Load(args, env, stdout)
+	if err != nil {
+		return err
+	}
+	log := telemetry.NewLogger(stdout, cfg.LogLevel, "spool", buildVersion())
+	metrics := telemetry.NewMetrics(buildVersion(), buildCommit())
+	// Work that must outlive the signal (the shutdown itself) uses base.
+	base := context.WithoutCancel(ctx)
+
+	// --- Store ---
+	st, driver, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if cfg.Migrate {
+		if err := st.Migrate(ctx); err != nil {
+			return fmt.Errorf("migrate %s: %w", driver, err)
+		}
+	}
+
+	var signingKey []byte
+	if len(cfg.SigningKeys) > 0 {
+		if signingKey, err = webhook.ParseKey(cfg.SigningKeys[0].Value()); err != nil {
+			return fmt.Errorf("SPOOL_SIGNING_KEYS: first key: %w", err)
+		}
+	}
+	guard := dispatch.Guard{Allowed: cfg.AllowedTargetCIDRs}
+
+	// --- Readiness: store reachable and not shutting down ---
+	var shuttingDown atomic.Bool
+	ready := func(ctx context.Context) error {
+		if shuttingDown.Load() {
+			return errors.New("shutting down")
+		}
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if err := st.Ping(ctx); err != nil {
+			return fmt.Errorf("store unreachable: %w", store.ErrUnavailable)
+		}
+		return nil
+	}
+
+	// --- Admin server: metrics, pprof, health (never on the API mux) ---
+	var servers []*http.Server
+	errc := make(chan error, 3)
+	listen := func(name, addr string, h http.Handler) (*http.Server, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("%s listener: %w", name, err)
+		}
+		srv := &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      60 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+			BaseContext:       func(net.Listener) context.Context { return base },
+		}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s server: %w", name, err)
+			}
+		}()
+		log.Info("listening", "spool.listener", name, "server.address", ln.Addr().String())
+		servers = append(servers, srv)
+		return srv, nil
+	}
+	if cfg.AdminAddr != "" {
+		if _, err := listen("admin", cfg.AdminAddr, adminMux(metrics, ready)); err != nil {
+			return err
+		}
+	}
+
+	// --- API ---
+	var apiSrv *http.Server
+	if cfg.Role != config.RoleWorker {
+		keys := make([]string, len(cfg.APIKeys))
+		for i, k := range cfg.APIKeys {
+			keys[i] = k.Value()
+		}
+		if len(keys) == 0 {
+			log.Warn("API authentication is off: no SPOOL_API_KEYS configured")
+		}
+		h, err := api.New(api.Config{
+			Store:        st,
+			Logger:       log,
+			APIKeys:      keys,
+			MaxBodyBytes: cfg.MaxBodyBytes,
+			CheckTarget:  func(u *url.URL) error { return guard.CheckURL(u) },
+			Ready:        ready,
+			Instrument:   metrics.Instrument,
+			Version:      buildVersion(),
+		})
+		if err != nil {
+			return err
+		}
+		if apiSrv, err = listen("api", cfg.HTTPAddr, h); err != nil {
+			return err
+		}
+	}
+
+	// --- Dispatcher and maintenance ---
+	var disp *dispatch.Dispatcher
+	maintCtx, stopMaint := context.WithCancel(base)
+	defer stopMaint()
+	var maintDone sync.WaitGroup
+	if cfg.Role != config.RoleAPI {
+		owner := instanceID()
+		disp = dispatch.New(dispatch.Config{
+			Store:         st,
+			Logger:        log,
+			Metrics:       metrics,
+			Client:        dispatch.NewHTTPClient(guard),
+			SigningKey:    signingKey,
+			Workers:       cfg.Workers,
+			LeaseDuration: cfg.LeaseDuration,
+			PollInterval:  cfg.PollInterval,
+			Backoff:       task.Backoff{Min: cfg.RetryMin, Max: cfg.RetryMax},
+			UserAgent:     "spool/" + buildVersion(),
+		})
+		if err := disp.Start(base); err != nil {
+			return fmt.Errorf("start dispatcher: %w", err)
+		}
+		m := &dispatch.Maintainer{Store: st, Logger: log, Metrics: metrics, Owner: owner, Retention: cfg.Retention}
+		maintDone.Add(1)
+		go func() { defer maintDone.Done(); m.Run(maintCtx) }()
+	}
+	log.Info("spool started", "spool.store", driver, "spool.role", string(cfg.Role), "spool.workers", cfg.Workers,
+		"spool.auth", len(cfg.APIKeys) > 0, "spool.signing", signingKey != nil)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutdown signal received")
+	case runErr = <-errc:
+		log.Error("server failed; shutting down", "error.message", runErr.Error())
+	}
+
+	// --- Shutdown, step by step ---
+	// 1. Readiness turns false so load balancers stop sending new requests.
+	shuttingDown.Store(true)
+	// 2. Drain window: keep serving while that news propagates.
+	if runErr == nil && cfg.DrainDelay > 0 {
+		log.Info("draining", "event.duration", cfg.DrainDelay.Nanoseconds())
+		time.Sleep(cfg.DrainDelay)
+	}
+	sctx, cancel := context.WithTimeout(base, cfg.ShutdownTimeout)
+	defer cancel()
+	// 3+4. Stop accepting connections and finish in-flight API requests.
+	if apiSrv != nil {
+		if err := apiSrv.Shutdown(sctx); err != nil {
+			log.Warn("API shutdown incomplete", "error.message", err.Error())
+		}
+	}
+	// 5+6. Stop leasing; finish in-flight deliveries or release them; store completions.
+	if disp != nil {
+		disp.Stop(sctx)
+	}
+	stopMaint()
+	maintDone.Wait()
+	// The admin server goes last so metrics and probes answer throughout.
+	for _, s := range servers {
+		if s != apiSrv {
+			_ = s.Shutdown(sctx)
+		}
+	}
+	// 7. Close the store (deferred above).
+	log.Info("shutdown complete")
+	return runErr
+}
+
+// adminMux serves metrics, pprof and health on the admin port.
+func adminMux(m *telemetry.Metrics, ready func(context.Context) error) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"status":"ok"}`)
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if err := ready(r.Context()); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, `{"status":"unavailable","detail":%q}`, err.Error())
+			return
+		}
+		io.WriteString(w, `{"status":"ok"}`)
+	})
+	return mux
+}
+
+// instanceID names this process for leader election and logs.
+func instanceID() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}
