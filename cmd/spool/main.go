@@ -50,7 +50,7 @@ func main() {
 	stop()
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
-	case errors.As(err, new(usageError)):
+	case errors.As(err, new(usageError)), errors.As(err, new(*cli.UsageError)):
 		fmt.Fprintln(os.Stderr, "spool:", err)
 		os.Exit(2)
 	default:

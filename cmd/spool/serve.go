@@ -93,10 +93,16 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 		}
 	}
 
+	// Every key is checked now, though only the first signs, so a bad
+	// rotation key fails at start rather than at the next rotation.
 	var signingKey []byte
-	if len(cfg.SigningKeys) > 0 {
-		if signingKey, err = webhook.ParseKey(cfg.SigningKeys[0].Value()); err != nil {
-			return fmt.Errorf("SPOOL_SIGNING_KEYS: first key: %w", err)
+	for i, k := range cfg.SigningKeys {
+		key, err := webhook.ParseKey(k.Value())
+		if err != nil {
+			return fmt.Errorf("SPOOL_SIGNING_KEYS: key %d: %w", i+1, err)
+		}
+		if i == 0 {
+			signingKey = key
 		}
 	}
 	guard := dispatch.Guard{Allowed: cfg.AllowedTargetCIDRs}
