@@ -99,8 +99,10 @@ func parseJSON(body []byte) (json.RawMessage, error) {
 		var se *json.SyntaxError
 		switch {
 		case errors.As(err, &se):
-			line, col := lineCol(body, se.Offset)
-			return nil, badRequest("malformed JSON at line %d, column %d (byte offset %d): %s", line, col, se.Offset, se.Error())
+			// Offset counts the bytes read, the bad one included.
+			off := max(se.Offset-1, 0)
+			line, col := lineCol(body, off)
+			return nil, badRequest("malformed JSON at line %d, column %d (byte offset %d): %s", line, col, off, se.Error())
 		case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 			return nil, badRequest("malformed JSON: the body ends before the JSON value is complete")
 		default:
