@@ -150,7 +150,7 @@ func New(cfg Config) (http.Handler, error) {
 		s.keys = append(s.keys, sha256.Sum256([]byte(k)))
 	}
 	for _, rt := range routes() {
-		s.mux.Handle(rt.pattern, s.chain(rt.pattern, rt.public, rt.quiet, rt.body, rt.handler(s)))
+		s.mux.Handle(rt.pattern, routed{s.chain(rt.pattern, rt.public, rt.quiet, rt.body, rt.handler(s))})
 	}
 	// Requests no pattern matches (404, 405) go through the same middleware
 	// under one bounded route label, and get problem+json bodies.
@@ -158,12 +158,22 @@ func New(cfg Config) (http.Handler, error) {
 	return s, nil
 }
 
-// ServeHTTP sends matched requests to the mux and the rest to the
-// unmatched chain, which turns the mux's plain-text 404/405 into problems.
+// routed marks the handlers registered for routes, as opposed to those the
+// mux makes up itself (404, 405, path-cleaning redirects).
+type routed struct{ http.Handler }
+
+// ServeHTTP sends requests for a route to the mux and the rest to the
+// unmatched chain, which turns the mux's plain-text 404/405 into problems
+// and gives redirects a request id and a log line like everything else.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if _, pattern := s.mux.Handler(r); pattern == "" {
+	if h, _ := s.mux.Handler(r); !isRouted(h) {
 		s.unmatched.ServeHTTP(w, r)
 		return
 	}
 	s.mux.ServeHTTP(w, r)
+}
+
+func isRouted(h http.Handler) bool {
+	_, ok := h.(routed)
+	return ok
 }

@@ -294,6 +294,11 @@ func TestUnmatched(t *testing.T) {
 	if r.Header.Get("Allow") != "GET, HEAD" {
 		t.Errorf("Allow = %q", r.Header.Get("Allow"))
 	}
+	// Path-cleaning redirects go through the middleware too.
+	r = e.do("GET", "/v1//queues", "")
+	if r.Code != http.StatusTemporaryRedirect || r.Header.Get("Location") != "/v1/queues" {
+		t.Errorf("/v1//queues: %d %v", r.Code, r.Header)
+	}
 	r = e.do("DELETE", "/v1/queues/q/tasks", "")
 	if allow := r.Header.Get("Allow"); !strings.Contains(allow, "GET") || !strings.Contains(allow, "POST") {
 		t.Errorf("Allow = %q", allow)
