@@ -3,10 +3,8 @@ package postgres
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -17,44 +15,40 @@ import (
 
 const pendingStates = `('scheduled', 'available', 'retrying')`
 
-// leaseSQL leases up to $1 due tasks matching filter for $2 milliseconds.
-// SKIP LOCKED lets concurrent callers take disjoint rows; a row another
-// transaction changed meanwhile is re-checked against the WHERE after it is
-// locked, so a task is never leased twice. Tokens come from a sequence and
-// are never reused.
-func leaseSQL(filter string) string {
-	return `
+// leaseFreeSQL leases up to $1 due tasks of queues without limits (and not
+// paused) for $2 milliseconds, in one statement. SKIP LOCKED lets
+// concurrent callers take disjoint rows; a row another transaction changed
+// meanwhile is re-checked against the WHERE once locked, so a task is never
+// leased twice. Tokens come from a sequence and are never reused.
+var leaseFreeSQL = `
 WITH picked AS (
 	SELECT t.id FROM spool_tasks t
-	WHERE t.state IN ` + pendingStates + ` AND t.run_at <= now() AND ` + filter + `
+	WHERE t.state IN ` + pendingStates + ` AND t.run_at <= now() AND ` + freeQueue + `
 	ORDER BY t.priority, t.run_at, t.id
 	LIMIT $1
 	FOR UPDATE SKIP LOCKED
 )
-UPDATE spool_tasks t
-SET state = 'running', attempt = t.attempt + 1,
-	lease_token = nextval('spool_lease_token_seq'),
-	lease_expires_at = now() + $2 * interval '1 millisecond',
-	updated_at = now()
+UPDATE spool_tasks t SET ` + leaseSet + `
 FROM picked
 WHERE t.id = picked.id
 RETURNING ` + taskColsT + `, t.lease_token, t.lease_expires_at`
-}
 
-var (
-	// Queues without limits (and not paused), in one statement.
-	leaseFreeSQL = leaseSQL(`NOT EXISTS (
-		SELECT 1 FROM spool_queues q
-		WHERE q.name = t.queue AND (q.paused OR q.concurrency > 0 OR q.rate_limit > 0))`)
-	// One limited queue, whose row the transaction has locked.
-	leaseQueueSQL = leaseSQL(`t.queue = $3`)
-)
+// freeQueue holds for tasks of a queue with no limits that is not paused
+// (a task whose queue row is missing counts as such).
+const freeQueue = `NOT EXISTS (
+	SELECT 1 FROM spool_queues q
+	WHERE q.name = t.queue AND (q.paused OR q.concurrency > 0 OR q.rate_limit > 0))`
 
-// limitedQueuesSQL finds limited, unpaused queues that have due tasks and,
-// judging by a snapshot, room to start one. The real check runs under the
-// queue's lock; this only spares saturated queues a locking transaction.
-const limitedQueuesSQL = `
-SELECT q.name FROM spool_queues q
+// leaseSet starts an attempt; $2 is the lease duration in milliseconds.
+const leaseSet = `state = 'running', attempt = t.attempt + 1,
+	lease_token = nextval('spool_lease_token_seq'),
+	lease_expires_at = now() + $2 * interval '1 millisecond',
+	updated_at = now()`
+
+// limitedQueuesWhere selects limited, unpaused queues that have due tasks
+// and, judging by a snapshot, room to start one. The exact check runs under
+// the queue rows' locks; this only spares saturated queues the locking.
+const limitedQueuesWhere = `
 WHERE NOT q.paused AND (q.concurrency > 0 OR q.rate_limit > 0)
 	AND (q.concurrency = 0 OR q.concurrency >
 		(SELECT count(*) FROM spool_tasks r WHERE r.queue = q.name AND r.state = 'running'))
@@ -63,132 +57,187 @@ WHERE NOT q.paused AND (q.concurrency > 0 OR q.rate_limit > 0)
 	AND EXISTS (SELECT 1 FROM spool_tasks t
 		WHERE t.queue = q.name AND t.state IN ` + pendingStates + ` AND t.run_at <= now())`
 
-// Lease takes up to limit due tasks. Limited queues go first: each is
-// bounded by its own limits, so it cannot starve the others, whereas a busy
-// unlimited queue filling every batch would starve a limited one.
+// Lease takes up to limit due tasks in (priority, run_at, id) order across
+// all queues. When no limited queue has work (the common case) that is one
+// statement. Otherwise one transaction locks the limited queues' rows (in
+// name order, so replicas cannot deadlock), which serializes their leasing
+// across replicas and makes the running counts and token buckets read
+// under the locks exact; it then gathers candidates from each limited queue
+// (as many as it may start) and from the free queues, merges them by the
+// global order, and leases the first limit of them.
 func (s *Store) Lease(ctx context.Context, limit int, leaseFor time.Duration) ([]store.Lease, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
 	ms := leaseFor.Milliseconds()
-	var out []store.Lease
-	// partial returns what was leased with a nil error: those tasks are
-	// running now and would otherwise wait for rescue.
-	partial := func(op string, err error) ([]store.Lease, error) {
-		if len(out) > 0 && ctx.Err() == nil {
-			s.log.Warn("lease: partial batch", "op", op, "leased", len(out), "error", err)
-			sortLeases(out)
-			return out, nil
-		}
-		return nil, wrap(op, err)
+	var limited bool
+	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM spool_queues q `+limitedQueuesWhere+`)`).Scan(&limited); err != nil {
+		return nil, wrap("lease", err)
 	}
-
-	rows, err := s.pool.Query(ctx, limitedQueuesSQL)
-	if err != nil {
-		return nil, wrap("lease: limited queues", err)
-	}
-	limited, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, wrap("lease: limited queues", err)
-	}
-	// A random order keeps one queue from always being served last when
-	// the batch fills up.
-	rand.Shuffle(len(limited), func(i, j int) { limited[i], limited[j] = limited[j], limited[i] })
-	for _, q := range limited {
-		if len(out) >= limit {
-			break
-		}
-		ls, err := s.leaseLimited(ctx, q, limit-len(out), ms)
+	if limited {
+		ls, ok, err := s.leaseMixed(ctx, limit, ms)
 		if err != nil {
-			return partial("lease: queue "+q, err)
+			return nil, wrap("lease", err)
 		}
-		out = append(out, ls...)
+		if ok {
+			return ls, nil
+		}
+		// The limited queues' work went meanwhile; lease the free ones.
 	}
-
-	if n := limit - len(out); n > 0 {
-		rows, err := s.pool.Query(ctx, leaseFreeSQL, n, ms)
-		if err != nil {
-			return partial("lease", err)
-		}
-		ls, err := collectLeases(rows)
-		if err != nil {
-			return partial("lease", err)
-		}
-		out = append(out, ls...)
-	}
-	sortLeases(out)
-	return out, nil
-}
-
-// leaseLimited leases from one queue with a concurrency or rate limit.
-// Locking the queue row serializes this across replicas, so the running
-// count and the token bucket read under the lock are exact.
-func (s *Store) leaseLimited(ctx context.Context, queue string, limit int, ms int64) ([]store.Lease, error) {
-	tx, err := s.pool.Begin(ctx)
+	rows, err := s.pool.Query(ctx, leaseFreeSQL, limit, ms)
 	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-
-	// The lock and the read are separate statements: in READ COMMITTED each
-	// statement takes a fresh snapshot, so the count below sees the tasks
-	// that the previous lock holder leased and committed. (A subquery in
-	// the locking statement would use the snapshot from before the wait.)
-	// One batch keeps it one round trip.
-	var (
-		b                    pgx.Batch
-		paused               bool
-		concurrency, running int
-		rate, tokens         float64
-		tokensAt, now        time.Time
-	)
-	b.Queue(`SELECT 1 FROM spool_queues WHERE name = $1 FOR UPDATE`, queue)
-	b.Queue(`SELECT q.paused, q.concurrency, q.rate_limit, q.tokens, q.tokens_at, clock_timestamp(),
-			(SELECT count(*) FROM spool_tasks r WHERE r.queue = q.name AND r.state = 'running')
-		FROM spool_queues q WHERE q.name = $1`, queue).
-		QueryRow(func(row pgx.Row) error {
-			return row.Scan(&paused, &concurrency, &rate, &tokens, &tokensAt, &now, &running)
-		})
-	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, nil // queue row gone; nothing to lease
-		}
-		return nil, err
-	}
-	if paused || (concurrency == 0 && rate == 0) {
-		// Changed since limitedQueuesSQL; the next call takes the other path.
-		return nil, tx.Commit(ctx)
-	}
-	allowed := limit
-	if concurrency > 0 {
-		allowed = min(allowed, concurrency-running)
-	}
-	if rate > 0 {
-		tokens = refill(tokens, rate, now.Sub(tokensAt))
-		// The epsilon absorbs float error, e.g. 0.1*10 summing to 0.999….
-		allowed = min(allowed, int(math.Floor(tokens+1e-9)))
-	}
-	if allowed <= 0 {
-		return nil, tx.Commit(ctx)
-	}
-	rows, err := tx.Query(ctx, leaseQueueSQL, allowed, ms, queue)
-	if err != nil {
-		return nil, err
+		return nil, wrap("lease", err)
 	}
 	ls, err := collectLeases(rows)
 	if err != nil {
-		return nil, err
+		return nil, wrap("lease", err)
 	}
-	if rate > 0 && len(ls) > 0 {
-		if _, err := tx.Exec(ctx, `UPDATE spool_queues SET tokens = $2, tokens_at = $3 WHERE name = $1`,
-			queue, tokens-float64(len(ls)), now); err != nil {
-			return nil, err
+	sortLeases(ls)
+	return ls, nil
+}
+
+// candidate is a due task locked by leaseMixed's transaction.
+type candidate struct {
+	id       string
+	queue    string
+	priority int
+	runAt    time.Time
+}
+
+// bucket is a limited queue's state read under its lock.
+type bucket struct {
+	paused               bool
+	concurrency, running int
+	rate, tokens         float64
+	now                  time.Time
+}
+
+// leaseMixed is Lease when limited queues have due work. ok is false when,
+// under the locks, none had (the caller then takes the one-statement path).
+func (s *Store) leaseMixed(ctx context.Context, limit int, ms int64) (_ []store.Lease, ok bool, _ error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+
+	// 1. Lock the limited queues with work, in name order.
+	rows, err := tx.Query(ctx, `SELECT q.name FROM spool_queues q `+limitedQueuesWhere+`
+		ORDER BY q.name FOR UPDATE OF q`)
+	if err != nil {
+		return nil, false, err
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, false, err
+	}
+	if len(names) == 0 {
+		return nil, false, tx.Commit(ctx)
+	}
+
+	// 2. Read them again in a new statement: in READ COMMITTED each
+	// statement has a fresh snapshot, so these counts include what the
+	// previous lock holder leased and committed while we waited. (The
+	// locking statement's own snapshot predates the wait.)
+	buckets := make(map[string]*bucket, len(names))
+	rows, err = tx.Query(ctx, `SELECT q.name, q.paused, q.concurrency, q.rate_limit, q.tokens, q.tokens_at, clock_timestamp(),
+			(SELECT count(*) FROM spool_tasks r WHERE r.queue = q.name AND r.state = 'running')
+		FROM spool_queues q WHERE q.name = ANY($1::text[])`, names)
+	if err != nil {
+		return nil, false, err
+	}
+	var (
+		name     string
+		b        bucket
+		tokensAt time.Time
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&name, &b.paused, &b.concurrency, &b.rate, &b.tokens, &tokensAt, &b.now, &b.running}, func() error {
+		if b.rate > 0 {
+			b.tokens = refill(b.tokens, b.rate, b.now.Sub(tokensAt))
+		}
+		bb := b
+		buckets[name] = &bb
+		return nil
+	}); err != nil {
+		return nil, false, err
+	}
+
+	// 3. Gather candidates: from each limited queue as many as it may start
+	// now, from the free queues up to limit. All stay locked until commit.
+	var batch pgx.Batch
+	var cands []candidate
+	collect := func(rows pgx.Rows) error {
+		var c candidate
+		_, err := pgx.ForEachRow(rows, []any{&c.id, &c.queue, &c.priority, &c.runAt}, func() error {
+			cands = append(cands, c)
+			return nil
+		})
+		return err
+	}
+	const candCols = `SELECT t.id::text, t.queue, t.priority, t.run_at FROM spool_tasks t
+		WHERE t.state IN ` + pendingStates + ` AND t.run_at <= now() AND `
+	const candOrder = ` ORDER BY t.priority, t.run_at, t.id LIMIT $1 FOR UPDATE SKIP LOCKED`
+	for _, name := range names {
+		b := buckets[name]
+		if b == nil || b.paused || (b.concurrency == 0 && b.rate == 0) {
+			continue // changed since the lock statement's snapshot
+		}
+		allowed := limit
+		if b.concurrency > 0 {
+			allowed = min(allowed, b.concurrency-b.running)
+		}
+		if b.rate > 0 {
+			// The epsilon absorbs float error, e.g. ten 0.1s summing to 0.999….
+			allowed = min(allowed, int(math.Floor(b.tokens+1e-9)))
+		}
+		if allowed > 0 {
+			batch.Queue(candCols+`t.queue = $2`+candOrder, allowed, name).Query(collect)
 		}
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return nil, err
+	batch.Queue(candCols+freeQueue+candOrder, limit).Query(collect)
+	if err := tx.SendBatch(ctx, &batch).Close(); err != nil {
+		return nil, false, err
 	}
-	return ls, nil
+
+	// 4. Lease the first limit candidates in the global order; the others'
+	// row locks end with the transaction.
+	slices.SortFunc(cands, func(a, b candidate) int {
+		return cmp.Or(cmp.Compare(a.priority, b.priority), a.runAt.Compare(b.runAt), cmp.Compare(a.id, b.id))
+	})
+	cands = cands[:min(limit, len(cands))]
+	if len(cands) == 0 {
+		return nil, true, tx.Commit(ctx)
+	}
+	ids := make([]string, len(cands))
+	spent := make(map[string]int)
+	for i, c := range cands {
+		ids[i] = c.id
+		if b := buckets[c.queue]; b != nil && b.rate > 0 {
+			spent[c.queue]++
+		}
+	}
+	var out []store.Lease
+	batch = pgx.Batch{}
+	batch.Queue(`UPDATE spool_tasks t SET `+leaseSet+`
+		WHERE t.id = ANY($1::uuid[]) AND t.state IN `+pendingStates+`
+		RETURNING `+taskColsT+`, t.lease_token, t.lease_expires_at`, ids, ms).
+		Query(func(rows pgx.Rows) error {
+			var err error
+			out, err = collectLeases(rows)
+			return err
+		})
+	for q, n := range spent {
+		b := buckets[q]
+		batch.Queue(`UPDATE spool_queues SET tokens = $2, tokens_at = $3 WHERE name = $1`, q, b.tokens-float64(n), b.now)
+	}
+	if err := tx.SendBatch(ctx, &batch).Close(); err != nil {
+		return nil, false, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, false, err
+	}
+	sortLeases(out)
+	return out, true, nil
 }
 
 // refill is the token bucket: rate tokens per second since the last
