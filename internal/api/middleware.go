@@ -154,7 +154,7 @@ func (s *server) authenticate(next http.Handler) http.Handler {
 		token, ok := bearerToken(r.Header.Get("Authorization"))
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="spool"`)
-			writeProblem(w, problemFrom(&apiError{status: http.StatusUnauthorized,
+			writeProblem(w, s.toProblem(r, &apiError{status: http.StatusUnauthorized,
 				detail: "missing API key: send the header \"Authorization: Bearer <key>\""}))
 			return
 		}
@@ -165,7 +165,7 @@ func (s *server) authenticate(next http.Handler) http.Handler {
 		}
 		if match != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="spool", error="invalid_token"`)
-			writeProblem(w, problemFrom(&apiError{status: http.StatusUnauthorized,
+			writeProblem(w, s.toProblem(r, &apiError{status: http.StatusUnauthorized,
 				detail: "the API key is not valid"}))
 			return
 		}
@@ -194,7 +194,7 @@ func (s *server) limitBody(body bodyKind, next http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if body != noBody && r.ContentLength > n {
-			writeProblem(w, problemFrom(tooLarge(n)))
+			writeProblem(w, s.toProblem(r, tooLarge(n)))
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, n)
@@ -206,7 +206,7 @@ func (s *server) limitBody(body bodyKind, next http.Handler) http.Handler {
 // cleaning redirect) but replaces its plain-text error bodies with problems.
 func (s *server) serveUnmatched(w http.ResponseWriter, r *http.Request) {
 	h, _ := s.mux.Handler(r)
-	h.ServeHTTP(&problemInterceptor{ResponseWriter: w, r: r}, r)
+	h.ServeHTTP(&problemInterceptor{ResponseWriter: w, r: r, s: s}, r)
 }
 
 // problemInterceptor rewrites 404 and 405 responses as problem+json and
@@ -214,6 +214,7 @@ func (s *server) serveUnmatched(w http.ResponseWriter, r *http.Request) {
 type problemInterceptor struct {
 	http.ResponseWriter
 	r         *http.Request
+	s         *server
 	swallowed bool
 }
 
@@ -232,7 +233,7 @@ func (p *problemInterceptor) WriteHeader(code int) {
 	} else {
 		e.detail = fmt.Sprintf("method %s is not allowed on %s; allowed: %s", p.r.Method, truncate(p.r.URL.Path, 128), h.Get("Allow"))
 	}
-	writeProblem(p.ResponseWriter, problemFrom(e))
+	writeProblem(p.ResponseWriter, p.s.toProblem(p.r, e))
 }
 
 func (p *problemInterceptor) Write(b []byte) (int, error) {

@@ -21,8 +21,7 @@ type problem struct {
 	Detail string       `json:"detail"`
 	Errors []fieldError `json:"errors,omitempty"`
 
-	retryAfter int    // seconds; sets Retry-After when > 0
-	allow      string // sets Allow when non-empty
+	retryAfter int // seconds; sets Retry-After when > 0
 }
 
 // fieldError names one invalid field of a request, as a JSON path
@@ -142,9 +141,6 @@ func writeProblem(w http.ResponseWriter, p problem) {
 	h := w.Header()
 	if p.retryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(p.retryAfter))
-	}
-	if p.allow != "" {
-		h.Set("Allow", p.allow)
 	}
 	writeJSON(w, p.Status, "application/problem+json", p)
 }
