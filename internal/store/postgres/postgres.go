@@ -61,6 +61,9 @@ type Options struct {
 type Store struct {
 	pool *pgxpool.Pool
 	log  *slog.Logger
+	// probeEvery is how long the LISTEN connection may sit idle before it
+	// is probed (listenProbeEvery; tests shorten it).
+	probeEvery time.Duration
 
 	// closing ends background goroutines (LISTEN loops) on Close.
 	closing context.Context
@@ -103,7 +106,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	closing, stop := context.WithCancel(context.Background())
-	s := &Store{pool: pool, log: log, closing: closing, stop: stop}
+	s := &Store{pool: pool, log: log, probeEvery: listenProbeEvery, closing: closing, stop: stop}
 	if err := s.Ping(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("postgres: open: %w", err)

@@ -8,10 +8,14 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Reconnect backoff of the LISTEN loop.
+// Reconnect backoff of the LISTEN loop, and how often an idle LISTEN
+// connection is probed: a peer that vanished without a FIN or RST (a
+// partition, a killed VM) would otherwise leave it waiting forever.
 const (
 	listenBackoffMin = 100 * time.Millisecond
 	listenBackoffMax = 5 * time.Second
+	listenProbeEvery = 30 * time.Second
+	listenProbeTime  = 5 * time.Second
 )
 
 // Wakeups returns a channel signalled when tasks become due in any replica.
@@ -95,16 +99,29 @@ func (s *Store) listenLoop(ctx context.Context, conn *pgx.Conn, ch chan struct{}
 			backoff = listenBackoffMin
 			signal()
 		}
-		_, err := conn.WaitForNotification(ctx)
-		if err != nil {
-			closeConn(conn)
-			conn = nil
-			if ctx.Err() != nil {
-				return
-			}
-			s.log.Warn("wakeups: connection lost", "error", err)
+		wctx, cancel := context.WithTimeout(ctx, s.probeEvery)
+		_, err := conn.WaitForNotification(wctx)
+		cancel()
+		if err == nil {
+			signal()
 			continue
 		}
-		signal()
+		if ctx.Err() == nil && wctx.Err() != nil {
+			// Idle for a while (a timeout leaves pgx's connection usable):
+			// check the server still answers. Notifications arriving during
+			// the probe are queued by pgx for the next wait.
+			pctx, cancel := context.WithTimeout(ctx, listenProbeTime)
+			_, err = conn.Exec(pctx, "SELECT 1")
+			cancel()
+			if err == nil {
+				continue
+			}
+		}
+		closeConn(conn)
+		conn = nil
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("wakeups: connection lost", "error", err)
 	}
 }
