@@ -24,6 +24,10 @@ type Metrics struct {
 	Rescued          prometheus.Counter
 	LeasesLost       prometheus.Counter
 	IsLeader         prometheus.Gauge
+	// QueueDepth and OldestDue are set by the leader only (see SetQueueDepths).
+	QueueDepth *prometheus.GaugeVec // queue, state
+	OldestDue  *prometheus.GaugeVec // queue
+	LogDropped prometheus.Counter
 
 	httpRequests *prometheus.CounterVec
 	httpDuration *prometheus.HistogramVec
@@ -55,6 +59,13 @@ func NewMetrics(version, commit string) *Metrics {
 		Rescued:     prometheus.NewCounter(prometheus.CounterOpts{Name: "spool_leases_rescued_total", Help: "Running tasks whose lease expired and were rescued by the leader."}),
 		LeasesLost:  prometheus.NewCounter(prometheus.CounterOpts{Name: "spool_leases_lost_total", Help: "Leases this process held that were taken away (rescued or cancelled) before completion."}),
 		IsLeader:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "spool_leader", Help: "1 while this process is the maintenance leader."}),
+		QueueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "spool_queue_depth", Help: "Tasks by queue and state, counted in the store by the leader (only the leader exports it).",
+		}, []string{"queue", "state"}),
+		OldestDue: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "spool_queue_oldest_due_age_seconds", Help: "Age of the oldest task that is due but not started, by queue (leader only; 0 when none is waiting).",
+		}, []string{"queue"}),
+		LogDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "spool_log_lines_dropped_total", Help: "Log lines dropped because stdout could not keep up."}),
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spool_http_requests_total", Help: "API requests by route template, method and status code.",
 		}, []string{"route", "method", "code"}),
@@ -69,7 +80,7 @@ func NewMetrics(version, commit string) *Metrics {
 	}, []string{"version", "commit"})
 	build.WithLabelValues(version, commit).Set(1)
 	r.MustRegister(m.Enqueued, m.Finished, m.DeliveryDuration, m.QueueWait, m.WorkersBusy, m.WorkersMax,
-		m.Rescued, m.LeasesLost, m.IsLeader, m.httpRequests, m.httpDuration, m.httpInflight, build,
+		m.Rescued, m.LeasesLost, m.IsLeader, m.QueueDepth, m.OldestDue, m.LogDropped, m.httpRequests, m.httpDuration, m.httpInflight, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -112,3 +123,45 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// PoolStats is a database connection pool's state, from either driver.
+type PoolStats struct {
+	Max, InUse, Idle int
+	Acquires         int64         // connections handed out, ever
+	Waits            int64         // acquires that had to wait for a free connection
+	WaitTime         time.Duration // total time spent waiting
+}
+
+// RegisterPool exports a store's pool as spool_db_pool_* metrics, read at
+// scrape time.
+func (m *Metrics) RegisterPool(stats func() PoolStats) {
+	m.Registry.MustRegister(poolCollector(stats))
+}
+
+type poolCollector func() PoolStats
+
+var (
+	poolMaxDesc   = prometheus.NewDesc("spool_db_pool_max_connections", "Largest number of connections the pool may open.", nil, nil)
+	poolConnsDesc = prometheus.NewDesc("spool_db_pool_connections", "Open connections by state (in_use, idle).", []string{"state"}, nil)
+	poolAcqDesc   = prometheus.NewDesc("spool_db_pool_acquires_total", "Connections acquired from the pool.", nil, nil)
+	poolWaitsDesc = prometheus.NewDesc("spool_db_pool_waits_total", "Acquires that waited for a free connection.", nil, nil)
+	poolWaitDesc  = prometheus.NewDesc("spool_db_pool_wait_seconds_total", "Time spent waiting for a free connection.", nil, nil)
+)
+
+func (poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- poolMaxDesc
+	ch <- poolConnsDesc
+	ch <- poolAcqDesc
+	ch <- poolWaitsDesc
+	ch <- poolWaitDesc
+}
+
+func (f poolCollector) Collect(ch chan<- prometheus.Metric) {
+	s := f()
+	ch <- prometheus.MustNewConstMetric(poolMaxDesc, prometheus.GaugeValue, float64(s.Max))
+	ch <- prometheus.MustNewConstMetric(poolConnsDesc, prometheus.GaugeValue, float64(s.InUse), "in_use")
+	ch <- prometheus.MustNewConstMetric(poolConnsDesc, prometheus.GaugeValue, float64(s.Idle), "idle")
+	ch <- prometheus.MustNewConstMetric(poolAcqDesc, prometheus.CounterValue, float64(s.Acquires))
+	ch <- prometheus.MustNewConstMetric(poolWaitsDesc, prometheus.CounterValue, float64(s.Waits))
+	ch <- prometheus.MustNewConstMetric(poolWaitDesc, prometheus.CounterValue, s.WaitTime.Seconds())
+}
