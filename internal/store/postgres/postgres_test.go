@@ -607,3 +607,62 @@ func drainFor(ch <-chan struct{}, d time.Duration) {
 		}
 	}
 }
+
+// benchStore is a migrated store on a fresh database for a benchmark.
+func benchStore(b *testing.B) *postgres.Store {
+	b.Helper()
+	dsn := testpg.Shared(b).CreateDB(b)
+	s, err := postgres.Open(b.Context(), dsn, postgres.Options{Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	if err := s.Migrate(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+// BenchmarkEnqueueBatch1000 measures the API's batch enqueue.
+func BenchmarkEnqueueBatch1000(b *testing.B) {
+	s := benchStore(b)
+	batch := make([]store.NewTask, 1000)
+	for b.Loop() {
+		for i := range batch {
+			batch[i] = newTask("bench")
+		}
+		if _, err := s.Enqueue(b.Context(), batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "tasks/s")
+}
+
+// BenchmarkLeaseComplete measures the worker's round trip: lease 100 tasks
+// from a backlog, complete them in one call.
+func BenchmarkLeaseComplete(b *testing.B) {
+	s := benchStore(b)
+	batch := make([]store.NewTask, 100)
+	for b.Loop() {
+		b.StopTimer()
+		for i := range batch {
+			batch[i] = newTask("bench")
+		}
+		if _, err := s.Enqueue(b.Context(), batch); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		ls, err := s.Lease(b.Context(), len(batch), time.Minute)
+		if err != nil || len(ls) != len(batch) {
+			b.Fatalf("Lease: %d, %v", len(ls), err)
+		}
+		cs := make([]store.Completion, len(ls))
+		for i, l := range ls {
+			cs[i] = store.Completion{LeaseRef: store.LeaseRef{TaskID: l.Task.ID, Token: l.Token}, Outcome: store.Succeeded, LastStatus: 200}
+		}
+		if _, err := s.Complete(b.Context(), cs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "tasks/s")
+}
