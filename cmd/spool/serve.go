@@ -92,6 +92,10 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 			return fmt.Errorf("migrate %s: %w", driver, err)
 		}
 	}
+	if stats := poolStats(st); stats != nil {
+		metrics.RegisterPool(stats)
+	}
+	st = countingStore{st, metrics}
 
 	// Every key is checked now, though only the first signs, so a bad
 	// rotation key fails at start rather than at the next rotation.

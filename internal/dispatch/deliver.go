@@ -53,7 +53,6 @@ func (d *Dispatcher) deliver(parent context.Context, l store.Lease) (c store.Com
 	case errors.Is(cause, errShutdown) && err != nil:
 		c.Outcome = store.Release
 		c.LastError = "released at shutdown before the attempt finished"
-		d.count(t.Queue, "released")
 		return c, true
 	}
 

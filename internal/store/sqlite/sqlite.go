@@ -267,3 +267,7 @@ func micros(t time.Time) int64 {
 
 // fromMicros converts a stored time back.
 func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+// PoolStats reports the connection pools (writer and readers together) for
+// metrics.
+func (s *Store) PoolStats() (w, r sql.DBStats) { return s.write.Stats(), s.read.Stats() }
