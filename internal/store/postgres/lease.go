@@ -58,8 +58,8 @@ WHERE NOT q.paused AND (q.concurrency > 0 OR q.rate_limit > 0)
 		WHERE t.queue = q.name AND t.state IN ` + pendingStates + ` AND t.run_at <= now())`
 
 // Lease takes up to limit due tasks in (priority, run_at, id) order across
-// all queues. When no limited queue has work (the common case) that is one
-// statement. Otherwise one transaction locks the limited queues' rows (in
+// all queues. When no limited queue has work (the common case) that is a
+// cheap check and one statement. Otherwise one transaction locks the limited queues' rows (in
 // name order, so replicas cannot deadlock), which serializes their leasing
 // across replicas and makes the running counts and token buckets read
 // under the locks exact; it then gathers candidates from each limited queue

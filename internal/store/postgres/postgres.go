@@ -94,8 +94,17 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if opts.Tracer != nil {
 		cfg.ConnConfig.Tracer = opts.Tracer
 	}
-	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
-		cfg.ConnConfig.RuntimeParams["application_name"] = "spool"
+	defaults := map[string]string{
+		"application_name": "spool",
+		// A replica frozen or cut off inside a leasing transaction would hold
+		// its queue locks until TCP gives up (hours); the server ends such
+		// sessions instead. Spool's transactions last milliseconds.
+		"idle_in_transaction_session_timeout": "60s",
+	}
+	for k, v := range defaults {
+		if _, ok := cfg.ConnConfig.RuntimeParams[k]; !ok {
+			cfg.ConnConfig.RuntimeParams[k] = v
+		}
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
