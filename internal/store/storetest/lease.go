@@ -67,8 +67,14 @@ func testLease(t *testing.T, newStore NewStoreFunc) {
 		if tieLo.ID > tieHi.ID {
 			tieLo.ID, tieHi.ID = tieHi.ID, tieLo.ID
 		}
-		mustEnqueue(t, ctx, s, p5, tieHi, p1new, p9)
-		mustEnqueue(t, ctx, s, p0, tieLo, p1old)
+		// Same priority, the older run_at has the higher id.
+		p7new := mk(7, time.Second)
+		p7old := mk(7, 4*time.Second)
+		if p7old.ID < p7new.ID {
+			p7old.ID, p7new.ID = p7new.ID, p7old.ID
+		}
+		mustEnqueue(t, ctx, s, p5, tieHi, p1new, p9, p7new)
+		mustEnqueue(t, ctx, s, p0, tieLo, p1old, p7old)
 
 		first := leaseN(t, ctx, s, 3, time.Minute)
 		var got []string
@@ -78,8 +84,8 @@ func testLease(t *testing.T, newStore NewStoreFunc) {
 		if want := []string{p0.ID, p1old.ID, p1new.ID}; !sameSet(got, want) {
 			t.Errorf("Lease(3) took %v, want the three of highest priority %v", got, want)
 		}
-		want := []store.NewTask{tieLo, tieHi, p5, p9}
-		names := []string{"priority 3 lower id", "priority 3 higher id", "priority 5", "priority 9"}
+		want := []store.NewTask{tieLo, tieHi, p5, p7old, p7new, p9}
+		names := []string{"priority 3 lower id", "priority 3 higher id", "priority 5", "priority 7 older run_at", "priority 7 newer run_at", "priority 9"}
 		for i, w := range want {
 			l := leaseN(t, ctx, s, 1, time.Minute)[0]
 			if l.Task.ID != w.ID {
@@ -98,6 +104,35 @@ func testLease(t *testing.T, newStore NewStoreFunc) {
 		mustEnqueue(t, ctx, s, low, high)
 		leaseOne(t, ctx, s, high.ID, time.Minute)
 		leaseOne(t, ctx, s, low.ID, time.Minute)
+	})
+
+	t.Run("OrderAcrossLimitedQueues", func(t *testing.T) {
+		// The order is global even when some queues have limits and
+		// others not (a driver may gather their candidates apart).
+		ctx, s := setup(t, newStore)
+		ten, rate := 10, 1000.0
+		mustUpdateQueue(t, ctx, s, "conc", task.QueuePatch{Concurrency: &ten})
+		mustUpdateQueue(t, ctx, s, "rate", task.QueuePatch{RateLimit: &rate})
+		base := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+		var want []string
+		var nts []store.NewTask
+		for i, q := range []string{"free", "conc", "rate", "free", "rate", "conc"} {
+			nt := newTask(q)
+			nt.Priority = 4 + i%2 // 4, 5, 4, 5, 4, 5
+			// Later ids run earlier, so id order cannot pass for run_at order.
+			nt.RunAt = base.Add(-time.Duration(i) * time.Second)
+			nts = append(nts, nt)
+		}
+		for _, i := range []int{4, 2, 0, 5, 3, 1} { // priority 4 by run_at, then 5
+			want = append(want, nts[i].ID)
+		}
+		mustEnqueue(t, ctx, s, shuffled(nts)...)
+		for i, id := range want {
+			l := leaseN(t, ctx, s, 1, time.Minute)[0]
+			if l.Task.ID != id {
+				t.Errorf("lease %d took %s (queue %s, priority %d), want %s", i, l.Task.ID, l.Task.Queue, l.Task.Priority, id)
+			}
+		}
 	})
 
 	t.Run("FutureNotLeased", func(t *testing.T) {
