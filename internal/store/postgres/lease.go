@@ -345,7 +345,7 @@ UPDATE spool_tasks t SET
 FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::timestamptz[], $5::text[], $6::int[])
 	AS c(id, token, outcome, retry_at, last_error, last_status)
 WHERE t.id = c.id AND t.state = 'running' AND t.lease_token = c.token
-RETURNING t.id::text, t.state IN ('available', 'retrying') AND t.run_at <= now()`
+RETURNING t.id::text, c.token, t.state IN ('available', 'retrying') AND t.run_at <= now()`
 
 // Complete applies completions in one statement (so one transaction).
 func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, error) {
@@ -358,7 +358,7 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 		tokens           []int64
 		outcomes, status []int32
 		retryAt          []*time.Time
-		sent             = make(map[string]int, len(cs)) // task id -> index in cs
+		sent             = make(map[store.LeaseRef]int, len(cs)) // lease -> index in cs
 	)
 	for i, c := range cs {
 		switch c.Outcome {
@@ -369,12 +369,13 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 		if !validID(c.TaskID) {
 			continue // cannot be a held lease
 		}
-		if _, dup := sent[c.TaskID]; dup {
-			// One attempt ends once; a second report for the same task in
-			// the batch is refused rather than racing the first.
+		if _, dup := sent[c.LeaseRef]; dup {
+			// One attempt ends once: a second report of the same lease in
+			// the batch is refused. (Other tokens for the same task may be
+			// sent: at most one matches the row.)
 			continue
 		}
-		sent[c.TaskID] = i
+		sent[c.LeaseRef] = i
 		var ra *time.Time
 		if c.Outcome == store.Retry && !c.RetryAt.IsZero() {
 			t := c.RetryAt
@@ -391,12 +392,12 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 		return nil, wrap("complete", err)
 	}
 	var (
-		id     string
+		ref    store.LeaseRef
 		dueNow bool
 		anyDue bool
 	)
-	if _, err := pgx.ForEachRow(rows, []any{&id, &dueNow}, func() error {
-		if i, ok := sent[id]; ok {
+	if _, err := pgx.ForEachRow(rows, []any{&ref.TaskID, &ref.Token, &dueNow}, func() error {
+		if i, ok := sent[ref]; ok {
 			accepted[i] = true
 		}
 		anyDue = anyDue || dueNow

@@ -666,3 +666,29 @@ func BenchmarkLeaseComplete(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "tasks/s")
 }
+
+// TestCompleteWrongThenRightTokenInOneBatch: a stale report and the
+// holder's report of one task in the same batch; the holder's applies.
+func TestCompleteWrongThenRightTokenInOneBatch(t *testing.T) {
+	t.Parallel()
+	s, _ := fresh(t)
+	id := enqueueN(t, s, "q", 1)[0]
+	ls, err := s.Lease(t.Context(), 1, time.Minute)
+	if err != nil || len(ls) != 1 {
+		t.Fatalf("Lease = %v, %v", ls, err)
+	}
+	l := ls[0]
+	acc, err := s.Complete(t.Context(), []store.Completion{
+		{LeaseRef: store.LeaseRef{TaskID: id, Token: l.Token - 1}, Outcome: store.Fail, LastError: "stale"},
+		{LeaseRef: store.LeaseRef{TaskID: id, Token: l.Token}, Outcome: store.Succeeded},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acc[0] || !acc[1] {
+		t.Errorf("accepted = %v, want [false true]", acc)
+	}
+	if got, err := s.GetTask(t.Context(), id); err != nil || got.State != task.Succeeded || got.LastError != "" {
+		t.Errorf("task = %s %q, %v; want succeeded without error", got.State, got.LastError, err)
+	}
+}
