@@ -12,11 +12,13 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/spoolhq/spool/internal/sink"
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/store/sqlite"
 	"github.com/spoolhq/spool/internal/task"
+	"github.com/spoolhq/spool/internal/telemetry"
 	"github.com/spoolhq/spool/internal/webhook"
 )
 
@@ -346,5 +348,32 @@ func TestMaintainerRescuesAndPrunes(t *testing.T) {
 	}
 	if acc, err := h.store.Complete(ctx, []store.Completion{{LeaseRef: store.LeaseRef{TaskID: id, Token: leases[0].Token}, Outcome: store.Succeeded}}); err != nil || acc[0] {
 		t.Errorf("the dead worker's completion was accepted after rescue: %v %v", acc, err)
+	}
+}
+
+func TestMaintainerExportsDepthOnlyWhileLeading(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	h.enqueue(h.url, nil)
+	h.enqueue(h.url, nil)
+	metrics := telemetry.NewMetrics("test", "test")
+	mctx, cancel := context.WithCancel(ctx)
+	m := &Maintainer{Store: h.store, Metrics: metrics, Owner: "a", Retention: time.Hour, Interval: 20 * time.Millisecond, StatsEvery: 20 * time.Millisecond}
+	done := make(chan struct{})
+	go func() { m.Run(mctx); close(done) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(metrics.QueueDepth.WithLabelValues("q", "available")) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("depth never exported: %v", testutil.ToFloat64(metrics.QueueDepth.WithLabelValues("q", "available")))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if testutil.ToFloat64(metrics.IsLeader) != 1 || testutil.ToFloat64(metrics.OldestDue.WithLabelValues("q")) <= 0 {
+		t.Errorf("leader %v, oldest due %v", testutil.ToFloat64(metrics.IsLeader), testutil.ToFloat64(metrics.OldestDue.WithLabelValues("q")))
+	}
+	cancel()
+	<-done
+	if n := testutil.CollectAndCount(metrics.QueueDepth); n != 0 {
+		t.Errorf("a resigned leader still exports %d depth series", n)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/telemetry"
 )
@@ -22,7 +24,18 @@ type Maintainer struct {
 	// PruneEvery is how often pruning runs (default 1m); each run deletes in
 	// batches until nothing old is left.
 	PruneEvery time.Duration
+	// StatsEvery is how often queue depth and the oldest due age are counted
+	// for metrics (default 5s). Only the leader counts and exports them: one
+	// scan per interval for the whole cluster, and no double counting when
+	// dashboards sum over replicas.
+	StatsEvery time.Duration
+
+	exported map[string]bool // queues whose depth series exist
 }
+
+// statsTimeout bounds the counting queries so a huge backlog cannot stall
+// maintenance; a slow count just leaves the previous values in place.
+const statsTimeout = 3 * time.Second
 
 // leaderTTL is how long a dead leader blocks maintenance.
 func (m *Maintainer) leaderTTL() time.Duration { return max(10*time.Second, 5*m.Interval) }
@@ -36,13 +49,16 @@ func (m *Maintainer) Run(ctx context.Context) {
 	if m.PruneEvery <= 0 {
 		m.PruneEvery = time.Minute
 	}
+	if m.StatsEvery <= 0 {
+		m.StatsEvery = 5 * time.Second
+	}
 	if m.Logger == nil {
 		m.Logger = slog.New(slog.DiscardHandler)
 	}
 	t := time.NewTicker(m.Interval)
 	defer t.Stop()
 	var leading bool
-	var lastPrune time.Time
+	var lastPrune, lastStats time.Time
 	defer func() {
 		if leading {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
@@ -62,9 +78,14 @@ func (m *Maintainer) Run(ctx context.Context) {
 			leading = ok
 			m.setLeader(ok)
 			m.Logger.Info("leadership changed", "spool.leader", ok)
+			lastStats = time.Time{}
 		}
 		if leading {
 			m.tick(ctx, &lastPrune)
+			if time.Since(lastStats) >= m.StatsEvery {
+				lastStats = time.Now()
+				m.exportDepths(ctx)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -121,5 +142,46 @@ func (m *Maintainer) setLeader(on bool) {
 		m.Metrics.IsLeader.Set(1)
 	} else {
 		m.Metrics.IsLeader.Set(0)
+		// A follower exports no depth: the new leader does.
+		m.Metrics.QueueDepth.Reset()
+		m.Metrics.OldestDue.Reset()
+		m.exported = nil
 	}
+}
+
+// exportDepths counts tasks by queue and state, and each queue's oldest due
+// age, into the metrics.
+func (m *Maintainer) exportDepths(ctx context.Context) {
+	if m.Metrics == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, statsTimeout)
+	defer cancel()
+	queues, err := m.Store.ListQueues(ctx)
+	if err != nil {
+		m.warn(ctx, "count queue depth", err)
+		return
+	}
+	oldest, err := m.Store.OldestDue(ctx)
+	if err != nil {
+		m.warn(ctx, "find oldest due tasks", err)
+		return
+	}
+	// Set the new values first, then drop series of queues that are gone,
+	// so a scrape never sees a gap.
+	seen := make(map[string]bool, len(queues))
+	for _, q := range queues {
+		seen[q.Name] = true
+		for state, n := range q.Counts {
+			m.Metrics.QueueDepth.WithLabelValues(q.Name, string(state)).Set(float64(n))
+		}
+		m.Metrics.OldestDue.WithLabelValues(q.Name).Set(oldest[q.Name].Seconds())
+	}
+	for name := range m.exported {
+		if !seen[name] {
+			m.Metrics.QueueDepth.DeletePartialMatch(prometheus.Labels{"queue": name})
+			m.Metrics.OldestDue.DeleteLabelValues(name)
+		}
+	}
+	m.exported = seen
 }

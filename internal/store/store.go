@@ -170,6 +170,11 @@ type Store interface {
 	// now-retention, and returns how many.
 	Prune(ctx context.Context, retention time.Duration, limit int) (int, error)
 
+	// OldestDue returns, for each queue with a pending task whose run_at has
+	// passed, how long the oldest such task has been due (for metrics and
+	// the queue-stalled alert). Queues with none are absent.
+	OldestDue(ctx context.Context) (map[string]time.Duration, error)
+
 	// Enqueue, Complete (Retry, Release), RetryTask, RescueExpired and
 	// PromoteDue signal Wakeups when they make a task due now.
 	//

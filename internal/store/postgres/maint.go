@@ -116,3 +116,30 @@ func (s *Store) chunked(ctx context.Context, sql string) (int, error) {
 		}
 	}
 }
+
+// OldestDue reports how long each queue's oldest due task has waited. It
+// walks the leasing index (pending states, by priority and run_at), so it
+// stays cheap while backlogs are small; callers bound it with a deadline.
+func (s *Store) OldestDue(ctx context.Context) (map[string]time.Duration, error) {
+	rows, err := s.pool.Query(ctx, `SELECT queue, EXTRACT(EPOCH FROM now() - min(run_at))::float8
+		FROM spool_tasks
+		WHERE state IN ('scheduled', 'available', 'retrying') AND run_at <= now()
+		GROUP BY queue`)
+	if err != nil {
+		return nil, wrap("oldest due", err)
+	}
+	defer rows.Close()
+	out := make(map[string]time.Duration)
+	for rows.Next() {
+		var q string
+		var secs float64
+		if err := rows.Scan(&q, &secs); err != nil {
+			return nil, wrap("oldest due", err)
+		}
+		out[q] = time.Duration(secs * float64(time.Second))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, wrap("oldest due", err)
+	}
+	return out, nil
+}

@@ -141,3 +141,28 @@ func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (
 	}
 	return int(n), nil
 }
+
+// OldestDue reports how long each queue's oldest due task has waited.
+func (s *Store) OldestDue(ctx context.Context) (map[string]time.Duration, error) {
+	ts := micros(now())
+	rows, err := s.read.QueryContext(ctx, `SELECT queue, min(run_at) FROM spool_tasks
+		WHERE state IN ('scheduled', 'available', 'retrying') AND run_at <= ?
+		GROUP BY queue`, ts)
+	if err != nil {
+		return nil, fmt.Errorf("oldest due: %w", classify(err))
+	}
+	defer rows.Close()
+	out := make(map[string]time.Duration)
+	for rows.Next() {
+		var q string
+		var runAt int64
+		if err := rows.Scan(&q, &runAt); err != nil {
+			return nil, fmt.Errorf("oldest due: %w", classify(err))
+		}
+		out[q] = time.Duration(ts-runAt) * time.Microsecond
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("oldest due: %w", classify(err))
+	}
+	return out, nil
+}

@@ -61,6 +61,7 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 	t.Run("Prune", func(t *testing.T) { testPrune(t, newStore) })
 	t.Run("Leadership", func(t *testing.T) { testLeadership(t, newStore) })
 	t.Run("Wakeups", func(t *testing.T) { testWakeups(t, newStore) })
+	t.Run("OldestDue", func(t *testing.T) { testOldestDue(t, newStore) })
 }
 
 // setup marks the test parallel and returns a bounded context and a fresh

@@ -1,0 +1,55 @@
+package storetest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/spoolhq/spool/internal/store"
+)
+
+// testOldestDue: only due pending tasks count; future, running and final
+// ones do not; each queue reports its own oldest.
+func testOldestDue(t *testing.T, newStore NewStoreFunc) {
+	ctx, s := setup(t, newStore)
+	got, err := s.OldestDue(ctx)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("empty store: %v %v", got, err)
+	}
+	old := newTask("a")
+	mustEnqueue(t, ctx, s, old)
+	time.Sleep(300 * time.Millisecond)
+	mustEnqueue(t, ctx, s, newTask("a"), newTask("b"))
+	future := newTask("c")
+	future.RunAt = time.Now().Add(time.Hour)
+	mustEnqueue(t, ctx, s, future)
+
+	got, err = s.OldestDue(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := got["c"]; ok || len(got) != 2 {
+		t.Fatalf("want queues a and b only, got %v", got)
+	}
+	if got["a"] < 250*time.Millisecond || got["a"] > clockSlack+300*time.Millisecond {
+		t.Errorf("queue a oldest due %s, want about 300ms", got["a"])
+	}
+	if got["b"] >= got["a"] {
+		t.Errorf("queue b (%s) should be younger than a (%s)", got["b"], got["a"])
+	}
+
+	// Leased and finished tasks stop counting.
+	ls := mustLease(t, ctx, s, 10, time.Minute)
+	if len(ls) != 3 {
+		t.Fatalf("leased %d, want 3", len(ls))
+	}
+	got, _ = s.OldestDue(ctx)
+	if len(got) != 0 {
+		t.Errorf("running tasks counted as due: %v", got)
+	}
+	for _, l := range ls {
+		mustComplete(t, ctx, s, store.Completion{LeaseRef: store.LeaseRef{TaskID: l.Task.ID, Token: l.Token}, Outcome: store.Succeeded})
+	}
+	if got, _ = s.OldestDue(ctx); len(got) != 0 {
+		t.Errorf("finished tasks counted as due: %v", got)
+	}
+}
