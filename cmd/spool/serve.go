@@ -76,8 +76,16 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 	if err != nil {
 		return err
 	}
-	log := telemetry.NewLogger(stdout, cfg.LogLevel, "spool", buildVersion())
 	metrics := telemetry.NewMetrics(buildVersion(), buildCommit())
+	// A stuck stdout must never stall a request or a delivery: lines go
+	// through a bounded queue and are dropped (and counted) when it is full.
+	// Close is deferred first so it runs last, after every other deferred
+	// step has logged, and writes out what is still queued.
+	log, logs := telemetry.NewAsyncLogger(stdout, telemetry.Options{
+		Level: cfg.LogLevel, Service: "spool", Version: buildVersion(),
+		OnDrop: func(n int) { metrics.LogDropped.Add(float64(n)) },
+	})
+	defer logs.Close()
 	// Work that must outlive the signal (the shutdown itself) uses base.
 	base := context.WithoutCancel(ctx)
 
