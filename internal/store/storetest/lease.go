@@ -317,27 +317,47 @@ func testLease(t *testing.T, newStore NewStoreFunc) {
 	})
 
 	t.Run("ConcurrencyLimitUnderContention", func(t *testing.T) {
+		// Waves of 8 callers released at once, each asking for 2, against a
+		// queue of concurrency 3: the check and the lease must be atomic
+		// across callers. Each wave's leases finish before the next.
 		ctx, s := setup(t, newStore)
 		three := 3
 		mustUpdateQueue(t, ctx, s, "c", task.QueuePatch{Concurrency: &three})
-		mustEnqueue(t, ctx, s, newTasks("c", 40)...)
-		var total atomic.Int64
-		var wg sync.WaitGroup
-		for range 8 {
-			wg.Go(func() {
-				for range 10 {
-					ls, err := s.Lease(ctx, 5, time.Minute)
+		mustEnqueue(t, ctx, s, newTasks("c", 100)...)
+		for wave := range 10 {
+			var (
+				mu  sync.Mutex
+				got []store.Lease
+				wg  sync.WaitGroup
+			)
+			start := make(chan struct{})
+			for range 8 {
+				wg.Go(func() {
+					<-start
+					ls, err := s.Lease(ctx, 2, time.Minute)
 					if err != nil {
 						t.Errorf("Lease: %v", err)
 						return
 					}
-					total.Add(int64(len(ls)))
-				}
-			})
-		}
-		wg.Wait()
-		if got := total.Load(); got != 3 {
-			t.Errorf("8 concurrent callers leased %d tasks from a queue of concurrency 3; want exactly 3", got)
+					mu.Lock()
+					got = append(got, ls...)
+					mu.Unlock()
+				})
+			}
+			close(start)
+			wg.Wait()
+			running := mustQueue(t, ctx, s, "c").Counts[task.Running]
+			if len(got) > 3 || running > 3 {
+				t.Fatalf("wave %d: 8 concurrent callers leased %d tasks (running %d) from a queue of concurrency 3", wave, len(got), running)
+			}
+			if len(got) == 0 {
+				t.Fatalf("wave %d: nothing leased from a queue with room", wave)
+			}
+			var cs []store.Completion
+			for _, l := range got {
+				cs = append(cs, done(l, store.Succeeded))
+			}
+			mustComplete(t, ctx, s, cs...)
 		}
 	})
 
