@@ -21,6 +21,10 @@ lint: ## go vet + staticcheck
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
+.PHONY: lint-workflows
+lint-workflows: ## actionlint (with shellcheck) on .github/workflows, shellcheck on .ci/run and scripts/
+	./scripts/lint-workflows.sh
+
 # run: Spool on the embedded SQLite store in ./data, on loopback (no API key
 # needed there), with a `spool sink` receiver on 127.0.0.1:8081 to deliver to.
 run: build
