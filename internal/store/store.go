@@ -37,6 +37,7 @@ type NewTask struct {
 	MaxAttempts    int       // 0 = the queue's max_attempts
 	Timeout        time.Duration
 	IdempotencyKey string // "" = none
+	TraceParent    string // W3C traceparent to deliver under; "" = none
 }
 
 // Enqueued is the result for one NewTask.

@@ -81,6 +81,9 @@ type Task struct {
 	IdempotencyKey string        // "" when none
 	LastError      string        // "" when none
 	LastStatus     int           // HTTP status of the last attempt, 0 when none
+	// TraceParent is the W3C traceparent of the enqueue that created the
+	// task ("" when none), so every delivery joins the caller's trace.
+	TraceParent string
 }
 
 // Queue holds a queue's settings and, when read with counts, its depth.

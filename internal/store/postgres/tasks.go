@@ -25,7 +25,7 @@ func taskColumns(alias string) string {
 		"id::text", "queue", "state", "attempt", "max_attempts", "priority",
 		"run_at", "created_at", "updated_at", "finished_at",
 		"target_url", "target_method", "target_headers", "payload", "content_type",
-		"timeout_ms", "idempotency_key", "last_error", "last_status",
+		"timeout_ms", "idempotency_key", "last_error", "last_status", "traceparent",
 	}
 	for i, c := range cols {
 		cols[i] = alias + c
@@ -46,12 +46,13 @@ func scanTask(row pgx.Row, extra ...any) (task.Task, error) {
 		headers   []byte
 		timeoutMS int64
 		ikey      *string
+		tp        *string
 	)
 	dest := append([]any{
 		&t.ID, &t.Queue, &state, &t.Attempt, &t.MaxAttempts, &t.Priority,
 		&t.RunAt, &t.CreatedAt, &t.UpdatedAt, &t.FinishedAt,
 		&t.Target.URL, &t.Target.Method, &headers, &t.Payload, &t.ContentType,
-		&timeoutMS, &ikey, &t.LastError, &t.LastStatus,
+		&timeoutMS, &ikey, &t.LastError, &t.LastStatus, &tp,
 	}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return task.Task{}, err
@@ -60,6 +61,9 @@ func scanTask(row pgx.Row, extra ...any) (task.Task, error) {
 	t.Timeout = time.Duration(timeoutMS) * time.Millisecond
 	if ikey != nil {
 		t.IdempotencyKey = *ikey
+	}
+	if tp != nil {
+		t.TraceParent = *tp
 	}
 	if headers != nil {
 		if err := json.Unmarshal(headers, &t.Target.Headers); err != nil {
@@ -159,14 +163,14 @@ func ensureQueues(ctx context.Context, tx pgx.Tx, names []string) (map[string]qu
 // idempotency key) already present is skipped and absent from RETURNING.
 var insertTasksSQL = `
 INSERT INTO spool_tasks (id, queue, state, priority, run_at, max_attempts, timeout_ms,
-	target_url, target_method, target_headers, payload, content_type, idempotency_key)
+	target_url, target_method, target_headers, payload, content_type, idempotency_key, traceparent)
 SELECT i.id, i.queue,
 	CASE WHEN i.run_at > now() THEN 'scheduled' ELSE 'available' END,
 	i.priority, COALESCE(i.run_at, now()), i.max_attempts, i.timeout_ms,
-	i.url, i.method, i.headers::jsonb, i.payload, i.content_type, i.ikey
+	i.url, i.method, i.headers::jsonb, i.payload, i.content_type, i.ikey, i.traceparent
 FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::timestamptz[], $5::int[], $6::bigint[],
-	$7::text[], $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[])
-	AS i(id, queue, priority, run_at, max_attempts, timeout_ms, url, method, headers, payload, content_type, ikey)
+	$7::text[], $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::text[])
+	AS i(id, queue, priority, run_at, max_attempts, timeout_ms, url, method, headers, payload, content_type, ikey, traceparent)
 ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING ` + taskCols
 
@@ -238,7 +242,7 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 		runAts                         = make([]*time.Time, n)
 		maxAtt                         = make([]int32, n)
 		tmo                            = make([]int64, n)
-		headers, keys                  = make([]*string, n), make([]*string, n)
+		headers, keys, traceparents    = make([]*string, n), make([]*string, n), make([]*string, n)
 		payloads                       = make([][]byte, n)
 	)
 	for j, i := range send {
@@ -266,8 +270,12 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 			k := nt.IdempotencyKey
 			keys[j] = &k
 		}
+		if nt.TraceParent != "" {
+			tp := nt.TraceParent
+			traceparents[j] = &tp
+		}
 	}
-	rows, err := tx.Query(ctx, insertTasksSQL, ids, qs, prios, runAts, maxAtt, tmo, urls, methods, headers, payloads, ctypes, keys)
+	rows, err := tx.Query(ctx, insertTasksSQL, ids, qs, prios, runAts, maxAtt, tmo, urls, methods, headers, payloads, ctypes, keys, traceparents)
 	if err != nil {
 		return nil, enqueueErr(err)
 	}

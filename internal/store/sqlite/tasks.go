@@ -16,7 +16,7 @@ import (
 // taskCols is the column list every task read uses, in scanTask's order.
 const taskCols = `id, queue, state, priority, run_at, attempt, max_attempts, timeout_ms,
 	target_url, target_method, target_headers, payload, content_type, idempotency_key,
-	last_error, last_status, created_at, updated_at, finished_at, lease_token, lease_expires_at`
+	last_error, last_status, created_at, updated_at, finished_at, lease_token, lease_expires_at, traceparent`
 
 // pendingStates is the SQL list of states waiting to be leased.
 const pendingStates = `('scheduled', 'available', 'retrying')`
@@ -40,13 +40,14 @@ func scanTask(r rowScanner) (scanned, error) {
 		runAt, created, updated    int64
 		timeoutMS                  int64
 		headers, idemKey, lastErr  sql.NullString
+		traceParent                sql.NullString
 		lastStatus, finished       sql.NullInt64
 		payload                    []byte
 		contentType, method, tgURL string
 	)
 	err := r.Scan(&t.ID, &t.Queue, &state, &t.Priority, &runAt, &t.Attempt, &t.MaxAttempts, &timeoutMS,
 		&tgURL, &method, &headers, &payload, &contentType, &idemKey,
-		&lastErr, &lastStatus, &created, &updated, &finished, &t.leaseToken, &t.leaseExpiresAt)
+		&lastErr, &lastStatus, &created, &updated, &finished, &t.leaseToken, &t.leaseExpiresAt, &traceParent)
 	if err != nil {
 		return scanned{}, err
 	}
@@ -72,6 +73,7 @@ func scanTask(r rowScanner) (scanned, error) {
 	t.IdempotencyKey = idemKey.String
 	t.LastError = lastErr.String
 	t.LastStatus = int(lastStatus.Int64)
+	t.TraceParent = traceParent.String
 	return t, nil
 }
 
@@ -102,13 +104,13 @@ func timeoutMillis(d time.Duration) int64 {
 }
 
 // insertCols are the columns Enqueue writes; insertChunk rows go in one
-// statement, keeping the bound variables (15 a row) well under SQLite's
+// statement, keeping the bound variables (16 a row) well under SQLite's
 // limit of 32766.
 const (
 	insertCols = `id, queue, state, priority, run_at, max_attempts, timeout_ms,
 	target_url, target_method, target_headers, payload, content_type, idempotency_key,
-	created_at, updated_at`
-	insertNCols = 15
+	created_at, updated_at, traceparent`
+	insertNCols = 16
 	insertChunk = 500
 )
 
@@ -277,6 +279,7 @@ func newTaskRow(nt store.NewTask, d queueDefaults, ts time.Time) task.Task {
 		ContentType:    nt.ContentType,
 		Timeout:        time.Duration(timeoutMS) * time.Millisecond,
 		IdempotencyKey: nt.IdempotencyKey,
+		TraceParent:    nt.TraceParent,
 	}
 }
 
@@ -292,7 +295,7 @@ func insertTasks(ctx context.Context, tx *sql.Tx, out []store.Enqueued, idx []in
 		if n > 0 {
 			q.WriteString(",")
 		}
-		q.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+		q.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 		t := out[i].Task
 		var headers any
 		if len(t.Target.Headers) > 0 {
@@ -308,7 +311,7 @@ func insertTasks(ctx context.Context, tx *sql.Tx, out []store.Enqueued, idx []in
 		}
 		args = append(args, t.ID, t.Queue, string(t.State), t.Priority, micros(t.RunAt), t.MaxAttempts,
 			t.Timeout.Milliseconds(), t.Target.URL, t.Target.Method, headers, payload, t.ContentType,
-			nullString(t.IdempotencyKey), micros(t.CreatedAt), micros(t.UpdatedAt))
+			nullString(t.IdempotencyKey), micros(t.CreatedAt), micros(t.UpdatedAt), nullString(t.TraceParent))
 	}
 	q.WriteString(` ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id`)
 	rows, err := tx.QueryContext(ctx, q.String(), args...)
