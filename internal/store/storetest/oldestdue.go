@@ -42,14 +42,13 @@ func testOldestDue(t *testing.T, newStore NewStoreFunc) {
 	if len(ls) != 3 {
 		t.Fatalf("leased %d, want 3", len(ls))
 	}
-	got, _ = s.OldestDue(ctx)
-	if len(got) != 0 {
-		t.Errorf("running tasks counted as due: %v", got)
+	if got, err = s.OldestDue(ctx); err != nil || len(got) != 0 {
+		t.Errorf("running tasks only: OldestDue = %v, %v; want empty", got, err)
 	}
 	for _, l := range ls {
 		mustComplete(t, ctx, s, store.Completion{LeaseRef: store.LeaseRef{TaskID: l.Task.ID, Token: l.Token}, Outcome: store.Succeeded})
 	}
-	if got, _ = s.OldestDue(ctx); len(got) != 0 {
-		t.Errorf("finished tasks counted as due: %v", got)
+	if got, err = s.OldestDue(ctx); err != nil || len(got) != 0 {
+		t.Errorf("finished tasks only: OldestDue = %v, %v; want empty", got, err)
 	}
 }
