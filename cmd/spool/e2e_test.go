@@ -416,7 +416,7 @@ func TestSIGTERMInFlight(t *testing.T) {
 			for {
 				var q apiQueue
 				call(t, "GET", "http://"+in.api+"/v1/queues/q", nil, &q)
-				if q.Counts["running"] >= 30 {
+				if q.Counts["running"] >= 40 { // every worker busy: the 30 slow and 10 quick
 					break
 				}
 				if time.Now().After(deadline) {
@@ -436,12 +436,9 @@ func TestSIGTERMInFlight(t *testing.T) {
 			// Started again on the same store: everything is delivered.
 			in2 := startServe(t, "serve-2", o, key)
 			waitUnique(t, sinkURL, len(slow)+len(quick), 60*time.Second)
+			// Delivered is not yet recorded: wait for every completion to land.
 			for _, id := range append(slow, quick...) {
-				var tk apiTask
-				call(t, "GET", "http://"+in2.api+"/v1/tasks/"+id, nil, &tk)
-				if tk.State != "succeeded" {
-					t.Errorf("%s: %s", id, tk.State)
-				}
+				waitState(t, in2.api, id, "succeeded", 10*time.Second)
 			}
 		})
 	}
@@ -548,6 +545,22 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"frobnicate"}, func(string) (string, bool) { return "", false }, io.Discard, io.Discard); err == nil {
 		t.Error("unknown command accepted")
+	}
+}
+
+func waitState(t *testing.T, api, id, want string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var tk apiTask
+		call(t, "GET", "http://"+api+"/v1/tasks/"+id, nil, &tk)
+		if tk.State == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s is %s after %s, want %s", id, tk.State, timeout, want)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
