@@ -81,8 +81,17 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 	// through a bounded queue and are dropped (and counted) when it is full.
 	// Close is deferred first so it runs last, after every other deferred
 	// step has logged, and writes out what is still queued.
+	// The secret values themselves are blanked wherever they turn up in a
+	// line (a key pasted into a URL path, a password inside a driver error).
+	secrets := []string{telemetry.DSNPassword(cfg.DatabaseURL.Value())}
+	for _, k := range cfg.APIKeys {
+		secrets = append(secrets, k.Value())
+	}
+	for _, k := range cfg.SigningKeys {
+		secrets = append(secrets, k.Value())
+	}
 	log, logs := telemetry.NewAsyncLogger(stdout, telemetry.Options{
-		Level: cfg.LogLevel, Service: "spool", Version: buildVersion(),
+		Level: cfg.LogLevel, Service: "spool", Version: buildVersion(), Secrets: secrets,
 		OnDrop: func(n int) { metrics.LogDropped.Add(float64(n)) },
 	})
 	defer logs.Close()

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,6 +31,12 @@ type Options struct {
 	Service, Version string
 	// Dataset fills event.dataset; default Service + ".log" ("spool.log").
 	Dataset string
+	// Secrets are values that must never appear in a line, wherever they
+	// turn up (a key pasted into a URL path, a password inside an error):
+	// each occurrence becomes [redacted] (for a whsec_ key, its base64 body
+	// too). Values shorter than MinSecretLen are ignored, so a stray "a"
+	// cannot blank every line.
+	Secrets []string
 
 	// The fields below apply to NewAsyncLogger only.
 
@@ -86,7 +93,8 @@ func NewHandler(w io.Writer, o Options) slog.Handler {
 	if dataset == "" {
 		dataset = o.Service + ".log"
 	}
-	var h slog.Handler = slog.NewJSONHandler(w, &slog.HandlerOptions{Level: parseLevel(o.Level), ReplaceAttr: ecsAttr})
+	r := newRedactor(o.Secrets)
+	var h slog.Handler = slog.NewJSONHandler(w, &slog.HandlerOptions{Level: parseLevel(o.Level), ReplaceAttr: r.ecsAttr})
 	h = h.WithAttrs([]slog.Attr{
 		slog.String("ecs.version", ECSVersion),
 		slog.String("service.name", o.Service),
@@ -131,8 +139,34 @@ func (h traceHandler) WithGroup(name string) slog.Handler {
 // text, and Elasticsearch's date_nanos keeps their order within a millisecond.
 const timeLayout = "2006-01-02T15:04:05.000000000Z"
 
+// MinSecretLen is the shortest Options.Secrets value that is scrubbed.
+const MinSecretLen = 6
+
+// redactor keeps secrets out of lines: by key name, by the shape of a
+// credential in free text, and by the exact values it was given.
+type redactor struct {
+	secrets []string
+}
+
+func newRedactor(secrets []string) *redactor {
+	r := &redactor{}
+	for _, s := range secrets {
+		if len(s) >= MinSecretLen {
+			r.secrets = append(r.secrets, s)
+		}
+		// A Standard Webhooks key's base64 body is the key as well.
+		if body, ok := strings.CutPrefix(s, "whsec_"); ok && len(body) >= MinSecretLen {
+			r.secrets = append(r.secrets, body)
+		}
+	}
+	// Longest first, so a key is blanked whole before any secret that is a
+	// part of it (a whsec_ key and its base64 body).
+	slices.SortFunc(r.secrets, func(a, b string) int { return len(b) - len(a) })
+	return r
+}
+
 // ecsAttr renames slog's built-in keys to their ECS names and redacts.
-func ecsAttr(groups []string, a slog.Attr) slog.Attr {
+func (r *redactor) ecsAttr(groups []string, a slog.Attr) slog.Attr {
 	if len(groups) == 0 {
 		switch a.Key {
 		case slog.TimeKey:
@@ -144,7 +178,7 @@ func ecsAttr(groups []string, a slog.Attr) slog.Attr {
 		case slog.LevelKey:
 			return slog.String("log.level", strings.ToLower(a.Value.String()))
 		case slog.MessageKey:
-			return slog.String("message", scrub(a.Value.String()))
+			return slog.String("message", r.scrub(a.Value.String()))
 		case "error":
 			// ECS maps error as an object: a string at "error" would be
 			// rejected by Elasticsearch next to error.message, and would
@@ -152,7 +186,7 @@ func ecsAttr(groups []string, a slog.Attr) slog.Attr {
 			a.Key = "error.message"
 		}
 	}
-	return redact(groups, a)
+	return r.redact(groups, a)
 }
 
 // secretKeyWords mark an attribute key whose value must never be logged.
@@ -179,7 +213,7 @@ func isSecretKey(groups []string, key string) bool {
 // out of string values (and errors, and http.Header maps), wherever the
 // caller put them: the guard is here, in one place, rather than trusted to
 // every call site.
-func redact(groups []string, a slog.Attr) slog.Attr {
+func (r *redactor) redact(groups []string, a slog.Attr) slog.Attr {
 	if isSecretKey(groups, a.Key) {
 		a.Value = slog.StringValue(Redacted)
 		return a
@@ -187,29 +221,29 @@ func redact(groups []string, a slog.Attr) slog.Attr {
 	switch a.Value.Kind() {
 	case slog.KindString:
 		if s := a.Value.String(); s != "" {
-			if c := scrub(s); c != s {
+			if c := r.scrub(s); c != s {
 				a.Value = slog.StringValue(c)
 			}
 		}
 	case slog.KindAny:
 		switch v := a.Value.Any().(type) {
 		case error:
-			a.Value = slog.StringValue(scrub(v.Error()))
+			a.Value = slog.StringValue(r.scrub(v.Error()))
 		case http.Header:
-			a.Value = slog.AnyValue(redactHeader(v))
+			a.Value = slog.AnyValue(r.redactHeader(v))
 		case *url.URL:
 			if v != nil {
-				a.Value = slog.StringValue(scrub(v.Redacted()))
+				a.Value = slog.StringValue(r.scrub(v.Redacted()))
 			}
 		case []byte:
-			a.Value = slog.StringValue(scrub(string(v)))
+			a.Value = slog.StringValue(r.scrub(string(v)))
 		}
 	}
 	return a
 }
 
 // redactHeader returns a copy of h with credential-bearing fields blanked.
-func redactHeader(h http.Header) http.Header {
+func (r *redactor) redactHeader(h http.Header) http.Header {
 	out := make(http.Header, len(h))
 	for k, vs := range h {
 		if isSecretKey(nil, k) || strings.EqualFold(k, "Proxy-Authorization") || strings.EqualFold(k, "Set-Cookie") {
@@ -218,7 +252,7 @@ func redactHeader(h http.Header) http.Header {
 		}
 		cp := make([]string, len(vs))
 		for i, v := range vs {
-			cp[i] = scrub(v)
+			cp[i] = r.scrub(v)
 		}
 		out[k] = cp
 	}
@@ -238,10 +272,22 @@ var (
 	whsecKey = regexp.MustCompile(`whsec_[A-Za-z0-9+/=_\-]+`)
 )
 
-// scrub removes credentials from free text: URL passwords, password=…
-// pairs, bearer tokens, Authorization values and whsec_ keys. Cheap substring checks
-// keep the regular expressions off the common path.
-func scrub(s string) string {
+// scrub removes the known secret values from free text, then whatever has
+// the shape of a credential (see scrubPatterns).
+func (r *redactor) scrub(s string) string {
+	for _, secret := range r.secrets {
+		if strings.Contains(s, secret) {
+			s = strings.ReplaceAll(s, secret, Redacted)
+		}
+	}
+	return scrubPatterns(s)
+}
+
+// scrubPatterns removes what looks like a credential from free text: URL
+// passwords, password=… pairs, bearer tokens, Authorization values and
+// whsec_ keys. Cheap substring checks keep the regular expressions off the
+// common path.
+func scrubPatterns(s string) string {
 	if strings.Contains(s, "@") && strings.Contains(s, "://") {
 		s = urlPassword.ReplaceAllString(s, "${1}:"+Redacted+"@")
 	}
@@ -272,4 +318,30 @@ func containsFold(s string, words ...string) bool {
 		}
 	}
 	return false
+}
+
+// DSNPassword returns the password in a PostgreSQL connection string, in
+// URL form (postgres://user:pw@host/db) or keyword form (password=pw), or
+// "" when it has none, so the caller can list it in Options.Secrets.
+func DSNPassword(dsn string) string {
+	if strings.Contains(dsn, "://") {
+		if u, err := url.Parse(dsn); err == nil && u.User != nil {
+			pw, _ := u.User.Password()
+			return pw
+		}
+		// Unparseable URL: take what sits between "user:" and "@".
+		rest := dsn[strings.Index(dsn, "://")+3:]
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			if colon := strings.Index(rest[:at], ":"); colon >= 0 {
+				return rest[colon+1 : at]
+			}
+		}
+		return ""
+	}
+	for _, m := range kvPassword.FindAllStringSubmatch(dsn, -1) {
+		if strings.EqualFold(m[1], "password") {
+			return strings.Trim(m[3], "'")
+		}
+	}
+	return ""
 }

@@ -304,3 +304,49 @@ func BenchmarkLoggerInfo(b *testing.B) {
 			"http.response.status_code", 201, "spool.task.id", "0192d0a4-7c1e-7a3b-9f00-3d2e1c0b5a69")
 	}
 }
+
+// TestKnownSecrets: values handed over in Options.Secrets are blanked
+// wherever they turn up, even where no pattern could spot them.
+func TestKnownSecrets(t *testing.T) {
+	t.Parallel()
+	const key = "Zk3yWithNoShape"
+	const whsec = "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="
+	var buf bytes.Buffer
+	log := slog.New(telemetry.NewHandler(&buf, telemetry.Options{
+		Service: "spool", Secrets: []string{key, "", "abc", whsec},
+	}))
+	log.Info("GET /v1/tasks/"+key, "url.path", "/v1/tasks/"+key+"/cancel", "error", errors.New("no task "+key),
+		"detail", "body QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo= seen", "n", 3)
+	log.Info("abc stays: short values are not secrets")
+	out := buf.String()
+	for _, s := range []string{key, "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo"} {
+		if strings.Contains(out, s) {
+			t.Errorf("%q leaked:\n%s", s, out)
+		}
+	}
+	lines := decodeLines(t, out)
+	if got := lines[0]["url.path"]; got != "/v1/tasks/[redacted]/cancel" {
+		t.Errorf("url.path = %v", got)
+	}
+	if got := lines[1]["message"]; got != "abc stays: short values are not secrets" {
+		t.Errorf("message = %v", got)
+	}
+}
+
+func TestDSNPassword(t *testing.T) {
+	t.Parallel()
+	for dsn, want := range map[string]string{
+		"postgres://spool:s3cret@db:5432/spool?sslmode=disable": "s3cret",
+		"postgresql://spool:p%40ss@db/spool":                    "p@ss",
+		"postgres://spool@db/spool":                             "",
+		"postgres://spool:s3cret@db:notaport/spool":             "s3cret",
+		"host=db user=spool password=s3cret dbname=spool":       "s3cret",
+		"host=db user=spool password='with space' dbname=spool": "with space",
+		"host=db user=spool dbname=spool":                       "",
+		"":                                                      "",
+	} {
+		if got := telemetry.DSNPassword(dsn); got != want {
+			t.Errorf("DSNPassword(%q) = %q, want %q", dsn, got, want)
+		}
+	}
+}
