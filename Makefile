@@ -5,14 +5,22 @@ COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: build test test-short lint run clean
+.PHONY: build test test-docker test-short lint run clean
 
 build: ## the static binary in bin/spool
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/spool ./cmd/spool
 
-test: ## every test: unit, both stores (real PostgreSQL started by the tests), end-to-end
+test: ## every test: unit, both stores (real PostgreSQL started by the tests), end-to-end; the container tests too when a Docker engine answers
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
+	@if [ "$$SPOOL_TEST_REQUIRE_DOCKER" = 1 ] || docker info >/dev/null 2>&1; then $(MAKE) test-docker; else echo "no Docker engine: skipping make test-docker"; fi
+
+# test-docker: the image and the Compose stack on the Docker engine (build
+# tag docker, so `go test ./...` leaves them out). Skips without an engine;
+# SPOOL_TEST_REQUIRE_DOCKER=1 makes that a failure.
+test-docker: ## the container image and Compose stack on the local Docker engine
+	$(GO) vet -tags docker ./test/docker/
+	$(GO) test -tags docker -count=1 -timeout 20m -v ./test/docker/
 
 test-short: ## the fast tests only
 	$(GO) test -count=1 -short ./...
@@ -29,8 +37,7 @@ lint-workflows: ## actionlint (with shellcheck) on .github/workflows, shellcheck
 # needed there), with a `spool sink` receiver on 127.0.0.1:8081 to deliver to.
 run: build
 	@echo "spool API on http://127.0.0.1:8000, sink on http://127.0.0.1:8081 (Ctrl-C stops both)"
-	@trap 'kill 0' INT TERM EXIT; \
-	./bin/spool sink --addr 127.0.0.1:8081 & \
+	@./bin/spool sink --addr 127.0.0.1:8081 & sink=$$!; trap 'kill $$sink 2>/dev/null' EXIT; \
 	SPOOL_HTTP_ADDR=127.0.0.1:8000 SPOOL_ADMIN_ADDR=127.0.0.1:9090 SPOOL_ALLOWED_TARGET_CIDRS=127.0.0.0/8 \
 	SPOOL_DRAIN_DELAY=0s ./bin/spool serve
 
