@@ -450,33 +450,45 @@ func TestThreeReplicasPostgres(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipping the 5,000-task replica test in -short mode")
 	}
-	key := newKey(t)
-	_, sinkURL := startSink(t, key)
 	dsn := testpg.Shared(t).CreateDB(t)
 	mig := startProc(t, "migrate", []string{"SPOOL_DATABASE_URL=" + dsn}, "migrate")
 	if err := mig.wait(30 * time.Second); err != nil {
 		t.Fatalf("spool migrate: %v\n%s", err, mig.out.String())
 	}
-	var replicas []*instance
+	bulk(t, "3 replicas on PostgreSQL", 3, serveOpts{dsn: dsn, env: []string{"SPOOL_WORKERS=50"}})
+}
+
+// The same 5,000 tasks through one process on the embedded SQLite store.
+func TestBulkSQLite(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping the 5,000-task test in -short mode")
+	}
+	bulk(t, "1 process on SQLite", 1, serveOpts{dataDir: t.TempDir(), env: []string{"SPOOL_WORKERS=100"}})
+}
+
+func bulk(t *testing.T, name string, replicas int, o serveOpts) {
+	key := newKey(t)
+	_, sinkURL := startSink(t, key)
+	var ins []*instance
 	var apis []string
-	for i := 0; i < 3; i++ {
-		in := startServe(t, fmt.Sprintf("replica-%d", i), serveOpts{dsn: dsn, env: []string{"SPOOL_WORKERS=50"}}, key)
-		replicas = append(replicas, in)
+	for i := 0; i < replicas; i++ {
+		in := startServe(t, fmt.Sprintf("replica-%d", i), o, key)
+		ins = append(ins, in)
 		apis = append(apis, in.api)
 	}
 	const n = 5000
 	start := time.Now()
 	ids := enqueueBatch(t, apis, "bulk", sinkURL+"/bulk", n, 250)
 	enqueued := time.Since(start)
-	s := waitUnique(t, sinkURL, n, 120*time.Second)
+	waitUnique(t, sinkURL, n, 120*time.Second)
 	elapsed := time.Since(start)
 	time.Sleep(500 * time.Millisecond) // let completions land before reading counts
-	s = getStats(t, sinkURL)
+	s := getStats(t, sinkURL)
 	if len(ids) != n || s.Unique != n || s.Duplicates != 0 || s.BadSignatures != 0 {
 		t.Errorf("ids %d, sink %+v: want %d unique and no duplicates", len(ids), s, n)
 	}
 	total := 0
-	for i, in := range replicas {
+	for i, in := range ins {
 		got := scrapeCounter(t, in.admin, `spool_tasks_finished_total{outcome="succeeded",queue="bulk"}`)
 		t.Logf("replica %d delivered %d", i, got)
 		if got == 0 {
@@ -487,8 +499,8 @@ func TestThreeReplicasPostgres(t *testing.T) {
 	if total != n {
 		t.Errorf("replicas report %d deliveries, want %d", total, n)
 	}
-	t.Logf("3 replicas on PostgreSQL: %d tasks enqueued in %s, all delivered in %s (%.0f tasks/s end to end)",
-		n, enqueued.Round(time.Millisecond), elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds())
+	t.Logf("%s: %d tasks enqueued in batches of 250 in %s, all delivered in %s (%.0f tasks/s end to end)",
+		name, n, enqueued.Round(time.Millisecond), elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds())
 }
 
 func scrapeCounter(t *testing.T, admin, series string) int {
