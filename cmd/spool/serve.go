@@ -98,6 +98,25 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 	// Work that must outlive the signal (the shutdown itself) uses base.
 	base := context.WithoutCancel(ctx)
 
+	// --- Tracing: OTLP when the OTEL_* variables ask for it, else the no-op
+	// provider (a caller's traceparent still reaches the delivered request) ---
+	tracing, err := telemetry.NewTracing(ctx, env, buildVersion(), log)
+	if err != nil {
+		return err
+	}
+	// Deferred before the store's Close, so it runs after it: the last step
+	// of the shutdown (8. below), when no span can start any more.
+	defer func() {
+		fctx, cancel := context.WithTimeout(base, 5*time.Second)
+		defer cancel()
+		if err := tracing.Shutdown(fctx); err != nil {
+			log.Warn("spans not exported at shutdown", "error.message", err.Error())
+		}
+	}()
+	if tracing.Enabled() {
+		log.Info("tracing on", "spool.tracing.exporter", tracing.Exporter())
+	}
+
 	// --- Store ---
 	st, driver, err := openStore(ctx, cfg, log)
 	if err != nil {
@@ -192,8 +211,13 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 			MaxBodyBytes: cfg.MaxBodyBytes,
 			CheckTarget:  func(u *url.URL) error { return guard.CheckURL(u) },
 			Ready:        ready,
-			Instrument:   metrics.Instrument,
-			Version:      buildVersion(),
+			// Metrics outside tracing (so they time the whole request); the
+			// request log inside sees the server span's trace id.
+			Instrument: func(route string, h http.Handler) http.Handler {
+				return metrics.Instrument(route, tracing.Instrument(route, h))
+			},
+			TracerProvider: tracing.TracerProvider(),
+			Version:        buildVersion(),
 		})
 		if err != nil {
 			return err
@@ -211,16 +235,17 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 	if cfg.Role != config.RoleAPI {
 		owner := instanceID()
 		disp = dispatch.New(dispatch.Config{
-			Store:         st,
-			Logger:        log,
-			Metrics:       metrics,
-			Client:        dispatch.NewHTTPClient(guard),
-			SigningKey:    signingKey,
-			Workers:       cfg.Workers,
-			LeaseDuration: cfg.LeaseDuration,
-			PollInterval:  cfg.PollInterval,
-			Backoff:       task.Backoff{Min: cfg.RetryMin, Max: cfg.RetryMax},
-			UserAgent:     "spool/" + buildVersion(),
+			Store:          st,
+			Logger:         log,
+			Metrics:        metrics,
+			Client:         dispatch.NewHTTPClient(guard),
+			SigningKey:     signingKey,
+			Workers:        cfg.Workers,
+			LeaseDuration:  cfg.LeaseDuration,
+			PollInterval:   cfg.PollInterval,
+			Backoff:        task.Backoff{Min: cfg.RetryMin, Max: cfg.RetryMax},
+			UserAgent:      "spool/" + buildVersion(),
+			TracerProvider: tracing.TracerProvider(),
 		})
 		if err := disp.Start(base); err != nil {
 			return fmt.Errorf("start dispatcher: %w", err)
@@ -269,6 +294,7 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 		}
 	}
 	// 7. Close the store (deferred above).
+	// 8. Export the spans still buffered (deferred above, runs after 7).
 	log.Info("shutdown complete")
 	return runErr
 }

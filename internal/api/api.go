@@ -16,6 +16,9 @@ import (
 	"net/url"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/spoolhq/spool/internal/store"
 )
 
@@ -67,6 +70,10 @@ type Config struct {
 	// template ("POST /v1/queues/{queue}/tasks"), or "unmatched" for
 	// requests no route matched, so metric labels stay bounded.
 	Instrument func(route string, h http.Handler) http.Handler
+	// TracerProvider starts the enqueue span (around the store call), whose
+	// context is stored with the tasks as their traceparent. Default: the
+	// no-op provider, which still carries the caller's trace context.
+	TracerProvider trace.TracerProvider
 	// Version is reported by /livez.
 	Version string
 	// Now is the clock used for delay and run_at. Default time.Now.
@@ -77,6 +84,7 @@ type Config struct {
 type server struct {
 	cfg       Config
 	log       *slog.Logger
+	tracer    trace.Tracer
 	keys      [][sha256.Size]byte // SHA-256 of each API key
 	mux       *http.ServeMux
 	unmatched http.Handler
@@ -142,7 +150,10 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = noop.NewTracerProvider()
+	}
+	s := &server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), tracer: cfg.TracerProvider.Tracer(tracerName)}
 	for i, k := range cfg.APIKeys {
 		if k == "" {
 			return nil, fmt.Errorf("api: Config.APIKeys[%d] is empty", i)

@@ -18,6 +18,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/task"
@@ -107,7 +110,7 @@ func (s *server) enqueue(r *http.Request) (enqueueReply, error) {
 		}
 		tasks[i].ID = id.String()
 	}
-	res, err := s.cfg.Store.Enqueue(r.Context(), tasks)
+	res, err := s.enqueueTraced(r, queue, tasks)
 	if err != nil {
 		return enqueueReply{}, fmt.Errorf("enqueue %d tasks to %s: %w", len(tasks), queue, err)
 	}
@@ -124,6 +127,41 @@ func (s *server) enqueue(r *http.Request) (enqueueReply, error) {
 		return enqueueReply{body: out[0], created: created, loc: "/v1/tasks/" + out[0].ID}, nil
 	}
 	return enqueueReply{body: batchJSON{Tasks: out}, created: created}, nil
+}
+
+// enqueueTraced runs Store.Enqueue inside the enqueue span and stores that span's
+// context with every task, so each delivery continues the caller's trace:
+// caller → API request → enqueue → delivery. An idempotent replay returns
+// the original task, which keeps the original's traceparent.
+func (s *server) enqueueTraced(r *http.Request, queue string, tasks []store.NewTask) ([]store.Enqueued, error) {
+	attrs := []attribute.KeyValue{
+		attribute.String("spool.queue", queue),
+		attribute.Int("spool.task.count", len(tasks)),
+	}
+	if len(tasks) == 1 {
+		attrs = append(attrs, attribute.String("spool.task.id", tasks[0].ID))
+	}
+	ctx, span := s.tracer.Start(traceContext(r), "spool.enqueue",
+		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
+	defer span.End()
+	tp := traceParent(ctx)
+	for i := range tasks {
+		tasks[i].TraceParent = tp
+	}
+	res, err := s.cfg.Store.Enqueue(ctx, tasks)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "store enqueue failed")
+		return nil, err
+	}
+	existing := 0
+	for _, e := range res {
+		if e.Existing {
+			existing++
+		}
+	}
+	span.SetAttributes(attribute.Int("spool.task.existing", existing))
+	return res, nil
 }
 
 // requireJSON refuses a body declared as anything but JSON (415). A missing

@@ -14,6 +14,11 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/task"
 	"github.com/spoolhq/spool/internal/webhook"
@@ -27,8 +32,9 @@ const (
 )
 
 // deliver makes one attempt. ok is false when the lease was taken away and
-// nothing must be recorded.
-func (d *Dispatcher) deliver(parent context.Context, l store.Lease) (c store.Completion, ok bool) {
+// nothing must be recorded. The attempt is a span in the task's trace (a
+// child of the enqueue that stored its traceparent), linked to leaseSpan.
+func (d *Dispatcher) deliver(parent context.Context, l store.Lease, leaseSpan trace.SpanContext) (c store.Completion, ok bool) {
 	t := l.Task
 	c = store.Completion{LeaseRef: store.LeaseRef{TaskID: t.ID, Token: l.Token}}
 	timeout := t.Timeout
@@ -37,6 +43,8 @@ func (d *Dispatcher) deliver(parent context.Context, l store.Lease) (c store.Com
 	}
 	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
+	ctx, span := d.startDelivery(ctx, t, leaseSpan)
+	defer func() { endDelivery(span, c, ok) }()
 
 	start := time.Now()
 	resp, err := d.send(ctx, t, start)
@@ -61,7 +69,7 @@ func (d *Dispatcher) deliver(parent context.Context, l store.Lease) (c store.Com
 	case err == nil && status >= 200 && status < 300:
 		c.Outcome = store.Succeeded
 		d.count(t.Queue, "succeeded")
-		log.Debug("delivered", "http.response.status_code", status, "event.duration", elapsed.Nanoseconds())
+		log.DebugContext(ctx, "delivered", "http.response.status_code", status, "event.duration", elapsed.Nanoseconds())
 		return c, true
 	case err != nil && errors.Is(err, ErrForbiddenTarget):
 		c.Outcome, c.LastError = store.Fail, err.Error()
@@ -90,7 +98,7 @@ func (d *Dispatcher) deliver(parent context.Context, l store.Lease) (c store.Com
 	} else {
 		d.count(t.Queue, "failed")
 	}
-	log.Info("attempt failed", "http.response.status_code", status, "error.message", c.LastError, "event.duration", elapsed.Nanoseconds())
+	log.InfoContext(ctx, "attempt failed", "http.response.status_code", status, "error.message", c.LastError, "event.duration", elapsed.Nanoseconds())
 	return c, true
 }
 
@@ -133,7 +141,7 @@ func (r *response) describe() string {
 }
 
 // send performs the signed HTTP request. A nil error means a response arrived.
-func (d *Dispatcher) send(ctx context.Context, t task.Task, now time.Time) (*response, error) {
+func (d *Dispatcher) send(ctx context.Context, t task.Task, now time.Time) (resp *response, err error) {
 	method := t.Target.Method
 	if method == "" {
 		method = http.MethodPost
@@ -146,6 +154,9 @@ func (d *Dispatcher) send(ctx context.Context, t task.Task, now time.Time) (*res
 	if err != nil {
 		return nil, fmt.Errorf("%w: invalid target: %v", ErrForbiddenTarget, err)
 	}
+	ctx, span := d.startClient(ctx, req)
+	defer func() { endClient(span, resp, err) }()
+	req = req.WithContext(ctx)
 	for k, v := range t.Target.Headers {
 		req.Header.Set(k, v)
 	}
@@ -155,21 +166,139 @@ func (d *Dispatcher) send(ctx context.Context, t task.Task, now time.Time) (*res
 	req.Header.Set("User-Agent", d.cfg.UserAgent)
 	req.Header.Set("Spool-Queue", t.Queue)
 	req.Header.Set("Spool-Attempt", strconv.Itoa(t.Attempt))
-	req.Header.Set("Traceparent", traceparent(t.ID, t.Attempt))
+	setTraceparent(ctx, req.Header, t)
 	webhook.SetHeaders(req.Header, d.cfg.SigningKey, t.ID, now, t.Payload)
 
-	resp, err := d.cfg.Client.Do(req)
+	hr, err := d.cfg.Client.Do(req)
 	if err != nil {
 		return nil, describeErr(ctx, err, t.Timeout)
 	}
-	defer resp.Body.Close()
-	r := &response{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After")}
-	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, errorBodyBytes))
+	defer hr.Body.Close()
+	r := &response{status: hr.StatusCode, retryAfter: hr.Header.Get("Retry-After")}
+	if hr.StatusCode < 200 || hr.StatusCode >= 300 {
+		b, _ := io.ReadAll(io.LimitReader(hr.Body, errorBodyBytes))
 		r.body = printable(b)
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainBytes))
+	_, _ = io.Copy(io.Discard, io.LimitReader(hr.Body, drainBytes))
 	return r, nil
+}
+
+// tracerName is the instrumentation scope of the dispatcher's spans.
+const tracerName = "github.com/spoolhq/spool/internal/dispatch"
+
+// taskSpanContext is the trace context stored with t at enqueue (invalid
+// when there was none).
+func taskSpanContext(t task.Task) trace.SpanContext {
+	if t.TraceParent == "" {
+		return trace.SpanContext{}
+	}
+	ctx := propagation.TraceContext{}.Extract(context.Background(),
+		propagation.MapCarrier{"traceparent": t.TraceParent})
+	return trace.SpanContextFromContext(ctx)
+}
+
+// startDelivery starts the attempt's consumer span as a child of the task's
+// stored trace context. Under the no-op provider the "span" is that stored
+// context itself, so it is still what the target receives.
+func (d *Dispatcher) startDelivery(ctx context.Context, t task.Task, leaseSpan trace.SpanContext) (context.Context, trace.Span) {
+	if sc := taskSpanContext(t); sc.IsValid() {
+		ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
+	}
+	opts := []trace.SpanStartOption{
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("spool.task.id", t.ID),
+			attribute.String("spool.queue", t.Queue),
+			attribute.Int("spool.attempt", t.Attempt),
+			attribute.Int("spool.max_attempts", t.MaxAttempts),
+		),
+	}
+	if leaseSpan.IsValid() {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: leaseSpan}))
+	}
+	return d.tracer.Start(ctx, "spool.deliver", opts...)
+}
+
+// endDelivery records how the attempt ended and ends its span.
+func endDelivery(span trace.Span, c store.Completion, ok bool) {
+	outcome := "lease_lost"
+	if ok {
+		switch c.Outcome {
+		case store.Succeeded:
+			outcome = "succeeded"
+		case store.Retry:
+			outcome = "retry"
+		case store.Fail:
+			outcome = "failed"
+		case store.Release:
+			outcome = "released"
+		}
+	}
+	span.SetAttributes(attribute.String("spool.outcome", outcome))
+	if c.Outcome == store.Retry || c.Outcome == store.Fail {
+		span.SetStatus(codes.Error, c.LastError)
+	}
+	span.End()
+}
+
+// startClient starts the HTTP client span of one request. Its attributes
+// name the target's scheme, host and port only: a webhook URL's path or
+// query is often its secret, and spans leave the process.
+func (d *Dispatcher) startClient(ctx context.Context, req *http.Request) (context.Context, trace.Span) {
+	attrs := []attribute.KeyValue{
+		attribute.String("http.request.method", req.Method),
+		attribute.String("url.scheme", req.URL.Scheme),
+		attribute.String("server.address", req.URL.Hostname()),
+	}
+	port := req.URL.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[req.URL.Scheme]
+	}
+	if n, err := strconv.Atoi(port); err == nil {
+		attrs = append(attrs, attribute.Int("server.port", n))
+	}
+	return d.tracer.Start(ctx, req.Method, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+}
+
+// endClient records the response status (or the transport error) and ends
+// the client span; 4xx and 5xx are errors, as the HTTP client conventions say.
+func endClient(span trace.Span, resp *response, err error) {
+	switch {
+	case err != nil:
+		span.SetAttributes(attribute.String("error.type", clientErrorType(err)))
+		span.SetStatus(codes.Error, err.Error())
+	case resp != nil:
+		span.SetAttributes(attribute.Int("http.response.status_code", resp.status))
+		if resp.status >= 400 {
+			span.SetAttributes(attribute.String("error.type", strconv.Itoa(resp.status)))
+			span.SetStatus(codes.Error, "")
+		}
+	}
+	span.End()
+}
+
+// clientErrorType is a low-cardinality error.type for a failed request.
+func clientErrorType(err error) string {
+	switch {
+	case errors.Is(err, ErrForbiddenTarget):
+		return "forbidden_target"
+	case strings.HasPrefix(err.Error(), "timeout"):
+		return "timeout"
+	default:
+		return "connection"
+	}
+}
+
+// setTraceparent puts the attempt's trace context on the request: the
+// client span's (which continues the caller's trace), or, when there is no
+// trace context at all (tracing off and the caller sent none), a synthetic
+// one derived from the task id.
+func setTraceparent(ctx context.Context, h http.Header, t task.Task) {
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(h))
+		return
+	}
+	h.Set("Traceparent", traceparent(t.ID, t.Attempt))
 }
 
 // describeErr turns a transport error into a last_error line without the

@@ -14,6 +14,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/task"
 	"github.com/spoolhq/spool/internal/telemetry"
@@ -31,6 +35,10 @@ type Config struct {
 	PollInterval  time.Duration      // default 1s
 	Backoff       task.Backoff       // default task.DefaultBackoff
 	UserAgent     string             // default "spool"
+	// TracerProvider starts the lease, delivery and HTTP client spans.
+	// Default: the no-op provider, under which a task's stored traceparent
+	// is still what the target receives.
+	TracerProvider trace.TracerProvider
 }
 
 var (
@@ -44,8 +52,9 @@ const maxLeaseBatch = 500
 
 // Dispatcher runs deliveries. Start it once; Stop it once.
 type Dispatcher struct {
-	cfg Config
-	log *slog.Logger
+	cfg    Config
+	log    *slog.Logger
+	tracer trace.Tracer
 
 	busy      atomic.Int64  // deliveries running
 	slotFreed chan struct{} // a delivery ended (buffered 1)
@@ -94,9 +103,13 @@ func New(cfg Config) *Dispatcher {
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "spool"
 	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = noop.NewTracerProvider()
+	}
 	return &Dispatcher{
 		cfg:         cfg,
 		log:         cfg.Logger,
+		tracer:      cfg.TracerProvider.Tracer(tracerName),
 		slotFreed:   make(chan struct{}, 1),
 		wake:        make(chan struct{}, 1),
 		inflight:    make(map[string]*flight),
@@ -201,6 +214,7 @@ func (d *Dispatcher) fetchLoop(ctx context.Context) {
 		}
 		timer.Reset(d.cfg.PollInterval)
 		n := min(free, maxLeaseBatch)
+		leaseStart := time.Now()
 		leases, err := d.cfg.Store.Lease(ctx, n, d.cfg.LeaseDuration)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -215,15 +229,46 @@ func (d *Dispatcher) fetchLoop(ctx context.Context) {
 		}
 		more = len(leases) == n
 		now := time.Now()
+		var leaseSpan trace.SpanContext
+		if len(leases) > 0 {
+			leaseSpan = d.traceLease(ctx, leaseStart, now, n, leases)
+		}
 		for _, l := range leases {
-			d.launch(l, now)
+			d.launch(l, now, leaseSpan)
 		}
 	}
 }
 
+// maxLeaseLinks bounds the links of one lease span (the SDK's default
+// limit); a bigger batch links its first tasks only.
+const maxLeaseLinks = 128
+
+// traceLease records one span for a Lease call that returned tasks. The
+// batch mixes tasks of many traces, so, as the messaging conventions do for
+// a batch receive, the span is a root of its own linked to each task's
+// trace; each delivery span links back to it. It returns the span's context.
+func (d *Dispatcher) traceLease(ctx context.Context, start, end time.Time, limit int, leases []store.Lease) trace.SpanContext {
+	_, span := d.tracer.Start(ctx, "spool.lease",
+		trace.WithNewRoot(),
+		trace.WithTimestamp(start),
+		trace.WithAttributes(
+			attribute.Int("spool.lease.count", len(leases)),
+			attribute.Int("spool.lease.limit", limit),
+		))
+	if span.IsRecording() {
+		for _, l := range leases[:min(len(leases), maxLeaseLinks)] {
+			if sc := taskSpanContext(l.Task); sc.IsValid() {
+				span.AddLink(trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{attribute.String("spool.task.id", l.Task.ID)}})
+			}
+		}
+	}
+	span.End(trace.WithTimestamp(end))
+	return span.SpanContext()
+}
+
 // launch starts one delivery; the fetch loop is the only caller, so the
-// slot it takes was free.
-func (d *Dispatcher) launch(l store.Lease, now time.Time) {
+// slot it takes was free. leaseSpan is the lease span the delivery links to.
+func (d *Dispatcher) launch(l store.Lease, now time.Time, leaseSpan trace.SpanContext) {
 	d.busy.Add(1)
 	if m := d.cfg.Metrics; m != nil {
 		m.WorkersBusy.Inc()
@@ -241,7 +286,7 @@ func (d *Dispatcher) launch(l store.Lease, now time.Time) {
 	d.deliveries.Add(1)
 	go func() {
 		defer d.deliveries.Done()
-		c, ok := d.deliver(ctx, l)
+		c, ok := d.deliver(ctx, l, leaseSpan)
 		cancel(nil)
 		if ok {
 			// Holding the slot until the writer takes the completion gives

@@ -1,0 +1,195 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+)
+
+// DefaultServiceName is service.name when OTEL_SERVICE_NAME is not set.
+const DefaultServiceName = "spool"
+
+// Tracing is the process's OpenTelemetry setup: a tracer provider (the SDK
+// with an OTLP exporter, or the no-op provider when tracing is off) and the
+// W3C trace-context propagator, which works either way so a caller's
+// traceparent still reaches the delivered request with tracing off. It is
+// passed to the API and the dispatcher explicitly; nothing is installed as
+// the otel global provider.
+type Tracing struct {
+	provider   trace.TracerProvider
+	propagator propagation.TextMapPropagator
+	sdk        *sdktrace.TracerProvider // nil when off or when the caller owns the provider
+	exporter   string                   // "otlp (http/protobuf)", "otlp (grpc)" or "" when off
+}
+
+// NewTracing configures tracing from the standard OTEL_* variables, looked
+// up through env (os.LookupEnv in production):
+//
+//   - Tracing is on when OTEL_EXPORTER_OTLP_ENDPOINT,
+//     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_TRACES_EXPORTER is set, and
+//     off when none is, when OTEL_TRACES_EXPORTER is "none" or when
+//     OTEL_SDK_DISABLED is "true". Only the "otlp" exporter is supported.
+//   - OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL:
+//     "http/protobuf" (the default) or "grpc".
+//   - OTEL_SERVICE_NAME (default "spool") and OTEL_RESOURCE_ATTRIBUTES name
+//     the resource; service.version is version.
+//
+// The exporter and the SDK read the rest of their settings themselves from
+// the process environment, as the OpenTelemetry SDK documents: endpoint,
+// headers, TLS files, timeout and compression (OTEL_EXPORTER_OTLP_*),
+// sampler (OTEL_TRACES_SAMPLER, default parent-based always-on) and batch
+// sizes (OTEL_BSP_*). log receives export failures.
+func NewTracing(ctx context.Context, env func(string) (string, bool), version string, log *slog.Logger) (*Tracing, error) {
+	get := func(k string) string { v, _ := env(k); return strings.TrimSpace(v) }
+	off := &Tracing{provider: noop.NewTracerProvider(), propagator: propagation.TraceContext{}}
+
+	if strings.EqualFold(get("OTEL_SDK_DISABLED"), "true") {
+		return off, nil
+	}
+	exporter := strings.ToLower(get("OTEL_TRACES_EXPORTER"))
+	switch exporter {
+	case "none":
+		return off, nil
+	case "":
+		if get("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
+			return off, nil
+		}
+	case "otlp":
+	default:
+		return nil, fmt.Errorf("OTEL_TRACES_EXPORTER=%q: Spool supports only \"otlp\" or \"none\"", exporter)
+	}
+
+	protocol := get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+	protocolVar := "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+	if protocol == "" {
+		protocol, protocolVar = get("OTEL_EXPORTER_OTLP_PROTOCOL"), "OTEL_EXPORTER_OTLP_PROTOCOL"
+	}
+	var (
+		exp sdktrace.SpanExporter
+		err error
+	)
+	switch protocol {
+	case "", "http/protobuf":
+		protocol = "http/protobuf"
+		exp, err = otlptracehttp.New(ctx)
+	case "grpc":
+		exp, err = otlptracegrpc.New(ctx)
+	default:
+		return nil, fmt.Errorf("%s=%q: Spool supports \"http/protobuf\" or \"grpc\"", protocolVar, protocol)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tracing: OTLP %s exporter: %w", protocol, err)
+	}
+
+	service := get("OTEL_SERVICE_NAME")
+	if service == "" {
+		service = DefaultServiceName
+	}
+	// Later options win: OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME (read
+	// by WithFromEnv) override the defaults given first.
+	res, err := resource.New(ctx,
+		resource.WithTelemetrySDK(),
+		resource.WithHost(),
+		resource.WithAttributes(
+			attribute.String("service.name", service),
+			attribute.String("service.version", version),
+		),
+		resource.WithFromEnv(),
+	)
+	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
+		_ = exp.Shutdown(ctx)
+		return nil, fmt.Errorf("tracing: resource: %w", err)
+	}
+	if log != nil {
+		// The SDK reports export failures only through this process-wide
+		// hook; without it they go to stderr as plain text, outside the
+		// ECS log stream.
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+			log.Warn("opentelemetry", "error.message", err.Error())
+		}))
+	}
+	sdk := sdktrace.NewTracerProvider(
+		sdktrace.WithBatcher(exp),
+		sdktrace.WithResource(res),
+	)
+	return &Tracing{
+		provider:   sdk,
+		propagator: propagation.TraceContext{},
+		sdk:        sdk,
+		exporter:   "otlp (" + protocol + ")",
+	}, nil
+}
+
+// NewTracingWith wraps a provider the caller built and owns (tests use an
+// SDK provider with an in-memory exporter); Shutdown leaves it alone.
+func NewTracingWith(tp trace.TracerProvider) *Tracing {
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
+	return &Tracing{provider: tp, propagator: propagation.TraceContext{}, exporter: "caller's provider"}
+}
+
+// Enabled reports whether spans are exported.
+func (t *Tracing) Enabled() bool { return t.exporter != "" }
+
+// Exporter names the exporter in use ("" when tracing is off), for the
+// start-up log line.
+func (t *Tracing) Exporter() string { return t.exporter }
+
+// TracerProvider is the provider the API and the dispatcher start spans
+// from: the SDK's, or the no-op provider, whose spans still carry their
+// parent's context.
+func (t *Tracing) TracerProvider() trace.TracerProvider { return t.provider }
+
+// Propagator reads and writes W3C traceparent headers.
+func (t *Tracing) Propagator() propagation.TextMapPropagator { return t.propagator }
+
+// Instrument wraps one API route in a server span named by its route
+// template ("POST /v1/queues/{queue}/tasks"; a bare method for "unmatched"
+// requests), continuing the trace of an incoming traceparent. Its signature
+// is api.Config.Instrument's. With tracing off it still extracts the
+// caller's trace context, so the enqueue stores it.
+func (t *Tracing) Instrument(route string, h http.Handler) http.Handler {
+	name := func(_ string, r *http.Request) string {
+		if route == "unmatched" {
+			return r.Method // semantic conventions: no route, so the method alone
+		}
+		return route
+	}
+	return otelhttp.NewHandler(h, route,
+		otelhttp.WithTracerProvider(t.provider),
+		otelhttp.WithPropagators(t.propagator),
+		otelhttp.WithSpanNameFormatter(name),
+		// HTTP metrics come from Metrics.Instrument (Prometheus); this
+		// handler only traces.
+		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()),
+	)
+}
+
+// Shutdown exports the spans still buffered and stops the exporter; call it
+// last in the shutdown sequence, with a deadline. A no-op when tracing is
+// off.
+func (t *Tracing) Shutdown(ctx context.Context) error {
+	if t.sdk == nil {
+		return nil
+	}
+	if err := t.sdk.Shutdown(ctx); err != nil {
+		return fmt.Errorf("tracing shutdown: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,478 @@
+package telemetry_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/spoolhq/spool/internal/api"
+	"github.com/spoolhq/spool/internal/dispatch"
+	"github.com/spoolhq/spool/internal/store/sqlite"
+	"github.com/spoolhq/spool/internal/telemetry"
+)
+
+// These tests run the real API handler and the real dispatcher in-process on
+// the real embedded store, with a real receiver on loopback, and read the
+// spans from an in-memory exporter.
+
+const enqueueRoute = "POST /v1/queues/{queue}/tasks"
+
+// traceRig is an API handler and a running dispatcher sharing one store and
+// one Tracing, and a receiver that reports the traceparent of each request.
+type traceRig struct {
+	t        *testing.T
+	api      http.Handler
+	received chan string // traceparent header of each delivered request
+	target   string
+}
+
+func newTraceRig(t *testing.T, tr *telemetry.Tracing) *traceRig {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "spool.db"), sqlite.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rig := &traceRig{t: t, received: make(chan string, 16)}
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rig.received <- r.Header.Get("Traceparent")
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(receiver.Close)
+	rig.target = receiver.URL + "/hook"
+
+	rig.api, err = api.New(api.Config{Store: st, Instrument: tr.Instrument, TracerProvider: tr.TracerProvider()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := dispatch.New(dispatch.Config{
+		Store:          st,
+		Client:         dispatch.NewHTTPClient(dispatch.Guard{Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}),
+		Workers:        4,
+		LeaseDuration:  5 * time.Second,
+		PollInterval:   20 * time.Millisecond,
+		TracerProvider: tr.TracerProvider(),
+	})
+	if err := d.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		d.Stop(sctx)
+	})
+	return rig
+}
+
+// enqueue posts one task through the API handler, with the caller's
+// traceparent when tp is not empty, and returns the task id.
+func (rig *traceRig) enqueue(tp string) string {
+	rig.t.Helper()
+	body := `{"target":{"url":"` + rig.target + `"},"payload":{"n":1}}`
+	req := httptest.NewRequest("POST", "/v1/queues/traced/tasks", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if tp != "" {
+		req.Header.Set("Traceparent", tp)
+	}
+	rec := httptest.NewRecorder()
+	rig.api.ServeHTTP(rec, req)
+	if rec.Code != http.StatusCreated {
+		rig.t.Fatalf("enqueue: %d %s", rec.Code, rec.Body)
+	}
+	var out struct{ ID string }
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || out.ID == "" {
+		rig.t.Fatalf("enqueue reply %s: %v", rec.Body, err)
+	}
+	return out.ID
+}
+
+// delivered waits for the receiver's next request and returns its traceparent.
+func (rig *traceRig) delivered() string {
+	rig.t.Helper()
+	select {
+	case tp := <-rig.received:
+		return tp
+	case <-time.After(10 * time.Second):
+		rig.t.Fatal("no delivery within 10s")
+		return ""
+	}
+}
+
+// parseTraceparent splits a version-00 W3C traceparent.
+func parseTraceparent(t *testing.T, tp string) (traceID, spanID string) {
+	t.Helper()
+	parts := strings.Split(tp, "-")
+	if len(parts) != 4 || parts[0] != "00" || len(parts[1]) != 32 || len(parts[2]) != 16 || len(parts[3]) != 2 {
+		t.Fatalf("malformed traceparent %q", tp)
+	}
+	return parts[1], parts[2]
+}
+
+// spansOf waits until exp holds, for trace id, every span named in names
+// (and the lease span linking to it), then returns the trace's spans by
+// name, and the lease span.
+func spansOf(t *testing.T, exp *tracetest.InMemoryExporter, traceID trace.TraceID, names ...string) (map[string]tracetest.SpanStub, tracetest.SpanStub) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		byName := map[string]tracetest.SpanStub{}
+		var lease tracetest.SpanStub
+		for _, s := range exp.GetSpans() {
+			if s.SpanContext.TraceID() == traceID {
+				byName[s.Name] = s
+			}
+			if s.Name == "spool.lease" {
+				for _, l := range s.Links {
+					if l.SpanContext.TraceID() == traceID {
+						lease = s
+					}
+				}
+			}
+		}
+		missing := []string{}
+		for _, n := range names {
+			if _, ok := byName[n]; !ok {
+				missing = append(missing, n)
+			}
+		}
+		if len(missing) == 0 && lease.Name != "" {
+			return byName, lease
+		}
+		if time.Now().After(deadline) {
+			var all []string
+			for _, s := range exp.GetSpans() {
+				all = append(all, s.Name+" "+s.SpanContext.TraceID().String())
+			}
+			t.Fatalf("trace %s: missing spans %v (or the lease span linking to it); have %v", traceID, missing, all)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func attr(s tracetest.SpanStub, key string) attribute.Value {
+	for _, kv := range s.Attributes {
+		if string(kv.Key) == key {
+			return kv.Value
+		}
+	}
+	return attribute.Value{}
+}
+
+// TestTraceEnqueueToDelivery: with tracing on, one trace runs from the API
+// request through the enqueue span to the delivery span and its HTTP client
+// span; the lease span links to the task's trace; the receiver's
+// traceparent is the client span's, in the caller's trace when the caller
+// sent one and in the API request's trace otherwise.
+func TestTraceEnqueueToDelivery(t *testing.T) {
+	t.Parallel()
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	tr := telemetry.NewTracingWith(tp)
+	rig := newTraceRig(t, tr)
+
+	const callerTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	const callerSpan = "00f067aa0ba902b7"
+	for _, tc := range []struct {
+		name   string
+		header string
+	}{
+		{"no caller context", ""},
+		{"caller traceparent", "00-" + callerTrace + "-" + callerSpan + "-01"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			taskID := rig.enqueue(tc.header)
+			got := rig.delivered()
+			gotTrace, gotSpan := parseTraceparent(t, got)
+			if tc.header != "" && gotTrace != callerTrace {
+				t.Errorf("receiver's trace id %s, want the caller's %s", gotTrace, callerTrace)
+			}
+			traceID, err := trace.TraceIDFromHex(gotTrace)
+			if err != nil {
+				t.Fatal(err)
+			}
+			spans, lease := spansOf(t, exp, traceID, enqueueRoute, "spool.enqueue", "spool.deliver", "POST")
+			server, enq, del, client := spans[enqueueRoute], spans["spool.enqueue"], spans["spool.deliver"], spans["POST"]
+
+			// The parent chain: caller → API request → enqueue → delivery → client.
+			if tc.header != "" {
+				if server.Parent.SpanID().String() != callerSpan || !server.Parent.IsRemote() {
+					t.Errorf("server span's parent %s, want the caller's remote span %s", server.Parent.SpanID(), callerSpan)
+				}
+			} else if server.Parent.IsValid() {
+				t.Errorf("server span has parent %s, want a root", server.Parent.SpanID())
+			}
+			for _, link := range []struct {
+				what          string
+				child, parent tracetest.SpanStub
+			}{
+				{"enqueue ← API request", enq, server},
+				{"delivery ← enqueue", del, enq},
+				{"client ← delivery", client, del},
+			} {
+				if link.child.Parent.SpanID() != link.parent.SpanContext.SpanID() {
+					t.Errorf("%s: parent span %s, want %s", link.what, link.child.Parent.SpanID(), link.parent.SpanContext.SpanID())
+				}
+			}
+			if gotSpan != client.SpanContext.SpanID().String() {
+				t.Errorf("receiver's parent span %s, want the client span %s", gotSpan, client.SpanContext.SpanID())
+			}
+
+			if server.SpanKind != trace.SpanKindServer || enq.SpanKind != trace.SpanKindProducer ||
+				del.SpanKind != trace.SpanKindConsumer || client.SpanKind != trace.SpanKindClient {
+				t.Errorf("span kinds: server %v enqueue %v deliver %v client %v", server.SpanKind, enq.SpanKind, del.SpanKind, client.SpanKind)
+			}
+			if v := attr(enq, "spool.task.id").AsString(); v != taskID {
+				t.Errorf("enqueue span spool.task.id %q, want %s", v, taskID)
+			}
+			if v := attr(del, "spool.task.id").AsString(); v != taskID {
+				t.Errorf("delivery span spool.task.id %q, want %s", v, taskID)
+			}
+			if v := attr(del, "spool.outcome").AsString(); v != "succeeded" {
+				t.Errorf("delivery span spool.outcome %q, want succeeded", v)
+			}
+			if v := attr(client, "http.response.status_code").AsInt64(); v != http.StatusNoContent {
+				t.Errorf("client span status code %d, want 204", v)
+			}
+			for _, kv := range client.Attributes {
+				if strings.Contains(kv.Value.Emit(), "/hook") {
+					t.Errorf("client span attribute %s carries the target path: %q", kv.Key, kv.Value.Emit())
+				}
+			}
+
+			// The lease span links to the enqueue span, and the delivery
+			// links back to it.
+			linked := false
+			for _, l := range lease.Links {
+				linked = linked || l.SpanContext.SpanID() == enq.SpanContext.SpanID()
+			}
+			if !linked {
+				t.Errorf("lease span does not link to the enqueue span %s", enq.SpanContext.SpanID())
+			}
+			if n := attr(lease, "spool.lease.count").AsInt64(); n < 1 {
+				t.Errorf("lease span spool.lease.count %d", n)
+			}
+			if len(del.Links) != 1 || del.Links[0].SpanContext.SpanID() != lease.SpanContext.SpanID() {
+				t.Errorf("delivery span links %v, want the lease span %s", del.Links, lease.SpanContext.SpanID())
+			}
+		})
+	}
+}
+
+// TestTraceOffCarriesCallerTraceparent: with no OTEL_* variables tracing is
+// off, yet a caller's traceparent is stored and delivered as it was sent;
+// with no context at all the delivery falls back to a traceparent derived
+// from the task id.
+func TestTraceOffCarriesCallerTraceparent(t *testing.T) {
+	t.Parallel()
+	tr, err := telemetry.NewTracing(context.Background(), func(string) (string, bool) { return "", false }, "test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Enabled() {
+		t.Fatal("tracing on with no OTEL_* variables")
+	}
+	rig := newTraceRig(t, tr)
+
+	caller := "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	rig.enqueue(caller)
+	if got := rig.delivered(); got != caller {
+		t.Errorf("receiver got traceparent %q, want the caller's %q", got, caller)
+	}
+
+	id := rig.enqueue("")
+	traceID, _ := parseTraceparent(t, rig.delivered())
+	if want := strings.ReplaceAll(id, "-", ""); traceID != want {
+		t.Errorf("fallback traceparent trace id %s, want the task id %s", traceID, want)
+	}
+}
+
+// TestNewTracingEnv: which OTEL_* settings turn tracing on, off, or fail.
+func TestNewTracingEnv(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		env     map[string]string
+		enabled bool
+		wantErr string
+	}{
+		{"nothing set", nil, false, ""},
+		{"endpoint", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, true, ""},
+		{"traces endpoint", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:1/v1/traces"}, true, ""},
+		{"exporter otlp", map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, true, ""},
+		{"grpc", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, true, ""},
+		{"exporter none wins", map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, false, ""},
+		{"sdk disabled", map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, false, ""},
+		{"unsupported exporter", map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, false, "OTEL_TRACES_EXPORTER"},
+		{"unsupported protocol", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}, false, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
+			tr, err := telemetry.NewTracing(context.Background(), env, "test", nil)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err %v, want one naming %s", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				_ = tr.Shutdown(ctx)
+			}()
+			if tr.Enabled() != tc.enabled {
+				t.Errorf("Enabled() = %v, want %v (exporter %q)", tr.Enabled(), tc.enabled, tr.Exporter())
+			}
+		})
+	}
+}
+
+// otlpSink collects what an OTLP exporter sends, over HTTP or gRPC.
+type otlpSink struct {
+	collectortrace.UnimplementedTraceServiceServer
+	mu   sync.Mutex
+	reqs []*collectortrace.ExportTraceServiceRequest
+}
+
+func (s *otlpSink) Export(_ context.Context, req *collectortrace.ExportTraceServiceRequest) (*collectortrace.ExportTraceServiceResponse, error) {
+	s.mu.Lock()
+	s.reqs = append(s.reqs, req)
+	s.mu.Unlock()
+	return &collectortrace.ExportTraceServiceResponse{}, nil
+}
+
+func (s *otlpSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, err := io.ReadAll(r.Body)
+	req := &collectortrace.ExportTraceServiceRequest{}
+	if err != nil || r.URL.Path != "/v1/traces" || r.Header.Get("Content-Type") != "application/x-protobuf" || proto.Unmarshal(b, req) != nil {
+		http.Error(w, "bad export request", http.StatusBadRequest)
+		return
+	}
+	_, _ = s.Export(r.Context(), req)
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	out, _ := proto.Marshal(&collectortrace.ExportTraceServiceResponse{})
+	_, _ = w.Write(out)
+}
+
+// exported returns (service.name, service.version, span names) of what
+// the sink received.
+func (s *otlpSink) exported() (service, version string, names []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, req := range s.reqs {
+		for _, rs := range req.ResourceSpans {
+			for _, kv := range rs.GetResource().GetAttributes() {
+				switch kv.Key {
+				case "service.name":
+					service = kv.Value.GetStringValue()
+				case "service.version":
+					version = kv.Value.GetStringValue()
+				}
+			}
+			for _, ss := range rs.ScopeSpans {
+				for _, sp := range ss.Spans {
+					names = append(names, sp.Name)
+				}
+			}
+		}
+	}
+	return service, version, names
+}
+
+// TestOTLPExport: with OTEL_* pointing at a real OTLP receiver on loopback,
+// over HTTP (the default) and over gRPC, a server span reaches it at
+// shutdown with the resource's service.name and service.version. The
+// exporters read their endpoint from the process environment, so this test
+// sets it (and cannot run in parallel).
+func TestOTLPExport(t *testing.T) {
+	for _, tc := range []struct {
+		protocol string
+		service  string // OTEL_SERVICE_NAME; "" = unset
+	}{
+		{"http/protobuf", ""},
+		{"grpc", "spool-worker"},
+	} {
+		t.Run(tc.protocol, func(t *testing.T) {
+			sink := &otlpSink{}
+			var endpoint string
+			if tc.protocol == "grpc" {
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				srv := grpc.NewServer()
+				collectortrace.RegisterTraceServiceServer(srv, sink)
+				go func() { _ = srv.Serve(ln) }()
+				t.Cleanup(srv.Stop)
+				endpoint = "http://" + ln.Addr().String()
+			} else {
+				srv := httptest.NewServer(sink)
+				t.Cleanup(srv.Close)
+				endpoint = srv.URL
+			}
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+			t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", tc.protocol)
+			t.Setenv("OTEL_SERVICE_NAME", tc.service)
+			t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "")
+
+			tr, err := telemetry.NewTracing(context.Background(), os.LookupEnv, "1.2.3", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tr.Enabled() || !strings.Contains(tr.Exporter(), tc.protocol) {
+				t.Fatalf("Enabled %v, exporter %q; want otlp over %s", tr.Enabled(), tr.Exporter(), tc.protocol)
+			}
+			h := tr.Instrument(enqueueRoute, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if !trace.SpanContextFromContext(r.Context()).IsValid() {
+					t.Error("handler context has no span")
+				}
+				w.WriteHeader(http.StatusCreated)
+			}))
+			h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/v1/queues/q/tasks", nil))
+
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := tr.Shutdown(ctx); err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+			service, version, names := sink.exported()
+			wantService := tc.service
+			if wantService == "" {
+				wantService = telemetry.DefaultServiceName
+			}
+			if service != wantService || version != "1.2.3" {
+				t.Errorf("resource service.name %q version %q, want %q 1.2.3", service, version, wantService)
+			}
+			if len(names) != 1 || names[0] != enqueueRoute {
+				t.Errorf("exported spans %q, want [%q]", names, enqueueRoute)
+			}
+		})
+	}
+}
