@@ -262,10 +262,15 @@ func TestAsyncDropReport(t *testing.T) {
 	if want := strings.TrimSpace(jsonNumberString(n)) + " log lines dropped"; m["message"] != want {
 		t.Errorf("message %q, want %q", m["message"], want)
 	}
-	// The lines that were kept are the first ones, in order.
-	for i, s := range seqs(t, w.String(), "line") {
-		if s != int64(i) {
-			t.Fatalf("kept line %d has seq %d", i, s)
+	// The lines that were kept come out in the order they were logged
+	// (not necessarily contiguous: the writer may free a slot mid-burst).
+	kept := seqs(t, w.String(), "line")
+	if len(kept) == 0 || kept[0] != 0 || uint64(len(kept))+dropped != 100 {
+		t.Errorf("kept %v with %d dropped, want 100 in all, starting at 0", kept, dropped)
+	}
+	for i := 1; i < len(kept); i++ {
+		if kept[i] <= kept[i-1] {
+			t.Fatalf("kept lines out of order: %v", kept)
 		}
 	}
 }
