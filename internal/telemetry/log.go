@@ -69,8 +69,13 @@ func NewLogger(w io.Writer, level, service, version string) *slog.Logger {
 // Close on the returned writer at exit so the last lines are written.
 func NewAsyncLogger(w io.Writer, o Options) (*slog.Logger, *AsyncWriter) {
 	// The drop report is written by the writer goroutine itself, straight
-	// to w, so it can never be dropped for lack of queue room.
-	report := slog.New(NewHandler(w, o))
+	// to w, so it can never be dropped for lack of queue room. It says that
+	// lines are missing, so it is written even when the level is error.
+	ro := o
+	if parseLevel(o.Level) > slog.LevelWarn {
+		ro.Level = "warn"
+	}
+	report := slog.New(NewHandler(w, ro))
 	aw := NewAsyncWriter(w, AsyncOptions{
 		QueueLines:  o.QueueLines,
 		ReportEvery: o.ReportEvery,
@@ -87,7 +92,7 @@ func NewAsyncLogger(w io.Writer, o Options) (*slog.Logger, *AsyncWriter) {
 // NewHandler returns the ECS JSON handler writing each record to w with one
 // Write call (so an AsyncWriter sees whole lines). It adds ecs.version,
 // service.*, event.dataset, trace.id and span.id from the record's context,
-// and redacts secrets (see redact).
+// and redacts secrets (see redactor).
 func NewHandler(w io.Writer, o Options) slog.Handler {
 	dataset := o.Dataset
 	if dataset == "" {

@@ -340,3 +340,24 @@ func BenchmarkAsyncLoggerInfo(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestAsyncDropReportAtErrorLevel: the report says lines are missing, so
+// it is written even when only errors are logged.
+func TestAsyncDropReportAtErrorLevel(t *testing.T) {
+	t.Parallel()
+	gate := make(chan struct{})
+	w := &lockedBuffer{gate: gate}
+	log, aw := telemetry.NewAsyncLogger(w, telemetry.Options{Level: "error", Service: "spool", QueueLines: 2})
+	for range 20 {
+		log.Error("boom")
+	}
+	log.Warn("filtered out")
+	close(gate)
+	if err := aw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out := w.String()
+	if !strings.Contains(out, "log lines dropped") || strings.Contains(out, "filtered out") {
+		t.Errorf("want the drop report and no warn line at level error:\n%s", out)
+	}
+}
