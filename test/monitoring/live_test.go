@@ -50,6 +50,9 @@ var dashboardVars = map[string]string{
 const liveAPIKey = "monitoring-test-key"
 
 func TestLivePrometheus(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping the live Prometheus test (about 15s) in -short mode")
+	}
 	t.Parallel()
 	promBin := tool(t, "prometheus")
 	promtool := tool(t, "promtool")
@@ -122,6 +125,24 @@ func TestLivePrometheus(t *testing.T) {
 		}
 	}
 	nPanelQueries := len(checks)
+	// The series the alerts and panels rely on say what the load did: not
+	// only present, but right (each returns data only when true).
+	for _, e := range []string{
+		`max(spool_queue_oldest_due_age_seconds{queue="paused"}) > 0`,              // due task in a paused queue ages
+		`max(spool_queue_depth{queue="later", state="scheduled"}) == 1`,            // one scheduled, one cancelled
+		`sum(spool_tasks_finished_total{queue="later", outcome="cancelled"}) == 1`, // the cancel counted
+		`sum(spool_tasks_finished_total{queue="webhooks", outcome="failed"}) > 0`,
+		`sum(spool_tasks_finished_total{queue="webhooks", outcome="retried"}) > 0`,
+		`sum(spool_tasks_finished_total{queue="reports", outcome="failed"}) == 1`,
+		`sum(spool_http_requests_total{route="unmatched", code="404"}) > 0`,
+		`sum(spool_http_requests_total{route="GET /v1/tasks/{id}", code="404"}) > 0`,
+		`max_over_time(spool_workers_busy[1m]) > 0`,
+		`spool_workers_max == 8`,
+		`sum(spool_leader) == 1`,
+	} {
+		checks = append(checks, &check{name: "load effect", expr: e, wantData: true})
+	}
+	nEffects := len(checks) - nPanelQueries
 	var queueVar string
 	for _, v := range d.Templating.List {
 		if v.Name == "queue" {
@@ -145,7 +166,7 @@ func TestLivePrometheus(t *testing.T) {
 		// parse and evaluate, not return data.
 		checks = append(checks, &check{name: "alert " + r.Name, expr: r.Query})
 	}
-	nAlertExprs := len(checks) - nPanelQueries
+	nAlertExprs := len(checks) - nPanelQueries - nEffects
 
 	// --- Poll until every panel query returns data (or the run times out). ---
 	start := time.Now()
@@ -180,7 +201,7 @@ func TestLivePrometheus(t *testing.T) {
 		if time.Since(start) > pollFor {
 			for _, c := range checks {
 				if !c.ok && c.failed == "" {
-					t.Errorf("%s returned no data within %s: %s\n  expr: %s", c.name, time.Since(start).Round(time.Second), c.last, c.expr)
+					t.Errorf("%s: no data within %s: %s\n  expr: %s", c.name, time.Since(start).Round(time.Second), c.last, c.expr)
 				}
 			}
 			if !varOK {
@@ -219,8 +240,8 @@ func TestLivePrometheus(t *testing.T) {
 		}
 		t.Errorf("alert %s is %s on a healthy instance (labels %v)", name, a.State, a.Labels)
 	}
-	t.Logf("checked %d dashboard panel queries (%d panels) and %d alert expressions through Prometheus",
-		nPanelQueries, len(queryPanels(d)), nAlertExprs)
+	t.Logf("checked %d dashboard panel queries (%d panels), %d alert expressions and %d load effects through Prometheus in %s",
+		nPanelQueries, len(queryPanels(d)), nAlertExprs, nEffects, time.Since(start).Round(time.Second))
 }
 
 // --- Building and running processes ---
