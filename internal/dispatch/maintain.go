@@ -145,6 +145,7 @@ func (m *Maintainer) setLeader(on bool) {
 		// A follower exports no depth: the new leader does.
 		m.Metrics.QueueDepth.Reset()
 		m.Metrics.OldestDue.Reset()
+		m.Metrics.Paused.Reset()
 		m.exported = nil
 	}
 }
@@ -176,11 +177,17 @@ func (m *Maintainer) exportDepths(ctx context.Context) {
 			m.Metrics.QueueDepth.WithLabelValues(q.Name, string(state)).Set(float64(n))
 		}
 		m.Metrics.OldestDue.WithLabelValues(q.Name).Set(oldest[q.Name].Seconds())
+		paused := 0.0
+		if q.Paused {
+			paused = 1
+		}
+		m.Metrics.Paused.WithLabelValues(q.Name).Set(paused)
 	}
 	for name := range m.exported {
 		if !seen[name] {
 			m.Metrics.QueueDepth.DeletePartialMatch(prometheus.Labels{"queue": name})
 			m.Metrics.OldestDue.DeleteLabelValues(name)
+			m.Metrics.Paused.DeleteLabelValues(name)
 		}
 	}
 	m.exported = seen

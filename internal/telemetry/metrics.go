@@ -27,6 +27,7 @@ type Metrics struct {
 	// QueueDepth and OldestDue are set by the leader only (see SetQueueDepths).
 	QueueDepth *prometheus.GaugeVec // queue, state
 	OldestDue  *prometheus.GaugeVec // queue
+	Paused     *prometheus.GaugeVec // queue
 	LogDropped prometheus.Counter
 
 	httpRequests *prometheus.CounterVec
@@ -65,6 +66,9 @@ func NewMetrics(version, commit string) *Metrics {
 		OldestDue: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "spool_queue_oldest_due_age_seconds", Help: "Age of the oldest task that is due but not started, by queue (leader only; 0 when none is waiting).",
 		}, []string{"queue"}),
+		Paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "spool_queue_paused", Help: "1 when the queue is paused (leader only), so stall alerts can ignore paused queues.",
+		}, []string{"queue"}),
 		LogDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "spool_log_lines_dropped_total", Help: "Log lines dropped because stdout could not keep up."}),
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spool_http_requests_total", Help: "API requests by route template, method and status code.",
@@ -80,7 +84,7 @@ func NewMetrics(version, commit string) *Metrics {
 	}, []string{"version", "commit"})
 	build.WithLabelValues(version, commit).Set(1)
 	r.MustRegister(m.Enqueued, m.Finished, m.DeliveryDuration, m.QueueWait, m.WorkersBusy, m.WorkersMax,
-		m.Rescued, m.LeasesLost, m.IsLeader, m.QueueDepth, m.OldestDue, m.LogDropped, m.httpRequests, m.httpDuration, m.httpInflight, build,
+		m.Rescued, m.LeasesLost, m.IsLeader, m.QueueDepth, m.OldestDue, m.Paused, m.LogDropped, m.httpRequests, m.httpDuration, m.httpInflight, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -98,9 +102,21 @@ func (m *Metrics) Instrument(route string, h http.Handler) http.Handler {
 		m.httpInflight.Inc()
 		defer m.httpInflight.Dec()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		defer func() {
+			// Recorded in a defer so a panicking handler counts as the 500
+			// the recover middleware outside will answer.
+			p := recover()
+			code := sw.code
+			if p != nil {
+				code = http.StatusInternalServerError
+			}
+			m.httpRequests.WithLabelValues(route, r.Method, strconv.Itoa(code)).Inc()
+			m.httpDuration.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
+			if p != nil {
+				panic(p)
+			}
+		}()
 		h.ServeHTTP(sw, r)
-		m.httpRequests.WithLabelValues(route, r.Method, strconv.Itoa(sw.code)).Inc()
-		m.httpDuration.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
 	})
 }
 
