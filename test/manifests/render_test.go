@@ -3,6 +3,7 @@ package manifests
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -242,4 +243,50 @@ func unstructuredString(obj map[string]any, path ...string) (string, bool, error
 	}
 	s, ok := cur.(string)
 	return s, ok, nil
+}
+
+// TestValuesDocumented: every key in values.yaml has a comment right above
+// it, but the keys of free-form maps whose parent is documented as a whole
+// (resources, label maps).
+func TestValuesDocumented(t *testing.T) {
+	t.Parallel()
+	data, err := os.ReadFile(filepath.Join(chartDir(t), "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	freeForm := map[string]bool{"resources": true, "dnsPodLabels": true}
+	key := regexp.MustCompile(`^( *)([A-Za-z][A-Za-z0-9_-]*):`)
+	type frame struct {
+		indent int
+		name   string
+	}
+	var stack []frame
+	prev := ""
+	keys := 0
+	for i, line := range strings.Split(string(data), "\n") {
+		m := key.FindStringSubmatch(line)
+		if m != nil {
+			indent := len(m[1])
+			for len(stack) > 0 && stack[len(stack)-1].indent >= indent {
+				stack = stack[:len(stack)-1]
+			}
+			free := false
+			for _, f := range stack {
+				free = free || freeForm[f.name]
+			}
+			if !free {
+				keys++
+				if !strings.HasPrefix(strings.TrimSpace(prev), "#") {
+					t.Errorf("values.yaml:%d: %q has no comment above it", i+1, strings.TrimSpace(line))
+				}
+			}
+			stack = append(stack, frame{indent, m[2]})
+		}
+		if !strings.HasPrefix(strings.TrimSpace(line), "- ") {
+			prev = line
+		}
+	}
+	if keys < 50 {
+		t.Fatalf("found only %d keys in values.yaml; the parser is broken", keys)
+	}
 }

@@ -308,3 +308,20 @@ func ToYAML(objs []*unstructured.Unstructured) ([]byte, error) {
 	}
 	return b.Bytes(), nil
 }
+
+// Without returns the objects whose kind is none of kinds, for a caller
+// that cannot apply some (say, a test API server without the operators'
+// CRDs).
+func Without(objs []*unstructured.Unstructured, kinds ...string) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	for _, o := range objs {
+		skip := false
+		for _, k := range kinds {
+			skip = skip || o.GetKind() == k
+		}
+		if !skip {
+			out = append(out, o)
+		}
+	}
+	return out
+}
