@@ -11,8 +11,6 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -34,7 +32,7 @@ type Tracing struct {
 	provider   trace.TracerProvider
 	propagator propagation.TextMapPropagator
 	sdk        *sdktrace.TracerProvider // nil when off or when the caller owns the provider
-	exporter   string                   // "otlp (http/protobuf)", "otlp (grpc)" or "" when off
+	exporter   string                   // "otlp (http/json) <url>", or "" when off
 }
 
 // NewTracing configures tracing from the standard OTEL_* variables, looked
@@ -44,16 +42,24 @@ type Tracing struct {
 //     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_TRACES_EXPORTER is set, and
 //     off when none is, when OTEL_TRACES_EXPORTER is "none" or when
 //     OTEL_SDK_DISABLED is "true". Only the "otlp" exporter is supported.
+//   - Spans go over OTLP/HTTP, encoded as OTLP/JSON, by Spool's own
+//     exporter (otlphttp.go), which reads the endpoint, headers, timeout,
+//     compression and TLS files from OTEL_EXPORTER_OTLP_(TRACES_)*.
 //   - OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL:
-//     "http/protobuf" (the default) or "grpc".
+//     "http/json", or "http/protobuf" (the specification's default), which
+//     is served by the same exporter and so also sends JSON. That is a
+//     deliberate trade: the official OTLP exporters link gRPC and the
+//     generated protobuf code, which nearly double the binary, while the
+//     common OTLP/HTTP receivers (the Collector, Jaeger, Tempo) accept
+//     JSON on the same path as protobuf (docs/operations.md, "Why JSON, and
+//     no gRPC", names the exceptions and the workaround). "grpc" is refused
+//     with an error saying to use the receiver's OTLP/HTTP port (4318).
 //   - OTEL_SERVICE_NAME (default "spool") and OTEL_RESOURCE_ATTRIBUTES name
 //     the resource; service.version is version.
 //
-// The exporter and the SDK read the rest of their settings themselves from
-// the process environment, as the OpenTelemetry SDK documents: endpoint,
-// headers, TLS files, timeout and compression (OTEL_EXPORTER_OTLP_*),
-// sampler (OTEL_TRACES_SAMPLER, default parent-based always-on) and batch
-// sizes (OTEL_BSP_*). log receives export failures.
+// The SDK reads the rest itself from the process environment: the sampler
+// (OTEL_TRACES_SAMPLER, default parent-based always-on) and the batch
+// span processor's sizes (OTEL_BSP_*). log receives export failures.
 func NewTracing(ctx context.Context, env func(string) (string, bool), version string, log *slog.Logger) (*Tracing, error) {
 	get := func(k string) string { v, _ := env(k); return strings.TrimSpace(v) }
 	off := &Tracing{provider: noop.NewTracerProvider(), propagator: propagation.TraceContext{}}
@@ -79,22 +85,25 @@ func NewTracing(ctx context.Context, env func(string) (string, bool), version st
 	if protocol == "" {
 		protocol, protocolVar = get("OTEL_EXPORTER_OTLP_PROTOCOL"), "OTEL_EXPORTER_OTLP_PROTOCOL"
 	}
-	var (
-		exp sdktrace.SpanExporter
-		err error
-	)
 	switch protocol {
-	case "", "http/protobuf":
-		protocol = "http/protobuf"
-		exp, err = otlptracehttp.New(ctx)
+	case "", "http/protobuf", "http/json":
+		// Both HTTP protocols are served as OTLP/JSON; see above.
 	case "grpc":
-		exp, err = otlptracegrpc.New(ctx)
+		return nil, fmt.Errorf("%s=grpc: Spool exports traces over OTLP/HTTP only; "+
+			"set it to http/protobuf (or unset it) and point the endpoint at the receiver's OTLP/HTTP port (4318), "+
+			"e.g. OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318", protocolVar)
 	default:
-		return nil, fmt.Errorf("%s=%q: Spool supports \"http/protobuf\" or \"grpc\"", protocolVar, protocol)
+		return nil, fmt.Errorf("%s=%q: Spool supports \"http/protobuf\" or \"http/json\" (both sent as OTLP/JSON over HTTP)", protocolVar, protocol)
 	}
+	cfg, err := otlpHTTPConfigFromEnv(get)
 	if err != nil {
-		return nil, fmt.Errorf("tracing: OTLP %s exporter: %w", protocol, err)
+		return nil, fmt.Errorf("tracing: %w", err)
 	}
+	if cfg.endpoint.Port() == "4317" && log != nil {
+		log.Warn("the OTLP endpoint uses port 4317, by convention OTLP/gRPC; Spool sends OTLP/HTTP, usually on 4318",
+			"url.full", safeURL(cfg.endpoint))
+	}
+	exp := newOTLPHTTPExporter(cfg, version)
 
 	service := get("OTEL_SERVICE_NAME")
 	if service == "" {
@@ -124,14 +133,17 @@ func NewTracing(ctx context.Context, env func(string) (string, bool), version st
 		}))
 	}
 	sdk := sdktrace.NewTracerProvider(
-		sdktrace.WithBatcher(exp),
+		// The processor buffers spans (OTEL_BSP_MAX_QUEUE_SIZE, 2048) and
+		// exports them from its own goroutine, so a slow receiver never
+		// delays a request or a delivery.
+		sdktrace.WithSpanProcessor(sdktrace.NewBatchSpanProcessor(exp)),
 		sdktrace.WithResource(res),
 	)
 	return &Tracing{
 		provider:   sdk,
 		propagator: propagation.TraceContext{},
 		sdk:        sdk,
-		exporter:   "otlp (" + protocol + ")",
+		exporter:   "otlp (http/json) " + exp.Endpoint(),
 	}, nil
 }
 

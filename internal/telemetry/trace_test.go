@@ -2,25 +2,23 @@ package telemetry_test
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -324,11 +322,18 @@ func TestNewTracingEnv(t *testing.T) {
 		{"endpoint", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, true, ""},
 		{"traces endpoint", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:1/v1/traces"}, true, ""},
 		{"exporter otlp", map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, true, ""},
-		{"grpc", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, true, ""},
+		{"http/protobuf", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, true, ""},
+		{"http/json", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}, true, ""},
+		{"grpc refused", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, false, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"},
+		{"grpc refused points at 4318", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"}, false, "(4318)"},
+		{"traces protocol wins", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}, true, ""},
+		{"grpc ignored when off", map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, false, ""},
 		{"exporter none wins", map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, false, ""},
 		{"sdk disabled", map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, false, ""},
 		{"unsupported exporter", map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, false, "OTEL_TRACES_EXPORTER"},
-		{"unsupported protocol", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}, false, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"},
+		{"unsupported protocol", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "thrift"}, false, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"},
+		{"bad endpoint", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4318"}, false, "OTEL_EXPORTER_OTLP_ENDPOINT"},
+		{"bad timeout", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TIMEOUT": "5s"}, false, "OTEL_EXPORTER_OTLP_TIMEOUT"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
@@ -354,90 +359,27 @@ func TestNewTracingEnv(t *testing.T) {
 	}
 }
 
-// otlpSink collects what an OTLP exporter sends, over HTTP or gRPC.
-type otlpSink struct {
-	collectortrace.UnimplementedTraceServiceServer
-	mu   sync.Mutex
-	reqs []*collectortrace.ExportTraceServiceRequest
-}
-
-func (s *otlpSink) Export(_ context.Context, req *collectortrace.ExportTraceServiceRequest) (*collectortrace.ExportTraceServiceResponse, error) {
-	s.mu.Lock()
-	s.reqs = append(s.reqs, req)
-	s.mu.Unlock()
-	return &collectortrace.ExportTraceServiceResponse{}, nil
-}
-
-func (s *otlpSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	b, err := io.ReadAll(r.Body)
-	req := &collectortrace.ExportTraceServiceRequest{}
-	if err != nil || r.URL.Path != "/v1/traces" || r.Header.Get("Content-Type") != "application/x-protobuf" || proto.Unmarshal(b, req) != nil {
-		http.Error(w, "bad export request", http.StatusBadRequest)
-		return
-	}
-	_, _ = s.Export(r.Context(), req)
-	w.Header().Set("Content-Type", "application/x-protobuf")
-	out, _ := proto.Marshal(&collectortrace.ExportTraceServiceResponse{})
-	_, _ = w.Write(out)
-}
-
-// exported returns (service.name, service.version, span names) of what
-// the sink received.
-func (s *otlpSink) exported() (service, version string, names []string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, req := range s.reqs {
-		for _, rs := range req.ResourceSpans {
-			for _, kv := range rs.GetResource().GetAttributes() {
-				switch kv.Key {
-				case "service.name":
-					service = kv.Value.GetStringValue()
-				case "service.version":
-					version = kv.Value.GetStringValue()
-				}
-			}
-			for _, ss := range rs.ScopeSpans {
-				for _, sp := range ss.Spans {
-					names = append(names, sp.Name)
-				}
-			}
-		}
-	}
-	return service, version, names
-}
-
-// TestOTLPExport: with OTEL_* pointing at a real OTLP receiver on loopback,
-// over HTTP (the default) and over gRPC, a server span reaches it at
-// shutdown with the resource's service.name and service.version. The
-// exporters read their endpoint from the process environment, so this test
-// sets it (and cannot run in parallel).
+// TestOTLPExport: with OTEL_* pointing at a real OTLP/HTTP receiver on
+// loopback, spans made through the Tracing (the API's server span and
+// spans started from its provider) reach it at shutdown, through the batch
+// span processor, as OTLP/JSON that the official OTLP types decode: names,
+// kinds, ids, parents, attributes, status, links, service.name and
+// service.version. Whatever HTTP protocol is asked for, JSON is sent.
+// resource.WithFromEnv reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
+// from the process environment, so this test sets them (and cannot run in
+// parallel).
 func TestOTLPExport(t *testing.T) {
 	for _, tc := range []struct {
-		protocol string
+		protocol string // OTEL_EXPORTER_OTLP_PROTOCOL; "" = unset
 		service  string // OTEL_SERVICE_NAME; "" = unset
 	}{
-		{"http/protobuf", ""},
-		{"grpc", "spool-worker"},
+		{"", ""},
+		{"http/protobuf", "spool-worker"},
+		{"http/json", ""},
 	} {
-		t.Run(tc.protocol, func(t *testing.T) {
-			sink := &otlpSink{}
-			var endpoint string
-			if tc.protocol == "grpc" {
-				ln, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					t.Fatal(err)
-				}
-				srv := grpc.NewServer()
-				collectortrace.RegisterTraceServiceServer(srv, sink)
-				go func() { _ = srv.Serve(ln) }()
-				t.Cleanup(srv.Stop)
-				endpoint = "http://" + ln.Addr().String()
-			} else {
-				srv := httptest.NewServer(sink)
-				t.Cleanup(srv.Close)
-				endpoint = srv.URL
-			}
-			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+		t.Run("protocol="+tc.protocol, func(t *testing.T) {
+			recv := telemetry.StartOTLPReceiver(t, nil)
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", recv.URL)
 			t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", tc.protocol)
 			t.Setenv("OTEL_SERVICE_NAME", tc.service)
 			t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "")
@@ -446,33 +388,166 @@ func TestOTLPExport(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !tr.Enabled() || !strings.Contains(tr.Exporter(), tc.protocol) {
-				t.Fatalf("Enabled %v, exporter %q; want otlp over %s", tr.Enabled(), tr.Exporter(), tc.protocol)
+			if !tr.Enabled() || !strings.Contains(tr.Exporter(), "http/json") || !strings.Contains(tr.Exporter(), recv.URL+"/v1/traces") {
+				t.Fatalf("Enabled %v, exporter %q; want otlp http/json to %s/v1/traces", tr.Enabled(), tr.Exporter(), recv.URL)
 			}
+
+			// A server span continuing a caller's trace, a producer child
+			// with attributes and an error status, and a root span linking
+			// to the child.
+			const callerTrace, callerSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+			var server, enq, lease trace.SpanContext
+			tracer := tr.TracerProvider().Tracer("spool/test")
 			h := tr.Instrument(enqueueRoute, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if !trace.SpanContextFromContext(r.Context()).IsValid() {
-					t.Error("handler context has no span")
-				}
+				server = trace.SpanContextFromContext(r.Context())
+				_, span := tracer.Start(r.Context(), "spool.enqueue", trace.WithSpanKind(trace.SpanKindProducer),
+					trace.WithAttributes(attribute.String("spool.task.id", "0192-abc"), attribute.Int("spool.task.count", 1),
+						attribute.Bool("spool.task.existing", false)))
+				enq = span.SpanContext()
+				span.SetStatus(codes.Error, "store unavailable")
+				span.End()
 				w.WriteHeader(http.StatusCreated)
 			}))
-			h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/v1/queues/q/tasks", nil))
+			req := httptest.NewRequest("POST", "/v1/queues/q/tasks", nil)
+			req.Header.Set("Traceparent", "00-"+callerTrace+"-"+callerSpan+"-01")
+			h.ServeHTTP(httptest.NewRecorder(), req)
+			_, span := tracer.Start(context.Background(), "spool.lease",
+				trace.WithLinks(trace.Link{SpanContext: enq, Attributes: []attribute.KeyValue{attribute.String("spool.task.id", "0192-abc")}}))
+			lease = span.SpanContext()
+			span.End()
 
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			if err := tr.Shutdown(ctx); err != nil {
 				t.Fatalf("Shutdown: %v", err)
 			}
-			service, version, names := sink.exported()
+
+			// What the receiver got, decoded with the official types.
+			type got struct {
+				span             *tracepb.Span
+				service, version string
+			}
+			spans := map[string]got{}
+			for _, rq := range recv.Received() {
+				if rq.Err != nil {
+					t.Fatalf("receiver rejected an export: %v\n%s", rq.Err, rq.Body)
+				}
+				if rq.Path != "/v1/traces" || rq.Header.Get("Content-Type") != "application/json" {
+					t.Errorf("export to %s as %s, want /v1/traces as application/json", rq.Path, rq.Header.Get("Content-Type"))
+				}
+				for _, rs := range rq.Req.ResourceSpans {
+					var service, version string
+					for _, kv := range rs.GetResource().GetAttributes() {
+						switch kv.Key {
+						case "service.name":
+							service = kv.Value.GetStringValue()
+						case "service.version":
+							version = kv.Value.GetStringValue()
+						}
+					}
+					for _, ss := range rs.ScopeSpans {
+						for _, sp := range ss.Spans {
+							spans[sp.Name] = got{sp, service, version}
+						}
+					}
+				}
+			}
+			if len(spans) != 3 {
+				t.Fatalf("exported spans %v, want %s, spool.enqueue, spool.lease", spans, enqueueRoute)
+			}
 			wantService := tc.service
 			if wantService == "" {
 				wantService = telemetry.DefaultServiceName
 			}
-			if service != wantService || version != "1.2.3" {
-				t.Errorf("resource service.name %q version %q, want %q 1.2.3", service, version, wantService)
+			hexOf := func(b []byte) string { return hex.EncodeToString(b) }
+			for _, w := range []struct {
+				name      string
+				sc        trace.SpanContext
+				parent    string
+				kind      tracepb.Span_SpanKind
+				status    tracepb.Status_StatusCode
+				statusMsg string
+			}{
+				{enqueueRoute, server, callerSpan, tracepb.Span_SPAN_KIND_SERVER, tracepb.Status_STATUS_CODE_UNSET, ""},
+				{"spool.enqueue", enq, server.SpanID().String(), tracepb.Span_SPAN_KIND_PRODUCER, tracepb.Status_STATUS_CODE_ERROR, "store unavailable"},
+				{"spool.lease", lease, "", tracepb.Span_SPAN_KIND_INTERNAL, tracepb.Status_STATUS_CODE_UNSET, ""},
+			} {
+				g, ok := spans[w.name]
+				if !ok {
+					t.Errorf("span %q not exported", w.name)
+					continue
+				}
+				if g.service != wantService || g.version != "1.2.3" {
+					t.Errorf("%s: resource service.name %q version %q, want %q 1.2.3", w.name, g.service, g.version, wantService)
+				}
+				sp := g.span
+				if hexOf(sp.TraceId) != w.sc.TraceID().String() || hexOf(sp.SpanId) != w.sc.SpanID().String() || hexOf(sp.ParentSpanId) != w.parent {
+					t.Errorf("%s: trace %x span %x parent %x, want %s %s %s", w.name, sp.TraceId, sp.SpanId, sp.ParentSpanId, w.sc.TraceID(), w.sc.SpanID(), w.parent)
+				}
+				if sp.Kind != w.kind || sp.Status.GetCode() != w.status || sp.Status.GetMessage() != w.statusMsg {
+					t.Errorf("%s: kind %v status %v %q, want %v %v %q", w.name, sp.Kind, sp.Status.GetCode(), sp.Status.GetMessage(), w.kind, w.status, w.statusMsg)
+				}
+				if sp.StartTimeUnixNano == 0 || sp.EndTimeUnixNano < sp.StartTimeUnixNano {
+					t.Errorf("%s: times %d–%d", w.name, sp.StartTimeUnixNano, sp.EndTimeUnixNano)
+				}
 			}
-			if len(names) != 1 || names[0] != enqueueRoute {
-				t.Errorf("exported spans %q, want [%q]", names, enqueueRoute)
+			if hexOf(spans[enqueueRoute].span.TraceId) != callerTrace {
+				t.Errorf("server span not in the caller's trace")
+			}
+			attrs := map[string]*commonpb.AnyValue{}
+			for _, kv := range spans["spool.enqueue"].span.Attributes {
+				attrs[kv.Key] = kv.Value
+			}
+			if v := attrs["spool.task.id"]; v.GetStringValue() != "0192-abc" {
+				t.Errorf("spool.enqueue spool.task.id = %v, want the string 0192-abc", v)
+			}
+			if v, ok := attrs["spool.task.count"].GetValue().(*commonpb.AnyValue_IntValue); !ok || v.IntValue != 1 {
+				t.Errorf("spool.enqueue spool.task.count = %v, want the int 1", attrs["spool.task.count"])
+			}
+			if v, ok := attrs["spool.task.existing"].GetValue().(*commonpb.AnyValue_BoolValue); !ok || v.BoolValue {
+				t.Errorf("spool.enqueue spool.task.existing = %v, want the bool false", attrs["spool.task.existing"])
+			}
+			var method string
+			for _, kv := range spans[enqueueRoute].span.Attributes {
+				if kv.Key == "http.request.method" {
+					method = kv.Value.GetStringValue()
+				}
+			}
+			if method != "POST" {
+				t.Errorf("server span http.request.method %q, want POST", method)
+			}
+			links := spans["spool.lease"].span.Links
+			if len(links) != 1 || hexOf(links[0].SpanId) != enq.SpanID().String() || hexOf(links[0].TraceId) != enq.TraceID().String() ||
+				len(links[0].Attributes) != 1 || links[0].Attributes[0].Value.GetStringValue() != "0192-abc" {
+				t.Errorf("lease links %v, want one to the enqueue span %s with spool.task.id", links, enq.SpanID())
 			}
 		})
+	}
+}
+
+// TestNewTracingWarnsOnGRPCPort: an endpoint on 4317, the conventional
+// OTLP/gRPC port, starts (it may be an HTTP receiver after all) but logs
+// a warning saying Spool sends OTLP/HTTP; 4318 does not.
+func TestNewTracingWarnsOnGRPCPort(t *testing.T) {
+	t.Parallel()
+	for port, warn := range map[string]bool{"4317": true, "4318": false} {
+		var buf strings.Builder
+		log := slog.New(slog.NewTextHandler(&buf, nil))
+		env := func(k string) (string, bool) {
+			if k == "OTEL_EXPORTER_OTLP_ENDPOINT" {
+				return "http://127.0.0.1:" + port, true
+			}
+			return "", false
+		}
+		tr, err := telemetry.NewTracing(context.Background(), env, "test", log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = tr.Shutdown(ctx)
+		cancel()
+		if got := strings.Contains(buf.String(), "uses port 4317"); got != warn {
+			t.Errorf("port %s: warning logged %v, want %v; log: %s", port, got, warn, buf.String())
+		}
 	}
 }
