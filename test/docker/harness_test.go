@@ -161,12 +161,10 @@ func (x *harness) buildSpool(ctx context.Context) error {
 		"--build-arg", "COMMIT="+strings.TrimSpace(commit),
 		"--label", "spool.test.run="+x.runID,
 		"-t", x.spoolImage, x.repo)
-	out, err := run(ctx, append(os.Environ(), x.buildEnv...), nil, x.build[0], args...)
-	if err != nil {
+	if _, err := run(ctx, append(os.Environ(), x.buildEnv...), nil, x.build[0], args...); err != nil {
 		x.spoolImage = ""
 		return fmt.Errorf("build the Spool image: %w", err)
 	}
-	_ = out
 	return nil
 }
 
