@@ -568,6 +568,7 @@ func TestCompose(t *testing.T) {
 		if got := after.Unique - before.Unique; got != int64(total) {
 			t.Errorf("sink saw %d unique deliveries of %d tasks", got, total)
 		}
+		t.Logf("SIGTERM: %d tasks delivered, %d redelivered", after.Unique-before.Unique, after.Duplicates-before.Duplicates)
 	})
 }
 

@@ -79,6 +79,9 @@ func (x *harness) baseImage(ctx context.Context) (string, error) {
 	if x.imageExists(ctx, tag) {
 		return tag, nil
 	}
+	if os.Geteuid() != 0 {
+		return "", missingTool{"the stand-in base image " + tag + " is missing and building it needs root (debootstrap)"}
+	}
 	mirror, err := debianMirror(debianSuite)
 	if err != nil {
 		return "", err
@@ -175,7 +178,7 @@ func debianMirror(suite string) (string, error) {
 			return uri, nil
 		}
 	}
-	return "", fmt.Errorf("no apt source for Debian %s main in /etc/apt (set SPOOL_TEST_DEBIAN_MIRROR)", suite)
+	return "", missingTool{fmt.Sprintf("no apt source for Debian %s main in /etc/apt (set SPOOL_TEST_DEBIAN_MIRROR)", suite)}
 }
 
 func mirrorFromDeb822(text, suite string) string {
@@ -230,7 +233,7 @@ func ensureDebootstrap(ctx context.Context) (string, error) {
 		}
 	}
 	if os.Geteuid() != 0 {
-		return "", errors.New("debootstrap is not installed and this is not root: apt-get install debootstrap")
+		return "", missingTool{"debootstrap is not installed and the tests do not run as root to install it (apt-get install debootstrap)"}
 	}
 	logf("installing debootstrap with apt-get")
 	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
