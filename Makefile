@@ -17,10 +17,11 @@ test: ## every test: unit, both stores (real PostgreSQL started by the tests), e
 	@if [ "$$SPOOL_TEST_REQUIRE_DOCKER" = 1 ] || docker info >/dev/null 2>&1; then $(MAKE) test-docker; else echo "no Docker engine: skipping make test-docker"; fi
 
 # test-manifests: the Kubernetes manifests and the Helm chart, rendered and
-# checked without a cluster (test/manifests, a module of its own so the main
-# module never pulls in Helm or Kustomize).
+# checked without a cluster (test/manifests and its render package, modules
+# of their own so the main module never pulls in Helm or Kustomize).
 .PHONY: test-manifests
 test-manifests: ## render every Kustomize overlay and the Helm chart; strict decoding and policy checks
+	cd test/manifests/render && $(GO) vet ./... && $(GO) test -count=1 ./...
 	cd test/manifests && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
 
 # test-docker: the image and the Compose stack on the Docker engine (build

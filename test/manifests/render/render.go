@@ -5,6 +5,11 @@
 // (test/kubernetes) share it so both look at exactly the same objects.
 //
 // It only renders and parses: policy and schema checks live in the tests.
+// It is a Go module of its own (github.com/spoolhq/spool/test/manifests/render)
+// that needs only Helm, Kustomize and apimachinery, so a module that imports
+// it (test/kubernetes, through a replace directive) does not inherit the
+// operators' API modules that the manifest tests decode with, nor the
+// dependency versions those would force.
 package render
 
 import (
