@@ -194,7 +194,7 @@ func (d *Dispatcher) fetchLoop(ctx context.Context) {
 	defer timer.Stop()
 	more := true // the last lease was full: more is probably due
 	var lastErr time.Time
-	for {
+	for ctx.Err() == nil {
 		free := d.cfg.Workers - int(d.busy.Load())
 		if free <= 0 {
 			select {
@@ -215,7 +215,13 @@ func (d *Dispatcher) fetchLoop(ctx context.Context) {
 		timer.Reset(d.cfg.PollInterval)
 		n := min(free, maxLeaseBatch)
 		leaseStart := time.Now()
-		leases, err := d.cfg.Store.Lease(ctx, n, d.cfg.LeaseDuration)
+		// Not cancelled by Stop: a lease the database committed while the
+		// call was being cancelled would be lost to us and sit running until
+		// it expired. Whatever comes back is launched, then finished or
+		// released by Stop like any other delivery.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.LeaseDuration)
+		leases, err := d.cfg.Store.Lease(lctx, n, d.cfg.LeaseDuration)
+		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return
