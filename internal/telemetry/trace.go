@@ -5,13 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"strings"
 
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -170,28 +167,6 @@ func (t *Tracing) TracerProvider() trace.TracerProvider { return t.provider }
 
 // Propagator reads and writes W3C traceparent headers.
 func (t *Tracing) Propagator() propagation.TextMapPropagator { return t.propagator }
-
-// Instrument wraps one API route in a server span named by its route
-// template ("POST /v1/queues/{queue}/tasks"; a bare method for "unmatched"
-// requests), continuing the trace of an incoming traceparent. Its signature
-// is api.Config.Instrument's. With tracing off it still extracts the
-// caller's trace context, so the enqueue stores it.
-func (t *Tracing) Instrument(route string, h http.Handler) http.Handler {
-	name := func(_ string, r *http.Request) string {
-		if route == "unmatched" {
-			return r.Method // semantic conventions: no route, so the method alone
-		}
-		return route
-	}
-	return otelhttp.NewHandler(h, route,
-		otelhttp.WithTracerProvider(t.provider),
-		otelhttp.WithPropagators(t.propagator),
-		otelhttp.WithSpanNameFormatter(name),
-		// HTTP metrics come from Metrics.Instrument (Prometheus); this
-		// handler only traces.
-		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()),
-	)
-}
 
 // Shutdown exports the spans still buffered and stops the exporter; call it
 // last in the shutdown sequence, with a deadline. A no-op when tracing is
