@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -573,10 +572,4 @@ func countStates(snap map[string]snapshot) map[task.State]int {
 		counts[s.State]++
 	}
 	return counts
-}
-
-// isConnErr reports a transport-level failure (for the counts in logs).
-func isConnErr(err error) bool {
-	var ne net.Error
-	return err != nil && (errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET))
 }

@@ -103,8 +103,11 @@ func newNetLab(t *testing.T) *netLab {
 		{"-n", l.ns, "link", "set", l.nsIf, "up"},
 		{"-n", l.ns, "route", "add", l.pgIP + "/32", "dev", l.nsIf},
 	}
-	for _, s := range steps {
+	for i, s := range steps {
 		if err := ipCmd(s...); err != nil {
+			if i == 0 { // creating a veth needs CAP_NET_ADMIN, which a namespace did not
+				missing(t, "a veth pair (needs CAP_NET_ADMIN)", err)
+			}
 			t.Fatalf("set up the test link: %v", err)
 		}
 	}
