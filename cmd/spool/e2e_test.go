@@ -539,7 +539,7 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	cmds := [][]string{
 		{"serve"}, {"migrate"}, {"healthcheck"}, {"enqueue"}, {"tasks"}, {"tasks", "get"}, {"tasks", "list"},
 		{"tasks", "cancel"}, {"tasks", "retry"}, {"queues"}, {"queues", "list"}, {"queues", "get"},
-		{"queues", "pause"}, {"queues", "resume"}, {"queues", "set"}, {"sink"},
+		{"queues", "pause"}, {"queues", "resume"}, {"queues", "set"}, {"sink"}, {"bench"},
 	}
 	for _, c := range cmds {
 		var out, errb bytes.Buffer

@@ -40,6 +40,7 @@ Client (SPOOL_SERVER, SPOOL_API_KEY):
 
 Tools:
   sink         a webhook receiver for demos, tests and benchmarks
+  bench        measure enqueue and delivery throughput and latency of a server
 
 Run 'spool <command> --help' for a command's flags.
 `
@@ -89,6 +90,8 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 		return cli.Queues(ctx, rest, getenv, stdout, stderr)
 	case "sink":
 		return cli.Sink(ctx, rest, getenv, stdout, stderr)
+	case "bench":
+		return cli.Bench(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
