@@ -21,11 +21,14 @@ import (
 //	                   10.214.X.1/32 (PostgreSQL listens here too)
 //	namespace  nsIf    10.213.X.2/30 (the partitioned replica)
 //
-// Inside the namespace 10.214.X.1 is reached through its own /32 route, so
-// cut replaces just that route with a blackhole: the replica loses
-// PostgreSQL (established connections stall, new ones fail) while the
-// receiver and the test still reach it and it still reaches the receiver.
-// Only these addresses, created by the test, carry traffic.
+// Inside the namespace 10.214.X.1 is reached through its own /32 route.
+// cut pins that address's neighbour entry to a MAC address nobody has, so
+// the host's veth silently drops every frame for PostgreSQL: established
+// connections stall and new ones time out, as behind a dead switch or a
+// dropping firewall, while the receiver and the test still reach the
+// replica and it still reaches the receiver. heal deletes the entry and ARP
+// finds the real one again. Only these addresses, created by the test,
+// carry traffic.
 type netLab struct {
 	t                *testing.T
 	ns               string
@@ -117,18 +120,22 @@ func newNetLab(t *testing.T) *netLab {
 // exec is the command prefix that runs a program inside the namespace.
 func (l *netLab) exec() []string { return []string{"ip", "netns", "exec", l.ns} }
 
-// cut makes PostgreSQL unreachable from the namespace.
+// deadMAC is a locally administered unicast address no interface has.
+const deadMAC = "02:00:5e:00:de:ad"
+
+// cut makes PostgreSQL unreachable from the namespace: frames for it go to
+// deadMAC, and the host's veth drops them unanswered.
 func (l *netLab) cut() {
 	l.t.Helper()
-	if err := ipCmd("-n", l.ns, "route", "replace", "blackhole", l.pgIP+"/32"); err != nil {
+	if err := ipCmd("-n", l.ns, "neigh", "replace", l.pgIP, "lladdr", deadMAC, "dev", l.nsIf, "nud", "permanent"); err != nil {
 		l.t.Fatalf("cut: %v", err)
 	}
 }
 
-// heal restores the route.
+// heal forgets the false entry; the next packet resolves the real one.
 func (l *netLab) heal() {
 	l.t.Helper()
-	if err := ipCmd("-n", l.ns, "route", "replace", l.pgIP+"/32", "dev", l.nsIf); err != nil {
+	if err := ipCmd("-n", l.ns, "neigh", "del", l.pgIP, "dev", l.nsIf); err != nil {
 		l.t.Fatalf("heal: %v", err)
 	}
 }

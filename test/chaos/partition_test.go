@@ -139,6 +139,22 @@ func TestNetworkPartition(t *testing.T) {
 	// The partition.
 	lab.cut()
 	cutAt := time.Now()
+	// Enqueues through the cut-off replica itself, sent as the cut begins:
+	// one that opens a new connection fails when the dial times out; one
+	// handed a pooled connection waits on it. Each must get an answer once
+	// the partition heals. The times are reported, not asserted.
+	type cutCall struct {
+		id string
+		r  result
+	}
+	const cutCalls = 4
+	cutResults := make(chan cutCall, cutCalls)
+	for k := 0; k < cutCalls; k++ {
+		go func() {
+			id, r := newClient(partition+20*time.Second).enqueueOne("http://"+p.api, "partition-cut", target, fmt.Sprintf("during-the-cut-%d", k))
+			cutResults <- cutCall{id, r}
+		}()
+	}
 	var readyDown, rescuedAt time.Time
 	pc := &http.Client{Timeout: 3 * time.Second}
 	for time.Since(cutAt) < partition {
@@ -247,6 +263,21 @@ func TestNetworkPartition(t *testing.T) {
 
 	// The replica works again: tasks enqueued through its own API are delivered.
 	more := c.enqueueBatch(t, "http://"+p.api, "partition-after", rcv.url+"/after", 20)
+	var cutNotes []string
+	for k := 0; k < cutCalls; k++ {
+		cc := <-cutResults
+		cutNotes = append(cutNotes, fmt.Sprintf("%d after %s", cc.r.status, cc.r.took.Round(time.Millisecond)))
+		switch {
+		case cc.r.err != nil:
+			t.Errorf("an enqueue sent through the replica as it was cut off got no answer within %s: %v", partition+20*time.Second, cc.r.err)
+		case cc.id != "":
+			more = append(more, cc.id)
+		case cc.r.status != 503:
+			t.Errorf("an enqueue sent through the replica as it was cut off: status %d, want 201 or 503: %s", cc.r.status, cc.r.body)
+		}
+	}
+	slices.Sort(cutNotes)
+	t.Logf("enqueues through the replica as it was cut off (%s partition): %s", partition, strings.Join(cutNotes, ", "))
 	all := append(append([]string{}, ids...), more...)
 	rcv.waitUnique(t, len(all), 30*time.Second)
 	final := waitFinal(t, dsn, all, 30*time.Second)
@@ -273,10 +304,10 @@ func TestNetworkPartition(t *testing.T) {
 	}
 	hold.mu.Unlock()
 	st := rcv.Stats()
-	t.Logf("partition: %d tasks; the namespaced replica held %d deliveries when cut off for %s; /readyz 503 after %s; its tasks rescued and delivered by the others %s after the cut; after the heal: ready again in %s, %d held deliveries answered by the target and %d abandoned by the replica, log lines %q ×%d, %q ×%d, %q ×%d, spool_leases_lost_total %.0f; %d final states changed; target: %d unique, %d duplicates, %d bad signatures",
+	t.Logf("partition: %d tasks; the namespaced replica held %d deliveries when cut off for %s; /readyz 503 after %s; its tasks rescued and delivered by the others %s after the cut; after the heal: ready again in %s, %d held deliveries answered by the target and %d abandoned by the replica, log lines %q ×%d, %q ×%d, %q ×%d, spool_leases_lost_total %.0f (for %d lost leases); %d final states changed; target: %d unique, %d duplicates, %d bad signatures",
 		len(ids), len(held), partition, readyDown.Sub(cutAt).Round(time.Millisecond), rescuedAt.Sub(cutAt).Round(time.Millisecond),
 		readyAgain.Sub(healAt).Round(time.Millisecond), answered, abandoned,
-		refusedMsg, refused, lostMsg, abandonedLines, notStoreMsg, notStored, lostTotal, changed,
+		refusedMsg, refused, lostMsg, abandonedLines, notStoreMsg, notStored, lostTotal, len(held), changed,
 		st.Unique, st.Duplicates, st.BadSignatures)
 	if st.BadSignatures != 0 {
 		t.Errorf("%d bad signatures", st.BadSignatures)
