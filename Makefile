@@ -31,6 +31,13 @@ test-docker: ## the container image and Compose stack on the local Docker engine
 	$(GO) vet -tags docker ./test/docker/
 	$(GO) test -tags docker -count=1 -timeout 20m -v ./test/docker/
 
+# soak: the long soak (test/soak): spool serve on SQLite and PostgreSQL under
+# a steady mixed load, RSS and goroutines sampled, pruning watched. `go test
+# ./...` runs the same test for 2 minutes; SPOOL_SOAK_DURATION overrides.
+.PHONY: soak
+soak: ## 10-minute soak on both stores: memory and goroutines flat, pruning keeps the table bounded
+	SPOOL_SOAK_DURATION=$${SPOOL_SOAK_DURATION:-10m} $(GO) test -count=1 -v -run TestSoak -timeout 30m ./test/soak
+
 test-short: ## the fast tests only
 	$(GO) test -count=1 -short ./...
 
