@@ -32,6 +32,8 @@ const (
 	BatchBodyFactor = 10
 	// DefaultMaxBatch is the most tasks one batch enqueue may hold.
 	DefaultMaxBatch = 1000
+	// DefaultRequestTimeout bounds one API request, store calls included.
+	DefaultRequestTimeout = 10 * time.Second
 	// DefaultListLimit and MaxListLimit bound ?limit= on task lists.
 	DefaultListLimit = 100
 	MaxListLimit     = 1000
@@ -78,6 +80,11 @@ type Config struct {
 	Version string
 	// Now is the clock used for delay and run_at. Default time.Now.
 	Now func() time.Time
+	// RequestTimeout bounds the work of one request, store calls included,
+	// so a database that stops answering (a dropped network, not a refused
+	// connection) yields a 503 instead of a request hanging until TCP gives
+	// up. Default DefaultRequestTimeout.
+	RequestTimeout time.Duration
 }
 
 // server is the state behind the handler New returns.
@@ -149,6 +156,12 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.RequestTimeout < 0 {
+		return nil, fmt.Errorf("api: Config.RequestTimeout is %s; want > 0 (or 0 for the default)", cfg.RequestTimeout)
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
 	}
 	if cfg.TracerProvider == nil {
 		cfg.TracerProvider = noop.NewTracerProvider()

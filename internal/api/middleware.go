@@ -24,6 +24,7 @@ import (
 // metrics and logs see auth failures and limit refusals too.
 func (s *server) chain(route string, public, quiet bool, body bodyKind, h http.Handler) http.Handler {
 	h = s.limitBody(body, h)
+	h = s.deadline(h)
 	if !public && len(s.keys) > 0 {
 		h = s.authenticate(h)
 	}
@@ -278,4 +279,14 @@ func truncate(s string, n int) string {
 		n--
 	}
 	return s[:n] + "…"
+}
+
+// deadline bounds a request's context: store calls see it, and a deadline
+// that expires inside the store comes back as store.ErrUnavailable (503).
+func (s *server) deadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
+		defer cancel()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
 }

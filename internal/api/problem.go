@@ -116,7 +116,10 @@ func (s *server) toProblem(r *http.Request, err error) problem {
 		return problemFrom(notFound("not found"))
 	case errors.Is(err, store.ErrConflict):
 		return problemFrom(conflict("the operation does not apply in the current state"))
-	case errors.Is(err, store.ErrUnavailable), errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil:
+	case errors.Is(err, store.ErrUnavailable),
+		// The request's own deadline (RequestTimeout) ran out in the store;
+		// a client that went away is Canceled, not DeadlineExceeded.
+		errors.Is(err, context.DeadlineExceeded) && !errors.Is(r.Context().Err(), context.Canceled):
 		s.log.LogAttrs(r.Context(), slog.LevelWarn, "store unavailable",
 			slog.String("http.request.id", requestIDFrom(r.Context())),
 			slog.String("error.message", err.Error()))

@@ -78,6 +78,7 @@ type Dispatcher struct {
 type flight struct {
 	lease  store.Lease
 	cancel context.CancelCauseFunc
+	done   atomic.Bool // the attempt ended; its completion is not stored yet
 }
 
 // New returns a Dispatcher with cfg's defaults filled in.
@@ -293,6 +294,7 @@ func (d *Dispatcher) launch(l store.Lease, now time.Time, leaseSpan trace.SpanCo
 	go func() {
 		defer d.deliveries.Done()
 		c, ok := d.deliver(ctx, l, leaseSpan)
+		f.done.Store(true)
 		cancel(nil)
 		if ok {
 			// Holding the slot until the writer takes the completion gives
@@ -312,10 +314,14 @@ func (d *Dispatcher) launch(l store.Lease, now time.Time, leaseSpan trace.SpanCo
 	}()
 }
 
-func (d *Dispatcher) forget(id string) {
+// forget stops tracking a task; it reports whether it was still tracked
+// (false when the heartbeat already found its lease lost and counted it).
+func (d *Dispatcher) forget(id string) bool {
 	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.inflight[id]
 	delete(d.inflight, id)
-	d.mu.Unlock()
+	return ok
 }
 
 // completer writes completions in batches: whatever queued up while the
@@ -354,8 +360,8 @@ func (d *Dispatcher) flush(batch []store.Completion) {
 		cancel()
 		if err == nil {
 			for i, c := range batch {
-				d.forget(c.TaskID)
-				if !accepted[i] {
+				tracked := d.forget(c.TaskID)
+				if !accepted[i] && tracked { // else the heartbeat counted it
 					d.log.Warn("completion refused: lease no longer held", "spool.task.id", c.TaskID)
 					if m := d.cfg.Metrics; m != nil {
 						m.LeasesLost.Inc()
@@ -411,11 +417,17 @@ func (d *Dispatcher) heartbeat(ctx context.Context) {
 			f := d.inflight[r.TaskID]
 			if f != nil && f.lease.Token == r.Token {
 				delete(d.inflight, r.TaskID)
+			} else {
+				f = nil
 			}
 			d.mu.Unlock()
 			if f != nil {
 				f.cancel(errLeaseLost)
-				d.log.Info("lease lost; delivery abandoned", "spool.task.id", r.TaskID)
+				if f.done.Load() {
+					d.log.Info("lease lost before the completion was stored; the task will be delivered again", "spool.task.id", r.TaskID)
+				} else {
+					d.log.Info("lease lost; delivery abandoned", "spool.task.id", r.TaskID)
+				}
 				if m := d.cfg.Metrics; m != nil {
 					m.LeasesLost.Inc()
 				}

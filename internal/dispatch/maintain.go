@@ -70,7 +70,9 @@ func (m *Maintainer) Run(ctx context.Context) {
 		m.setLeader(false)
 	}()
 	for {
-		ok, err := m.Store.AcquireLeadership(ctx, m.Owner, m.leaderTTL())
+		actx, cancel := context.WithTimeout(ctx, m.leaderTTL()/2)
+		ok, err := m.Store.AcquireLeadership(actx, m.Owner, m.leaderTTL())
+		cancel()
 		if err != nil && ctx.Err() == nil {
 			m.Logger.Warn("leader election", "error.message", err.Error())
 		}
@@ -95,7 +97,13 @@ func (m *Maintainer) Run(ctx context.Context) {
 	}
 }
 
+// maintTimeout bounds one maintenance step, so a database that stops
+// answering cannot wedge the leader (it gives up and tries next tick).
+const maintTimeout = 30 * time.Second
+
 func (m *Maintainer) tick(ctx context.Context, lastPrune *time.Time) {
+	ctx, cancel := context.WithTimeout(ctx, maintTimeout)
+	defer cancel()
 	if n, err := m.Store.RescueExpired(ctx); err != nil {
 		m.warn(ctx, "rescue expired leases", err)
 	} else if n > 0 {

@@ -1,0 +1,34 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/spoolhq/spool/internal/store"
+	"github.com/spoolhq/spool/internal/task"
+)
+
+// hangingStore answers GetTask only when the request's context ends, like
+// a database whose packets are being dropped.
+type hangingStore struct{ store.Store }
+
+func (hangingStore) GetTask(ctx context.Context, _ string) (task.Task, error) {
+	<-ctx.Done()
+	return task.Task{}, ctx.Err()
+}
+
+// A store that stops answering costs a request RequestTimeout, then a 503
+// problem, never an open-ended hang.
+func TestRequestTimeoutBoundsStoreCalls(t *testing.T) {
+	e := newEnv(t, hangingStore{}, func(c *Config) { c.RequestTimeout = 200 * time.Millisecond })
+	start := time.Now()
+	res := e.do("GET", "/v1/tasks/0192f0c1-7b7a-7c4e-9a1b-123456789abc", "")
+	if res.Code != http.StatusServiceUnavailable {
+		t.Fatalf("status %d, want 503: %s", res.Code, res)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("took %s with a 200ms request timeout", took)
+	}
+}
