@@ -147,38 +147,64 @@ type serveOpts struct {
 
 func startServe(t *testing.T, name string, o serveOpts, signingKey string) *instance {
 	t.Helper()
-	in := &instance{api: freePort(t), admin: freePort(t)}
-	env := []string{
-		"SPOOL_HTTP_ADDR=" + in.api, "SPOOL_ADMIN_ADDR=" + in.admin,
-		"SPOOL_API_KEYS=" + testAPIKey, "SPOOL_SIGNING_KEYS=" + signingKey,
-		"SPOOL_ALLOWED_TARGET_CIDRS=127.0.0.0/8", "SPOOL_DRAIN_DELAY=0s", "SPOOL_POLL_INTERVAL=200ms",
-		"SPOOL_RETRY_MIN_BACKOFF=50ms", "SPOOL_RETRY_MAX_BACKOFF=500ms", "SPOOL_LOG_LEVEL=warn",
-		"SPOOL_DATABASE_URL=" + o.dsn, "DATABASE_URL=", "SPOOL_DATA_DIR=" + o.dataDir,
+	for attempt := 1; ; attempt++ {
+		in := &instance{api: freePort(t), admin: freePort(t)}
+		env := []string{
+			"SPOOL_HTTP_ADDR=" + in.api, "SPOOL_ADMIN_ADDR=" + in.admin,
+			"SPOOL_API_KEYS=" + testAPIKey, "SPOOL_SIGNING_KEYS=" + signingKey,
+			"SPOOL_ALLOWED_TARGET_CIDRS=127.0.0.0/8", "SPOOL_DRAIN_DELAY=0s", "SPOOL_POLL_INTERVAL=200ms",
+			"SPOOL_RETRY_MIN_BACKOFF=50ms", "SPOOL_RETRY_MAX_BACKOFF=500ms", "SPOOL_LOG_LEVEL=warn",
+			"SPOOL_DATABASE_URL=" + o.dsn, "DATABASE_URL=", "SPOOL_DATA_DIR=" + o.dataDir,
+		}
+		in.proc = startProc(t, name, append(env, o.env...), "serve")
+		probe := in.api
+		if slices.Contains(o.env, "SPOOL_ROLE=worker") {
+			probe = in.admin // a worker has no API listener
+		}
+		if !waitReady(t, "http://"+probe+"/readyz", in.proc, attempt < 5) {
+			return in
+		}
 	}
-	in.proc = startProc(t, name, append(env, o.env...), "serve")
-	probe := in.api
-	if slices.Contains(o.env, "SPOOL_ROLE=worker") {
-		probe = in.admin // a worker has no API listener
-	}
-	waitHTTP(t, "http://"+probe+"/readyz", in.proc)
-	return in
 }
 
+// waitHTTP waits until url answers 200, failing the test if p exits first.
 func waitHTTP(t *testing.T, url string, p *proc) {
+	t.Helper()
+	waitReady(t, url, p, false)
+}
+
+// waitReady waits until url answers 200. With retryBind, a process that
+// exited because its port was taken (another test grabbed it between
+// freePort and the bind) is reported by returning true, so the caller can
+// start it again on fresh ports.
+func waitReady(t *testing.T, url string, p *proc, retryBind bool) (portTaken bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
+		select {
+		case <-p.done:
+			if retryBind && strings.Contains(p.out.String(), "address already in use") {
+				t.Logf("%s lost its port to another test; starting it again", p.name)
+				return true
+			}
+			t.Fatalf("%s exited before %s was ready: %v\n%s", p.name, url, p.err, tail(p.out.String(), 3000))
+		default:
+		}
 		resp, err := http.Get(url)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return
+				// The answer may come from whoever holds the port: make sure
+				// ours is still running and did not fail to bind.
+				select {
+				case <-p.done:
+					continue
+				default:
+				}
+				if !strings.Contains(p.out.String(), "address already in use") {
+					return false
+				}
 			}
-		}
-		select {
-		case <-p.done:
-			t.Fatalf("%s exited before %s was ready: %v\n%s", p.name, url, p.err, tail(p.out.String(), 3000))
-		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s not ready within 20s", url)
@@ -189,10 +215,13 @@ func waitHTTP(t *testing.T, url string, p *proc) {
 
 func startSink(t *testing.T, signingKey string) (*proc, string) {
 	t.Helper()
-	addr := freePort(t)
-	p := startProc(t, "sink", []string{"SPOOL_SIGNING_KEYS=" + signingKey}, "sink", "--addr", addr)
-	waitHTTP(t, "http://"+addr+"/stats", p)
-	return p, "http://" + addr
+	for attempt := 1; ; attempt++ {
+		addr := freePort(t)
+		p := startProc(t, "sink", []string{"SPOOL_SIGNING_KEYS=" + signingKey}, "sink", "--addr", addr)
+		if !waitReady(t, "http://"+addr+"/stats", p, attempt < 5) {
+			return p, "http://" + addr
+		}
+	}
 }
 
 type sinkStats struct {
