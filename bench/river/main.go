@@ -1,0 +1,219 @@
+// Command river-vs-spool reproduces every figure of docs/benchmarks.md. It
+// starts one throwaway PostgreSQL cluster (internal/testpg), and in each run
+// measures, on fresh databases of that cluster:
+//
+//   - River (github.com/riverqueue/river with riverpgxv5), in this process,
+//     with a worker that makes the same signed HTTP POST as Spool's
+//     dispatcher (its own HTTP client, dispatch.NewHTTPClient) to a receiver
+//     in this process (sink + benchstat.Recorder, the code of `spool bench`'s
+//     built-in receiver): one-job-per-transaction inserts from many
+//     goroutines, batched inserts, and the drain of pre-inserted jobs, with
+//     its fetch loop tuned as River's own benchmark tunes it and, for
+//     reference, with River's defaults;
+//   - Spool on PostgreSQL and on SQLite: `spool serve` as a process, driven
+//     by `spool bench` processes (single-task enqueues from many clients,
+//     batched enqueues, drains, enqueue→delivery latency at a fixed rate),
+//     plus its resident memory from /proc.
+//
+// The order of the three rotates from run to run, ratios are computed
+// within a run, and the summary gives medians with their range. It is a
+// module of its own (bench/river) so River never enters Spool's go.mod.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spoolhq/spool/internal/testpg"
+	"github.com/spoolhq/spool/internal/webhook"
+)
+
+// params are the sizes of every scenario; they are written into the results.
+type params struct {
+	Runs          int     `json:"runs"`
+	InsertTasks   int     `json:"insert_tasks"`   // single-task enqueues / one-job inserts per run
+	InsertClients int     `json:"insert_clients"` // concurrent clients for those
+	DrainTasks    int     `json:"drain_tasks"`    // pre-inserted tasks drained (inserted in batches)
+	Batch         int     `json:"batch"`          // tasks per batched insert
+	BatchClients  int     `json:"batch_clients"`  // concurrent clients for batched inserts
+	LatencyTasks  int     `json:"latency_tasks"`
+	LatencyRate   float64 `json:"latency_rate"` // tasks/s
+	Workers       int     `json:"workers"`      // River MaxWorkers (Spool's default SPOOL_WORKERS)
+	RiverPoolSize int32   `json:"river_pool_size"`
+	Stores        string  `json:"stores"`
+	RiverDefaults bool    `json:"river_defaults"`
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var p params
+	var spoolBin, outDir string
+	var profile bool
+	flag.IntVar(&p.Runs, "runs", 3, "runs; the summary gives medians and ranges")
+	flag.IntVar(&p.InsertTasks, "insert-tasks", 10000, "single-task enqueues (River: one-job-per-transaction inserts) per run")
+	flag.IntVar(&p.InsertClients, "insert-clients", 50, "concurrent clients for single-task enqueues")
+	flag.IntVar(&p.DrainTasks, "drain-tasks", 20000, "tasks inserted in batches, then drained")
+	flag.IntVar(&p.Batch, "batch", 100, "tasks per batched insert")
+	flag.IntVar(&p.BatchClients, "batch-clients", 4, "concurrent clients for batched inserts")
+	flag.IntVar(&p.LatencyTasks, "latency-tasks", 10000, "tasks of the fixed-rate latency scenario")
+	flag.Float64Var(&p.LatencyRate, "latency-rate", 1000, "tasks/s of the latency scenario")
+	flag.IntVar(&p.Workers, "workers", 100, "River MaxWorkers (Spool runs with its default SPOOL_WORKERS=100)")
+	pool := flag.Int("river-pool", 4*runtime.GOMAXPROCS(0), "River's pgxpool MaxConns (Spool's default pool is max(4, 4*GOMAXPROCS))")
+	flag.StringVar(&p.Stores, "stores", "postgres,sqlite", "Spool stores to measure")
+	flag.BoolVar(&p.RiverDefaults, "river-defaults", true, "also drain with River's default fetch settings, for reference")
+	flag.StringVar(&spoolBin, "spool", "", "spool binary (default: build ../../cmd/spool)")
+	flag.StringVar(&outDir, "out", "../results", "where results.json, summary.md and benchmarks.svg go")
+	flag.BoolVar(&profile, "profile", false, "save CPU profiles of spool serve (run 1) under OUT/profiles")
+	flag.Parse()
+	p.RiverPoolSize = int32(*pool)
+	if p.Runs < 1 || p.InsertTasks < 1 || p.DrainTasks < 1 || p.LatencyTasks < 1 || p.Batch < 1 || p.Batch > 1000 {
+		return errors.New("sizes must be positive, -batch at most 1000")
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "spool-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	if spoolBin == "" {
+		spoolBin = filepath.Join(work, "spool")
+		log.Info("building spool")
+		build := exec.Command("go", "build", "-trimpath", "-o", spoolBin, "./cmd/spool")
+		build.Dir = "../.."
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			return fmt.Errorf("build spool: %v\n%s", err, out)
+		}
+	}
+	key, err := webhook.GenerateKey()
+	if err != nil {
+		return err
+	}
+
+	pg, err := testpg.Start()
+	if err != nil {
+		return fmt.Errorf("start postgres: %w", err)
+	}
+	defer pg.Close()
+	pgVersion, err := serverVersion(ctx, pg)
+	if err != nil {
+		return err
+	}
+	log.Info("postgres started", "port", pg.Port(), "version", pgVersion)
+
+	res := &results{
+		Started:  time.Now().UTC(),
+		Params:   p,
+		Machine:  describeMachine(),
+		Postgres: pgVersion,
+		Go:       runtime.Version(),
+	}
+	var stores []string
+	for _, s := range strings.Split(p.Stores, ",") {
+		if s = strings.TrimSpace(s); s == "postgres" || s == "sqlite" {
+			stores = append(stores, s)
+		} else if s != "" {
+			return fmt.Errorf("unknown store %q", s)
+		}
+	}
+
+	for i := range p.Runs {
+		r := runResult{Run: i + 1, LoadBefore: loadAvg()}
+		systems := append([]string{"river"}, stores...)
+		// Rotate the order so neither system always runs first (warm
+		// caches) or last (after the other's leftovers).
+		off := i % len(systems)
+		systems = append(systems[off:], systems[:off]...)
+		r.Order = systems
+		for _, sys := range systems {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			log.Info("run", "n", i+1, "system", sys, "load", loadAvg())
+			switch sys {
+			case "river":
+				rr, err := benchRiver(ctx, log, pg, p, key, i+1)
+				if err != nil {
+					return fmt.Errorf("run %d: river: %w", i+1, err)
+				}
+				r.River = rr
+			default:
+				sr, err := benchSpool(ctx, log, spoolEnv{
+					bin: spoolBin, pg: pg, store: sys, key: key, work: work, run: i + 1,
+					profileDir: profileDir(profile && i == 0, outDir),
+				}, p)
+				if err != nil {
+					return fmt.Errorf("run %d: spool on %s: %w", i+1, sys, err)
+				}
+				if sys == "postgres" {
+					r.SpoolPG = sr
+				} else {
+					r.SpoolSQLite = sr
+				}
+			}
+		}
+		r.LoadAfter = loadAvg()
+		r.ratios()
+		res.Runs = append(res.Runs, r)
+		// Written after every run, so an interrupted series keeps its data.
+		if err := res.write(outDir); err != nil {
+			return err
+		}
+	}
+	res.Finished = time.Now().UTC()
+	res.summarize()
+	if err := res.write(outDir); err != nil {
+		return err
+	}
+	fmt.Print(res.markdown())
+	return nil
+}
+
+func profileDir(on bool, out string) string {
+	if !on {
+		return ""
+	}
+	return filepath.Join(out, "profiles")
+}
+
+func (r *results) write(dir string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	if len(r.Summary) == 0 {
+		return nil
+	}
+	if err := os.WriteFile(filepath.Join(dir, "summary.md"), []byte(r.markdown()), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "benchmarks.svg"), r.svg(), 0o644)
+}
