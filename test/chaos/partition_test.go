@@ -204,8 +204,11 @@ func TestNetworkPartition(t *testing.T) {
 	healAt := time.Now()
 	close(hold.release)
 	const (
-		refusedMsg  = "completion refused: lease no longer held"
-		lostMsg     = "lease lost; delivery abandoned"
+		refusedMsg = "completion refused: lease no longer held"
+		lostMsg    = "lease lost; delivery abandoned"
+		// The delivery had ended but its completion was not stored yet when
+		// the heartbeat found the lease gone: refused before it was sent.
+		lostDoneMsg = "lease lost before the completion was stored; the task will be delivered again"
 		notStoreMsg = "completions not stored; their tasks will be rescued and delivered again"
 	)
 	var readyAgain time.Time
@@ -224,6 +227,9 @@ func TestNetworkPartition(t *testing.T) {
 		logs := p.out.String()
 		refused, refusedIDs = countLines(logs, refusedMsg)
 		abandonedLines, lostIDs = countLines(logs, lostMsg)
+		lostDone, lostDoneIDs := countLines(logs, lostDoneMsg)
+		refused += lostDone
+		refusedIDs = append(refusedIDs, lostDoneIDs...)
 		notStored, _ = countLines(logs, notStoreMsg)
 		accounted := map[string]bool{}
 		for _, id := range append(append([]string{}, refusedIDs...), lostIDs...) {
