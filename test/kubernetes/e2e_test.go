@@ -34,8 +34,14 @@ func TestEndToEnd(t *testing.T) {
 		checkRelease(t, cp, release{name: "harness", objs: objs})
 	})
 	t.Run("checks-can-fail", func(t *testing.T) { checksCanFail(t, cp) })
-	for _, r := range renderedReleases(t) {
-		t.Run(r.name, func(t *testing.T) { checkRelease(t, cp, r) })
+	for _, r := range renderedReleases() {
+		t.Run(r.name, func(t *testing.T) {
+			objs, err := r.render()
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkRelease(t, cp, release{name: r.name, objs: objs})
+		})
 	}
 }
 

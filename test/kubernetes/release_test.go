@@ -51,8 +51,8 @@ type applied struct {
 	manifestReplicas map[string]bool
 	hpas             []*autoscalingv2.HorizontalPodAutoscaler
 	pdbs             []*policyv1.PodDisruptionBudget
-	// scaledObjects are the KEDA ScaledObjects' target Deployment names.
-	scaledObjects map[string]bool
+	// scaledObjects are the KEDA ScaledObjects by target Deployment name.
+	scaledObjects map[string]scaledObject
 	// manifests are the Deployments as rendered, to re-apply changed.
 	manifests map[string]*unstructured.Unstructured
 }
@@ -71,14 +71,13 @@ func checkRelease(t *testing.T, cp *controlplane.ControlPlane, r release) {
 			if _, pods, err := cp.WaitDeploymentAvailable(ctx, a.ns, d.Name, want, waitTimeout); err != nil {
 				t.Fatal(err)
 			} else {
-				checkSpread(t, cp, d.Name, pods, true)
+				checkSpread(t, cp, d.Name, pods)
 			}
 
 			t.Run("rolling-update", func(t *testing.T) { checkRollingUpdate(t, cp, a, d, want) })
 			t.Run("pdb-at-desired", func(t *testing.T) { checkBudgetAtDesired(t, cp, a, d, want) })
 			t.Run("scale-to-5", func(t *testing.T) { checkScale(t, cp, a, d) })
-			// Evictions last: the recovery after the uncordon may leave
-			// two pods on one node (see checkSpread).
+			// Evictions at the scaled count: the budget over 5 pods.
 			t.Run("pdb-eviction", func(t *testing.T) { checkEviction(t, cp, a, d, scaleTo) })
 		})
 	}
@@ -94,7 +93,7 @@ func installRelease(t *testing.T, cp *controlplane.ControlPlane, r release) appl
 	a := applied{
 		ns:               "spool-" + r.name,
 		manifestReplicas: map[string]bool{},
-		scaledObjects:    map[string]bool{},
+		scaledObjects:    map[string]scaledObject{},
 		manifests:        map[string]*unstructured.Unstructured{},
 	}
 	if err := cp.RestrictedNamespace(ctx, a.ns); err != nil {
@@ -151,7 +150,78 @@ func installRelease(t *testing.T, cp *controlplane.ControlPlane, r release) appl
 		t.FailNow()
 	}
 	t.Logf("%s: %d objects accepted into %s", r.name, len(objs), a.ns)
+	for _, so := range a.scaledObjects {
+		hpa, err := standInForKEDA(ctx, cp, a.ns, so)
+		if err != nil {
+			t.Fatalf("%s: %v", r.name, err)
+		}
+		t.Logf("%s: no KEDA here: created HPA %s (%d–%d replicas of %s) as KEDA would for ScaledObject %s",
+			r.name, hpa.Name, *hpa.Spec.MinReplicas, hpa.Spec.MaxReplicas, so.target, so.name)
+		a.hpas = append(a.hpas, hpa)
+	}
 	return a
+}
+
+// scaledObject is what the checks need from a KEDA ScaledObject.
+type scaledObject struct {
+	name, target, hpaName string
+	minReplicas           int32 // KEDA's default is 0
+	maxReplicas           int32 // KEDA's default is 100
+}
+
+func parseScaledObject(u *unstructured.Unstructured) (scaledObject, error) {
+	so := scaledObject{name: u.GetName(), maxReplicas: 100}
+	kind, _, _ := unstructured.NestedString(u.Object, "spec", "scaleTargetRef", "kind")
+	if kind != "" && kind != "Deployment" {
+		return so, nil
+	}
+	so.target, _, _ = unstructured.NestedString(u.Object, "spec", "scaleTargetRef", "name")
+	so.hpaName, _, _ = unstructured.NestedString(u.Object, "spec", "advanced", "horizontalPodAutoscalerConfig", "name")
+	if so.hpaName == "" {
+		so.hpaName = "keda-hpa-" + so.name
+	}
+	if v, ok, err := unstructured.NestedInt64(u.Object, "spec", "minReplicaCount"); err != nil {
+		return so, fmt.Errorf("ScaledObject %s minReplicaCount: %w", so.name, err)
+	} else if ok {
+		so.minReplicas = int32(v)
+	}
+	if v, ok, err := unstructured.NestedInt64(u.Object, "spec", "maxReplicaCount"); err != nil {
+		return so, fmt.Errorf("ScaledObject %s maxReplicaCount: %w", so.name, err)
+	} else if ok {
+		so.maxReplicas = int32(v)
+	}
+	return so, nil
+}
+
+// standInForKEDA creates the HorizontalPodAutoscaler KEDA's operator would
+// create for the ScaledObject (same name, target and bounds; a CPU metric
+// in place of KEDA's external queue-depth metric), so the worker
+// Deployment is held at its minimum by the real HPA controller as it would
+// be in a cluster running KEDA. A minimum of 0 (scale to zero) is KEDA's
+// own business; the stand-in keeps 1.
+func standInForKEDA(ctx context.Context, cp *controlplane.ControlPlane, ns string, so scaledObject) (*autoscalingv2.HorizontalPodAutoscaler, error) {
+	minReplicas := max(so.minReplicas, 1)
+	util := int32(70)
+	hpa := &autoscalingv2.HorizontalPodAutoscaler{
+		ObjectMeta: metav1.ObjectMeta{Name: so.hpaName, Namespace: ns, Labels: map[string]string{"app.kubernetes.io/managed-by": "keda-operator"}},
+		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
+			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: so.target},
+			MinReplicas:    &minReplicas,
+			MaxReplicas:    so.maxReplicas,
+			Metrics: []autoscalingv2.MetricSpec{{
+				Type: autoscalingv2.ResourceMetricSourceType,
+				Resource: &autoscalingv2.ResourceMetricSource{
+					Name:   corev1.ResourceCPU,
+					Target: autoscalingv2.MetricTarget{Type: autoscalingv2.UtilizationMetricType, AverageUtilization: &util},
+				},
+			}},
+		},
+	}
+	out, err := cp.Client.AutoscalingV2().HorizontalPodAutoscalers(ns).Create(ctx, hpa, metav1.CreateOptions{FieldManager: "keda-stand-in"})
+	if err != nil {
+		return nil, fmt.Errorf("stand-in HPA for ScaledObject %s: %w", so.name, err)
+	}
+	return out, nil
 }
 
 // operatorGroups are the API groups of the operators Spool's production
@@ -205,10 +275,12 @@ func (a *applied) record(manifest, stored *unstructured.Unstructured) error {
 		}
 		a.pdbs = append(a.pdbs, &p)
 	case schema.GroupKind{Group: "keda.sh", Kind: "ScaledObject"}:
-		name, _, _ := unstructured.NestedString(stored.Object, "spec", "scaleTargetRef", "name")
-		kind, _, _ := unstructured.NestedString(stored.Object, "spec", "scaleTargetRef", "kind")
-		if kind == "" || kind == "Deployment" {
-			a.scaledObjects[name] = true
+		so, err := parseScaledObject(stored)
+		if err != nil {
+			return err
+		}
+		if so.target != "" {
+			a.scaledObjects[so.target] = so
 		}
 	}
 	return nil
@@ -247,25 +319,23 @@ func (a *applied) pdbFor(t *testing.T, d *appsv1.Deployment) *policyv1.PodDisrup
 
 // desiredReplicas is the count the Deployment must reach with nobody
 // scaling it by hand: the HPA's minReplicas when an HPA owns it (the HPA
-// controller scales up to it even without a metrics API), the manifest's
-// replicas otherwise, and the API default of 1 for a KEDA ScaledObject's
-// target (no KEDA runs here).
+// controller scales up to it even without a metrics API; for a KEDA
+// ScaledObject that is the stand-in HPA installRelease creates), the
+// manifest's replicas otherwise.
 func desiredReplicas(t *testing.T, a applied, d *appsv1.Deployment) int32 {
 	hpa := a.hpaFor(d)
-	autoscaled := hpa != nil || a.scaledObjects[d.Name]
+	_, keda := a.scaledObjects[d.Name]
+	autoscaled := hpa != nil || keda
 	if autoscaled && a.manifestReplicas[d.Name] {
 		t.Errorf("Deployment %s sets replicas although an autoscaler owns it: every apply would fight the autoscaler", d.Name)
 	}
-	switch {
-	case hpa != nil:
+	if hpa != nil {
 		minReplicas := int32(1)
 		if hpa.Spec.MinReplicas != nil {
 			minReplicas = *hpa.Spec.MinReplicas
 		}
 		t.Logf("%s: owned by HPA %s, expecting its minReplicas %d", d.Name, hpa.Name, minReplicas)
 		return minReplicas
-	case a.scaledObjects[d.Name]:
-		t.Logf("%s: owned by a KEDA ScaledObject (KEDA is not running here), expecting the API default of 1 replica", d.Name)
 	}
 	if d.Spec.Replicas == nil {
 		return 1
@@ -273,24 +343,16 @@ func desiredReplicas(t *testing.T, a applied, d *appsv1.Deployment) int32 {
 	return *d.Spec.Replicas
 }
 
-// checkSpread asserts the pods spread over zones with skew at most 1 and,
-// when nodes is true, over nodes: no node holds more pods than an even
-// spread would put there.
-//
-// The node check is skipped after an uncordon: nodes come back one API
-// call at a time and the scheduler places the waiting replacement on the
-// first that is schedulable again, which a ScheduleAnyway hostname
-// constraint allows. The zone check holds even then, because a cordoned
-// node still counts as a domain of a DoNotSchedule zone constraint.
-func checkSpread(t *testing.T, cp *controlplane.ControlPlane, name string, pods []corev1.Pod, nodeCheck bool) {
+// checkSpread asserts the pods spread over zones with skew at most 1 and
+// over nodes: no node holds more pods than an even
+// spread would put there. (The node constraint is ScheduleAnyway, a
+// preference; on empty, equal nodes the scheduler's spread score decides.)
+func checkSpread(t *testing.T, cp *controlplane.ControlPlane, name string, pods []corev1.Pod) {
 	t.Helper()
 	zones, nodes := cp.Spread(pods)
 	t.Logf("%s: %d pods, per zone %v, per node %v", name, len(pods), zones, nodes)
 	if s := controlplane.Skew(zones); s > 1 {
 		t.Errorf("%s: zone skew %d > 1: %v", name, s, zones)
-	}
-	if !nodeCheck {
-		return
 	}
 	perNode := (len(pods) + len(cp.Nodes) - 1) / len(cp.Nodes)
 	for n, c := range nodes {
@@ -508,12 +570,16 @@ func settledBudget(t *testing.T, cp *controlplane.ControlPlane, a applied, pdb *
 	return cur
 }
 
-// checkEviction drains by the eviction API with every node cordoned, so an
-// evicted pod's replacement cannot become Ready: exactly the disruptions
-// the PDB allows succeed, and the next eviction is refused with 429 Too
-// Many Requests, both at once and after the disruption controller has
-// recomputed the budget. The nodes are uncordoned and the Deployment
-// recovers afterwards.
+// checkEviction drains by the eviction API with the kubelets paused, so an
+// evicted pod's replacement is scheduled but cannot become Ready: exactly
+// the disruptions the PDB allows succeed, and the next eviction is refused
+// with 429 Too Many Requests, both at once and after the disruption
+// controller has recounted. The kubelets resume and the Deployment
+// recovers afterwards, still spread.
+//
+// Pausing the kubelets rather than cordoning the nodes keeps the recovery
+// deterministic: uncordoning happens node by node, and the waiting
+// replacement lands on whichever node is schedulable first.
 func checkEviction(t *testing.T, cp *controlplane.ControlPlane, a applied, d *appsv1.Deployment, want int32) {
 	ctx := t.Context()
 	pdb := a.pdbFor(t, d)
@@ -525,19 +591,17 @@ func checkEviction(t *testing.T, cp *controlplane.ControlPlane, a applied, d *ap
 	allowed := cur.Status.DisruptionsAllowed
 	t.Logf("%s: PDB %s at %d replicas: desiredHealthy %d, disruptionsAllowed %d", d.Name, pdb.Name, want, cur.Status.DesiredHealthy, allowed)
 
-	if err := cp.Cordon(ctx, true); err != nil {
-		t.Fatal(err)
-	}
-	uncordoned := false
-	uncordon := func() {
-		if !uncordoned {
-			uncordoned = true
-			if err := cp.Cordon(context.Background(), false); err != nil {
+	cp.PauseKubelets()
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			if err := cp.ResumeKubelets(); err != nil {
 				t.Error(err)
 			}
 		}
 	}
-	defer uncordon()
+	defer resume()
 
 	dep, err := cp.Client.AppsV1().Deployments(a.ns).Get(ctx, d.Name, metav1.GetOptions{})
 	if err != nil {
@@ -589,23 +653,24 @@ func checkEviction(t *testing.T, cp *controlplane.ControlPlane, a applied, d *ap
 	if err := evict(victim); !apierrors.IsTooManyRequests(err) {
 		t.Errorf("eviction with the budget spent (steady state): got %v, want 429 Too Many Requests", err)
 	}
-	if _, err := cp.Client.CoreV1().Pods(a.ns).Get(ctx, victim, metav1.GetOptions{}); err != nil {
-		t.Errorf("the refused eviction still removed pod %s: %v", victim, err)
+	if p, err := cp.Client.CoreV1().Pods(a.ns).Get(ctx, victim, metav1.GetOptions{}); err != nil || p.DeletionTimestamp != nil {
+		t.Errorf("the refused eviction still removed pod %s (%v)", victim, err)
 	}
 
-	uncordon()
+	resume()
 	if _, pods, err := cp.WaitDeploymentAvailable(ctx, a.ns, d.Name, want, waitTimeout); err != nil {
 		t.Fatal(err)
 	} else {
-		checkSpread(t, cp, d.Name, pods, false)
+		checkSpread(t, cp, d.Name, pods)
 	}
 }
 
 // checkScale scales the Deployment to scaleTo replicas the way its owner
 // would: through the HPA's minReplicas when an HPA owns it (a hand scale
-// would be undone by the HPA once metrics flow), through the scale
-// subresource otherwise (`kubectl scale`, or KEDA's HPA for a ScaledObject
-// target). The new pods must become available and keep the spread.
+// would be undone by the HPA once metrics flow; for a KEDA target this is
+// raising minReplicaCount), through the scale subresource otherwise
+// (`kubectl scale`). The new pods must become available and keep the
+// spread.
 func checkScale(t *testing.T, cp *controlplane.ControlPlane, a applied, d *appsv1.Deployment) {
 	ctx := t.Context()
 	if hpa := a.hpaFor(d); hpa != nil {
@@ -628,5 +693,5 @@ func checkScale(t *testing.T, cp *controlplane.ControlPlane, a applied, d *appsv
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkSpread(t, cp, d.Name, pods, true)
+	checkSpread(t, cp, d.Name, pods)
 }

@@ -121,6 +121,48 @@ type ControlPlane struct {
 	Nodes    []string
 	NodeZone map[string]string
 	Zones    []string
+
+	kubeconfigPath string
+	kwokBase       context.Context // parent of each kwok run, with its logger
+	kwokMu         sync.Mutex
+	kwokStop       context.CancelFunc // nil while the kubelets are paused
+}
+
+// PauseKubelets stops the simulated kubelets (kwok), as if every node's
+// kubelet hung: pods already Running stay Ready, new pods are scheduled but
+// never become Ready, and terminating pods are not removed. Node leases are
+// not renewed either, so a pause must stay well under the 40s lease.
+func (cp *ControlPlane) PauseKubelets() {
+	cp.stopKubelets()
+	// kwok's workers notice the cancellation asynchronously; let a status
+	// patch already on the wire land before the caller relies on the pause.
+	time.Sleep(300 * time.Millisecond)
+}
+
+func (cp *ControlPlane) stopKubelets() {
+	cp.kwokMu.Lock()
+	defer cp.kwokMu.Unlock()
+	if cp.kwokStop != nil {
+		cp.kwokStop()
+		cp.kwokStop = nil
+	}
+}
+
+// ResumeKubelets starts the simulated kubelets (again): kwok lists every
+// pod and node and catches up.
+func (cp *ControlPlane) ResumeKubelets() error {
+	cp.kwokMu.Lock()
+	defer cp.kwokMu.Unlock()
+	if cp.kwokStop != nil {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(cp.kwokBase)
+	if err := startKwok(ctx, cp.kubeconfigPath); err != nil {
+		cancel()
+		return fmt.Errorf("start kwok: %w", err)
+	}
+	cp.kwokStop = cancel
+	return nil
 }
 
 // Start brings up etcd, kube-apiserver, kube-scheduler,
@@ -232,10 +274,11 @@ func Start(t *testing.T, opts Options) *ControlPlane {
 
 	// kwok stops before the API server does (cleanups run last-in,
 	// first-out), so it never retries against a server going away.
-	kwokCtx, stopKwok := context.WithCancel(kwoklog.NewContext(tCtx, kwoklog.NewLogger(logFile, kwoklog.LevelInfo)))
-	t.Cleanup(stopKwok)
-	if err := startKwok(kwokCtx, kubeconfigPath); err != nil {
-		t.Fatalf("controlplane: start kwok: %v", err)
+	cp.kwokBase = kwoklog.NewContext(tCtx, kwoklog.NewLogger(logFile, kwoklog.LevelInfo))
+	cp.kubeconfigPath = kubeconfigPath
+	t.Cleanup(cp.stopKubelets)
+	if err := cp.ResumeKubelets(); err != nil {
+		t.Fatalf("controlplane: %v", err)
 	}
 	if err := cp.registerNodes(tCtx, opts); err != nil {
 		t.Fatalf("controlplane: %v", err)
