@@ -13,6 +13,7 @@ build: ## the static binary in bin/spool
 test: ## every test: unit, both stores (real PostgreSQL started by the tests), end-to-end; the container tests too when a Docker engine answers
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
+	$(MAKE) test-kubernetes
 	$(MAKE) test-manifests
 	@if [ "$$SPOOL_TEST_REQUIRE_DOCKER" = 1 ] || docker info >/dev/null 2>&1; then $(MAKE) test-docker; else echo "no Docker engine: skipping make test-docker"; fi
 
@@ -30,6 +31,14 @@ test-manifests: ## render every Kustomize overlay and the Helm chart; strict dec
 test-docker: ## the container image and Compose stack on the local Docker engine
 	$(GO) vet -tags docker ./test/docker/
 	$(GO) test -tags docker -count=1 -timeout 20m -v ./test/docker/
+
+# test-kubernetes: deploy/'s manifests on a real in-process control plane, in
+# the separate module test/kubernetes so k8s.io/kubernetes stays out of the
+# main module. Minutes to compile from cold, about three to run. Never built with
+# -trimpath: the API server's test certificates are found beside its source.
+.PHONY: test-kubernetes
+test-kubernetes: ## manifests on an in-process Kubernetes control plane (etcd, apiserver, scheduler, controller-manager, kwok nodes)
+	cd test/kubernetes && $(GO) vet ./... && $(GO) test -trimpath=false -count=1 -timeout 20m -v ./...
 
 # soak: the long soak (test/soak): spool serve on SQLite and PostgreSQL under
 # a steady mixed load, RSS and goroutines sampled, pruning watched. `go test
