@@ -29,6 +29,9 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -203,6 +206,11 @@ func Start(t *testing.T, opts Options) *ControlPlane {
 		}
 	}
 	etcdConfig.InitialCluster = etcdConfig.InitialClusterFromName(etcdConfig.Name)
+	// etcd's own log joins the components' (its shutdown errors, expected
+	// at teardown, would otherwise end every verbose test run).
+	etcdConfig.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(zapcore.NewCore(
+		zapcore.NewConsoleEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logFile), zapcore.WarnLevel,
+	)).Named("etcd-server"))
 	etcdClient := etcdtesting.RunEtcd(t, etcdConfig)
 	storage := storagebackend.NewDefaultConfig("/registry", nil)
 	storage.Transport.ServerList = etcdClient.Endpoints()
@@ -443,15 +451,6 @@ func (cp *ControlPlane) RESTMapping(gvk schema.GroupVersionKind) (*meta.RESTMapp
 		return nil, fmt.Errorf("rest mapping %s: %w", gvk, err)
 	}
 	return m, nil
-}
-
-// WriteKubeconfig writes a kubeconfig for the control plane, for debugging
-// with kubectl while a test is paused.
-func (cp *ControlPlane) WriteKubeconfig(path string) error {
-	if err := clientcmd.WriteToFile(*kubeconfig.CreateKubeConfig(cp.Config), path); err != nil {
-		return fmt.Errorf("write kubeconfig: %w", err)
-	}
-	return os.Chmod(path, 0o600)
 }
 
 // LogEnv names a file to keep the control plane's logs in; by default they

@@ -10,7 +10,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
@@ -164,16 +163,4 @@ func Skew(counts map[string]int) int {
 		vals = append(vals, v)
 	}
 	return slices.Max(vals) - slices.Min(vals)
-}
-
-// Cordon marks every node unschedulable (or schedulable again), as
-// `kubectl cordon` does.
-func (cp *ControlPlane) Cordon(ctx context.Context, unschedulable bool) error {
-	for _, name := range cp.Nodes {
-		patch := fmt.Appendf(nil, `{"spec":{"unschedulable":%t}}`, unschedulable)
-		if _, err := cp.Client.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-			return fmt.Errorf("cordon %s=%t: %w", name, unschedulable, err)
-		}
-	}
-	return nil
 }
