@@ -54,6 +54,7 @@ type params struct {
 	RiverPoolSize int32   `json:"river_pool_size"`
 	Stores        string  `json:"stores"`
 	RiverDefaults bool    `json:"river_defaults"`
+	MaxLoad       float64 `json:"max_load"` // wait for the 1-minute load to drop below this before each system
 }
 
 func main() {
@@ -81,6 +82,8 @@ func run() error {
 	flag.BoolVar(&p.RiverDefaults, "river-defaults", true, "also drain with River's default fetch settings, for reference")
 	flag.StringVar(&spoolBin, "spool", "", "spool binary (default: build ../../cmd/spool)")
 	flag.StringVar(&outDir, "out", "../results", "where results.json, summary.md and benchmarks.svg go")
+	flag.Float64Var(&p.MaxLoad, "max-load", 2, "before each system's turn, wait (up to -load-wait) for the 1-minute load average to drop below this; 0 = never wait")
+	loadWait := flag.Duration("load-wait", 5*time.Minute, "longest wait for -max-load")
 	flag.BoolVar(&profile, "profile", false, "save CPU profiles of spool serve (run 1) under OUT/profiles")
 	flag.Parse()
 	p.RiverPoolSize = int32(*pool)
@@ -154,7 +157,12 @@ func run() error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			log.Info("run", "n", i+1, "system", sys, "load", loadAvg())
+			load := loadAvg()
+			if p.MaxLoad > 0 {
+				load = waitForQuiet(ctx, p.MaxLoad, *loadWait, log.Info)
+			}
+			r.LoadAtStart = append(r.LoadAtStart, load)
+			log.Info("run", "n", i+1, "system", sys, "load", load)
 			switch sys {
 			case "river":
 				rr, err := benchRiver(ctx, log, pg, p, key, i+1)

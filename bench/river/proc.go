@@ -210,3 +210,135 @@ func dropDB(pg *testpg.Server, name string) {
 	defer conn.Close(context.Background())
 	_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") // best effort: the cluster is thrown away
 }
+
+// waitSampler samples pg_stat_activity of one database every 10ms while a
+// scenario runs: what its sessions were doing (running, idle, waiting on a
+// lock, on the WAL, on the client…). It is the PostgreSQL side of the
+// profile evidence; the share of "Lock" or "LWLock" samples shows
+// serialisation, "Client:ClientRead" a session waiting for its client.
+//
+// It also counts the write transactions of the phase: the advance of the
+// cluster's next transaction id, which only transactions that write take
+// (read-only ones and this sampler take none). pg_stat_database's commit
+// counts would do too, but backends publish them up to 10s late.
+type waitSampler struct {
+	stop func() (sessions map[string]float64, writeXacts int64)
+}
+
+func nextXid(ctx context.Context, conn *pgx.Conn) int64 {
+	var n int64
+	_ = conn.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint`).Scan(&n) // 0 on error: shown as such
+	return n
+}
+
+func sampleWaits(ctx context.Context, pg *testpg.Server, db string) *waitSampler {
+	ctx, cancel := context.WithCancel(ctx)
+	counts := map[string]int{}
+	samples := 0
+	done := make(chan struct{})
+	conn, err := pgx.Connect(ctx, pg.DSN("postgres"))
+	if err != nil {
+		cancel()
+		return &waitSampler{stop: func() (map[string]float64, int64) { return nil, 0 }}
+	}
+	xid0 := nextXid(ctx, conn)
+	go func() {
+		defer close(done)
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			rows, err := conn.Query(ctx, `SELECT state, coalesce(wait_event_type, ''), coalesce(wait_event, '')
+				FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'`, db)
+			if err != nil {
+				return
+			}
+			for rows.Next() {
+				var state, typ, ev string
+				if rows.Scan(&state, &typ, &ev) != nil {
+					continue
+				}
+				key := state
+				switch {
+				case state == "active" && typ == "":
+					key = "active (on CPU)"
+				case typ != "":
+					key = state + " " + typ + ":" + ev
+				}
+				counts[key]++
+			}
+			rows.Close()
+			samples++
+		}
+	}()
+	return &waitSampler{stop: func() (map[string]float64, int64) {
+		cancel()
+		<-done
+		defer conn.Close(context.Background())
+		commits := nextXid(context.Background(), conn) - xid0
+		out := map[string]float64{}
+		for k, n := range counts {
+			// Average number of sessions in that state at any moment.
+			out[k] = float64(n) / float64(max(samples, 1))
+		}
+		return out, commits
+	}}
+}
+
+// machineBusy is the CPU time all processes have used since boot
+// (/proc/stat: everything but idle and iowait).
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var ticks int64
+	for i, v := range f[1:9] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTick
+}
+
+// otherCores is how many cores, on average over wall, processes other
+// than the measured ones kept busy: the machine is shared, and this says
+// by how much each figure was disturbed.
+func otherCores(busy, ours, wall time.Duration) float64 {
+	if wall <= 0 {
+		return 0
+	}
+	return max(0, (busy-ours).Seconds()/wall.Seconds())
+}
+
+// waitForQuiet waits until the 1-minute load average is below limit, or
+// for at most patience. It returns the load it started with.
+func waitForQuiet(ctx context.Context, limit float64, patience time.Duration, log func(msg string, args ...any)) float64 {
+	deadline := time.Now().Add(patience)
+	first := true
+	for {
+		l := loadAvg()
+		if l < limit || time.Now().After(deadline) || ctx.Err() != nil {
+			return l
+		}
+		if first {
+			log("waiting for the machine to quieten", "load", l, "limit", limit, "at_most", patience)
+			first = false
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Second):
+		}
+	}
+}

@@ -27,6 +27,7 @@ type runResult struct {
 	Order       []string           `json:"order"`
 	LoadBefore  float64            `json:"load_before"` // 1-minute load average
 	LoadAfter   float64            `json:"load_after"`
+	LoadAtStart []float64          `json:"load_at_start"` // of each system's turn, in Order
 	River       *riverResult       `json:"river"`
 	SpoolPG     *spoolResult       `json:"spool_postgres,omitempty"`
 	SpoolSQLite *spoolResult       `json:"spool_sqlite,omitempty"`
@@ -79,11 +80,15 @@ func spoolFig(store, key, label, unit string, f func(*spoolResult) float64) figu
 		s := r.SpoolPG
 		if store == "sqlite" {
 			s = r.SpoolSQLite
+			if unit == "xacts" || strings.Contains(key, "_pg_") {
+				return 0, false // no PostgreSQL behind SQLite
+			}
 		}
 		if s == nil {
 			return 0, false
 		}
-		return f(s), true
+		v := f(s)
+		return v, !math.IsNaN(v)
 	}}
 }
 
@@ -117,6 +122,12 @@ func figures() []figure {
 		riverFig("insert_cpu_per_1k", "River: insert CPU s/1k jobs (River process + PostgreSQL)", "s", func(r *riverResult) float64 {
 			return perK(r.Insert.SelfCPU+r.Insert.PostgresCPU, r.Insert.Tasks)
 		}),
+		riverFig("insert_xacts_per_task", "River: PostgreSQL write transactions per job, one-job inserts", "xacts", func(r *riverResult) float64 {
+			return float64(r.Insert.PGWriteXacts) / float64(max(r.Insert.Tasks, 1))
+		}),
+		riverFig("drain_xacts_per_task", "River: PostgreSQL write transactions per job, drain", "xacts", func(r *riverResult) float64 {
+			return float64(r.Drain.PGWriteXacts) / float64(max(r.Drain.Tasks, 1))
+		}),
 		riverFig("drain_cpu_per_1k", "River: drain CPU s/1k jobs (River process incl. receiver + PostgreSQL)", "s", func(r *riverResult) float64 {
 			return perK(r.Drain.SelfCPU+r.Drain.PostgresCPU, r.Drain.Tasks)
 		}),
@@ -145,6 +156,24 @@ func figures() []figure {
 			spoolFig(st, "single_cpu_client_per_1k", name+": single enqueue + drain CPU s/1k tasks, spool bench (clients + receiver)", "s", func(s *spoolResult) float64 {
 				return perK(s.Single.ClientCPU, s.Single.Bench.Enqueue.Tasks)
 			}),
+			spoolFig(st, "single_xacts_per_task", name+": PostgreSQL write transactions per task, single enqueue + drain", "xacts", func(s *spoolResult) float64 {
+				return float64(s.Single.PGWriteXacts) / float64(max(s.Single.Bench.Enqueue.Tasks, 1))
+			}),
+			spoolFig(st, "batch_xacts_per_task", name+": PostgreSQL write transactions per task, batched enqueue + drain", "xacts", func(s *spoolResult) float64 {
+				return float64(s.Batch.PGWriteXacts) / float64(max(s.Batch.Bench.Enqueue.Tasks, 1))
+			}),
+			spoolFig(st, "latency_xacts_per_task", name+": PostgreSQL write transactions per task at the fixed rate", "xacts", func(s *spoolResult) float64 {
+				return float64(s.Latency.PGWriteXacts) / float64(max(s.Latency.Bench.Enqueue.Tasks, 1))
+			}),
+			spoolFig(st, "latency_cpu_serve_per_1k", name+": CPU s/1k tasks at the fixed rate, spool serve", "s", func(s *spoolResult) float64 {
+				return perK(s.Latency.ServeCPU, s.Latency.Bench.Enqueue.Tasks)
+			}),
+			spoolFig(st, "latency_cpu_pg_per_1k", name+": CPU s/1k tasks at the fixed rate, PostgreSQL", "s", func(s *spoolResult) float64 {
+				return perK(s.Latency.PostgresCPU, s.Latency.Bench.Enqueue.Tasks)
+			}),
+			spoolFig(st, "latency_request_p99", name+": enqueue request round trip p99 at the fixed rate", "ms", func(s *spoolResult) float64 {
+				return s.Latency.Bench.Enqueue.RequestLatency.P99MS
+			}),
 			spoolFig(st, "batch_cpu_serve_per_1k", name+": batch enqueue + drain CPU s/1k tasks, spool serve", "s", func(s *spoolResult) float64 {
 				return perK(s.Batch.ServeCPU, s.Batch.Bench.Enqueue.Tasks)
 			}),
@@ -162,6 +191,27 @@ func figures() []figure {
 	}
 	fs = append(fs, ratioFig("river_tuned_vs_default_drain", "River tuned ÷ River defaults (drain)"))
 	return fs
+}
+
+// otherCores is the mean, over every measured phase of a run, of the cores
+// other processes kept busy.
+func (r *runResult) otherCores() (mean, peak float64) {
+	var xs []float64
+	if rv := r.River; rv != nil {
+		for _, p := range []riverPhase{rv.Insert, rv.BatchInsert, rv.DrainSingle, rv.Drain} {
+			xs = append(xs, p.OtherCores)
+		}
+	}
+	for _, s := range []*spoolResult{r.SpoolPG, r.SpoolSQLite} {
+		if s != nil {
+			xs = append(xs, s.Single.OtherCores, s.Batch.OtherCores, s.Latency.OtherCores)
+		}
+	}
+	for _, x := range xs {
+		mean += x / float64(len(xs))
+		peak = max(peak, x)
+	}
+	return mean, peak
 }
 
 func (r *results) summarize() {
@@ -185,7 +235,7 @@ func fmtNum(v float64, unit string) string {
 		return "–"
 	case unit == "×":
 		return fmt.Sprintf("%.2f", v)
-	case unit == "s":
+	case unit == "s", unit == "xacts":
 		return fmt.Sprintf("%.3f", v)
 	case v >= 100:
 		return fmt.Sprintf("%.0f", v)
@@ -224,9 +274,21 @@ func (r *results) markdown() string {
 		r.Machine.CPU, r.Machine.Cores, r.Machine.MemoryMB, r.Machine.Kernel, r.Postgres, r.Go)
 	var loads []string
 	for _, run := range r.Runs {
-		loads = append(loads, fmt.Sprintf("run %d: %.2f → %.2f", run.Run, run.LoadBefore, run.LoadAfter))
+		var at []string
+		for i, sys := range run.Order {
+			if i < len(run.LoadAtStart) {
+				at = append(at, fmt.Sprintf("%s %.2f", sys, run.LoadAtStart[i]))
+			}
+		}
+		loads = append(loads, fmt.Sprintf("run %d: %.2f → %.2f (at each start: %s)", run.Run, run.LoadBefore, run.LoadAfter, strings.Join(at, ", ")))
 	}
-	fmt.Fprintf(&b, "Load average (1 min) before → after each run: %s.\n\n", strings.Join(loads, "; "))
+	fmt.Fprintf(&b, "Load average (1 min) before → after each run: %s.\n", strings.Join(loads, "; "))
+	var other []string
+	for _, run := range r.Runs {
+		mean, peak := run.otherCores()
+		other = append(other, fmt.Sprintf("run %d: %.2f (peak %.2f)", run.Run, mean, peak))
+	}
+	fmt.Fprintf(&b, "Cores kept busy by other processes during the measured phases, mean over phases: %s.\n\n", strings.Join(other, "; "))
 	p := r.Params
 	fmt.Fprintf(&b, "%d runs; %d single-task enqueues from %d clients; %d tasks drained (enqueued in batches of %d by %d clients); latency: %d tasks at %g/s; River MaxWorkers %d, pool %d.\n\n",
 		p.Runs, p.InsertTasks, p.InsertClients, p.DrainTasks, p.Batch, p.BatchClients, p.LatencyTasks, p.LatencyRate, p.Workers, p.RiverPoolSize)
@@ -268,6 +330,8 @@ func unitText(unit string) string {
 		return "tasks/s"
 	case "s":
 		return "CPU s per 1k tasks"
+	case "xacts":
+		return "write transactions per task"
 	}
 	return unit
 }

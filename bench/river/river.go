@@ -90,6 +90,10 @@ type riverPhase struct {
 	PerSecond   float64 `json:"per_second"`
 	SelfCPU     float64 `json:"self_cpu_seconds"` // River, its worker and the receiver (this process)
 	PostgresCPU float64 `json:"postgres_cpu_seconds"`
+	OtherCores  float64 `json:"other_cores"` // see phaseResult
+	// PGSessions: see phaseResult.
+	PGSessions   map[string]float64 `json:"pg_sessions,omitempty"`
+	PGWriteXacts int64              `json:"pg_write_xacts"`
 }
 
 type riverResult struct {
@@ -170,10 +174,15 @@ func benchRiver(ctx context.Context, log *slog.Logger, pg *testpg.Server, p para
 	r := &riverResult{}
 	var ids []int64
 	measure := func(ph *riverPhase, n int, f func() (time.Duration, error)) error {
-		self0, pg0 := selfCPU(), postgresCPU(pg)
+		waits := sampleWaits(ctx, pg, name)
+		self0, pg0, busy0 := selfCPU(), postgresCPU(pg), machineBusy()
+		start := time.Now()
 		d, err := f()
+		wall, busy := time.Since(start), machineBusy()-busy0
 		*ph = riverPhase{Tasks: n, Seconds: d.Seconds(), PerSecond: float64(n) / d.Seconds(),
 			SelfCPU: (selfCPU() - self0).Seconds(), PostgresCPU: (postgresCPU(pg) - pg0).Seconds()}
+		ph.OtherCores = otherCores(busy, time.Duration((ph.SelfCPU+ph.PostgresCPU)*float64(time.Second)), wall)
+		ph.PGSessions, ph.PGWriteXacts = waits.stop()
 		return err
 	}
 

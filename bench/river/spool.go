@@ -30,6 +30,7 @@ type spoolEnv struct {
 	work       string
 	run        int
 	profileDir string // "" = no profiles
+	db         string // set by benchSpool on PostgreSQL
 }
 
 // benchOut is the JSON `spool bench --output json` prints (internal/cli).
@@ -60,6 +61,14 @@ type phaseResult struct {
 	PostgresCPU float64  `json:"postgres_cpu_seconds"`
 	ClientCPU   float64  `json:"client_cpu_seconds"` // spool bench: enqueue clients and the receiver
 	Seconds     float64  `json:"wall_seconds"`
+	// OtherCores is the average number of cores other processes (other
+	// work on the machine) kept busy during the phase.
+	OtherCores float64 `json:"other_cores"`
+	// PGSessions is, by state and wait event, the average number of the
+	// database's sessions in it during the phase (PostgreSQL store only).
+	PGSessions map[string]float64 `json:"pg_sessions,omitempty"`
+	// PGWriteXacts is how many write transactions the phase committed.
+	PGWriteXacts int64 `json:"pg_write_xacts,omitempty"`
 }
 
 type spoolResult struct {
@@ -96,6 +105,7 @@ func benchSpool(ctx context.Context, log *slog.Logger, e spoolEnv, p params) (*s
 	logPath := filepath.Join(e.work, fmt.Sprintf("serve-%s-%d.log", e.store, e.run))
 	if e.store == "postgres" {
 		name := fmt.Sprintf("spool_r%d", e.run)
+		e.db = name
 		dsn, err := createDB(ctx, e.pg, name)
 		if err != nil {
 			return nil, err
@@ -144,7 +154,7 @@ func benchSpool(ctx context.Context, log *slog.Logger, e spoolEnv, p params) (*s
 	time.Sleep(3 * time.Second)
 	r.IdleRSSMB, _ = memory(pid)
 
-	sb := spoolBench{bin: e.bin, server: "http://" + api, admin: "http://" + admin, key: e.key, pid: pid, pg: e.pg, log: log}
+	sb := spoolBench{bin: e.bin, server: "http://" + api, admin: "http://" + admin, key: e.key, pid: pid, pg: e.pg, db: e.db, log: log}
 	if e.profileDir != "" {
 		sb.profile = func(name string) string { return filepath.Join(e.profileDir, e.store+"-"+name+".pprof") }
 	}
@@ -206,6 +216,7 @@ type spoolBench struct {
 	bin, server, admin, key string
 	pid                     int
 	pg                      *testpg.Server
+	db                      string // "" on SQLite: no session sampling
 	log                     *slog.Logger
 	profile                 func(phase string) string // nil = no profiles
 }
@@ -228,19 +239,29 @@ func (s spoolBench) run(ctx context.Context, phase string, args ...string) (phas
 			}
 		}()
 	}
-	serve0, pg0 := cpuOf(s.pid), postgresCPU(s.pg)
+	var waits *waitSampler
+	if s.db != "" {
+		waits = sampleWaits(ctx, s.pg, s.db)
+	}
+	serve0, pg0, busy0 := cpuOf(s.pid), postgresCPU(s.pg), machineBusy()
 	start := time.Now()
 	err := cmd.Run()
 	wall := time.Since(start)
+	busy := machineBusy() - busy0
 	res := phaseResult{
 		Args:        args[1:],
 		ServeCPU:    (cpuOf(s.pid) - serve0).Seconds(),
 		PostgresCPU: (postgresCPU(s.pg) - pg0).Seconds(),
 		Seconds:     wall.Seconds(),
 	}
+	if waits != nil {
+		res.PGSessions, res.PGWriteXacts = waits.stop()
+	}
 	if cmd.ProcessState != nil {
 		res.ClientCPU = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 	}
+	ours := time.Duration((res.ServeCPU + res.PostgresCPU + res.ClientCPU) * float64(time.Second))
+	res.OtherCores = otherCores(busy, ours, wall)
 	if profDone != nil {
 		<-profDone
 	}
