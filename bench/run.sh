@@ -21,7 +21,9 @@ OUT=bench/results
 mkdir -p "$OUT"
 
 echo "== load before: $(cat /proc/loadavg)"
-CGO_ENABLED=0 go build -trimpath -o bin/spool ./cmd/spool
+# The commit measured goes into `spool version`, which results.json records.
+COMMIT=$(git rev-parse --short=12 HEAD)$(git diff --quiet HEAD -- cmd internal go.mod go.sum || echo -dirty)
+CGO_ENABLED=0 go build -trimpath -ldflags "-X main.commit=$COMMIT" -o bin/spool ./cmd/spool
 (cd bench/river && go run . -runs "$RUNS" -spool ../../bin/spool -out ../results "$@")
 
 echo "== go test -bench (hot paths), load: $(cat /proc/loadavg)"
@@ -33,8 +35,9 @@ echo "== go test -bench (hot paths), load: $(cat /proc/loadavg)"
 
 # Median of the three counts of each benchmark, per reported unit.
 awk '
+/^pkg: / { pkg = $2; sub(/.*\/internal\//, "", pkg) }
 /^Benchmark/ {
-	name = $1
+	name = pkg "." $1
 	if (!(name in seen)) { seen[name] = 1; order[++n] = name }
 	for (i = 3; i < NF; i += 2) {
 		key = name SUBSEP $(i + 1)
@@ -49,7 +52,7 @@ function median(s,   a, k, i, j, t) {
 }
 END {
 	for (x = 1; x <= n; x++) {
-		name = order[x]; line = sprintf("%-50s", name)
+		name = order[x]; line = sprintf("%-60s", name)
 		m = split(units[name], us, " ")
 		for (u = 1; u <= m; u++) line = line sprintf("  %12s %s", median(vals[name, us[u]]), us[u])
 		print line

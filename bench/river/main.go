@@ -84,9 +84,13 @@ func run() error {
 	flag.StringVar(&outDir, "out", "../results", "where results.json, summary.md and benchmarks.svg go")
 	flag.Float64Var(&p.MaxLoad, "max-load", 2, "before each system's turn, wait (up to -load-wait) for the 1-minute load average to drop below this; 0 = never wait")
 	loadWait := flag.Duration("load-wait", 5*time.Minute, "longest wait for -max-load")
+	report := flag.String("report", "", "only re-render summary.md and benchmarks.svg in -out from this results.json")
 	flag.BoolVar(&profile, "profile", false, "save CPU profiles of spool serve (run 1) under OUT/profiles")
 	flag.Parse()
 	p.RiverPoolSize = int32(*pool)
+	if *report != "" {
+		return rerender(*report, outDir)
+	}
 	if p.Runs < 1 || p.InsertTasks < 1 || p.DrainTasks < 1 || p.LatencyTasks < 1 || p.Batch < 1 || p.Batch > 1000 {
 		return errors.New("sizes must be positive, -batch at most 1000")
 	}
@@ -129,7 +133,12 @@ func run() error {
 	}
 	log.Info("postgres started", "port", pg.Port(), "version", pgVersion)
 
+	ver, err := exec.Command(spoolBin, "version").Output()
+	if err != nil {
+		return fmt.Errorf("%s version: %w", spoolBin, err)
+	}
 	res := &results{
+		Spool:    strings.TrimSpace(string(ver)),
 		Started:  time.Now().UTC(),
 		Params:   p,
 		Machine:  describeMachine(),
@@ -199,6 +208,25 @@ func run() error {
 		return err
 	}
 	fmt.Print(res.markdown())
+	return nil
+}
+
+// rerender rewrites the summary and the plot from saved results, so a
+// change of presentation needs no new measurements.
+func rerender(path, out string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var r results
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	r.summarize()
+	if err := r.write(out); err != nil {
+		return err
+	}
+	fmt.Print(r.markdown())
 	return nil
 }
 

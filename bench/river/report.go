@@ -10,6 +10,7 @@ import (
 )
 
 type results struct {
+	Spool    string      `json:"spool,omitempty"` // `spool version` of the binary measured
 	Started  time.Time   `json:"started"`
 	Finished time.Time   `json:"finished,omitzero"`
 	Params   params      `json:"params"`
@@ -147,7 +148,7 @@ func figures() []figure {
 			spoolFig(st, "idle_rss", name+": idle RSS after start", "MB", func(s *spoolResult) float64 { return s.IdleRSSMB }),
 			spoolFig(st, "idle_rss_after", name+": idle RSS after the load", "MB", func(s *spoolResult) float64 { return s.IdleRSSAfterMB }),
 			spoolFig(st, "peak_rss", name+": peak RSS", "MB", func(s *spoolResult) float64 { return s.PeakRSSMB }),
-			spoolFig(st, "single_cpu_serve_per_1k", name+": single enqueue CPU s/1k tasks, spool serve", "s", func(s *spoolResult) float64 {
+			spoolFig(st, "single_cpu_serve_per_1k", name+": single enqueue + drain CPU s/1k tasks, spool serve", "s", func(s *spoolResult) float64 {
 				return perK(s.Single.ServeCPU, s.Single.Bench.Enqueue.Tasks)
 			}),
 			spoolFig(st, "single_cpu_pg_per_1k", name+": single enqueue + drain CPU s/1k tasks, PostgreSQL", "s", func(s *spoolResult) float64 {
@@ -237,6 +238,8 @@ func fmtNum(v float64, unit string) string {
 		return fmt.Sprintf("%.2f", v)
 	case unit == "s", unit == "xacts":
 		return fmt.Sprintf("%.3f", v)
+	case unit == "ms" && v < 100:
+		return fmt.Sprintf("%.2f", v)
 	case v >= 100:
 		return fmt.Sprintf("%.0f", v)
 	default:
@@ -270,6 +273,9 @@ func targets(store string) []target {
 // markdown renders the summary tables that docs/benchmarks.md quotes.
 func (r *results) markdown() string {
 	var b strings.Builder
+	if r.Spool != "" {
+		fmt.Fprintf(&b, "Measured: %s.\n", r.Spool)
+	}
 	fmt.Fprintf(&b, "Machine: %s, %d cores, %d MB; kernel %s; PostgreSQL %s; %s.\n",
 		r.Machine.CPU, r.Machine.Cores, r.Machine.MemoryMB, r.Machine.Kernel, r.Postgres, r.Go)
 	var loads []string

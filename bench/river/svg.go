@@ -171,7 +171,7 @@ func (d *svgDoc) draw(p panel, y float64) float64 {
 				label = fmt.Sprintf("%.0f", b.s.Median)
 			}
 			if p.log {
-				label += " " + p.unit
+				label = fmt.Sprintf("%.2f %s", b.s.Median, p.unit)
 			}
 			d.text(sc.x(b.s.Max)+5, mid+4, label, "start", 11, "normal")
 		}
@@ -234,7 +234,7 @@ func (r *results) svg() []byte {
 		y = d.legend(y, []series{serPG, serSQLite, serRiver, serRiverDf})
 		y = d.draw(thr, y)
 		y = d.draw(lat, y)
-		note := fmt.Sprintf("%d runs, %s, %d cores; load average %s", len(r.Runs), r.Machine.CPU, r.Machine.Cores, loadRange(r.Runs))
+		note := fmt.Sprintf("%d runs, %s, %d cores; 1-minute load average at the start of each system's turn %s", len(r.Runs), r.Machine.CPU, r.Machine.Cores, loadRange(r.Runs))
 		d.text(10, y, note, "start", 11, "normal")
 		return y + 10
 	}
@@ -247,12 +247,16 @@ func (r *results) svg() []byte {
 func loadRange(runs []runResult) string {
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for _, r := range runs {
-		for _, v := range []float64{r.LoadBefore, r.LoadAfter} {
+		vs := r.LoadAtStart
+		if len(vs) == 0 {
+			vs = []float64{r.LoadBefore, r.LoadAfter}
+		}
+		for _, v := range vs {
 			lo, hi = math.Min(lo, v), math.Max(hi, v)
 		}
 	}
 	if math.IsInf(lo, 0) {
 		return "unknown"
 	}
-	return fmt.Sprintf("%.1f–%.1f", lo, hi)
+	return fmt.Sprintf("%.2f–%.2f", lo, hi)
 }
