@@ -15,15 +15,18 @@ import (
 
 const pendingStates = `('scheduled', 'available', 'retrying')`
 
-// leaseFreeSQL leases up to $1 due tasks of queues without limits (and not
-// paused) for $2 milliseconds, in one statement. SKIP LOCKED lets
-// concurrent callers take disjoint rows; a row another transaction changed
-// meanwhile is re-checked against the WHERE once locked, so a task is never
-// leased twice. Tokens come from a sequence and are never reused.
+// leaseFreeSQL leases up to $1 available tasks for $2 milliseconds, in one
+// statement, leaving out the queues named in $3 (paused or limited). It
+// walks spool_tasks_available_idx in lease order and stops after $1 rows:
+// every available task is due, so nothing is read past what is leased.
+// SKIP LOCKED lets concurrent callers take disjoint rows; a row another
+// transaction changed meanwhile is re-checked against the WHERE once
+// locked, so a task is never leased twice. Tokens come from a sequence and
+// are never reused.
 var leaseFreeSQL = `
 WITH picked AS (
 	SELECT t.id FROM spool_tasks t
-	WHERE t.state IN ` + pendingStates + ` AND t.run_at <= now() AND ` + freeQueue + `
+	WHERE t.state = 'available' AND t.queue <> ALL($3::text[])
 	ORDER BY t.priority, t.run_at, t.id
 	LIMIT $1
 	FOR UPDATE SKIP LOCKED
@@ -33,11 +36,24 @@ FROM picked
 WHERE t.id = picked.id
 RETURNING ` + taskColsT + `, t.lease_token, t.lease_expires_at`
 
-// freeQueue holds for tasks of a queue with no limits that is not paused
-// (a task whose queue row is missing counts as such).
-const freeQueue = `NOT EXISTS (
-	SELECT 1 FROM spool_queues q
-	WHERE q.name = t.queue AND (q.paused OR q.concurrency > 0 OR q.rate_limit > 0))`
+// promoteDueSQL moves up to $1 scheduled and retrying tasks whose run_at
+// has passed to available (through spool_tasks_due_idx, so it reads only
+// due rows), so that the lease that follows sees every due task in one
+// ordered index. Rows another lease or the maintainer holds are skipped.
+const promoteDueSQL = `WITH due AS (
+		SELECT id FROM spool_tasks
+		WHERE state IN ('scheduled', 'retrying') AND run_at <= now()
+		ORDER BY run_at LIMIT $1
+		FOR UPDATE SKIP LOCKED
+	)
+	UPDATE spool_tasks t SET state = 'available', updated_at = now()
+	FROM due WHERE t.id = due.id`
+
+// heldQueuesSQL lists the queues a free lease must leave out (paused, or
+// with a concurrency or rate limit), and tells which limited ones have due
+// work and room to start some. The table holds one row per queue.
+const heldQueuesSQL = `SELECT q.name, NOT q.paused AND q.name IN (SELECT q.name FROM spool_queues q ` + limitedQueuesWhere + `)
+	FROM spool_queues q WHERE q.paused OR q.concurrency > 0 OR q.rate_limit > 0`
 
 // leaseSet starts an attempt; $2 is the lease duration in milliseconds.
 const leaseSet = `state = 'running', attempt = t.attempt + 1,
@@ -58,8 +74,9 @@ WHERE NOT q.paused AND (q.concurrency > 0 OR q.rate_limit > 0)
 		WHERE t.queue = q.name AND t.state IN ` + pendingStates + ` AND t.run_at <= now())`
 
 // Lease takes up to limit due tasks in (priority, run_at, id) order across
-// all queues. When no limited queue has work (the common case) that is a
-// cheap check and one statement. Otherwise one transaction locks the limited queues' rows (in
+// all queues. When no limited queue has work (the common case) that is two
+// round trips: due scheduled and retrying tasks become available and the
+// held queues are read, then one statement leases. Otherwise one transaction locks the limited queues' rows (in
 // name order, so replicas cannot deadlock), which serializes their leasing
 // across replicas and makes the running counts and token buckets read
 // under the locks exact; it then gathers candidates from each limited queue
@@ -70,12 +87,31 @@ func (s *Store) Lease(ctx context.Context, limit int, leaseFor time.Duration) ([
 		return nil, nil
 	}
 	ms := leaseFor.Milliseconds()
-	var limited bool
-	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM spool_queues q `+limitedQueuesWhere+`)`).Scan(&limited); err != nil {
+	// One round trip: promote what became due, then read the queue settings.
+	var (
+		batch   pgx.Batch
+		held    []string
+		limited bool
+	)
+	batch.Queue(promoteDueSQL, maintChunk)
+	batch.Queue(heldQueuesSQL).Query(func(rows pgx.Rows) error {
+		var name string
+		var work bool
+		_, err := pgx.ForEachRow(rows, []any{&name, &work}, func() error {
+			held = append(held, name)
+			limited = limited || work
+			return nil
+		})
+		return err
+	})
+	if err := s.pool.SendBatch(ctx, &batch).Close(); err != nil {
 		return nil, wrap("lease", err)
 	}
+	if held == nil {
+		held = []string{}
+	}
 	if limited {
-		ls, ok, err := s.leaseMixed(ctx, limit, ms)
+		ls, ok, err := s.leaseMixed(ctx, limit, ms, held)
 		if err != nil {
 			return nil, wrap("lease", err)
 		}
@@ -84,7 +120,7 @@ func (s *Store) Lease(ctx context.Context, limit int, leaseFor time.Duration) ([
 		}
 		// The limited queues' work went meanwhile; lease the free ones.
 	}
-	rows, err := s.pool.Query(ctx, leaseFreeSQL, limit, ms)
+	rows, err := s.pool.Query(ctx, leaseFreeSQL, limit, ms, held)
 	if err != nil {
 		return nil, wrap("lease", err)
 	}
@@ -114,7 +150,7 @@ type bucket struct {
 
 // leaseMixed is Lease when limited queues have due work. ok is false when,
 // under the locks, none had (the caller then takes the one-statement path).
-func (s *Store) leaseMixed(ctx context.Context, limit int, ms int64) (_ []store.Lease, ok bool, _ error) {
+func (s *Store) leaseMixed(ctx context.Context, limit int, ms int64, held []string) (_ []store.Lease, ok bool, _ error) {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return nil, false, err
@@ -194,7 +230,7 @@ func (s *Store) leaseMixed(ctx context.Context, limit int, ms int64) (_ []store.
 			batch.Queue(candCols+`t.queue = $2`+candOrder, allowed, name).Query(collect)
 		}
 	}
-	batch.Queue(candCols+freeQueue+candOrder, limit).Query(collect)
+	batch.Queue(candCols+`t.queue <> ALL($2::text[])`+candOrder, limit, held).Query(collect)
 	if err := tx.SendBatch(ctx, &batch).Close(); err != nil {
 		return nil, false, err
 	}

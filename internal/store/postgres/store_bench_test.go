@@ -83,3 +83,53 @@ func BenchmarkEnqueueBatch100(b *testing.B) {
 	}
 	tasksPerSecond(b, 100*b.N)
 }
+
+// BenchmarkLeaseBigBacklog: lease 100 and complete them out of a backlog of
+// 20,000 due tasks, with 20,000 tasks scheduled for later and 20,000
+// finished ones in the table, as in the middle of a drain. The lease must
+// stop after its 100 rows whatever the backlog.
+func BenchmarkLeaseBigBacklog(b *testing.B) {
+	s := enqueueBenchStore(b)
+	ctx := context.Background()
+	fill := func(n int, runAt time.Time) {
+		batch := make([]store.NewTask, 1000)
+		for done := 0; done < n; done += len(batch) {
+			for i := range batch {
+				batch[i] = newTask("bench")
+				batch[i].RunAt = runAt
+			}
+			if _, err := s.Enqueue(ctx, batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	fill(20000, time.Time{})
+	fill(20000, time.Now().Add(time.Hour))
+	leaseComplete := func() {
+		ls, err := s.Lease(ctx, 100, time.Minute)
+		if err != nil || len(ls) != 100 {
+			b.Fatalf("Lease: %d, %v", len(ls), err)
+		}
+		cs := make([]store.Completion, len(ls))
+		for i, l := range ls {
+			cs[i] = store.Completion{LeaseRef: store.LeaseRef{TaskID: l.Task.ID, Token: l.Token}, Outcome: store.Succeeded, LastStatus: 200}
+		}
+		if _, err := s.Complete(ctx, cs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for range 200 { // 20,000 finished
+		leaseComplete()
+	}
+	fill(20000, time.Time{})
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if i > 0 && i%100 == 0 { // keep the backlog near 20,000
+			b.StopTimer()
+			fill(10000, time.Time{})
+			b.StartTimer()
+		}
+		leaseComplete()
+	}
+	tasksPerSecond(b, b.N*100)
+}
