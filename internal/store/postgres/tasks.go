@@ -98,84 +98,40 @@ func validID(id string) bool {
 	return err == nil
 }
 
-// queueDefaults are a queue's settings that fill unset task fields.
-type queueDefaults struct {
-	maxAttempts int
-	timeoutMS   int64
-}
-
-// ensureQueuesSQL creates missing queues with the default settings and
-// returns the settings of all of them. Rows another transaction inserts
-// concurrently are invisible to this statement's snapshot; the caller reads
-// those again.
-const ensureQueuesSQL = `
-WITH ins AS (
-	INSERT INTO spool_queues (name, max_attempts, timeout_ms)
-	SELECT unnest($1::text[]), $2, $3
-	ON CONFLICT (name) DO NOTHING
-	RETURNING name, max_attempts, timeout_ms
-)
-SELECT name, max_attempts, timeout_ms FROM ins
-UNION ALL
-SELECT name, max_attempts, timeout_ms FROM spool_queues
-WHERE name = ANY($1::text[]) AND name NOT IN (SELECT name FROM ins)`
-
-func ensureQueues(ctx context.Context, tx pgx.Tx, names []string) (map[string]queueDefaults, error) {
-	out := make(map[string]queueDefaults, len(names))
-	read := func(sql string, args ...any) error {
-		rows, err := tx.Query(ctx, sql, args...)
-		if err != nil {
-			return err
-		}
-		var name string
-		var d queueDefaults
-		_, err = pgx.ForEachRow(rows, []any{&name, &d.maxAttempts, &d.timeoutMS}, func() error {
-			out[name] = d
-			return nil
-		})
-		return err
-	}
-	if err := read(ensureQueuesSQL, names, task.DefaultMaxAttempts, task.DefaultTimeout.Milliseconds()); err != nil {
-		return nil, err
-	}
-	var missing []string
-	for _, n := range names {
-		if _, ok := out[n]; !ok {
-			missing = append(missing, n)
-		}
-	}
-	if len(missing) > 0 {
-		// Created by a concurrent transaction that committed while our
-		// insert waited on it: a new statement sees them.
-		if err := read(`SELECT name, max_attempts, timeout_ms FROM spool_queues WHERE name = ANY($1::text[])`, missing); err != nil {
-			return nil, err
-		}
-		for _, n := range missing {
-			if _, ok := out[n]; !ok {
-				return nil, fmt.Errorf("queue %q vanished while enqueueing", n)
-			}
-		}
-	}
-	return out, nil
-}
-
-// insertTasksSQL inserts a batch given as parallel arrays. A (queue,
-// idempotency key) already present is skipped and absent from RETURNING.
+// insertTasksSQL inserts a batch given as parallel arrays, in one
+// statement: it first creates the missing queues ($14, sorted and distinct,
+// so that concurrent enqueues creating the same queues lock in one order)
+// with the default settings ($15, $16), and takes a task's unset
+// max_attempts and timeout (0) from its queue. A queue created by this
+// statement or by a concurrent transaction is not in this statement's
+// snapshot; it has the default settings, which the COALESCE falls back to.
+// A (queue, idempotency key) already present is skipped and absent from
+// RETURNING.
 var insertTasksSQL = `
+WITH new_queues AS (
+	INSERT INTO spool_queues (name, max_attempts, timeout_ms)
+	SELECT n, $15, $16 FROM unnest($14::text[]) AS n
+	ON CONFLICT (name) DO NOTHING
+)
 INSERT INTO spool_tasks (id, queue, state, priority, run_at, max_attempts, timeout_ms,
 	target_url, target_method, target_headers, payload, content_type, idempotency_key, traceparent)
 SELECT i.id, i.queue,
 	CASE WHEN i.run_at > now() THEN 'scheduled' ELSE 'available' END,
-	i.priority, COALESCE(i.run_at, now()), i.max_attempts, i.timeout_ms,
+	i.priority, COALESCE(i.run_at, now()),
+	COALESCE(NULLIF(i.max_attempts, 0), q.max_attempts, $15),
+	COALESCE(NULLIF(i.timeout_ms, 0), q.timeout_ms, $16),
 	i.url, i.method, i.headers::jsonb, i.payload, i.content_type, i.ikey, i.traceparent
 FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::timestamptz[], $5::int[], $6::bigint[],
 	$7::text[], $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::text[])
-	AS i(id, queue, priority, run_at, max_attempts, timeout_ms, url, method, headers, payload, content_type, ikey, traceparent)
+	WITH ORDINALITY AS i(id, queue, priority, run_at, max_attempts, timeout_ms, url, method, headers, payload, content_type, ikey, traceparent, n)
+LEFT JOIN spool_queues q ON q.name = i.queue
+ORDER BY i.n
 ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING ` + taskCols
 
-// Enqueue inserts tasks in one transaction and a handful of round trips
-// whatever the batch size.
+// Enqueue inserts tasks in one statement and, with the wake-up NOTIFY, one
+// round trip (an implicit transaction) whatever the batch size; looking up
+// the originals of conflicting idempotency keys takes a second.
 func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueued, error) {
 	if len(in) == 0 {
 		return []store.Enqueued{}, nil
@@ -224,17 +180,6 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 		return cmp.Or(cmp.Compare(x.Queue, y.Queue), cmp.Compare(x.IdempotencyKey, y.IdempotencyKey))
 	})
 
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return nil, wrap("enqueue", err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-
-	defaults, err := ensureQueues(ctx, tx, queues)
-	if err != nil {
-		return nil, wrap("enqueue: queues", err)
-	}
-
 	n := len(send)
 	var (
 		ids, qs, urls, methods, ctypes = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -244,10 +189,11 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 		tmo                            = make([]int64, n)
 		headers, keys, traceparents    = make([]*string, n), make([]*string, n), make([]*string, n)
 		payloads                       = make([][]byte, n)
+		due                            bool
+		soon                           = time.Now().Add(time.Second)
 	)
 	for j, i := range send {
 		nt := in[i]
-		d := defaults[nt.Queue]
 		ids[j], qs[j], urls[j], ctypes[j] = nt.ID, nt.Queue, nt.Target.URL, nt.ContentType
 		methods[j] = cmp.Or(nt.Target.Method, "POST")
 		prios[j] = int16(nt.Priority)
@@ -255,8 +201,11 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 			ra := nt.RunAt
 			runAts[j] = &ra
 		}
-		maxAtt[j] = int32(cmp.Or(nt.MaxAttempts, d.maxAttempts))
-		tmo[j] = cmp.Or(nt.Timeout.Milliseconds(), d.timeoutMS)
+		// Due now by this clock, or nearly: the database's clock decides the
+		// state, and a spare NOTIFY costs less than a task left to the poll.
+		due = due || nt.RunAt.Before(soon)
+		maxAtt[j] = int32(nt.MaxAttempts)
+		tmo[j] = nt.Timeout.Milliseconds()
 		if nt.Target.Headers != nil {
 			b, err := json.Marshal(nt.Target.Headers)
 			if err != nil {
@@ -275,19 +224,28 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 			traceparents[j] = &tp
 		}
 	}
-	rows, err := tx.Query(ctx, insertTasksSQL, ids, qs, prios, runAts, maxAtt, tmo, urls, methods, headers, payloads, ctypes, keys, traceparents)
-	if err != nil {
-		return nil, enqueueErr(err)
+	var (
+		batch    pgx.Batch
+		inserted []task.Task
+	)
+	batch.Queue(insertTasksSQL, ids, qs, prios, runAts, maxAtt, tmo, urls, methods, headers, payloads, ctypes, keys, traceparents,
+		queues, task.DefaultMaxAttempts, task.DefaultTimeout.Milliseconds()).
+		Query(func(rows pgx.Rows) error {
+			var err error
+			inserted, err = collectTasks(rows)
+			return err
+		})
+	if due {
+		// Delivered at commit, to every replica's LISTEN connection.
+		batch.Queue(`SELECT pg_notify($1, '')`, wakeupChannel)
 	}
-	inserted, err := collectTasks(rows)
-	if err != nil {
+	// Not in a transaction, the batch runs as one implicit transaction.
+	if err := s.pool.SendBatch(ctx, &batch).Close(); err != nil {
 		return nil, enqueueErr(err)
 	}
 	byID := make(map[string]task.Task, len(inserted))
-	due := false
 	for _, t := range inserted {
 		byID[t.ID] = t
-		due = due || t.State == task.Available
 	}
 
 	// Keys that conflicted with a stored task: fetch the originals.
@@ -299,7 +257,8 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 	}
 	existing := make(map[ikey]task.Task)
 	if len(cq) > 0 {
-		rows, err := tx.Query(ctx, `SELECT `+taskCols+` FROM spool_tasks
+		// The originals are committed: ON CONFLICT waited for them.
+		rows, err := s.pool.Query(ctx, `SELECT `+taskCols+` FROM spool_tasks
 			WHERE (queue, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))`, cq, ck)
 		if err != nil {
 			return nil, wrap("enqueue: existing", err)
@@ -311,16 +270,6 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 		for _, t := range found {
 			existing[ikey{t.Queue, t.IdempotencyKey}] = t
 		}
-	}
-
-	if due {
-		// Delivered at commit, to every replica's LISTEN connection.
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, wakeupChannel); err != nil {
-			return nil, wrap("enqueue: notify", err)
-		}
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return nil, wrap("enqueue: commit", err)
 	}
 
 	out := make([]store.Enqueued, len(in))
