@@ -14,12 +14,12 @@ import (
 // countingStore counts what only the store knows happened: tasks accepted
 // (idempotent replays excluded) and tasks cancelled.
 type countingStore struct {
-	migratingStore
+	store.Store
 	m *telemetry.Metrics
 }
 
 func (s countingStore) Enqueue(ctx context.Context, ts []store.NewTask) ([]store.Enqueued, error) {
-	res, err := s.migratingStore.Enqueue(ctx, ts)
+	res, err := s.Store.Enqueue(ctx, ts)
 	if err == nil {
 		for _, r := range res {
 			if !r.Existing {
@@ -31,7 +31,7 @@ func (s countingStore) Enqueue(ctx context.Context, ts []store.NewTask) ([]store
 }
 
 func (s countingStore) CancelTask(ctx context.Context, id string) (task.Task, error) {
-	t, err := s.migratingStore.CancelTask(ctx, id)
+	t, err := s.Store.CancelTask(ctx, id)
 	if err == nil {
 		s.m.Finished.WithLabelValues(t.Queue, "cancelled").Inc()
 	}

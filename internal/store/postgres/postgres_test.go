@@ -60,6 +60,15 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// TestConformanceGroupCommit: the store as `spool serve` uses it, with
+// concurrent enqueues combined into shared transactions.
+func TestConformanceGroupCommit(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		s, _ := fresh(t)
+		return store.GroupCommit(s, store.GroupCommitOptions{})
+	})
+}
+
 func newTask(queue string) store.NewTask {
 	return store.NewTask{
 		ID:          uuid.Must(uuid.NewV7()).String(),
