@@ -106,12 +106,12 @@ func TestInstrumentServerSpan(t *testing.T) {
 	}
 	for _, key := range []string{"error.type", "http.request.method_original"} {
 		if v := attr(s, key); v.Type() != 0 {
-			t.Errorf("%s = %v, want it absent", key, v.Emit())
+			t.Errorf("%s = %v, want it absent", key, v.String())
 		}
 	}
 	for _, kv := range s.Attributes {
-		if strings.Contains(kv.Value.Emit(), "s3cret") {
-			t.Errorf("attribute %s carries the query string: %q", kv.Key, kv.Value.Emit())
+		if strings.Contains(kv.Value.String(), "s3cret") {
+			t.Errorf("attribute %s carries the query string: %q", kv.Key, kv.Value.String())
 		}
 	}
 }
@@ -187,7 +187,7 @@ func TestInstrumentUnmatched(t *testing.T) {
 			t.Errorf("%s: span name %q, want %q", tc.method, s.Name, tc.name)
 		}
 		if v := attr(s, "http.route"); v.Type() != 0 {
-			t.Errorf("%s: http.route %q, want it absent", tc.method, v.Emit())
+			t.Errorf("%s: http.route %q, want it absent", tc.method, v.String())
 		}
 		if got := attr(s, "http.request.method").AsString(); got != tc.attrMethod {
 			t.Errorf("%s: http.request.method %q, want %q", tc.method, got, tc.attrMethod)

@@ -20,8 +20,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 // This file is Spool's OTLP/HTTP trace exporter. The official exporters
@@ -210,9 +208,9 @@ func safeURL(u *url.URL) string {
 	return c.String()
 }
 
-// otlpHTTPExporter is an sdktrace.SpanExporter sending OTLP/JSON over
-// HTTP. It is safe for concurrent use, though the batch span processor
-// calls it from one goroutine.
+// otlpHTTPExporter is the spanExporter sending OTLP/JSON over HTTP. It is
+// safe for concurrent use, though the batch span processor calls it from
+// one goroutine.
 type otlpHTTPExporter struct {
 	cfg        otlpHTTPConfig
 	client     *http.Client
@@ -224,7 +222,7 @@ type otlpHTTPExporter struct {
 	stopOnce sync.Once
 }
 
-var _ sdktrace.SpanExporter = (*otlpHTTPExporter)(nil)
+var _ spanExporter = (*otlpHTTPExporter)(nil)
 
 func newOTLPHTTPExporter(cfg otlpHTTPConfig, version string) *otlpHTTPExporter {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -250,7 +248,7 @@ func (e *otlpHTTPExporter) Endpoint() string { return safeURL(e.cfg.endpoint) }
 // 504 and on connection failures with backoff (or the receiver's
 // Retry-After) until the export timeout. Any other non-2xx answer is an
 // error at once.
-func (e *otlpHTTPExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+func (e *otlpHTTPExporter) ExportSpans(ctx context.Context, spans []*spanData) error {
 	select {
 	case <-e.stop:
 		return errOTLPShutdown

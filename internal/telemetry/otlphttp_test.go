@@ -193,13 +193,13 @@ func newTestExporter(t *testing.T, r *OTLPReceiver, env map[string]string) *otlp
 }
 
 // oneSpan is a minimal finished span.
-func oneSpan() []sdktrace.ReadOnlySpan {
+func oneSpan() []*spanData {
 	sc := trace.NewSpanContext(trace.SpanContextConfig{
 		TraceID: trace.TraceID{1, 2, 3}, SpanID: trace.SpanID{4, 5, 6}, TraceFlags: trace.FlagsSampled,
 	})
 	now := time.Now()
-	return tracetest.SpanStubs{{Name: "one", SpanContext: sc, StartTime: now, EndTime: now,
-		Resource: resource.NewSchemaless(attribute.String("service.name", "t"))}}.Snapshots()
+	return fromSDK(tracetest.SpanStubs{{Name: "one", SpanContext: sc, StartTime: now, EndTime: now,
+		Resource: resource.NewSchemaless(attribute.String("service.name", "t"))}}.Snapshots())
 }
 
 func mustID[T any](t *testing.T, f func(string) (T, error), s string) T {
@@ -320,7 +320,7 @@ func TestOTLPJSONEncoding(t *testing.T) {
 		SpanKind: trace.SpanKindInternal, StartTime: start, EndTime: end, Resource: resB}
 	stubs := tracetest.SpanStubs{server, client, producer, consumer, internal}
 
-	if err := e.ExportSpans(context.Background(), stubs.Snapshots()); err != nil {
+	if err := e.ExportSpans(context.Background(), fromSDK(stubs.Snapshots())); err != nil {
 		t.Fatal(err)
 	}
 	got := r.Received()

@@ -6,8 +6,6 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/sdk/instrumentation"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -138,40 +136,38 @@ const (
 )
 
 // encodeSpans groups spans by resource, then by instrumentation scope, in
-// the order they first appear, as OTLP requires.
-func encodeSpans(spans []sdktrace.ReadOnlySpan) *otlpRequest {
+// the order they first appear, as OTLP requires. Spans share their
+// provider's resource and their tracer's scope, so grouping is by those.
+func encodeSpans(spans []*spanData) *otlpRequest {
 	type scopeKey struct {
-		res   attribute.Distinct
-		scope instrumentation.Scope
+		res   *spanResource
+		scope *spanScope
 	}
 	req := &otlpRequest{}
-	byResource := map[attribute.Distinct]*otlpResourceSpans{}
+	byResource := map[*spanResource]*otlpResourceSpans{}
 	byScope := map[scopeKey]*otlpScopeSpans{}
 	for _, s := range spans {
 		if s == nil {
 			continue
 		}
-		res := s.Resource()
-		rk := res.Equivalent()
-		rs, ok := byResource[rk]
+		rs, ok := byResource[s.resource]
 		if !ok {
-			rs = &otlpResourceSpans{
-				Resource:  otlpResource{Attributes: encodeAttrs(res.Attributes())},
-				SchemaURL: res.SchemaURL(),
+			rs = &otlpResourceSpans{}
+			if s.resource != nil {
+				rs.Resource.Attributes = encodeAttrs(s.resource.attrs)
+				rs.SchemaURL = s.resource.schemaURL
 			}
-			byResource[rk] = rs
+			byResource[s.resource] = rs
 			req.ResourceSpans = append(req.ResourceSpans, rs)
 		}
-		scope := s.InstrumentationScope()
-		sk := scopeKey{rk, scope}
+		sk := scopeKey{s.resource, s.scope}
 		ss, ok := byScope[sk]
 		if !ok {
-			ss = &otlpScopeSpans{SchemaURL: scope.SchemaURL}
-			if scope != (instrumentation.Scope{}) {
-				ss.Scope = &otlpScope{
-					Name:       scope.Name,
-					Version:    scope.Version,
-					Attributes: encodeAttrs(scope.Attributes.ToSlice()),
+			ss = &otlpScopeSpans{}
+			if sc := s.scope; sc != nil {
+				ss.SchemaURL = sc.schemaURL
+				if *sc != (spanScope{}) {
+					ss.Scope = &otlpScope{Name: sc.name, Version: sc.version, Attributes: encodeAttrs(sc.attrs.ToSlice())}
 				}
 			}
 			byScope[sk] = ss
@@ -182,42 +178,42 @@ func encodeSpans(spans []sdktrace.ReadOnlySpan) *otlpRequest {
 	return req
 }
 
-func encodeSpan(s sdktrace.ReadOnlySpan) otlpSpan {
-	sc := s.SpanContext()
+func encodeSpan(s *spanData) otlpSpan {
+	sc := s.sc
 	out := otlpSpan{
 		TraceID:                sc.TraceID().String(),
 		SpanID:                 sc.SpanID().String(),
 		TraceState:             sc.TraceState().String(),
-		Flags:                  otlpFlags(sc.TraceFlags(), s.Parent()),
-		Name:                   s.Name(),
-		Kind:                   otlpKind(s.SpanKind()),
-		StartTimeUnixNano:      unixNano(s.StartTime().UnixNano()),
-		EndTimeUnixNano:        unixNano(s.EndTime().UnixNano()),
-		Attributes:             encodeAttrs(s.Attributes()),
-		DroppedAttributesCount: clampUint32(s.DroppedAttributes()),
-		DroppedEventsCount:     clampUint32(s.DroppedEvents()),
-		DroppedLinksCount:      clampUint32(s.DroppedLinks()),
-		Status:                 otlpStatusOf(s.Status()),
+		Flags:                  otlpFlags(sc.TraceFlags(), s.parent),
+		Name:                   s.name,
+		Kind:                   otlpKind(s.kind),
+		StartTimeUnixNano:      unixNano(s.start.UnixNano()),
+		EndTimeUnixNano:        unixNano(s.end.UnixNano()),
+		Attributes:             encodeAttrs(s.attrs),
+		DroppedAttributesCount: clampUint32(s.droppedAttrs),
+		DroppedEventsCount:     clampUint32(s.droppedEvents),
+		DroppedLinksCount:      clampUint32(s.droppedLinks),
+		Status:                 otlpStatusOf(s.status, s.statusMsg),
 	}
-	if p := s.Parent().SpanID(); p.IsValid() {
+	if p := s.parent.SpanID(); p.IsValid() {
 		out.ParentSpanID = p.String()
 	}
-	for _, e := range s.Events() {
+	for _, e := range s.events {
 		out.Events = append(out.Events, otlpEvent{
-			TimeUnixNano:           unixNano(e.Time.UnixNano()),
-			Name:                   e.Name,
-			Attributes:             encodeAttrs(e.Attributes),
-			DroppedAttributesCount: clampUint32(e.DroppedAttributeCount),
+			TimeUnixNano:           unixNano(e.time.UnixNano()),
+			Name:                   e.name,
+			Attributes:             encodeAttrs(e.attrs),
+			DroppedAttributesCount: clampUint32(e.dropped),
 		})
 	}
-	for _, l := range s.Links() {
+	for _, l := range s.links {
 		out.Links = append(out.Links, otlpLink{
-			TraceID:                l.SpanContext.TraceID().String(),
-			SpanID:                 l.SpanContext.SpanID().String(),
-			TraceState:             l.SpanContext.TraceState().String(),
-			Attributes:             encodeAttrs(l.Attributes),
-			DroppedAttributesCount: clampUint32(l.DroppedAttributeCount),
-			Flags:                  otlpFlags(l.SpanContext.TraceFlags(), l.SpanContext),
+			TraceID:                l.sc.TraceID().String(),
+			SpanID:                 l.sc.SpanID().String(),
+			TraceState:             l.sc.TraceState().String(),
+			Attributes:             encodeAttrs(l.attrs),
+			DroppedAttributesCount: clampUint32(l.dropped),
+			Flags:                  otlpFlags(l.sc.TraceFlags(), l.sc),
 		})
 	}
 	return out
@@ -254,13 +250,13 @@ func otlpKind(k trace.SpanKind) int {
 
 // otlpStatusOf maps the API's status codes, whose numbers differ from
 // OTLP's (codes.Error is 1 and codes.Ok is 2; OTLP has OK=1, ERROR=2).
-func otlpStatusOf(s sdktrace.Status) otlpStatus {
-	switch s.Code {
+func otlpStatusOf(code codes.Code, msg string) otlpStatus {
+	switch code {
 	case codes.Ok:
 		return otlpStatus{Code: 1}
 	case codes.Error:
 		// The description is kept only with an error, as the API does.
-		return otlpStatus{Code: 2, Message: s.Description}
+		return otlpStatus{Code: 2, Message: msg}
 	default:
 		return otlpStatus{Code: 0}
 	}

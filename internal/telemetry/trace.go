@@ -2,16 +2,12 @@ package telemetry
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 
-	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/sdk/resource"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 )
@@ -19,8 +15,9 @@ import (
 // DefaultServiceName is service.name when OTEL_SERVICE_NAME is not set.
 const DefaultServiceName = "spool"
 
-// Tracing is the process's OpenTelemetry setup: a tracer provider (the SDK
-// with an OTLP exporter, or the no-op provider when tracing is off) and the
+// Tracing is the process's OpenTelemetry setup: a tracer provider (Spool's
+// SDK, sdk.go, with an OTLP exporter, or the no-op provider when tracing is
+// off) and the
 // W3C trace-context propagator, which works either way so a caller's
 // traceparent still reaches the delivered request with tracing off. It is
 // passed to the API and the dispatcher explicitly; nothing is installed as
@@ -28,8 +25,8 @@ const DefaultServiceName = "spool"
 type Tracing struct {
 	provider   trace.TracerProvider
 	propagator propagation.TextMapPropagator
-	sdk        *sdktrace.TracerProvider // nil when off or when the caller owns the provider
-	exporter   string                   // "otlp (http/json) <url>", or "" when off
+	shutdown   func(context.Context) error // nil when off or when the caller owns the provider
+	exporter   string                      // "otlp (http/json) <url>", or "" when off
 }
 
 // NewTracing configures tracing from the standard OTEL_* variables, looked
@@ -53,10 +50,13 @@ type Tracing struct {
 //     with an error saying to use the receiver's OTLP/HTTP port (4318).
 //   - OTEL_SERVICE_NAME (default "spool") and OTEL_RESOURCE_ATTRIBUTES name
 //     the resource; service.version is version.
+//   - The sampler (OTEL_TRACES_SAMPLER and _ARG, default
+//     parentbased_always_on), the span limits (OTEL_SPAN_*_LIMIT,
+//     OTEL_ATTRIBUTE_*_LIMIT, OTEL_EVENT_/OTEL_LINK_ATTRIBUTE_COUNT_LIMIT)
+//     and the batch span processor (OTEL_BSP_*), as the SDK specification
+//     defines them (sdk.go); a malformed value is an error naming it.
 //
-// The SDK reads the rest itself from the process environment: the sampler
-// (OTEL_TRACES_SAMPLER, default parent-based always-on) and the batch
-// span processor's sizes (OTEL_BSP_*). log receives export failures.
+// log receives export failures and dropped spans (slog.Default when nil).
 func NewTracing(ctx context.Context, env func(string) (string, bool), version string, log *slog.Logger) (*Tracing, error) {
 	get := func(k string) string { v, _ := env(k); return strings.TrimSpace(v) }
 	off := &Tracing{provider: noop.NewTracerProvider(), propagator: propagation.TraceContext{}}
@@ -100,52 +100,33 @@ func NewTracing(ctx context.Context, env func(string) (string, bool), version st
 		log.Warn("the OTLP endpoint uses port 4317, by convention OTLP/gRPC; Spool sends OTLP/HTTP, usually on 4318",
 			"url.full", safeURL(cfg.endpoint))
 	}
+	settings, err := sdkSettingsFromEnv(get)
+	if err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	res, bad := resourceFromEnv(get, version, semconv.SchemaURL)
+	if len(bad) > 0 {
+		log.Warn("OTEL_RESOURCE_ATTRIBUTES: entries without key=value skipped", "spool.entries", bad)
+	}
 	exp := newOTLPHTTPExporter(cfg, version)
-
-	service := get("OTEL_SERVICE_NAME")
-	if service == "" {
-		service = DefaultServiceName
-	}
-	// Later options win: OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME (read
-	// by WithFromEnv) override the defaults given first.
-	res, err := resource.New(ctx,
-		resource.WithTelemetrySDK(),
-		resource.WithHost(),
-		resource.WithAttributes(
-			attribute.String("service.name", service),
-			attribute.String("service.version", version),
-		),
-		resource.WithFromEnv(),
-	)
-	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
-		_ = exp.Shutdown(ctx)
-		return nil, fmt.Errorf("tracing: resource: %w", err)
-	}
-	if log != nil {
-		// The SDK reports export failures only through this process-wide
-		// hook; without it they go to stderr as plain text, outside the
-		// ECS log stream.
-		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
-			log.Warn("opentelemetry", "error.message", err.Error())
-		}))
-	}
-	sdk := sdktrace.NewTracerProvider(
-		// The processor buffers spans (OTEL_BSP_MAX_QUEUE_SIZE, 2048) and
-		// exports them from its own goroutine, so a slow receiver never
-		// delays a request or a delivery.
-		sdktrace.WithSpanProcessor(sdktrace.NewBatchSpanProcessor(exp)),
-		sdktrace.WithResource(res),
-	)
+	// The processor buffers spans (OTEL_BSP_MAX_QUEUE_SIZE, 2048) and
+	// exports them from its own goroutine, so a slow receiver never delays
+	// a request or a delivery.
+	bsp := newBatchProcessor(exp, settings.batch, log)
 	return &Tracing{
-		provider:   sdk,
+		provider:   newTracerProvider(res, settings.sampler, settings.limits, bsp.onEnd),
 		propagator: propagation.TraceContext{},
-		sdk:        sdk,
+		shutdown:   bsp.shutdown,
 		exporter:   "otlp (http/json) " + exp.Endpoint(),
 	}, nil
 }
 
-// NewTracingWith wraps a provider the caller built and owns (tests use an
-// SDK provider with an in-memory exporter); Shutdown leaves it alone.
+// NewTracingWith wraps a provider the caller built and owns (tests use the
+// official SDK's provider with an in-memory exporter); Shutdown leaves it
+// alone.
 func NewTracingWith(tp trace.TracerProvider) *Tracing {
 	if tp == nil {
 		tp = noop.NewTracerProvider()
@@ -161,7 +142,7 @@ func (t *Tracing) Enabled() bool { return t.exporter != "" }
 func (t *Tracing) Exporter() string { return t.exporter }
 
 // TracerProvider is the provider the API and the dispatcher start spans
-// from: the SDK's, or the no-op provider, whose spans still carry their
+// from: Spool's SDK, or the no-op provider, whose spans still carry their
 // parent's context.
 func (t *Tracing) TracerProvider() trace.TracerProvider { return t.provider }
 
@@ -172,10 +153,10 @@ func (t *Tracing) Propagator() propagation.TextMapPropagator { return t.propagat
 // last in the shutdown sequence, with a deadline. A no-op when tracing is
 // off.
 func (t *Tracing) Shutdown(ctx context.Context) error {
-	if t.sdk == nil {
+	if t.shutdown == nil {
 		return nil
 	}
-	if err := t.sdk.Shutdown(ctx); err != nil {
+	if err := t.shutdown(ctx); err != nil {
 		return fmt.Errorf("tracing shutdown: %w", err)
 	}
 	return nil

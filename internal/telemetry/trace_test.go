@@ -130,10 +130,14 @@ func parseTraceparent(t *testing.T, tp string) (traceID, spanID string) {
 	return parts[1], parts[2]
 }
 
+// spanSource is where a test reads the spans ended so far: the official
+// SDK's in-memory exporter or Spool's SDK's recorder.
+type spanSource interface{ GetSpans() tracetest.SpanStubs }
+
 // spansOf waits until exp holds, for trace id, every span named in names
 // (and the lease span linking to it), then returns the trace's spans by
 // name, and the lease span.
-func spansOf(t *testing.T, exp *tracetest.InMemoryExporter, traceID trace.TraceID, names ...string) (map[string]tracetest.SpanStub, tracetest.SpanStub) {
+func spansOf(t *testing.T, exp spanSource, traceID trace.TraceID, names ...string) (map[string]tracetest.SpanStub, tracetest.SpanStub) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -184,13 +188,25 @@ func attr(s tracetest.SpanStub, key string) attribute.Value {
 // request through the enqueue span to the delivery span and its HTTP client
 // span; the lease span links to the task's trace; the receiver's
 // traceparent is the client span's, in the caller's trace when the caller
-// sent one and in the API request's trace otherwise.
+// sent one and in the API request's trace otherwise. Both over Spool's SDK
+// (what spool serve runs) and over the official one.
 func TestTraceEnqueueToDelivery(t *testing.T) {
 	t.Parallel()
-	exp := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	tr := telemetry.NewTracingWith(tp)
+	t.Run("spool sdk", func(t *testing.T) {
+		t.Parallel()
+		tr, rec := telemetry.NewRecordedTracing()
+		testTraceEnqueueToDelivery(t, tr, rec)
+	})
+	t.Run("official sdk", func(t *testing.T) {
+		t.Parallel()
+		exp := tracetest.NewInMemoryExporter()
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+		t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+		testTraceEnqueueToDelivery(t, telemetry.NewTracingWith(tp), exp)
+	})
+}
+
+func testTraceEnqueueToDelivery(t *testing.T, tr *telemetry.Tracing, exp spanSource) {
 	rig := newTraceRig(t, tr)
 
 	const callerTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -257,8 +273,8 @@ func TestTraceEnqueueToDelivery(t *testing.T) {
 				t.Errorf("client span status code %d, want 204", v)
 			}
 			for _, kv := range client.Attributes {
-				if strings.Contains(kv.Value.Emit(), "/hook") {
-					t.Errorf("client span attribute %s carries the target path: %q", kv.Key, kv.Value.Emit())
+				if strings.Contains(kv.Value.String(), "/hook") {
+					t.Errorf("client span attribute %s carries the target path: %q", kv.Key, kv.Value.String())
 				}
 			}
 
