@@ -7,7 +7,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Metrics holds every Spool collector, registered on its own registry (never
@@ -30,9 +29,10 @@ type Metrics struct {
 	Paused     *prometheus.GaugeVec // queue
 	LogDropped prometheus.Counter
 
-	httpRequests *prometheus.CounterVec
-	httpDuration *prometheus.HistogramVec
-	httpInflight prometheus.Gauge
+	httpRequests  *prometheus.CounterVec
+	httpDuration  *prometheus.HistogramVec
+	httpInflight  prometheus.Gauge
+	handlerErrors *prometheus.CounterVec // cause: gathering, encoding
 }
 
 // NewMetrics builds and registers the collectors, with Go runtime and
@@ -78,20 +78,28 @@ func NewMetrics(version, commit string) *Metrics {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"route", "method"}),
 		httpInflight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "spool_http_requests_in_flight", Help: "API requests being served."}),
+		// The name and help promhttp gave it, which served /metrics before
+		// expose.go did, so dashboards and alerts keep working.
+		handlerErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "promhttp_metric_handler_errors_total", Help: "Total number of internal errors encountered by the promhttp metric handler.",
+		}, []string{"cause"}),
 	}
+	m.handlerErrors.WithLabelValues("encoding")
+	m.handlerErrors.WithLabelValues("gathering")
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "spool_build_info", Help: "Build information; always 1.",
 	}, []string{"version", "commit"})
 	build.WithLabelValues(version, commit).Set(1)
 	r.MustRegister(m.Enqueued, m.Finished, m.DeliveryDuration, m.QueueWait, m.WorkersBusy, m.WorkersMax,
-		m.Rescued, m.LeasesLost, m.IsLeader, m.QueueDepth, m.OldestDue, m.Paused, m.LogDropped, m.httpRequests, m.httpDuration, m.httpInflight, build,
+		m.Rescued, m.LeasesLost, m.IsLeader, m.QueueDepth, m.OldestDue, m.Paused, m.LogDropped, m.httpRequests, m.httpDuration, m.httpInflight, m.handlerErrors, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-// Handler serves the registry in the Prometheus exposition format.
+// Handler serves the registry in the Prometheus text exposition format
+// (expose.go).
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+	return http.HandlerFunc(m.serveMetrics)
 }
 
 // Instrument wraps h with RED metrics labelled by the route template (never
