@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,6 +29,7 @@ type limitedQueue struct {
 
 // candidate is a due task Lease may take, with its sort key.
 type candidate struct {
+	rowid    int64
 	id       string
 	priority int
 	runAt    int64
@@ -37,19 +39,50 @@ type candidate struct {
 // BEGIN IMMEDIATE transaction: with the write lock held nobody else can
 // claim the same rows, which is what FOR UPDATE SKIP LOCKED buys on
 // PostgreSQL, and the limits are computed against the state it changes.
+//
+// Before taking the write lock it asks a read snapshot whether anything is
+// leasable at all (sqlLeasable), so that the Lease a dispatcher runs on
+// every wake-up and poll does not queue behind enqueues for the one write
+// connection, nor hold them up, when there is nothing for it. The write
+// transaction still decides: the snapshot only ever errs towards trying.
 func (s *Store) Lease(ctx context.Context, limit int, leaseFor time.Duration) ([]store.Lease, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
+	st, err := s.statements(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("lease: %w", classify(err))
+	}
+	// On an error of the read pool the write transaction answers: it is the
+	// one that counts, and it reports its own errors.
+	if ok, err := leasable(ctx, st); err == nil && !ok {
+		return nil, nil
+	}
+	out, err := s.lease(ctx, st, limit, leaseFor)
+	if err != nil {
+		return nil, fmt.Errorf("lease: %w", classify(err))
+	}
+	return out, nil
+}
+
+// leasable runs sqlLeasable on the read pool.
+func leasable(ctx context.Context, st *statements) (bool, error) {
+	var ok bool
+	err := st.leasable.QueryRowContext(ctx, micros(now())).Scan(&ok)
+	return ok, err
+}
+
+// lease is Lease's write transaction.
+func (s *Store) lease(ctx context.Context, st *statements, limit int, leaseFor time.Duration) ([]store.Lease, error) {
 	var out []store.Lease
 	err := s.inWrite(ctx, func(tx *sql.Tx) error {
 		ts := now()
 		nowUS := micros(ts)
-		limited, err := loadLimited(ctx, tx, ts)
+		limited, err := loadLimited(ctx, tx, st, ts)
 		if err != nil {
 			return err
 		}
-		cands, err := unlimitedCandidates(ctx, tx, limited, nowUS, limit)
+		cands, err := queryCandidates(ctx, tx.StmtContext(ctx, st.dueFree), nowUS, limit)
 		if err != nil {
 			return err
 		}
@@ -57,9 +90,7 @@ func (s *Store) Lease(ctx context.Context, limit int, leaseFor time.Duration) ([
 			if q.paused || q.capacity <= 0 {
 				continue
 			}
-			c, err := queryCandidates(ctx, tx, `SELECT id, priority, run_at FROM spool_tasks
-				WHERE queue = ? AND state IN `+pendingStates+` AND run_at <= ?
-				ORDER BY priority, run_at, id LIMIT ?`, q.name, nowUS, min(q.capacity, limit))
+			c, err := queryCandidates(ctx, tx.StmtContext(ctx, st.dueQueue), q.name, nowUS, min(q.capacity, limit))
 			if err != nil {
 				return err
 			}
@@ -79,23 +110,25 @@ func (s *Store) Lease(ctx context.Context, limit int, leaseFor time.Duration) ([
 
 		// Reserve one fresh token per task from the counter.
 		var last int64
-		if err := tx.QueryRowContext(ctx, `UPDATE spool_lease_seq SET last = last + ? WHERE id = 1 RETURNING last`,
-			len(cands)).Scan(&last); err != nil {
+		if err := tx.StmtContext(ctx, st.leaseSeq).QueryRowContext(ctx, len(cands)).Scan(&last); err != nil {
 			return fmt.Errorf("lease tokens: %w", err)
 		}
 		first := last - int64(len(cands)) + 1
 		expires := ts.Add(leaseFor)
-		args := make([]any, 0, 2*len(cands)+2)
-		args = append(args, micros(expires), nowUS)
+		pairs := make([]byte, 0, 32*len(cands))
+		pairs = append(pairs, '[')
 		for i, c := range cands {
-			args = append(args, c.id, first+int64(i))
+			if i > 0 {
+				pairs = append(pairs, ',')
+			}
+			pairs = append(pairs, '[')
+			pairs = strconv.AppendInt(pairs, c.rowid, 10)
+			pairs = append(pairs, ',')
+			pairs = strconv.AppendInt(pairs, first+int64(i), 10)
+			pairs = append(pairs, ']')
 		}
-		rows, err := tx.QueryContext(ctx, `UPDATE spool_tasks SET
-				state = 'running', attempt = attempt + 1,
-				lease_token = c.tok, lease_expires_at = ?, updated_at = ?
-			FROM (SELECT column1 AS cid, column2 AS tok FROM (VALUES (?, ?)`+strings.Repeat(", (?, ?)", len(cands)-1)+`)) AS c
-			WHERE spool_tasks.id = c.cid AND spool_tasks.state IN `+pendingStates+`
-			RETURNING `+taskCols, args...)
+		pairs = append(pairs, ']')
+		rows, err := tx.StmtContext(ctx, st.claim).QueryContext(ctx, micros(expires), nowUS, string(pairs))
 		if err != nil {
 			return fmt.Errorf("claim: %w", err)
 		}
@@ -121,7 +154,7 @@ func (s *Store) Lease(ctx context.Context, limit int, leaseFor time.Duration) ([
 			if q.rate <= 0 || started[q.name] == 0 {
 				continue
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE spool_queues SET tokens = ?, tokens_at = ? WHERE name = ?`,
+			if _, err := tx.StmtContext(ctx, st.drawTokens).ExecContext(ctx,
 				q.tokens-float64(started[q.name]), nowUS, q.name); err != nil {
 				return fmt.Errorf("draw tokens of %q: %w", q.name, err)
 			}
@@ -129,7 +162,7 @@ func (s *Store) Lease(ctx context.Context, limit int, leaseFor time.Duration) ([
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("lease: %w", classify(err))
+		return nil, err
 	}
 	// RETURNING order is unspecified: hand leases out in dispatch order.
 	slices.SortFunc(out, func(a, b store.Lease) int {
@@ -143,9 +176,8 @@ func (s *Store) Lease(ctx context.Context, limit int, leaseFor time.Duration) ([
 // tasks each may start now: the concurrency limit minus the tasks running
 // (on any worker: this file has one process), and the whole tokens in its
 // bucket refilled at rate per second up to a burst of max(1, rate).
-func loadLimited(ctx context.Context, tx *sql.Tx, ts time.Time) ([]limitedQueue, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT name, concurrency, rate_limit, paused, tokens, tokens_at
-		FROM spool_queues WHERE paused <> 0 OR concurrency > 0 OR rate_limit > 0`)
+func loadLimited(ctx context.Context, tx *sql.Tx, st *statements, ts time.Time) ([]limitedQueue, error) {
+	rows, err := tx.StmtContext(ctx, st.limitedQueues).QueryContext(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("limited queues: %w", err)
 	}
@@ -187,8 +219,7 @@ func loadLimited(ctx context.Context, tx *sql.Tx, ts time.Time) ([]limitedQueue,
 			continue
 		}
 		var running int
-		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM spool_tasks WHERE queue = ? AND state = 'running'`,
-			q.name).Scan(&running); err != nil {
+		if err := tx.StmtContext(ctx, st.runningCount).QueryRowContext(ctx, q.name).Scan(&running); err != nil {
 			return nil, fmt.Errorf("running count of %q: %w", q.name, err)
 		}
 		q.capacity = min(q.capacity, q.concurrency-running)
@@ -196,25 +227,9 @@ func loadLimited(ctx context.Context, tx *sql.Tx, ts time.Time) ([]limitedQueue,
 	return qs, nil
 }
 
-// unlimitedCandidates returns up to limit due tasks from the queues not in
-// limited, in dispatch order.
-func unlimitedCandidates(ctx context.Context, tx *sql.Tx, limited []limitedQueue, nowUS int64, limit int) ([]candidate, error) {
-	q := `SELECT id, priority, run_at FROM spool_tasks
-		WHERE state IN ` + pendingStates + ` AND run_at <= ?`
-	args := []any{nowUS}
-	if len(limited) > 0 {
-		q += ` AND queue NOT IN (?` + strings.Repeat(",?", len(limited)-1) + `)`
-		for _, l := range limited {
-			args = append(args, l.name)
-		}
-	}
-	q += ` ORDER BY priority, run_at, id LIMIT ?`
-	args = append(args, limit)
-	return queryCandidates(ctx, tx, q, args...)
-}
-
-func queryCandidates(ctx context.Context, tx *sql.Tx, q string, args ...any) ([]candidate, error) {
-	rows, err := tx.QueryContext(ctx, q, args...)
+// queryCandidates runs a due-task query (sqlDueFree, sqlDueQueue).
+func queryCandidates(ctx context.Context, stmt *sql.Stmt, args ...any) ([]candidate, error) {
+	rows, err := stmt.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, fmt.Errorf("due tasks: %w", err)
 	}
@@ -222,7 +237,7 @@ func queryCandidates(ctx context.Context, tx *sql.Tx, q string, args ...any) ([]
 	var out []candidate
 	for rows.Next() {
 		var c candidate
-		if err := rows.Scan(&c.id, &c.priority, &c.runAt); err != nil {
+		if err := rows.Scan(&c.rowid, &c.id, &c.priority, &c.runAt); err != nil {
 			return nil, fmt.Errorf("due tasks: %w", err)
 		}
 		out = append(out, c)
@@ -239,16 +254,15 @@ func (s *Store) ExtendLeases(ctx context.Context, refs []store.LeaseRef, leaseFo
 	if len(refs) == 0 {
 		return nil, nil
 	}
+	st, err := s.statements(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("extend leases: %w", classify(err))
+	}
 	var lost []store.LeaseRef
-	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+	err = s.inWrite(ctx, func(tx *sql.Tx) error {
 		lost = lost[:0]
 		expires := micros(now().Add(leaseFor))
-		stmt, err := tx.PrepareContext(ctx, `UPDATE spool_tasks SET lease_expires_at = ?
-			WHERE id = ? AND state = 'running' AND lease_token = ?`)
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
+		stmt := tx.StmtContext(ctx, st.extendLease)
 		for _, r := range refs {
 			res, err := stmt.ExecContext(ctx, expires, r.TaskID, r.Token)
 			if err != nil {
@@ -314,31 +328,23 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 			return nil, fmt.Errorf("complete: completion %d (task %s): unknown outcome %d", i, c.TaskID, c.Outcome)
 		}
 	}
+	st, err := s.statements(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("complete: %w", classify(err))
+	}
 	wake := false
-	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+	err = s.inWrite(ctx, func(tx *sql.Tx) error {
 		clear(accepted)
 		wake = false
 		ts := now()
 		nowUS := micros(ts)
-		stmts := make(map[store.Outcome]*sql.Stmt, 4)
-		defer func() {
-			for _, st := range stmts {
-				st.Close()
-			}
-		}()
+		var stmts [len(st.complete)]*sql.Stmt // this transaction's, as needed
 		for i, c := range cs {
-			st, ok := stmts[c.Outcome]
-			if !ok {
-				q := map[store.Outcome]string{
-					store.Succeeded: completeSucceeded, store.Fail: completeFail,
-					store.Retry: completeRetry, store.Release: completeRelease,
-				}[c.Outcome]
-				var err error
-				if st, err = tx.PrepareContext(ctx, q); err != nil {
-					return err
-				}
-				stmts[c.Outcome] = st
+			k := c.Outcome - store.Succeeded
+			if stmts[k] == nil {
+				stmts[k] = tx.StmtContext(ctx, st.complete[k])
 			}
+			stmt := stmts[k]
 			args := []any{nowUS, nullString(c.LastError), nullInt(c.LastStatus), c.TaskID, c.Token}
 			if c.Outcome == store.Retry {
 				retryAt := nowUS
@@ -351,7 +357,7 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 				state string
 				runAt int64
 			)
-			err := st.QueryRowContext(ctx, args...).Scan(&state, &runAt)
+			err := stmt.QueryRowContext(ctx, args...).Scan(&state, &runAt)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue // not running under that token: refused
 			}

@@ -142,10 +142,14 @@ func (s *Store) ListQueues(ctx context.Context) ([]task.Queue, error) {
 
 // UpdateQueue applies p to queue name, creating it first if missing.
 func (s *Store) UpdateQueue(ctx context.Context, name string, p task.QueuePatch) (task.Queue, error) {
+	st, err := s.statements(ctx)
+	if err != nil {
+		return task.Queue{}, fmt.Errorf("update queue %q: %w", name, classify(err))
+	}
 	var out task.Queue
-	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+	err = s.inWrite(ctx, func(tx *sql.Tx) error {
 		ts := now()
-		if err := createQueue(ctx, tx, name, ts); err != nil {
+		if err := createQueue(ctx, tx, st, name, ts); err != nil {
 			return err
 		}
 		var conc, maxAttempts, timeoutMS, paused, rate any

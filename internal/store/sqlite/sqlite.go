@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -61,6 +62,10 @@ type Store struct {
 	write *sql.DB // exactly one connection: every write transaction
 	read  *sql.DB // query_only connections for reads
 	hub   *hub
+
+	stmts   atomic.Pointer[statements] // nil until first use, and after Close
+	stmtsMu sync.Mutex                 // guards preparing stmts, and closed
+	closed  bool
 
 	closeOnce sync.Once
 }
@@ -199,7 +204,14 @@ func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		s.hub.close()
-		err = errors.Join(s.read.Close(), s.write.Close())
+		s.stmtsMu.Lock()
+		s.closed = true
+		var stErr error
+		if st := s.stmts.Swap(nil); st != nil {
+			stErr = st.close()
+		}
+		s.stmtsMu.Unlock()
+		err = errors.Join(stErr, s.read.Close(), s.write.Close())
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite close: %w", err)
@@ -238,7 +250,8 @@ func classify(err error) error {
 	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrUnavailable) {
 		return err
 	}
-	if errors.Is(err, sql.ErrConnDone) || strings.Contains(err.Error(), "sql: database is closed") {
+	if errors.Is(err, sql.ErrConnDone) || strings.Contains(err.Error(), "sql: database is closed") ||
+		strings.Contains(err.Error(), "sql: statement is closed") {
 		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 	}
 	var se *sqlite.Error

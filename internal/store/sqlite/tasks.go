@@ -103,16 +103,33 @@ func timeoutMillis(d time.Duration) int64 {
 	return ms
 }
 
-// insertCols are the columns Enqueue writes; insertChunk rows go in one
-// statement, keeping the bound variables (16 a row) well under SQLite's
-// limit of 32766.
+// insertCols are the columns Enqueue writes, in insertTasks' order.
 const (
 	insertCols = `id, queue, state, priority, run_at, max_attempts, timeout_ms,
 	target_url, target_method, target_headers, payload, content_type, idempotency_key,
 	created_at, updated_at, traceparent`
 	insertNCols = 16
-	insertChunk = 500
 )
+
+// insertShapes are the row counts of the prepared inserts, largest first,
+// ending in 1.
+var insertShapes = []int{100, 10, 1}
+
+// insertSQL is the insert of n rows. A row whose (queue, idempotency key)
+// exists would be skipped, not fail the statement, as Enqueue promises;
+// Enqueue looks keys up first, so none is.
+func insertSQL(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO spool_tasks (` + insertCols + `) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+	}
+	b.WriteString(` ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING`)
+	return b.String()
+}
 
 type queueKey struct{ queue, key string }
 
@@ -146,42 +163,42 @@ func (s *Store) Enqueue(ctx context.Context, tasks []store.NewTask) ([]store.Enq
 		insert = append(insert, i)
 	}
 
+	st, err := s.statements(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("enqueue: %w", classify(err))
+	}
 	wake := false
-	err := s.inWrite(ctx, func(tx *sql.Tx) error {
-		defaults, err := ensureQueues(ctx, tx, tasks, ts)
+	err = s.inWrite(ctx, func(tx *sql.Tx) error {
+		defaults, err := ensureQueues(ctx, tx, st, tasks, ts)
 		if err != nil {
 			return err
 		}
-		// Build each task as stored; the ones that conflict are replaced below.
+		// A task whose (queue, idempotency key) is stored already is not
+		// inserted: the stored task is the answer. With the write lock held
+		// the answer cannot change before the insert.
+		fresh := make([]int, 0, len(insert))
+		var byKey *sql.Stmt
 		for _, i := range insert {
-			out[i] = store.Enqueued{Task: newTaskRow(tasks[i], defaults[tasks[i].Queue], ts)}
-		}
-		inserted := make(map[string]bool, len(insert))
-		for start := 0; start < len(insert); start += insertChunk {
-			end := min(start+insertChunk, len(insert))
-			if err := insertTasks(ctx, tx, out, insert[start:end], inserted); err != nil {
-				return err
-			}
-		}
-		// A task not inserted lost an idempotency-key race with a stored task:
-		// that task is the answer.
-		for _, i := range insert {
-			if inserted[tasks[i].ID] {
-				if out[i].Task.State == task.Available {
-					wake = true
+			if tasks[i].IdempotencyKey != "" {
+				if byKey == nil {
+					byKey = tx.StmtContext(ctx, st.taskByKey)
 				}
-				continue
+				t, err := scanTask(byKey.QueryRowContext(ctx, tasks[i].Queue, tasks[i].IdempotencyKey))
+				if err == nil {
+					out[i] = store.Enqueued{Task: t.Task, Existing: true}
+					continue
+				}
+				if !errors.Is(err, sql.ErrNoRows) {
+					return fmt.Errorf("task %s: idempotency key: %w", tasks[i].ID, err)
+				}
 			}
-			row := tx.QueryRowContext(ctx, `SELECT `+taskCols+` FROM spool_tasks
-				WHERE queue = ? AND idempotency_key = ?`, tasks[i].Queue, tasks[i].IdempotencyKey)
-			t, err := scanTask(row)
-			if err != nil {
-				// Not a key conflict (insertTasks only skips those): say so.
-				return fmt.Errorf("task %s was not inserted: %w", tasks[i].ID, classify(err))
+			out[i] = store.Enqueued{Task: newTaskRow(tasks[i], defaults[tasks[i].Queue], ts)}
+			if out[i].Task.State == task.Available {
+				wake = true
 			}
-			out[i] = store.Enqueued{Task: t.Task, Existing: true}
+			fresh = append(fresh, i)
 		}
-		return nil
+		return insertTasks(ctx, tx, st, out, fresh)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("enqueue: %w", classify(err))
@@ -204,18 +221,23 @@ type queueDefaults struct {
 
 // ensureQueues creates the missing queues of tasks with default settings and
 // returns each queue's defaults for tasks that leave them unset.
-func ensureQueues(ctx context.Context, tx *sql.Tx, tasks []store.NewTask, ts time.Time) (map[string]queueDefaults, error) {
-	defaults := make(map[string]queueDefaults)
+func ensureQueues(ctx context.Context, tx *sql.Tx, st *statements, tasks []store.NewTask, ts time.Time) (map[string]queueDefaults, error) {
+	defaults := make(map[string]queueDefaults, 1)
+	get := tx.StmtContext(ctx, st.queueDefaults)
 	for _, nt := range tasks {
 		if _, ok := defaults[nt.Queue]; ok {
 			continue
 		}
-		if err := createQueue(ctx, tx, nt.Queue, ts); err != nil {
-			return nil, err
-		}
+		// Most enqueues go to a queue that exists: one read finds it.
 		var d queueDefaults
-		if err := tx.QueryRowContext(ctx, `SELECT max_attempts, timeout_ms FROM spool_queues WHERE name = ?`,
-			nt.Queue).Scan(&d.maxAttempts, &d.timeoutMS); err != nil {
+		err := get.QueryRowContext(ctx, nt.Queue).Scan(&d.maxAttempts, &d.timeoutMS)
+		if errors.Is(err, sql.ErrNoRows) {
+			if err := createQueue(ctx, tx, st, nt.Queue, ts); err != nil {
+				return nil, err
+			}
+			err = get.QueryRowContext(ctx, nt.Queue).Scan(&d.maxAttempts, &d.timeoutMS)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("queue %q: %w", nt.Queue, err)
 		}
 		defaults[nt.Queue] = d
@@ -224,12 +246,9 @@ func ensureQueues(ctx context.Context, tx *sql.Tx, tasks []store.NewTask, ts tim
 }
 
 // createQueue inserts queue name with the default settings unless it exists.
-func createQueue(ctx context.Context, tx *sql.Tx, name string, ts time.Time) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO spool_queues
-		(name, concurrency, rate_limit, max_attempts, timeout_ms, paused, tokens, tokens_at, created_at, updated_at)
-		VALUES (?, 0, 0, ?, ?, 0, 0, 0, ?, ?)
-		ON CONFLICT (name) DO NOTHING`,
-		name, task.DefaultMaxAttempts, task.DefaultTimeout.Milliseconds(), micros(ts), micros(ts))
+func createQueue(ctx context.Context, tx *sql.Tx, st *statements, name string, ts time.Time) error {
+	_, err := tx.StmtContext(ctx, st.createQueue).ExecContext(ctx,
+		name, task.DefaultMaxAttempts, task.DefaultTimeout.Milliseconds(), micros(ts))
 	if err != nil {
 		return fmt.Errorf("create queue %q: %w", name, err)
 	}
@@ -283,58 +302,62 @@ func newTaskRow(nt store.NewTask, d queueDefaults, ts time.Time) task.Task {
 	}
 }
 
-// insertTasks inserts out[idx] in one multi-row statement. A row whose
-// (queue, idempotency key) already exists is skipped; any other constraint
-// failure (a duplicate id, say) fails the statement and so the whole batch.
-// The ids actually inserted are added to inserted.
-func insertTasks(ctx context.Context, tx *sql.Tx, out []store.Enqueued, idx []int, inserted map[string]bool) error {
-	var q strings.Builder
-	q.WriteString(`INSERT INTO spool_tasks (` + insertCols + `) VALUES `)
-	args := make([]any, 0, len(idx)*insertNCols)
-	for n, i := range idx {
-		if n > 0 {
-			q.WriteString(",")
+// insertTasks inserts out[idx], whose idempotency keys are not stored. Any
+// constraint failure (a duplicate id, say) fails the statement and so the
+// whole batch. Rows go in by insertShapes[k] at a time, largest first: one
+// statement of many rows costs much less per row than many of one, and a
+// few fixed shapes keep every statement prepared.
+func insertTasks(ctx context.Context, tx *sql.Tx, st *statements, out []store.Enqueued, idx []int) error {
+	args := make([]any, 0, min(len(idx), insertShapes[0])*insertNCols)
+	for len(idx) > 0 {
+		k := 0
+		for insertShapes[k] > len(idx) {
+			k++
 		}
-		q.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
-		t := out[i].Task
-		var headers any
-		if len(t.Target.Headers) > 0 {
-			b, err := json.Marshal(t.Target.Headers)
-			if err != nil {
-				return fmt.Errorf("task %s: encode headers: %w", t.ID, err)
+		n := insertShapes[k]
+		args = args[:0]
+		for _, i := range idx[:n] {
+			t := out[i].Task
+			var headers any
+			if len(t.Target.Headers) > 0 {
+				b, err := json.Marshal(t.Target.Headers)
+				if err != nil {
+					return fmt.Errorf("task %s: encode headers: %w", t.ID, err)
+				}
+				headers = string(b)
 			}
-			headers = string(b)
+			var payload any
+			if len(t.Payload) > 0 {
+				payload = t.Payload
+			}
+			args = append(args, t.ID, t.Queue, string(t.State), t.Priority, micros(t.RunAt), t.MaxAttempts,
+				t.Timeout.Milliseconds(), t.Target.URL, t.Target.Method, headers, payload, t.ContentType,
+				nullString(t.IdempotencyKey), micros(t.CreatedAt), micros(t.UpdatedAt), nullString(t.TraceParent))
 		}
-		var payload any
-		if len(t.Payload) > 0 {
-			payload = t.Payload
-		}
-		args = append(args, t.ID, t.Queue, string(t.State), t.Priority, micros(t.RunAt), t.MaxAttempts,
-			t.Timeout.Milliseconds(), t.Target.URL, t.Target.Method, headers, payload, t.ContentType,
-			nullString(t.IdempotencyKey), micros(t.CreatedAt), micros(t.UpdatedAt), nullString(t.TraceParent))
-	}
-	q.WriteString(` ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id`)
-	rows, err := tx.QueryContext(ctx, q.String(), args...)
-	if err != nil {
-		return fmt.Errorf("insert tasks: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
+		res, err := tx.StmtContext(ctx, st.insertTasks[k]).ExecContext(ctx, args...)
+		if err != nil {
 			return fmt.Errorf("insert tasks: %w", err)
 		}
-		inserted[id] = true
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("insert tasks: %w", err)
+		got, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("insert tasks: %w", err)
+		}
+		if got != int64(n) {
+			// Only a key conflict is skipped, and Enqueue looked those up.
+			return fmt.Errorf("insert tasks: %d of %d rows inserted", got, n)
+		}
+		idx = idx[n:]
 	}
 	return nil
 }
 
 // GetTask returns one task (store.ErrNotFound).
 func (s *Store) GetTask(ctx context.Context, id string) (task.Task, error) {
-	t, err := scanTask(s.read.QueryRowContext(ctx, `SELECT `+taskCols+` FROM spool_tasks WHERE id = ?`, id))
+	st, err := s.statements(ctx)
+	if err != nil {
+		return task.Task{}, fmt.Errorf("get task %s: %w", id, classify(err))
+	}
+	t, err := scanTask(st.getTask.QueryRowContext(ctx, id))
 	if err != nil {
 		return task.Task{}, fmt.Errorf("get task %s: %w", id, classify(err))
 	}

@@ -1,0 +1,255 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/spoolhq/spool/internal/store"
+	"github.com/spoolhq/spool/internal/task"
+)
+
+func freshStore(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(t.Context(), filepath.Join(t.TempDir(), "spool.db"), Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.Migrate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func newTask(queue string) store.NewTask {
+	return store.NewTask{
+		ID:     uuid.Must(uuid.NewV7()).String(),
+		Queue:  queue,
+		Target: task.Target{URL: "http://127.0.0.1:1/hook", Method: "POST"},
+	}
+}
+
+// TestLeasableNeverMissesWork holds sqlLeasable, the read Lease asks before
+// it takes the write lock, to the write transaction: wherever the write
+// transaction leases a task, sqlLeasable must have said yes; and it must say
+// no where there is nothing to lease, or it saves nothing.
+func TestLeasableNeverMissesWork(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	enqueue := func(t *testing.T, s *Store, nts ...store.NewTask) {
+		t.Helper()
+		if _, err := s.Enqueue(ctx, nts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := func(queue string, d time.Duration) store.NewTask {
+		nt := newTask(queue)
+		nt.RunAt = time.Now().Add(d)
+		return nt
+	}
+	patch := func(t *testing.T, s *Store, queue string, p task.QueuePatch) {
+		t.Helper()
+		if _, err := s.UpdateQueue(ctx, queue, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lease := func(t *testing.T, s *Store, n int) []store.Lease {
+		t.Helper()
+		ls, err := s.Lease(ctx, n, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ls
+	}
+	retry := func(t *testing.T, s *Store, l store.Lease, at time.Time) {
+		t.Helper()
+		if _, err := s.Complete(ctx, []store.Completion{{LeaseRef: store.LeaseRef{TaskID: l.Task.ID, Token: l.Token},
+			Outcome: store.Retry, RetryAt: at}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	yes, one, two, five := true, 1, 2, 5.0
+
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, s *Store)
+		want  int // tasks the write transaction leases
+	}{
+		{"empty", func(*testing.T, *Store) {}, 0},
+		{"available", func(t *testing.T, s *Store) { enqueue(t, s, newTask("q")) }, 1},
+		{"scheduled later", func(t *testing.T, s *Store) { enqueue(t, s, in("q", time.Hour)) }, 0},
+		{"scheduled and due", func(t *testing.T, s *Store) {
+			enqueue(t, s, in("q", 50*time.Millisecond))
+			time.Sleep(100 * time.Millisecond)
+		}, 1},
+		{"retrying and due", func(t *testing.T, s *Store) {
+			enqueue(t, s, newTask("q"))
+			retry(t, s, lease(t, s, 1)[0], time.Time{})
+		}, 1},
+		{"retrying later", func(t *testing.T, s *Store) {
+			enqueue(t, s, newTask("q"))
+			retry(t, s, lease(t, s, 1)[0], time.Now().Add(time.Hour))
+		}, 0},
+		{"running", func(t *testing.T, s *Store) {
+			enqueue(t, s, newTask("q"))
+			lease(t, s, 1)
+		}, 0},
+		{"paused", func(t *testing.T, s *Store) {
+			enqueue(t, s, newTask("p"), newTask("p"))
+			patch(t, s, "p", task.QueuePatch{Paused: &yes})
+		}, 0},
+		{"paused and another due", func(t *testing.T, s *Store) {
+			enqueue(t, s, newTask("p"), newTask("p"), newTask("q"))
+			patch(t, s, "p", task.QueuePatch{Paused: &yes})
+		}, 1},
+		{"concurrency taken", func(t *testing.T, s *Store) {
+			enqueue(t, s, newTask("c"), newTask("c"))
+			patch(t, s, "c", task.QueuePatch{Concurrency: &one})
+			lease(t, s, 1)
+		}, 0},
+		{"concurrency free", func(t *testing.T, s *Store) {
+			enqueue(t, s, newTask("c"), newTask("c"))
+			patch(t, s, "c", task.QueuePatch{Concurrency: &two})
+			lease(t, s, 1)
+		}, 1},
+		{"rate spent", func(t *testing.T, s *Store) {
+			for range 6 {
+				enqueue(t, s, newTask("r"))
+			}
+			patch(t, s, "r", task.QueuePatch{RateLimit: &five})
+			if n := len(lease(t, s, 10)); n != 5 {
+				t.Fatalf("leased %d, want the burst of 5", n)
+			}
+		}, 0},
+		{"rate refilled", func(t *testing.T, s *Store) {
+			for range 6 {
+				enqueue(t, s, newTask("r"))
+			}
+			patch(t, s, "r", task.QueuePatch{RateLimit: &five})
+			lease(t, s, 10)
+			time.Sleep(250 * time.Millisecond) // 1.25 tokens at 5/s
+		}, 1},
+		{"available but run_at ahead", func(t *testing.T, s *Store) {
+			// What a clock that stepped back leaves: neither leases it.
+			enqueue(t, s, newTask("q"))
+			if _, err := s.write.ExecContext(ctx, `UPDATE spool_tasks SET run_at = ?`, micros(now().Add(time.Hour))); err != nil {
+				t.Fatal(err)
+			}
+		}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := freshStore(t)
+			tc.setup(t, s)
+			st, err := s.statements(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ok, err := leasable(ctx, st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ls, err := s.lease(ctx, st, 100, time.Hour) // the write transaction alone
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ls) != tc.want {
+				t.Fatalf("write transaction leased %d, want %d", len(ls), tc.want)
+			}
+			if ok != (tc.want > 0) {
+				t.Errorf("sqlLeasable = %v, want %v", ok, tc.want > 0)
+			}
+		})
+	}
+}
+
+// TestIdleLeaseDoesNotWaitForTheWriter: with nothing to lease, Lease answers
+// from the read pool while another transaction holds the write connection.
+func TestIdleLeaseDoesNotWaitForTheWriter(t *testing.T) {
+	t.Parallel()
+	s := freshStore(t)
+	ctx := context.Background()
+	if _, err := s.Enqueue(ctx, []store.NewTask{newTask("q")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Lease(ctx, 10, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback() //nolint:errcheck // nothing written
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if ls, err := s.Lease(lctx, 10, time.Hour); err != nil || len(ls) != 0 {
+		t.Fatalf("idle Lease with the writer busy: %d, %v", len(ls), err)
+	}
+}
+
+// TestHotStatementPlans pins the query plans the hot statements were tuned
+// for: leases walk an index in dispatch order and stop at LIMIT (no sort of
+// the backlog), claims and completions find rows by key, and sqlLeasable
+// only seeks.
+func TestHotStatementPlans(t *testing.T) {
+	t.Parallel()
+	s := freshStore(t)
+	for _, tc := range []struct {
+		name, q string
+		args    []any
+		want    []string
+	}{
+		{"due free", sqlDueFree, []any{1, 1}, []string{"SCAN spool_tasks USING INDEX spool_tasks_lease"}},
+		{"due queue", sqlDueQueue, []any{"q", 1, 1}, []string{"SEARCH spool_tasks USING INDEX spool_tasks_lease_queue (queue=?)"}},
+		{"claim", sqlClaim, []any{1, 1, "[]"}, []string{"SEARCH spool_tasks USING INTEGER PRIMARY KEY (rowid=?)"}},
+		{"leasable", sqlLeasable, []any{1}, []string{
+			"SEARCH r USING COVERING INDEX spool_tasks_queue_state (queue=? AND state=?)",
+			"SEARCH t USING INDEX spool_tasks_queue_state (queue=? AND state=?)",
+			"SEARCH t USING INDEX spool_tasks_promote (run_at<?)",
+		}},
+		{"complete", completeSucceeded, []any{1, 2, 3, 4, 5}, []string{"SEARCH spool_tasks USING INDEX sqlite_autoindex_spool_tasks_1 (id=?)"}},
+	} {
+		plan := explain(t, s.read, tc.q, tc.args...)
+		for _, w := range tc.want {
+			if !strings.Contains(plan, w) {
+				t.Errorf("%s: plan lacks %q:\n%s", tc.name, w, plan)
+			}
+		}
+		for _, bad := range []string{"TEMP B-TREE", "SCAN spool_tasks\n"} {
+			if strings.Contains(plan+"\n", bad) {
+				t.Errorf("%s: plan has %q:\n%s", tc.name, bad, plan)
+			}
+		}
+	}
+}
+
+func explain(t *testing.T, db *sql.DB, q string, args ...any) string {
+	t.Helper()
+	rows, err := db.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+q, args...)
+	if err != nil {
+		t.Fatalf("explain %.60q: %v", q, err)
+	}
+	defer rows.Close()
+	var b strings.Builder
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintln(&b, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(b.String())
+}
