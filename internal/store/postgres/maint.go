@@ -40,14 +40,7 @@ func (s *Store) ResignLeadership(ctx context.Context, owner string) error {
 
 // PromoteDue moves due scheduled and retrying tasks to available.
 func (s *Store) PromoteDue(ctx context.Context) (int, error) {
-	n, err := s.chunked(ctx, `WITH due AS (
-			SELECT id FROM spool_tasks
-			WHERE state IN ('scheduled', 'retrying') AND run_at <= now()
-			ORDER BY run_at LIMIT $1
-			FOR UPDATE SKIP LOCKED
-		)
-		UPDATE spool_tasks t SET state = 'available', updated_at = now()
-		FROM due WHERE t.id = due.id`)
+	n, err := s.chunked(ctx, promoteDueSQL)
 	if err != nil {
 		return n, wrap("promote due", err)
 	}
@@ -57,12 +50,16 @@ func (s *Store) PromoteDue(ctx context.Context) (int, error) {
 	return n, nil
 }
 
+// The maintenance statements find the rows they locked by ctid, as the
+// lease does (see leaseFreeSQL): a join on id is at the mercy of the
+// generic plan's guess of what LIMIT $1 returns.
+
 // RescueExpired requeues (or fails, when attempts are spent) running tasks
 // whose lease expired. Their lease is cleared, so the old holder's
 // completion is refused.
 func (s *Store) RescueExpired(ctx context.Context) (int, error) {
 	n, err := s.chunked(ctx, `WITH expired AS (
-			SELECT id FROM spool_tasks
+			SELECT ctid FROM spool_tasks
 			WHERE state = 'running' AND lease_expires_at <= now()
 			ORDER BY lease_expires_at LIMIT $1
 			FOR UPDATE SKIP LOCKED
@@ -73,7 +70,7 @@ func (s *Store) RescueExpired(ctx context.Context) (int, error) {
 			run_at = CASE WHEN t.attempt >= t.max_attempts THEN t.run_at ELSE now() END,
 			last_error = 'lease expired',
 			lease_token = NULL, lease_expires_at = NULL, updated_at = now()
-		FROM expired WHERE t.id = expired.id`)
+		WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM expired)) AND t.state = 'running'`)
 	if err != nil {
 		return n, wrap("rescue expired", err)
 	}
@@ -88,13 +85,13 @@ func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (
 	if limit <= 0 {
 		return 0, nil
 	}
-	tag, err := s.pool.Exec(ctx, `DELETE FROM spool_tasks WHERE id IN (
-			SELECT id FROM spool_tasks
+	tag, err := s.pool.Exec(ctx, `DELETE FROM spool_tasks WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM spool_tasks
 			WHERE state IN ('succeeded', 'failed', 'cancelled')
 				AND finished_at < now() - $1 * interval '1 millisecond'
 			ORDER BY finished_at LIMIT $2
 			FOR UPDATE SKIP LOCKED
-		)`, retention.Milliseconds(), limit)
+		))`, retention.Milliseconds(), limit)
 	if err != nil {
 		return 0, wrap("prune", err)
 	}
