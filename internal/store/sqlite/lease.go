@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -82,7 +81,7 @@ func (s *Store) lease(ctx context.Context, st *statements, limit int, leaseFor t
 		if err != nil {
 			return err
 		}
-		cands, err := queryCandidates(ctx, tx.StmtContext(ctx, st.dueFree), nowUS, limit)
+		cands, err := freeCandidates(ctx, tx, st, len(limited) > 0, nowUS, limit, perQueueMax)
 		if err != nil {
 			return err
 		}
@@ -227,6 +226,66 @@ func loadLimited(ctx context.Context, tx *sql.Tx, st *statements, ts time.Time) 
 	return qs, nil
 }
 
+// perQueueMax is the most free queues freeCandidates picks from one by one.
+const perQueueMax = 16
+
+// freeCandidates returns due tasks of the free queues (those loadLimited
+// does not return), among them the first limit in dispatch order. It walks
+// spool_tasks_lease in dispatch order (sqlDueFree), which stops after limit
+// tasks, unless the walk would have to step over tasks of paused or limited
+// queues: a paused queue's backlog, or the one a concurrency limit holds
+// back, would be read on every Lease. Then, as long as there are at most
+// perQueue free queues, it takes up to limit tasks of each through
+// spool_tasks_lease_queue instead; the caller merges and cuts.
+func freeCandidates(ctx context.Context, tx *sql.Tx, st *statements, anyLimited bool, nowUS int64, limit, perQueue int) ([]candidate, error) {
+	if anyLimited {
+		var due bool
+		if err := tx.StmtContext(ctx, st.limitedDue).QueryRowContext(ctx, nowUS).Scan(&due); err != nil {
+			return nil, fmt.Errorf("limited queues' due tasks: %w", err)
+		}
+		if due {
+			names, err := freeQueues(ctx, tx, st, perQueue+1)
+			if err != nil {
+				return nil, err
+			}
+			if len(names) <= perQueue {
+				var out []candidate
+				stmt := tx.StmtContext(ctx, st.dueQueue)
+				for _, name := range names {
+					c, err := queryCandidates(ctx, stmt, name, nowUS, limit)
+					if err != nil {
+						return nil, err
+					}
+					out = append(out, c...)
+				}
+				return out, nil
+			}
+		}
+	}
+	return queryCandidates(ctx, tx.StmtContext(ctx, st.dueFree), nowUS, limit)
+}
+
+// freeQueues returns up to n names of free queues.
+func freeQueues(ctx context.Context, tx *sql.Tx, st *statements, n int) ([]string, error) {
+	rows, err := tx.StmtContext(ctx, st.freeQueues).QueryContext(ctx, n)
+	if err != nil {
+		return nil, fmt.Errorf("free queues: %w", err)
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, fmt.Errorf("free queues: %w", err)
+		}
+		names = append(names, name)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("free queues: %w", err)
+	}
+	return names, nil
+}
+
 // queryCandidates runs a due-task query (sqlDueFree, sqlDueQueue).
 func queryCandidates(ctx context.Context, stmt *sql.Stmt, args ...any) ([]candidate, error) {
 	rows, err := stmt.QueryContext(ctx, args...)
@@ -262,17 +321,37 @@ func (s *Store) ExtendLeases(ctx context.Context, refs []store.LeaseRef, leaseFo
 	err = s.inWrite(ctx, func(tx *sql.Tx) error {
 		lost = lost[:0]
 		expires := micros(now().Add(leaseFor))
-		stmt := tx.StmtContext(ctx, st.extendLease)
+		refsJSON := make([]byte, 0, 64*len(refs))
+		refsJSON = append(refsJSON, '[')
+		for i, r := range refs {
+			if i > 0 {
+				refsJSON = append(refsJSON, ',')
+			}
+			refsJSON = append(refsJSON, '[')
+			refsJSON = appendJSONString(refsJSON, r.TaskID)
+			refsJSON = append(refsJSON, ',')
+			refsJSON = strconv.AppendInt(refsJSON, r.Token, 10)
+			refsJSON = append(refsJSON, ']')
+		}
+		refsJSON = append(refsJSON, ']')
+		rows, err := tx.StmtContext(ctx, st.extendLeases).QueryContext(ctx, expires, string(refsJSON))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		held := make(map[store.LeaseRef]bool, len(refs))
+		for rows.Next() {
+			var r store.LeaseRef
+			if err := rows.Scan(&r.TaskID, &r.Token); err != nil {
+				return err
+			}
+			held[r] = true
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
 		for _, r := range refs {
-			res, err := stmt.ExecContext(ctx, expires, r.TaskID, r.Token)
-			if err != nil {
-				return err
-			}
-			n, err := res.RowsAffected()
-			if err != nil {
-				return err
-			}
-			if n == 0 {
+			if !held[r] {
 				lost = append(lost, r)
 			}
 		}
@@ -284,35 +363,43 @@ func (s *Store) ExtendLeases(ctx context.Context, refs []store.LeaseRef, leaseFo
 	return lost, nil
 }
 
-// Completion statements, one per outcome. Each is guarded by the lease: it
-// matches only a task still running under the presented token, so a rescued,
-// cancelled or already completed attempt changes nothing. Parameters:
-// now, last_error, last_status, [retry_at,] id, token.
+// Completion statements, one per outcome, each for a batch: ?2 is a JSON
+// array of [id, token, last_error, last_status, retry_at] (retry_at for
+// Retry only), ?1 is now. Each is guarded by the lease: it matches only a
+// task still running under the presented token, so a rescued, cancelled or
+// already completed attempt changes nothing. A batch names a task once:
+// should it name one twice, which of the two UPDATE … FROM applies is
+// undefined.
 const (
 	completeSucceeded = `UPDATE spool_tasks SET
 			state = 'succeeded', finished_at = ?1, updated_at = ?1,
-			lease_token = NULL, lease_expires_at = NULL, last_error = ?2, last_status = ?3
-		WHERE id = ?4 AND state = 'running' AND lease_token = ?5
-		RETURNING state, run_at`
+			lease_token = NULL, lease_expires_at = NULL, last_error = c.value ->> 2, last_status = c.value ->> 3
+		FROM json_each(?2) AS c
+		WHERE spool_tasks.id = c.value ->> 0 AND spool_tasks.state = 'running' AND spool_tasks.lease_token = c.value ->> 1
+		RETURNING id, state, run_at`
 	completeFail = `UPDATE spool_tasks SET
 			state = 'failed', finished_at = ?1, updated_at = ?1,
-			lease_token = NULL, lease_expires_at = NULL, last_error = ?2, last_status = ?3
-		WHERE id = ?4 AND state = 'running' AND lease_token = ?5
-		RETURNING state, run_at`
+			lease_token = NULL, lease_expires_at = NULL, last_error = c.value ->> 2, last_status = c.value ->> 3
+		FROM json_each(?2) AS c
+		WHERE spool_tasks.id = c.value ->> 0 AND spool_tasks.state = 'running' AND spool_tasks.lease_token = c.value ->> 1
+		RETURNING id, state, run_at`
 	// The attempt that just ended was the last one allowed: fail instead.
 	completeRetry = `UPDATE spool_tasks SET
 			state       = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retrying' END,
-			run_at      = CASE WHEN attempt >= max_attempts THEN run_at ELSE ?6 END,
+			run_at      = CASE WHEN attempt >= max_attempts THEN run_at ELSE c.value ->> 4 END,
 			finished_at = CASE WHEN attempt >= max_attempts THEN ?1 ELSE NULL END,
-			updated_at = ?1, lease_token = NULL, lease_expires_at = NULL, last_error = ?2, last_status = ?3
-		WHERE id = ?4 AND state = 'running' AND lease_token = ?5
-		RETURNING state, run_at`
+			updated_at = ?1, lease_token = NULL, lease_expires_at = NULL,
+			last_error = c.value ->> 2, last_status = c.value ->> 3
+		FROM json_each(?2) AS c
+		WHERE spool_tasks.id = c.value ->> 0 AND spool_tasks.state = 'running' AND spool_tasks.lease_token = c.value ->> 1
+		RETURNING id, state, run_at`
 	// An abandoned attempt does not count: give the attempt back.
 	completeRelease = `UPDATE spool_tasks SET
 			state = 'available', run_at = ?1, attempt = max(attempt - 1, 0), updated_at = ?1,
-			lease_token = NULL, lease_expires_at = NULL, last_error = ?2, last_status = ?3
-		WHERE id = ?4 AND state = 'running' AND lease_token = ?5
-		RETURNING state, run_at`
+			lease_token = NULL, lease_expires_at = NULL, last_error = c.value ->> 2, last_status = c.value ->> 3
+		FROM json_each(?2) AS c
+		WHERE spool_tasks.id = c.value ->> 0 AND spool_tasks.state = 'running' AND spool_tasks.lease_token = c.value ->> 1
+		RETURNING id, state, run_at`
 )
 
 // Complete applies the completions in one transaction.
@@ -332,41 +419,48 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 	if err != nil {
 		return nil, fmt.Errorf("complete: %w", classify(err))
 	}
+	// The n-th completion naming a task goes in round n: a round names each
+	// task once, and rounds run in order, so that completions of one task
+	// apply in the order given, as one statement each would.
+	round := make([]int, len(cs))
+	rounds := 1
+	if len(cs) > 1 {
+		seen := make(map[string]int, len(cs))
+		for i, c := range cs {
+			round[i] = seen[c.TaskID]
+			seen[c.TaskID]++
+			rounds = max(rounds, round[i]+1)
+		}
+	}
 	wake := false
 	err = s.inWrite(ctx, func(tx *sql.Tx) error {
 		clear(accepted)
 		wake = false
-		ts := now()
-		nowUS := micros(ts)
-		var stmts [len(st.complete)]*sql.Stmt // this transaction's, as needed
-		for i, c := range cs {
-			k := c.Outcome - store.Succeeded
-			if stmts[k] == nil {
-				stmts[k] = tx.StmtContext(ctx, st.complete[k])
-			}
-			stmt := stmts[k]
-			args := []any{nowUS, nullString(c.LastError), nullInt(c.LastStatus), c.TaskID, c.Token}
-			if c.Outcome == store.Retry {
-				retryAt := nowUS
-				if !c.RetryAt.IsZero() {
-					retryAt = micros(c.RetryAt)
+		nowUS := micros(now())
+		var batch []byte
+		byID := make(map[string]int, len(cs))
+		for r := range rounds {
+			for k, stmt := range st.complete {
+				outcome := store.Succeeded + store.Outcome(k)
+				batch = append(batch[:0], '[')
+				clear(byID)
+				for i, c := range cs {
+					if round[i] != r || c.Outcome != outcome {
+						continue
+					}
+					if len(byID) > 0 {
+						batch = append(batch, ',')
+					}
+					byID[c.TaskID] = i
+					batch = appendCompletion(batch, c, nowUS)
 				}
-				args = append(args, retryAt)
-			}
-			var (
-				state string
-				runAt int64
-			)
-			err := stmt.QueryRowContext(ctx, args...).Scan(&state, &runAt)
-			if errors.Is(err, sql.ErrNoRows) {
-				continue // not running under that token: refused
-			}
-			if err != nil {
-				return fmt.Errorf("task %s: %w", c.TaskID, err)
-			}
-			accepted[i] = true
-			if (state == string(task.Retrying) || state == string(task.Available)) && runAt <= nowUS {
-				wake = true
+				if len(byID) == 0 {
+					continue
+				}
+				batch = append(batch, ']')
+				if err := complete(ctx, tx.StmtContext(ctx, stmt), nowUS, batch, byID, accepted, &wake); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -378,4 +472,62 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 		s.hub.broadcast()
 	}
 	return accepted, nil
+}
+
+// appendCompletion appends c as complete* statements read it.
+func appendCompletion(b []byte, c store.Completion, nowUS int64) []byte {
+	b = append(b, '[')
+	b = appendJSONString(b, c.TaskID)
+	b = append(b, ',')
+	b = strconv.AppendInt(b, c.Token, 10)
+	b = append(b, ',')
+	if c.LastError == "" {
+		b = append(b, "null"...)
+	} else {
+		b = appendJSONString(b, c.LastError)
+	}
+	b = append(b, ',')
+	if c.LastStatus == 0 {
+		b = append(b, "null"...)
+	} else {
+		b = strconv.AppendInt(b, int64(c.LastStatus), 10)
+	}
+	if c.Outcome == store.Retry {
+		retryAt := nowUS
+		if !c.RetryAt.IsZero() {
+			retryAt = micros(c.RetryAt)
+		}
+		b = append(b, ',')
+		b = strconv.AppendInt(b, retryAt, 10)
+	}
+	return append(b, ']')
+}
+
+// complete runs one completion statement over batch and marks the
+// completions (byID: task id to index in accepted) it applied; wake is set
+// when one made a task due now.
+func complete(ctx context.Context, stmt *sql.Stmt, nowUS int64, batch []byte, byID map[string]int, accepted []bool, wake *bool) error {
+	rows, err := stmt.QueryContext(ctx, nowUS, string(batch))
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			id, state string
+			runAt     int64
+		)
+		if err := rows.Scan(&id, &state, &runAt); err != nil {
+			return err
+		}
+		i, ok := byID[id]
+		if !ok {
+			return fmt.Errorf("completed task %s that was not asked for", id)
+		}
+		accepted[i] = true
+		if (state == string(task.Retrying) || state == string(task.Available)) && runAt <= nowUS {
+			*wake = true
+		}
+	}
+	return rows.Err()
 }

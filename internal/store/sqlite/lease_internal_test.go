@@ -1,12 +1,15 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -172,6 +175,83 @@ func TestLeasableNeverMissesWork(t *testing.T) {
 	}
 }
 
+// TestFreeCandidatesStrategiesAgree: picking queue by queue returns, among
+// its candidates, the same first tasks in dispatch order as the walk of the
+// whole lease index.
+func TestFreeCandidatesStrategiesAgree(t *testing.T) {
+	t.Parallel()
+	s := freshStore(t)
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(1, 2))
+	queues := []string{"a", "b", "c", "paused", "conc", "rate"}
+	var nts []store.NewTask
+	for range 600 {
+		nt := newTask(queues[rng.IntN(len(queues))])
+		nt.Priority = rng.IntN(4)
+		// Due in the last minute, or later (scheduled).
+		nt.RunAt = time.Now().Add(time.Duration(rng.IntN(90)-60) * time.Second)
+		nts = append(nts, nt)
+	}
+	if _, err := s.Enqueue(ctx, nts); err != nil {
+		t.Fatal(err)
+	}
+	yes, one, rate := true, 1, 2.0
+	for name, p := range map[string]task.QueuePatch{
+		"paused": {Paused: &yes}, "conc": {Concurrency: &one}, "rate": {RateLimit: &rate},
+	} {
+		if _, err := s.UpdateQueue(ctx, name, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := s.statements(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sortCands := func(cs []candidate, limit int) []string {
+		slices.SortFunc(cs, func(a, b candidate) int {
+			return cmp.Or(cmp.Compare(a.priority, b.priority), cmp.Compare(a.runAt, b.runAt), strings.Compare(a.id, b.id))
+		})
+		var ids []string
+		for _, c := range cs[:min(limit, len(cs))] {
+			ids = append(ids, c.id)
+		}
+		return ids
+	}
+	err = s.inWrite(ctx, func(tx *sql.Tx) error {
+		nowUS := micros(now())
+		for _, limit := range []int{1, 7, 50, 1000} {
+			walk, err := freeCandidates(ctx, tx, st, false, nowUS, limit, perQueueMax)
+			if err != nil {
+				return err
+			}
+			perQueue, err := freeCandidates(ctx, tx, st, true, nowUS, limit, perQueueMax)
+			if err != nil {
+				return err
+			}
+			// Each of the three free queues has more than 50 due tasks.
+			if limit <= 50 && len(perQueue) != 3*limit {
+				return fmt.Errorf("limit %d: queue by queue gave %d, want %d from each of 3 queues", limit, len(perQueue), limit)
+			}
+			w, q := sortCands(walk, limit), sortCands(perQueue, limit)
+			if len(w) == 0 || !slices.Equal(w, q) {
+				return fmt.Errorf("limit %d: walk %v, queue by queue %v", limit, w, q)
+			}
+			// Over perQueue free queues, it walks.
+			few, err := freeCandidates(ctx, tx, st, true, nowUS, limit, 2)
+			if err != nil {
+				return err
+			}
+			if !slices.Equal(sortCands(few, limit), w) || len(few) != len(walk) {
+				return fmt.Errorf("limit %d: with 3 free queues and room for 2 it did not walk", limit)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestIdleLeaseDoesNotWaitForTheWriter: with nothing to lease, Lease answers
 // from the read pool while another transaction holds the write connection.
 func TestIdleLeaseDoesNotWaitForTheWriter(t *testing.T) {
@@ -216,7 +296,14 @@ func TestHotStatementPlans(t *testing.T) {
 			"SEARCH t USING INDEX spool_tasks_queue_state (queue=? AND state=?)",
 			"SEARCH t USING INDEX spool_tasks_promote (run_at<?)",
 		}},
-		{"complete", completeSucceeded, []any{1, 2, 3, 4, 5}, []string{"SEARCH spool_tasks USING INDEX sqlite_autoindex_spool_tasks_1 (id=?)"}},
+		{"limited due", sqlLimitedDue, []any{1}, []string{
+			"SEARCH t USING INDEX spool_tasks_queue_state (queue=? AND state=?)",
+			"SEARCH t USING INDEX spool_tasks_promote (run_at<?)",
+		}},
+		{"complete", completeRetry, []any{1, "[]"}, []string{"SCAN c VIRTUAL TABLE",
+			"SEARCH spool_tasks USING INDEX sqlite_autoindex_spool_tasks_1 (id=?)"}},
+		{"extend", sqlExtendLeases, []any{1, "[]"}, []string{"SCAN c VIRTUAL TABLE",
+			"SEARCH spool_tasks USING INDEX sqlite_autoindex_spool_tasks_1 (id=?)"}},
 	} {
 		plan := explain(t, s.read, tc.q, tc.args...)
 		for _, w := range tc.want {
@@ -228,6 +315,79 @@ func TestHotStatementPlans(t *testing.T) {
 			if strings.Contains(plan+"\n", bad) {
 				t.Errorf("%s: plan has %q:\n%s", tc.name, bad, plan)
 			}
+		}
+	}
+}
+
+// TestBatchArgumentsKeepEveryByte: ExtendLeases and Complete hand task ids
+// and errors to SQLite inside one JSON argument; any string must arrive as
+// it was given.
+func TestBatchArgumentsKeepEveryByte(t *testing.T) {
+	t.Parallel()
+	s := freshStore(t)
+	ctx := context.Background()
+	odd := []string{`a"b\c`, "nul\x00x", "\xff\xfe not utf-8", "é🎉", "\x01\x1f\n\t", "\u2028", "\xed\xa0\x80", "[1,2]", "null"}
+	var nts []store.NewTask
+	for _, id := range odd {
+		nt := newTask("q")
+		nt.ID = id
+		nts = append(nts, nt)
+	}
+	if _, err := s.Enqueue(ctx, nts); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := s.Lease(ctx, 100, time.Minute)
+	if err != nil || len(ls) != len(odd) {
+		t.Fatalf("Lease: %d, %v", len(ls), err)
+	}
+	var refs []store.LeaseRef
+	for _, l := range ls {
+		refs = append(refs, store.LeaseRef{TaskID: l.Task.ID, Token: l.Token}, store.LeaseRef{TaskID: l.Task.ID, Token: -l.Token})
+	}
+	lost, err := s.ExtendLeases(ctx, refs, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lost) != len(ls) {
+		t.Errorf("lost %d leases, want the %d with a wrong token", len(lost), len(ls))
+	}
+	for _, r := range lost {
+		if r.Token > 0 {
+			t.Errorf("lease of %q lost", r.TaskID)
+		}
+	}
+	var cs []store.Completion
+	for i, l := range ls {
+		c := store.Completion{LeaseRef: store.LeaseRef{TaskID: l.Task.ID, Token: l.Token}, Outcome: store.Fail,
+			LastError: "error: " + odd[(i+1)%len(odd)], LastStatus: 400 + i}
+		if i%2 == 0 {
+			c.Outcome, c.RetryAt = store.Retry, time.Now().Add(time.Hour)
+		}
+		cs = append(cs, c)
+	}
+	acc, err := s.Complete(ctx, cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range cs {
+		if !acc[i] {
+			t.Errorf("completion of %q refused", c.TaskID)
+			continue
+		}
+		got, err := s.GetTask(ctx, c.TaskID)
+		if err != nil {
+			t.Fatalf("GetTask(%q): %v", c.TaskID, err)
+		}
+		want := task.Failed
+		if c.Outcome == store.Retry {
+			want = task.Retrying
+		}
+		if got.ID != c.TaskID || got.State != want || got.LastError != c.LastError || got.LastStatus != c.LastStatus {
+			t.Errorf("task %q = %q %s %q %d, want %s %q %d", c.TaskID, got.ID, got.State, got.LastError, got.LastStatus,
+				want, c.LastError, c.LastStatus)
+		}
+		if c.Outcome == store.Retry && !got.RunAt.Equal(fromMicros(micros(c.RetryAt))) {
+			t.Errorf("task %q runs at %v, want %v", c.TaskID, got.RunAt, c.RetryAt)
 		}
 	}
 }

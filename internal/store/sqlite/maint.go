@@ -53,19 +53,36 @@ func (s *Store) ResignLeadership(ctx context.Context, owner string) error {
 	return nil
 }
 
+// promoteChunk is how many tasks one statement of PromoteDue promotes.
+const promoteChunk = 1000
+
 // PromoteDue makes scheduled and retrying tasks whose run_at has passed
 // available, and returns how many.
 func (s *Store) PromoteDue(ctx context.Context) (int, error) {
 	var n int64
 	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+		n = 0
 		ts := micros(now())
-		res, err := tx.ExecContext(ctx, `UPDATE spool_tasks SET state = 'available', updated_at = ?
-			WHERE state IN ('scheduled', 'retrying') AND run_at <= ?`, ts, ts)
-		if err != nil {
-			return err
+		// promoteChunk rows a statement: the write connection keeps a
+		// statement's journal in memory (temp_store), so no statement may
+		// change an unbounded number of rows. Promoted rows leave
+		// spool_tasks_promote, so each round starts where the last stopped.
+		for {
+			res, err := tx.ExecContext(ctx, `UPDATE spool_tasks SET state = 'available', updated_at = ?1
+				WHERE rowid IN (SELECT rowid FROM spool_tasks
+					WHERE state IN ('scheduled', 'retrying') AND run_at <= ?1 LIMIT ?2)`, ts, promoteChunk)
+			if err != nil {
+				return err
+			}
+			k, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			n += k
+			if k < promoteChunk {
+				return nil
+			}
 		}
-		n, err = res.RowsAffected()
-		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("promote due: %w", classify(err))

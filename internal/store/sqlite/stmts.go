@@ -46,16 +46,20 @@ const (
 		RETURNING ` + taskCols
 	sqlDrawTokens = `UPDATE spool_queues SET tokens = ?, tokens_at = ? WHERE name = ?`
 
+	// sqlLimitedDue tells whether a queue sqlLimitedQueues returns holds a
+	// due task: then sqlDueFree may have to walk past many of them.
+	sqlLimitedDue = `SELECT EXISTS (SELECT 1 FROM spool_queues q
+		WHERE (q.paused <> 0 OR q.concurrency > 0 OR q.rate_limit > 0) AND ` + queueHasDue + `)`
+	// The queues sqlLimitedQueues does not return, up to ?1 of them.
+	sqlFreeQueues = `SELECT name FROM spool_queues
+		WHERE paused = 0 AND concurrency <= 0 AND rate_limit <= 0 LIMIT ?1`
+
 	// sqlLeasable tells whether a Lease could take anything at ?1: whether a
 	// queue that is not paused, and has room under its concurrency and rate
 	// limits, holds a due task. It is what Lease's write transaction works
 	// out, asked of a read snapshot, with every test loose rather than tight
-	// (an available task's run_at is checked, a whole token is 0.999), so
-	// that it never says no where the write transaction would find a task.
-	// Each queue costs a few index seeks: available tasks through
-	// spool_tasks_queue_state, scheduled and retrying ones through
-	// spool_tasks_promote (only those due: the + keeps the planner off the
-	// queue's index, which would read every task scheduled for later).
+	// (a whole token is 0.999), so that it never says no where the write
+	// transaction would find a task.
 	sqlLeasable = `SELECT EXISTS (
 		SELECT 1 FROM spool_queues q
 		WHERE q.paused = 0
@@ -63,14 +67,24 @@ const (
 				(SELECT count(*) FROM spool_tasks r WHERE r.queue = q.name AND r.state = 'running'))
 			AND (q.rate_limit <= 0 OR q.tokens_at = 0 OR
 				q.tokens + max(?1 - q.tokens_at, 0) / 1e6 * q.rate_limit >= 0.999)
-			AND (EXISTS (SELECT 1 FROM spool_tasks t
-					WHERE t.queue = q.name AND t.state = 'available' AND t.run_at <= ?1)
-				OR EXISTS (SELECT 1 FROM spool_tasks t
-					WHERE t.state IN ('scheduled', 'retrying') AND t.run_at <= ?1 AND +t.queue = q.name)))`
+			AND ` + queueHasDue + `)`
 
-	// ExtendLeases.
-	sqlExtendLease = `UPDATE spool_tasks SET lease_expires_at = ?
-		WHERE id = ? AND state = 'running' AND lease_token = ?`
+	// queueHasDue is true when queue q holds a task due at ?1, for a few
+	// index seeks: available tasks through spool_tasks_queue_state,
+	// scheduled and retrying ones through spool_tasks_promote, which holds
+	// few due ones (the + keeps the planner off the queue's own index, which
+	// would read every task scheduled for later).
+	queueHasDue = `(EXISTS (SELECT 1 FROM spool_tasks t
+				WHERE t.queue = q.name AND t.state = 'available' AND t.run_at <= ?1)
+			OR EXISTS (SELECT 1 FROM spool_tasks t
+				WHERE t.state IN ('scheduled', 'retrying') AND t.run_at <= ?1 AND +t.queue = q.name))`
+
+	// ExtendLeases: ?2 is a JSON array of [id, token] pairs; the leases
+	// still held come back.
+	sqlExtendLeases = `UPDATE spool_tasks SET lease_expires_at = ?1
+		FROM json_each(?2) AS c
+		WHERE spool_tasks.id = c.value ->> 0 AND spool_tasks.state = 'running' AND spool_tasks.lease_token = c.value ->> 1
+		RETURNING id, lease_token`
 
 	// GetTask.
 	sqlGetTask = `SELECT ` + taskCols + ` FROM spool_tasks WHERE id = ?`
@@ -85,8 +99,9 @@ type statements struct {
 	queueDefaults, createQueue, taskByKey          *sql.Stmt
 	insertTasks                                    []*sql.Stmt // by insertShapes
 	limitedQueues, runningCount, dueFree, dueQueue *sql.Stmt
+	limitedDue, freeQueues                         *sql.Stmt
 	leaseSeq, claim, drawTokens                    *sql.Stmt
-	extendLease                                    *sql.Stmt
+	extendLeases                                   *sql.Stmt
 	complete                                       [4]*sql.Stmt // by store.Outcome - 1
 	// read pool
 	leasable, getTask *sql.Stmt
@@ -110,10 +125,12 @@ func prepareStatements(ctx context.Context, write, read *sql.DB) (*statements, e
 		{write, &st.runningCount, sqlRunningCount},
 		{write, &st.dueFree, sqlDueFree},
 		{write, &st.dueQueue, sqlDueQueue},
+		{write, &st.limitedDue, sqlLimitedDue},
+		{write, &st.freeQueues, sqlFreeQueues},
 		{write, &st.leaseSeq, sqlLeaseSeq},
 		{write, &st.claim, sqlClaim},
 		{write, &st.drawTokens, sqlDrawTokens},
-		{write, &st.extendLease, sqlExtendLease},
+		{write, &st.extendLeases, sqlExtendLeases},
 		{write, &st.complete[0], completeSucceeded},
 		{write, &st.complete[1], completeRetry},
 		{write, &st.complete[2], completeFail},
@@ -171,4 +188,23 @@ func (s *Store) statements(ctx context.Context) (*statements, error) {
 	}
 	s.stmts.Store(st)
 	return st, nil
+}
+
+// appendJSONString appends s as a JSON string that SQLite's JSON functions
+// read back byte for byte: only '"', '\\' and control characters are
+// escaped, and bytes that are not UTF-8 pass through as they are.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
 }
