@@ -80,7 +80,13 @@ func TestLeasableNeverMissesWork(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	yes, one, two, five := true, 1, 2, 5.0
+	exec := func(t *testing.T, s *Store, q string, args ...any) {
+		t.Helper()
+		if _, err := s.write.ExecContext(ctx, q, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	yes, one, two, slow := true, 1, 2, 0.01
 
 	for _, tc := range []struct {
 		name  string
@@ -91,8 +97,8 @@ func TestLeasableNeverMissesWork(t *testing.T) {
 		{"available", func(t *testing.T, s *Store) { enqueue(t, s, newTask("q")) }, 1},
 		{"scheduled later", func(t *testing.T, s *Store) { enqueue(t, s, in("q", time.Hour)) }, 0},
 		{"scheduled and due", func(t *testing.T, s *Store) {
-			enqueue(t, s, in("q", 50*time.Millisecond))
-			time.Sleep(100 * time.Millisecond)
+			enqueue(t, s, in("q", time.Hour))
+			exec(t, s, `UPDATE spool_tasks SET run_at = ?`, micros(now())) // still scheduled
 		}, 1},
 		{"retrying and due", func(t *testing.T, s *Store) {
 			enqueue(t, s, newTask("q"))
@@ -125,28 +131,28 @@ func TestLeasableNeverMissesWork(t *testing.T) {
 			lease(t, s, 1)
 		}, 1},
 		{"rate spent", func(t *testing.T, s *Store) {
-			for range 6 {
-				enqueue(t, s, newTask("r"))
-			}
-			patch(t, s, "r", task.QueuePatch{RateLimit: &five})
-			if n := len(lease(t, s, 10)); n != 5 {
-				t.Fatalf("leased %d, want the burst of 5", n)
+			enqueue(t, s, newTask("r"), newTask("r"))
+			patch(t, s, "r", task.QueuePatch{RateLimit: &slow}) // a burst of 1, then one per 100 s
+			if n := len(lease(t, s, 10)); n != 1 {
+				t.Fatalf("leased %d, want the burst of 1", n)
 			}
 		}, 0},
 		{"rate refilled", func(t *testing.T, s *Store) {
-			for range 6 {
-				enqueue(t, s, newTask("r"))
-			}
-			patch(t, s, "r", task.QueuePatch{RateLimit: &five})
+			enqueue(t, s, newTask("r"), newTask("r"))
+			patch(t, s, "r", task.QueuePatch{RateLimit: &slow})
 			lease(t, s, 10)
-			time.Sleep(250 * time.Millisecond) // 1.25 tokens at 5/s
+			exec(t, s, `UPDATE spool_queues SET tokens_at = tokens_at - 101e6`) // 101 s ago
 		}, 1},
+		{"rate almost refilled", func(t *testing.T, s *Store) {
+			enqueue(t, s, newTask("r"), newTask("r"))
+			patch(t, s, "r", task.QueuePatch{RateLimit: &slow})
+			lease(t, s, 10)
+			exec(t, s, `UPDATE spool_queues SET tokens_at = tokens_at - 90e6`) // 0.9 tokens
+		}, 0},
 		{"available but run_at ahead", func(t *testing.T, s *Store) {
 			// What a clock that stepped back leaves: neither leases it.
 			enqueue(t, s, newTask("q"))
-			if _, err := s.write.ExecContext(ctx, `UPDATE spool_tasks SET run_at = ?`, micros(now().Add(time.Hour))); err != nil {
-				t.Fatal(err)
-			}
+			exec(t, s, `UPDATE spool_tasks SET run_at = ?`, micros(now().Add(time.Hour)))
 		}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -249,6 +255,39 @@ func TestFreeCandidatesStrategiesAgree(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPromoteDueManyTasks: PromoteDue promotes in chunks of promoteChunk
+// and must still promote every due task in one call.
+func TestPromoteDueManyTasks(t *testing.T) {
+	t.Parallel()
+	s := freshStore(t)
+	ctx := context.Background()
+	n := 2*promoteChunk + 345
+	later := time.Now().Add(time.Hour)
+	for i := 0; i <= n; i += 1000 {
+		batch := make([]store.NewTask, min(1000, n+1-i))
+		for j := range batch {
+			batch[j] = newTask("q")
+			batch[j].RunAt = later
+		}
+		if _, err := s.Enqueue(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// All but one come due.
+	if _, err := s.write.ExecContext(ctx, `UPDATE spool_tasks SET run_at = ?
+		WHERE rowid <> (SELECT max(rowid) FROM spool_tasks)`, micros(now())); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.PromoteDue(ctx)
+	if err != nil || got != n {
+		t.Fatalf("PromoteDue = %d, %v; want %d", got, err, n)
+	}
+	q, err := s.GetQueue(ctx, "q")
+	if err != nil || q.Counts[task.Available] != int64(n) || q.Counts[task.Scheduled] != 1 {
+		t.Errorf("counts after PromoteDue: %v, %v", q.Counts, err)
 	}
 }
 

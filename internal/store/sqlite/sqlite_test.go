@@ -375,37 +375,6 @@ func TestLeaseLimits(t *testing.T) {
 	}
 }
 
-// TestPromoteDueManyTasks: PromoteDue promotes in chunks of 1000 and must
-// still promote every due task in one call.
-func TestPromoteDueManyTasks(t *testing.T) {
-	t.Parallel()
-	s := fresh(t)
-	const n = 2345
-	batch := make([]store.NewTask, 0, 1000)
-	soon := time.Now().Add(100 * time.Millisecond)
-	for i := 0; i < n; i += len(batch) {
-		batch = batch[:0]
-		for range min(1000, n-i) {
-			nt := newTask("q")
-			nt.RunAt = soon
-			batch = append(batch, nt)
-		}
-		enqueue(t, s, batch...)
-	}
-	later := newTask("q")
-	later.RunAt = time.Now().Add(time.Hour)
-	enqueue(t, s, later)
-	time.Sleep(time.Until(soon) + 10*time.Millisecond)
-	got, err := s.PromoteDue(ctxFor(t))
-	if err != nil || got != n {
-		t.Fatalf("PromoteDue = %d, %v; want %d", got, err, n)
-	}
-	q, err := s.GetQueue(ctxFor(t), "q")
-	if err != nil || q.Counts[task.Available] != n || q.Counts[task.Scheduled] != 1 {
-		t.Errorf("counts after PromoteDue: %v, %v", q.Counts, err)
-	}
-}
-
 func TestErrorsAreTyped(t *testing.T) {
 	t.Parallel()
 	s := fresh(t)

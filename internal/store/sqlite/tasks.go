@@ -85,14 +85,6 @@ func nullString(s string) any {
 	return s
 }
 
-// nullInt stores 0 as NULL.
-func nullInt(n int) any {
-	if n == 0 {
-		return nil
-	}
-	return n
-}
-
 // timeoutMillis stores a timeout in whole milliseconds, rounding a positive
 // sub-millisecond timeout up so it never becomes "none".
 func timeoutMillis(d time.Duration) int64 {
