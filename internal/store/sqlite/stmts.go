@@ -59,7 +59,7 @@ const (
 	// limits, holds a due task. It is what Lease's write transaction works
 	// out, asked of a read snapshot, with every test loose rather than tight
 	// (a whole token is 0.999), so that it never says no where the write
-	// transaction would find a task.
+	// transaction, run at the same instant, would find a task.
 	sqlLeasable = `SELECT EXISTS (
 		SELECT 1 FROM spool_queues q
 		WHERE q.paused = 0
