@@ -1,5 +1,5 @@
 // Package postgres is the PostgreSQL driver of store.Store, on pgx/v5's
-// pgxpool. It owns the spool_* tables and their embedded goose migrations.
+// pgxpool. It owns the spool_* tables and their embedded migrations (goose's format, applied by store/migrate).
 // Several replicas share one database: leasing uses FOR UPDATE SKIP LOCKED,
 // limited queues are leased under their queue row's lock so concurrency and
 // rate limits hold across replicas, and every time comes from the database
@@ -12,7 +12,6 @@ package postgres
 
 import (
 	"context"
-	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
@@ -30,9 +29,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3"
 
 	"github.com/spoolhq/spool/internal/store"
+	"github.com/spoolhq/spool/internal/store/migrate"
 )
 
 //go:embed migrations/*.sql
@@ -149,43 +148,29 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	db := stdlib.OpenDBFromPool(s.pool)
-	defer db.Close()
-	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys,
-		goose.WithTableName("spool_goose_db_version"),
-		goose.WithSessionLocker(advisoryLocker{id: migrationLockID}),
-		goose.WithSlog(s.log),
-	)
+	ms, err := migrate.Load(fsys)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	results, err := p.Up(ctx)
+	db := stdlib.OpenDBFromPool(s.pool)
+	defer db.Close()
+	conn, err := db.Conn(ctx)
 	if err != nil {
 		return wrap("migrate", err)
 	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", migrationLockID); err != nil {
+		return wrap("migrate: take the migration lock", err)
+	}
+	// Released on a context that is not cancelled; a dropped connection
+	// releases it anyway.
+	defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", migrationLockID)
+	results, err := migrate.Up(ctx, conn, migrate.Postgres, "spool_goose_db_version", ms)
 	for _, r := range results {
-		s.log.Info("applied migration", "version", r.Source.Version, "duration", r.Duration)
+		s.log.Info("applied migration", "version", r.Version, "file", r.Name, "duration", r.Duration)
 	}
-	return nil
-}
-
-// advisoryLocker is a goose SessionLocker that blocks on the advisory lock
-// (goose's own polls every 5s, which would stall replicas starting together).
-type advisoryLocker struct{ id int64 }
-
-// SessionLock waits for the lock on goose's migration connection.
-func (l advisoryLocker) SessionLock(ctx context.Context, conn *sql.Conn) error {
-	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", l.id); err != nil {
-		return fmt.Errorf("take migration lock: %w", err)
-	}
-	return nil
-}
-
-// SessionUnlock releases it; goose calls it with a context that is not
-// cancelled, and a dropped connection releases it anyway.
-func (l advisoryLocker) SessionUnlock(ctx context.Context, conn *sql.Conn) error {
-	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_unlock($1)", l.id); err != nil {
-		return fmt.Errorf("release migration lock: %w", err)
+	if err != nil {
+		return wrap("migrate", err)
 	}
 	return nil
 }
