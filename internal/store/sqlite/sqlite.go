@@ -1,7 +1,7 @@
 // Package sqlite is Spool's embedded store: store.Store on one SQLite file
 // (modernc.org/sqlite, pure Go, WAL mode) for a single Spool process.
 //
-// It owns the file, its schema (migrations/*.sql, applied with goose) and the
+// It owns the file, its schema (migrations/*.sql, applied by store/migrate) and the
 // two connection pools below; it must not be shared by several processes
 // (several replicas need PostgreSQL). All writes go through one connection in
 // BEGIN IMMEDIATE transactions: SQLite allows one writer at a time anyway, and
@@ -29,11 +29,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pressly/goose/v3"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/spoolhq/spool/internal/store"
+	"github.com/spoolhq/spool/internal/store/migrate"
 )
 
 //go:embed migrations/*.sql
@@ -175,24 +175,24 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	// The global registry holds Go migrations registered by init functions;
-	// Spool has none, and another package's must never run on this schema.
-	p, err := goose.NewProvider(goose.DialectSQLite3, s.write, fsys,
-		goose.WithDisableGlobalRegistry(true),
-		goose.WithSlog(s.log),
-	)
+	ms, err := migrate.Load(fsys)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	// p.Close would close s.write: do not call it.
-	res, err := p.Up(ctx)
+	// The one write connection: nothing else writes while it migrates.
+	conn, err := s.write.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", classify(err))
 	}
+	defer conn.Close()
+	res, err := migrate.Up(ctx, conn, migrate.SQLite, "goose_db_version", ms)
 	for _, r := range res {
 		s.log.InfoContext(ctx, "sqlite migration applied",
-			slog.Int64("version", r.Source.Version), slog.String("file", r.Source.Path),
+			slog.Int64("version", r.Version), slog.String("file", r.Name),
 			slog.Duration("duration", r.Duration))
+	}
+	if err != nil {
+		return fmt.Errorf("migrate: %w", classify(err))
 	}
 	return nil
 }
