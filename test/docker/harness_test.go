@@ -33,7 +33,7 @@ type harness struct {
 	runID    string   // unique per run: compose project names and the spool image tag
 
 	goImage       string // stand-in for golang:1.26-bookworm
-	runtimeImage  string // stand-in for gcr.io/distroless/static-debian12:nonroot
+	runtimeImage  string // the Dockerfile's default, scratch
 	postgresImage string // stand-in for postgres:17
 	spoolImage    string // built from the Dockerfile for this run
 }
