@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -53,7 +54,13 @@ func (d *Dispatcher) deliver(parent context.Context, l store.Lease, leaseSpan tr
 	if m := d.cfg.Metrics; m != nil {
 		m.DeliveryDuration.WithLabelValues(t.Queue).Observe(elapsed.Seconds())
 	}
-	log := d.log.With("spool.task.id", t.ID, "spool.queue", t.Queue, "spool.attempt", t.Attempt)
+	// The task's fields go on a line only when one is written: most
+	// deliveries succeed and log nothing at the default level.
+	logf := func(level slog.Level, msg string, args ...any) {
+		if d.log.Enabled(ctx, level) {
+			d.log.Log(ctx, level, msg, append([]any{"spool.task.id", t.ID, "spool.queue", t.Queue, "spool.attempt", t.Attempt}, args...)...)
+		}
+	}
 
 	switch cause := context.Cause(parent); {
 	case errors.Is(cause, errLeaseLost):
@@ -69,7 +76,7 @@ func (d *Dispatcher) deliver(parent context.Context, l store.Lease, leaseSpan tr
 	case err == nil && status >= 200 && status < 300:
 		c.Outcome = store.Succeeded
 		d.count(t.Queue, "succeeded")
-		log.DebugContext(ctx, "delivered", "http.response.status_code", status, "event.duration", elapsed.Nanoseconds())
+		logf(slog.LevelDebug, "delivered", "http.response.status_code", status, "event.duration", elapsed.Nanoseconds())
 		return c, true
 	case err != nil && errors.Is(err, ErrForbiddenTarget):
 		c.Outcome, c.LastError = store.Fail, err.Error()
@@ -98,7 +105,7 @@ func (d *Dispatcher) deliver(parent context.Context, l store.Lease, leaseSpan tr
 	} else {
 		d.count(t.Queue, "failed")
 	}
-	log.InfoContext(ctx, "attempt failed", "http.response.status_code", status, "error.message", c.LastError, "event.duration", elapsed.Nanoseconds())
+	logf(slog.LevelInfo, "attempt failed", "http.response.status_code", status, "error.message", c.LastError, "event.duration", elapsed.Nanoseconds())
 	return c, true
 }
 
