@@ -83,10 +83,19 @@ func invalidField(field, format string, args ...any) *apiError {
 	return invalid(fieldError{Field: field, Detail: fmt.Sprintf(format, args...)})
 }
 
+// statusClientClosedRequest is nginx's 499: the client went away before
+// the answer. Nobody reads it; it keeps a client's disconnect out of the
+// 5xx count that the API error alert watches.
+const statusClientClosedRequest = 499
+
 func problemFrom(e *apiError) problem {
+	title := http.StatusText(e.status)
+	if e.status == statusClientClosedRequest {
+		title = "Client Closed Request"
+	}
 	return problem{
 		Type:       "about:blank",
-		Title:      http.StatusText(e.status),
+		Title:      title,
 		Status:     e.status,
 		Detail:     e.detail,
 		Errors:     e.fields,
@@ -126,12 +135,18 @@ func (s *server) toProblem(r *http.Request, err error) problem {
 		return problemFrom(&apiError{status: http.StatusServiceUnavailable, retryAfter: 1,
 			detail: "the store is unavailable; retry shortly"})
 	}
-	level := slog.LevelError
-	if r.Context().Err() != nil {
-		// The client went away; nobody reads the answer.
-		level = slog.LevelInfo
+	if errors.Is(r.Context().Err(), context.Canceled) {
+		// The client went away (the store call ended with its context):
+		// not a server error. What was stored before stays stored.
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "client closed the request",
+			slog.String("http.request.method", r.Method),
+			slog.String("http.route", r.Pattern),
+			slog.String("http.request.id", requestIDFrom(r.Context())),
+			slog.String("error.message", err.Error()))
+		return problemFrom(&apiError{status: statusClientClosedRequest,
+			detail: "the client closed the request before the answer"})
 	}
-	s.log.LogAttrs(r.Context(), level, "request failed",
+	s.log.LogAttrs(r.Context(), slog.LevelError, "request failed",
 		slog.String("http.request.method", r.Method),
 		slog.String("http.route", r.Pattern),
 		slog.String("http.request.id", requestIDFrom(r.Context())),

@@ -32,3 +32,16 @@ func TestRequestTimeoutBoundsStoreCalls(t *testing.T) {
 		t.Errorf("took %s with a 200ms request timeout", took)
 	}
 }
+
+// A client that goes away while the store works gets no 5xx: the answer
+// nobody reads is a 499, so a disconnect never counts as a server error.
+func TestClientGoneIsNotAServerError(t *testing.T) {
+	e := newEnv(t, hangingStore{}, func(*Config) {})
+	ctx, cancel := context.WithCancel(context.Background())
+	req := e.newReq("GET", "/v1/tasks/0192f0c1-7b7a-7c4e-9a1b-123456789abc", "").WithContext(ctx)
+	time.AfterFunc(50*time.Millisecond, cancel)
+	res := e.doReq(req)
+	if res.Code != statusClientClosedRequest {
+		t.Fatalf("status %d, want 499: %s", res.Code, res)
+	}
+}
