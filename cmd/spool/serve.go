@@ -163,6 +163,9 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		if err := live.Ping(ctx); err != nil {
+			if errors.Is(err, store.ErrNotMigrated) {
+				return err // says which version it has and needs
+			}
 			return fmt.Errorf("store unreachable: %w", store.ErrUnavailable)
 		}
 		return nil

@@ -445,6 +445,8 @@ func (s *server) readyz(r *http.Request) (statusJSON, error) {
 	switch {
 	case errors.Is(err, ErrShuttingDown):
 		reason = "not ready: shutting down"
+	case errors.Is(err, store.ErrNotMigrated):
+		reason = "not ready: the database schema is not migrated (run spool migrate)"
 	case errors.Is(err, store.ErrUnavailable):
 		reason = "not ready: the store is unreachable"
 	case errors.Is(err, context.DeadlineExceeded):

@@ -2,7 +2,9 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,5 +45,21 @@ func TestClientGoneIsNotAServerError(t *testing.T) {
 	res := e.doReq(req)
 	if res.Code != statusClientClosedRequest {
 		t.Fatalf("status %d, want 499: %s", res.Code, res)
+	}
+}
+
+type notMigratedStore struct{ store.Store }
+
+func (notMigratedStore) Ping(context.Context) error {
+	return fmt.Errorf("ping: %w: version 2, needs 3", store.ErrNotMigrated)
+}
+
+// A database without the schema keeps the replica out of service and
+// says why.
+func TestReadyzNotMigrated(t *testing.T) {
+	e := newEnv(t, notMigratedStore{}, func(*Config) {})
+	res := e.do("GET", "/readyz", "")
+	if res.Code != http.StatusServiceUnavailable || !strings.Contains(string(res.Body), "schema is not migrated") {
+		t.Fatalf("readyz = %d %s, want 503 naming the schema", res.Code, res.Body)
 	}
 }

@@ -23,6 +23,10 @@ var (
 	// ErrUnavailable: the database cannot be reached right now; callers
 	// answer 503 and may retry. Drivers wrap connection failures with it.
 	ErrUnavailable = errors.New("store unavailable")
+	// ErrNotMigrated: the database answers but its schema is older than
+	// this build (or absent): `spool migrate` has not run. Ping returns it,
+	// so /readyz keeps a replica out of service until the schema is there.
+	ErrNotMigrated = errors.New("database schema not migrated")
 )
 
 // NewTask is a task to enqueue. The caller (the API) has validated it.
@@ -98,7 +102,8 @@ type Completion struct {
 // is safe for concurrent use. Times are produced by the database clock on
 // PostgreSQL (so replicas agree) and by the process clock on SQLite.
 type Store interface {
-	// Ping checks the database answers (for /readyz).
+	// Ping checks the database answers and its schema is migrated (for
+	// /readyz): ErrUnavailable, or ErrNotMigrated.
 	Ping(ctx context.Context) error
 	// Close releases connections; in-flight calls may fail after it.
 	Close() error

@@ -217,3 +217,23 @@ func apply(ctx context.Context, conn *sql.Conn, d Dialect, table string, m Migra
 	}
 	return tx.Commit()
 }
+
+// Latest is the highest version of ms (0 when empty).
+func Latest(ms []Migration) int64 {
+	if len(ms) == 0 {
+		return 0
+	}
+	return ms[len(ms)-1].Version
+}
+
+// CheckSQL reads the highest applied version from table; a missing table
+// is an error, which callers report as a schema not migrated.
+func CheckSQL(table string) string {
+	return fmt.Sprintf(`SELECT COALESCE(MAX(version_id), 0) FROM %s WHERE is_applied`, table)
+}
+
+// ErrBehind builds the error of a database whose schema is older than
+// the build: have is what it has, want what the build needs.
+func ErrBehind(have, want int64) error {
+	return fmt.Errorf("the database schema is at version %d and this build needs %d: run spool migrate (or serve --migrate)", have, want)
+}

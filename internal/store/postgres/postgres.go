@@ -22,6 +22,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -69,7 +70,26 @@ type Store struct {
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
 	once    sync.Once
+
+	migrated atomic.Bool // Ping saw the schema at schemaVersion or later
 }
+
+// versionTable records the applied migrations (goose's table, named for
+// Spool).
+const versionTable = "spool_goose_db_version"
+
+// schemaVersion is the latest embedded migration: what this build needs.
+var schemaVersion = func() int64 {
+	fsys, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		panic(err)
+	}
+	ms, err := migrate.Load(fsys)
+	if err != nil {
+		panic(err) // the embedded files are tested
+	}
+	return migrate.Latest(ms)
+}()
 
 var _ store.Store = (*Store)(nil)
 
@@ -115,7 +135,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	closing, stop := context.WithCancel(context.Background())
 	s := &Store{pool: pool, log: log, probeEvery: listenProbeEvery, closing: closing, stop: stop}
-	if err := s.Ping(ctx); err != nil {
+	if err := wrap("ping", s.pool.Ping(ctx)); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("postgres: open: %w", err)
 	}
@@ -127,7 +147,25 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Ping checks the database answers.
 func (s *Store) Ping(ctx context.Context) error {
-	return wrap("ping", s.pool.Ping(ctx))
+	if err := s.pool.Ping(ctx); err != nil {
+		return wrap("ping", err)
+	}
+	if s.migrated.Load() {
+		return nil // a schema never goes back
+	}
+	var have int64
+	if err := s.pool.QueryRow(ctx, migrate.CheckSQL(versionTable)).Scan(&have); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
+			return fmt.Errorf("ping: %w: %w", store.ErrNotMigrated, migrate.ErrBehind(0, schemaVersion))
+		}
+		return wrap("ping: schema version", err)
+	}
+	if have < schemaVersion {
+		return fmt.Errorf("ping: %w: %w", store.ErrNotMigrated, migrate.ErrBehind(have, schemaVersion))
+	}
+	s.migrated.Store(true)
+	return nil
 }
 
 // Close stops the LISTEN loops and closes the pool. It is idempotent.
@@ -165,7 +203,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 	// Released on a context that is not cancelled; a dropped connection
 	// releases it anyway.
 	defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", migrationLockID)
-	results, err := migrate.Up(ctx, conn, migrate.Postgres, "spool_goose_db_version", ms)
+	results, err := migrate.Up(ctx, conn, migrate.Postgres, versionTable, ms)
 	for _, r := range results {
 		s.log.Info("applied migration", "version", r.Version, "file", r.Name, "duration", r.Duration)
 	}

@@ -68,6 +68,7 @@ type Store struct {
 	closed  bool
 
 	closeOnce sync.Once
+	migrated  atomic.Bool // Ping saw the schema at schemaVersion or later
 }
 
 var _ store.Store = (*Store)(nil)
@@ -200,11 +201,37 @@ func (s *Store) Migrate(ctx context.Context) error {
 // Ping checks that the file can be read.
 func (s *Store) Ping(ctx context.Context) error {
 	var n int
-	if err := s.read.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema`).Scan(&n); err != nil {
+	if err := s.read.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema WHERE name = 'goose_db_version'`).Scan(&n); err != nil {
 		return fmt.Errorf("ping: %w", classify(err))
 	}
+	if s.migrated.Load() {
+		return nil // a schema never goes back
+	}
+	var have int64
+	if n > 0 {
+		if err := s.read.QueryRowContext(ctx, migrate.CheckSQL("goose_db_version")).Scan(&have); err != nil {
+			return fmt.Errorf("ping: schema version: %w", classify(err))
+		}
+	}
+	if have < schemaVersion {
+		return fmt.Errorf("ping: %w: %w", store.ErrNotMigrated, migrate.ErrBehind(have, schemaVersion))
+	}
+	s.migrated.Store(true)
 	return nil
 }
+
+// schemaVersion is the latest embedded migration: what this build needs.
+var schemaVersion = func() int64 {
+	fsys, err := fs.Sub(migrationsFS, "migrations")
+	if err != nil {
+		panic(err)
+	}
+	ms, err := migrate.Load(fsys)
+	if err != nil {
+		panic(err) // the embedded files are tested
+	}
+	return migrate.Latest(ms)
+}()
 
 // Close closes both pools and every Wakeups channel. Calls in flight may fail.
 func (s *Store) Close() error {
