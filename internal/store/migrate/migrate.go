@@ -237,3 +237,17 @@ func CheckSQL(table string) string {
 func ErrBehind(have, want int64) error {
 	return fmt.Errorf("the database schema is at version %d and this build needs %d: run spool migrate (or serve --migrate)", have, want)
 }
+
+// MustLatest is Latest of the migrations in dir of fsys, for a driver's
+// embedded files (which its tests load): it panics if they do not parse.
+func MustLatest(fsys fs.FS, dir string) int64 {
+	sub, err := fs.Sub(fsys, dir)
+	if err != nil {
+		panic(err)
+	}
+	ms, err := Load(sub)
+	if err != nil {
+		panic(err)
+	}
+	return Latest(ms)
+}

@@ -79,17 +79,7 @@ type Store struct {
 const versionTable = "spool_goose_db_version"
 
 // schemaVersion is the latest embedded migration: what this build needs.
-var schemaVersion = func() int64 {
-	fsys, err := fs.Sub(migrationFiles, "migrations")
-	if err != nil {
-		panic(err)
-	}
-	ms, err := migrate.Load(fsys)
-	if err != nil {
-		panic(err) // the embedded files are tested
-	}
-	return migrate.Latest(ms)
-}()
+var schemaVersion = migrate.MustLatest(migrationFiles, "migrations")
 
 var _ store.Store = (*Store)(nil)
 

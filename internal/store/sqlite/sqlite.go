@@ -221,17 +221,7 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // schemaVersion is the latest embedded migration: what this build needs.
-var schemaVersion = func() int64 {
-	fsys, err := fs.Sub(migrationsFS, "migrations")
-	if err != nil {
-		panic(err)
-	}
-	ms, err := migrate.Load(fsys)
-	if err != nil {
-		panic(err) // the embedded files are tested
-	}
-	return migrate.Latest(ms)
-}()
+var schemaVersion = migrate.MustLatest(migrationsFS, "migrations")
 
 // Close closes both pools and every Wakeups channel. Calls in flight may fail.
 func (s *Store) Close() error {
