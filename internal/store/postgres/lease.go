@@ -15,13 +15,31 @@ import (
 
 const pendingStates = `('scheduled', 'available', 'retrying')`
 
+// recheck wraps the condition an UPDATE re-checks on rows it finds by ctid
+// so that the planner can neither use it to match a partial index nor turn
+// it into an index condition: a TID scan is then the only way to the rows,
+// whatever the statistics say. (COALESCE changes nothing: the condition is
+// never NULL on these NOT NULL columns.)
+func recheck(cond string) string { return "COALESCE(" + cond + ", false)" }
+
 // leaseFreeSQL leases up to $1 available tasks for $2 milliseconds, in one
 // statement, from the queues that are neither paused nor limited, and only
 // when no limited queue has due work it may start (then leaseMixed orders
-// both kinds together). Both conditions are uncorrelated subqueries that
-// PostgreSQL evaluates once (InitPlans), so the statement walks
-// spool_tasks_available_idx in lease order and stops after $1 rows: every
-// available task is due, so nothing is read past what is leased.
+// both kinds together). It reads only what it leases, whatever waits in
+// held-back queues, in one of two ways chosen by InitPlans (uncorrelated
+// subqueries PostgreSQL evaluates once, so the other way is never run):
+//
+//   - walk: no queue is paused or limited (the common case). It walks
+//     spool_tasks_available_idx in lease order and stops after $1 rows:
+//     every available task is due and leasable.
+//   - heads: some queue is held back. Walking the same index would read
+//     every task a paused or rate-limited queue has piled up, at every
+//     lease (a paused queue of 20,000 tasks cost 4 ms a lease, 0 leased).
+//     Instead it takes the first $1 available tasks of each free queue from
+//     spool_tasks_queue_available_idx, merges them in lease order, keeps
+//     $1, and then locks those (a row leased meanwhile by another caller
+//     is skipped, or fails the re-check on its new version).
+//
 // SKIP LOCKED lets concurrent callers take disjoint rows; a row another
 // transaction changed meanwhile is re-checked against the WHERE once
 // locked, so a task is never leased twice. Tokens come from a sequence and
@@ -32,32 +50,53 @@ const pendingStates = `('scheduled', 'available', 'retrying')`
 // guessed that LIMIT $1 picks a tenth of the table and hash-joined it with
 // a scan of the whole table (40 ms instead of 4 at 65,000 rows), or, with
 // the statistics of a table that was small when the plan was made, scanned
-// the whole table for the array of ids.
+// the whole table for the array of ids. The state re-check after the TID
+// list goes through recheck, so that it cannot become an index condition
+// either: as ` + "`t.state = 'available'`" + ` the planner, trusting statistics taken
+// when the table was nearly empty, answered it with a bitmap scan of
+// spool_tasks_available_idx and filtered every available task against the
+// array (8,000 rows read to lease 26, 4 ms a lease: a draining backlog
+// paid for its whole length at every lease).
 var leaseFreeSQL = `
-WITH picked AS (
+WITH walk AS (
 	SELECT t.ctid FROM spool_tasks t
-	WHERE t.state = 'available' AND ` + freeQueueSQL + `
-		AND NOT ` + limitedWorkSQL + `
+	WHERE t.state = 'available' AND NOT ` + anyHeldSQL + `
 	ORDER BY t.priority, t.run_at, t.id
 	LIMIT $1
 	FOR UPDATE SKIP LOCKED
+), heads AS (
+	` + freeHeadsSQL(anyHeldSQL+` AND NOT `+limitedWorkSQL) + `
+), locked AS (
+	SELECT t.ctid FROM spool_tasks t
+	WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM heads)) AND ` + recheck(`t.state = 'available'`) + `
+	FOR UPDATE SKIP LOCKED
 )
 UPDATE spool_tasks t SET ` + leaseSet + `
-WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM picked)) AND t.state = 'available'
+WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM walk UNION ALL SELECT ctid FROM locked))
+	AND ` + recheck(`t.state = 'available'`) + `
 RETURNING ` + taskColsT + `, t.lease_token, t.lease_expires_at`
 
-// heldQueuesSQL is the array of the queues a free lease leaves out:
-// paused, or with a concurrency or rate limit. The table holds one row per
-// queue.
-const heldQueuesSQL = `ARRAY(SELECT name FROM spool_queues WHERE paused OR concurrency > 0 OR rate_limit > 0)`
+// anyHeldSQL holds when some queue is paused or limited: a free lease must
+// then leave its tasks out. The table holds one row per queue.
+const anyHeldSQL = `EXISTS (SELECT 1 FROM spool_queues WHERE paused OR concurrency > 0 OR rate_limit > 0)`
 
-// freeQueueSQL holds for a task of a queue that is neither paused nor
-// limited. The COALESCE changes nothing (queue is never NULL) but hides
-// the test from the planner's array estimate, which for a table with few
-// distinct queues guesses that almost no task passes (each of an assumed
-// 10 array elements halving the rows) and then sorts the whole backlog
-// instead of walking the index.
-const freeQueueSQL = `COALESCE(t.queue <> ALL (` + heldQueuesSQL + `), true)`
+// freeHeadsSQL selects the ctids of the first $1 available tasks of the
+// free queues (neither paused nor limited) in lease order, without locking
+// them: up to $1 from each queue through spool_tasks_queue_available_idx,
+// merged. cond is ANDed to the queue condition (InitPlans go there).
+func freeHeadsSQL(cond string) string {
+	if cond != "" {
+		cond = " AND " + cond
+	}
+	return `SELECT h.ctid FROM spool_queues q CROSS JOIN LATERAL (
+		SELECT t.ctid, t.priority, t.run_at, t.id FROM spool_tasks t
+		WHERE t.queue = q.name AND t.state = 'available'
+		ORDER BY t.priority, t.run_at, t.id
+		LIMIT $1) h
+	WHERE NOT (q.paused OR q.concurrency > 0 OR q.rate_limit > 0)` + cond + `
+	ORDER BY h.priority, h.run_at, h.id
+	LIMIT $1`
+}
 
 // limitedWorkSQL holds when a limited queue has due work and room to start
 // some.
@@ -67,14 +106,14 @@ const limitedWorkSQL = `EXISTS (SELECT 1 FROM spool_queues q ` + limitedQueuesWh
 // has passed to available (through spool_tasks_due_idx, so it reads only
 // due rows), so that the lease that follows sees every due task in one
 // ordered index. Rows another lease or the maintainer holds are skipped.
-const promoteDueSQL = `WITH due AS (
+var promoteDueSQL = `WITH due AS (
 		SELECT ctid FROM spool_tasks
 		WHERE state IN ('scheduled', 'retrying') AND run_at <= now()
 		ORDER BY run_at LIMIT $1
 		FOR UPDATE SKIP LOCKED
 	)
 	UPDATE spool_tasks t SET state = 'available', updated_at = now()
-	WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM due)) AND t.state IN ('scheduled', 'retrying')`
+	WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM due)) AND ` + recheck(`t.state IN ('scheduled', 'retrying')`)
 
 // leaseSet starts an attempt; $2 is the lease duration in milliseconds.
 const leaseSet = `state = 'running', attempt = t.attempt + 1,
@@ -82,7 +121,8 @@ const leaseSet = `state = 'running', attempt = t.attempt + 1,
 	lease_expires_at = now() + $2 * interval '1 millisecond',
 	updated_at = now()`
 
-// limitedQueuesWhere selects limited, unpaused queues that have due tasks
+// limitedQueuesWhere selects limited, unpaused queues that have available
+// tasks (Lease promotes due scheduled and retrying tasks first)
 // and, judging by a snapshot, room to start one. The due-work probe is a
 // scalar subquery with LIMIT 1 rather than EXISTS so that the planner
 // cannot turn it into a join that first reads every due task of every
@@ -95,7 +135,7 @@ WHERE NOT q.paused AND (q.concurrency > 0 OR q.rate_limit > 0)
 	AND (q.rate_limit = 0 OR least(greatest(1, q.rate_limit),
 		q.tokens + q.rate_limit * extract(epoch FROM clock_timestamp() - q.tokens_at)) >= 1)
 	AND (SELECT true FROM spool_tasks t
-		WHERE t.queue = q.name AND t.state IN ` + pendingStates + ` AND t.run_at <= now() LIMIT 1)`
+		WHERE t.queue = q.name AND t.state = 'available' LIMIT 1)`
 
 // Lease takes up to limit due tasks in (priority, run_at, id) order across
 // all queues. When no limited queue has work (the common case) that is one
@@ -230,9 +270,7 @@ func (s *Store) leaseMixed(ctx context.Context, limit int, ms int64) (_ []store.
 		})
 		return err
 	}
-	const candCols = `SELECT t.id::text, t.queue, t.priority, t.run_at FROM spool_tasks t
-		WHERE t.state IN ` + pendingStates + ` AND t.run_at <= now() AND `
-	const candOrder = ` ORDER BY t.priority, t.run_at, t.id LIMIT $1 FOR UPDATE SKIP LOCKED`
+	const candCols = `SELECT t.id::text, t.queue, t.priority, t.run_at FROM spool_tasks t WHERE `
 	for _, name := range names {
 		b := buckets[name]
 		if b == nil || b.paused || (b.concurrency == 0 && b.rate == 0) {
@@ -247,10 +285,12 @@ func (s *Store) leaseMixed(ctx context.Context, limit int, ms int64) (_ []store.
 			allowed = min(allowed, int(math.Floor(b.tokens+1e-9)))
 		}
 		if allowed > 0 {
-			batch.Queue(candCols+`t.queue = $2`+candOrder, allowed, name).Query(collect)
+			batch.Queue(candCols+`t.queue = $2 AND t.state = 'available'
+				ORDER BY t.priority, t.run_at, t.id LIMIT $1 FOR UPDATE SKIP LOCKED`, allowed, name).Query(collect)
 		}
 	}
-	batch.Queue(candCols+freeQueueSQL+candOrder, limit).Query(collect)
+	batch.Queue(candCols+`t.ctid = ANY (ARRAY(`+freeHeadsSQL("")+`)) AND `+recheck(`t.state = 'available'`)+`
+		FOR UPDATE SKIP LOCKED`, limit).Query(collect)
 	if err := tx.SendBatch(ctx, &batch).Close(); err != nil {
 		return nil, false, err
 	}

@@ -70,7 +70,7 @@ func (s *Store) RescueExpired(ctx context.Context) (int, error) {
 			run_at = CASE WHEN t.attempt >= t.max_attempts THEN t.run_at ELSE now() END,
 			last_error = 'lease expired',
 			lease_token = NULL, lease_expires_at = NULL, updated_at = now()
-		WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM expired)) AND t.state = 'running'`)
+		WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM expired)) AND `+recheck(`t.state = 'running'`))
 	if err != nil {
 		return n, wrap("rescue expired", err)
 	}

@@ -1,0 +1,201 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/spoolhq/spool/internal/store"
+	"github.com/spoolhq/spool/internal/task"
+	"github.com/spoolhq/spool/internal/testpg"
+)
+
+// planNode is the part of EXPLAIN (ANALYZE, FORMAT JSON) these tests read.
+type planNode struct {
+	NodeType        string     `json:"Node Type"`
+	Relation        string     `json:"Relation Name"`
+	Index           string     `json:"Index Name"`
+	ActualRows      float64    `json:"Actual Rows"`
+	ActualLoops     float64    `json:"Actual Loops"`
+	RemovedByFilter float64    `json:"Rows Removed by Filter"`
+	RemovedByRechk  float64    `json:"Rows Removed by Index Recheck"`
+	Plans           []planNode `json:"Plans"`
+}
+
+// tasksRead sums the rows the plan's scans of spool_tasks produced or
+// filtered out: how much of the table one execution touched.
+func (n planNode) tasksRead() float64 {
+	var sum float64
+	if n.Relation == "spool_tasks" || (n.NodeType == "Bitmap Index Scan" && n.Index != "") {
+		if n.NodeType != "ModifyTable" {
+			sum += (n.ActualRows + n.RemovedByFilter + n.RemovedByRechk) * max(n.ActualLoops, 1)
+		}
+	}
+	for _, c := range n.Plans {
+		sum += c.tasksRead()
+	}
+	return sum
+}
+
+// has reports whether a node of type typ scans spool_tasks as alias-free
+// target of the UPDATE (the outermost scan under ModifyTable).
+func (n planNode) find(pred func(planNode) bool) bool {
+	if pred(n) {
+		return true
+	}
+	for _, c := range n.Plans {
+		if c.find(pred) {
+			return true
+		}
+	}
+	return false
+}
+
+// explainLease runs the free lease statement once under EXPLAIN ANALYZE,
+// as a prepared statement with the given plan_cache_mode (the generic plan
+// is what a long-lived pgx connection ends up using), inside a transaction
+// that is rolled back, and returns its plan and how many rows it leased.
+func explainLease(t *testing.T, s *Store, mode string, limit int) (planNode, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = "+mode); err != nil {
+		t.Fatal(err)
+	}
+	name := "lease_" + mode
+	if _, err := tx.Exec(ctx, "PREPARE "+name+"(int, bigint) AS "+leaseFreeSQL); err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Exec(context.WithoutCancel(ctx), "DEALLOCATE "+name)
+	var out []byte
+	if err := tx.QueryRow(ctx, fmt.Sprintf("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE %s(%d, 30000)", name, limit), pgx.QueryExecModeSimpleProtocol).Scan(&out); err != nil {
+		t.Fatal(err)
+	}
+	var plans []struct {
+		Plan planNode `json:"Plan"`
+	}
+	if err := json.Unmarshal(out, &plans); err != nil || len(plans) != 1 {
+		t.Fatalf("decode plan: %v\n%s", err, out)
+	}
+	return plans[0].Plan, int(plans[0].Plan.ActualRows)
+}
+
+func fill(t *testing.T, s *Store, queue string, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	for done := 0; done < n; {
+		batch := make([]store.NewTask, min(500, n-done))
+		for i := range batch {
+			batch[i] = store.NewTask{ID: uuid.Must(uuid.NewV7()).String(), Queue: queue, Target: task.Target{URL: "http://127.0.0.1:9/"}, Priority: 5}
+		}
+		if _, err := s.Enqueue(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+		done += len(batch)
+	}
+}
+
+// TestLeaseReadsOnlyWhatItLeases holds the free lease to its promise: one
+// lease reads about as many tasks as it takes, with a backlog held back in
+// a paused or rate-limited queue, and with planner statistics taken while
+// the table was empty (as on a fresh install that then fills up), under
+// both the custom and the generic plan. A lease that walked the held-back
+// backlog, or answered the state re-check by scanning every available task
+// (both seen before), reads thousands.
+func TestLeaseReadsOnlyWhatItLeases(t *testing.T) {
+	t.Parallel()
+	dsn := testpg.Shared(t).CreateDB(t)
+	s, err := Open(t.Context(), dsn, Options{MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Statistics of an empty table, kept while it fills.
+	if _, err := s.pool.Exec(ctx, `ANALYZE spool_tasks; ALTER TABLE spool_tasks SET (autovacuum_enabled = false)`); err != nil {
+		t.Fatal(err)
+	}
+	const backlog, limit = 3000, 20
+	setQueue := func(q, set string) {
+		t.Helper()
+		if _, err := s.pool.Exec(ctx, `UPDATE spool_queues SET `+set+` WHERE name = $1`, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fill(t, s, "busy", backlog)
+	fill(t, s, "held", backlog)
+	fill(t, s, "free", 200)
+
+	// With statistics of the empty table, the custom plan for the walk
+	// may sort every available task instead of walking the index (the
+	// planner believes there are a few dozen); the generic plan, which a
+	// pgx connection's cached statement settles on, does not. Only the
+	// generic plan is held to the bound then; both are once the table has
+	// been analyzed (autovacuum does it within about a minute).
+	stale := true
+	check := func(name string) {
+		t.Helper()
+		for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+			plan, leased := explainLease(t, s, mode, limit)
+			if stale && mode == "force_custom_plan" {
+				t.Logf("%s, %s, empty-table statistics: read %.0f rows (not held to the bound)", name, mode, plan.tasksRead())
+				continue
+			}
+			if leased != limit {
+				t.Errorf("%s, %s: leased %d, want %d", name, mode, leased, limit)
+			}
+			read := plan.tasksRead()
+			t.Logf("%s, %s: leased %d, read %.0f rows of spool_tasks", name, mode, leased, read)
+			// Each leased row is read by the pick, the lock and the update;
+			// the heads of a few queues may add up to limit each.
+			if read > 10*limit {
+				out, _ := json.MarshalIndent(plan, "", " ")
+				t.Errorf("%s, %s: read %.0f rows to lease %d (want at most %d)\n%s", name, mode, read, limit, 10*limit, out)
+			}
+			if !plan.find(func(n planNode) bool { return n.NodeType == "Tid Scan" }) {
+				t.Errorf("%s, %s: the update does not find its rows by TID scan", name, mode)
+			}
+		}
+	}
+	// Every queue free: the global walk.
+	check("all queues free")
+	// A paused backlog beside free queues: the per-queue heads.
+	setQueue("held", "paused = true")
+	check("paused backlog")
+	// A rate-limited queue out of tokens beside free queues.
+	setQueue("held", "paused = false, rate_limit = 0.001, tokens = 0, tokens_at = now()")
+	check("rate-limited backlog")
+	// The busy queue paused too: only "free" is left.
+	setQueue("busy", "paused = true")
+	check("two held backlogs")
+
+	// The same with statistics of the filled table, both plan kinds.
+	if _, err := s.pool.Exec(ctx, `ANALYZE spool_tasks`); err != nil {
+		t.Fatal(err)
+	}
+	stale = false
+	setQueue("busy", "paused = false")
+	setQueue("held", "paused = false, rate_limit = 0")
+	check("all queues free, analyzed")
+	setQueue("held", "paused = true")
+	check("paused backlog, analyzed")
+}
