@@ -261,6 +261,9 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 			return fmt.Errorf("start dispatcher: %w", err)
 		}
 		m := &dispatch.Maintainer{Store: live, Logger: log, Metrics: metrics, Owner: owner, Retention: cfg.Retention}
+		if pg, ok := st.(*postgres.Store); ok {
+			m.RefreshStats = pg.RefreshStats
+		}
 		maintDone.Add(1)
 		go func() { defer maintDone.Done(); m.Run(maintCtx) }()
 	}

@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -375,5 +376,28 @@ func TestMaintainerExportsDepthOnlyWhileLeading(t *testing.T) {
 	<-done
 	if n := testutil.CollectAndCount(metrics.QueueDepth); n != 0 {
 		t.Errorf("a resigned leader still exports %d depth series", n)
+	}
+}
+
+// TestMaintainerRefreshesStats: the leader runs the store's statistics
+// upkeep every tick, and a failing one does not stop the other duties.
+func TestMaintainerRefreshesStats(t *testing.T) {
+	h := newHarness(t)
+	var calls atomic.Int64
+	mctx, cancel := context.WithCancel(t.Context())
+	m := &Maintainer{Store: h.store, Owner: "a", Retention: time.Hour, Interval: 20 * time.Millisecond,
+		RefreshStats: func(context.Context) (bool, error) {
+			calls.Add(1)
+			return false, errors.New("refresh failed")
+		}}
+	done := make(chan struct{})
+	go func() { m.Run(mctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(5 * time.Second)
+	for calls.Load() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("RefreshStats called %d times in 5 s of 20 ms ticks", calls.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

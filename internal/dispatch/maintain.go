@@ -29,6 +29,11 @@ type Maintainer struct {
 	// scan per interval for the whole cluster, and no double counting when
 	// dashboards sum over replicas.
 	StatsEvery time.Duration
+	// RefreshStats, if set, runs every tick after promotion: the store's
+	// own upkeep of its planner statistics (PostgreSQL analyzes the task
+	// table when a backlog has outgrown them). It reports whether it did
+	// anything.
+	RefreshStats func(context.Context) (bool, error)
 
 	exported map[string]bool // queues whose depth series exist
 }
@@ -114,6 +119,13 @@ func (m *Maintainer) tick(ctx context.Context, lastPrune *time.Time) {
 	}
 	if _, err := m.Store.PromoteDue(ctx); err != nil {
 		m.warn(ctx, "promote due tasks", err)
+	}
+	if m.RefreshStats != nil {
+		if ran, err := m.RefreshStats(ctx); err != nil {
+			m.warn(ctx, "refresh planner statistics", err)
+		} else if ran {
+			m.Logger.Debug("refreshed planner statistics")
+		}
 	}
 	if time.Since(*lastPrune) < m.PruneEvery {
 		return

@@ -140,3 +140,31 @@ func (s *Store) OldestDue(ctx context.Context) (map[string]time.Duration, error)
 	}
 	return out, nil
 }
+
+// RefreshStats analyzes spool_tasks when its planner statistics no longer
+// describe it: never analyzed with rows in it, or more rows changed since
+// the last analysis than it held then (plus 1,000). It reports whether it
+// ran ANALYZE.
+//
+// A queue table swings from empty to a large backlog in seconds, faster
+// than autovacuum (which looks once a minute) follows. Until then, the
+// plans PostgreSQL caches for the prepared statements are those of an
+// empty table, where a sequential scan is cheapest: every lease and
+// completion scans the whole backlog. ANALYZE both corrects the estimates
+// and invalidates those cached plans. The maintenance leader calls this
+// once a tick; the check is one catalog read.
+func (s *Store) RefreshStats(ctx context.Context) (bool, error) {
+	var stale bool
+	err := s.pool.QueryRow(ctx, `SELECT COALESCE(
+			(c.reltuples < 0 AND st.n_live_tup > 1000)
+			OR st.n_mod_since_analyze > greatest(c.reltuples, 0) + 1000, false)
+		FROM pg_class c JOIN pg_stat_user_tables st ON st.relid = c.oid
+		WHERE c.oid = 'spool_tasks'::regclass`).Scan(&stale)
+	if err != nil || !stale {
+		return false, wrap("refresh statistics", err)
+	}
+	if _, err := s.pool.Exec(ctx, `ANALYZE spool_tasks`); err != nil {
+		return false, wrap("refresh statistics", err)
+	}
+	return true, nil
+}

@@ -199,3 +199,53 @@ func TestLeaseReadsOnlyWhatItLeases(t *testing.T) {
 	setQueue("held", "paused = true")
 	check("paused backlog, analyzed")
 }
+
+// TestRefreshStats: a table that filled up after its last analysis is
+// analyzed (its estimate then counts the rows), and a fresh analysis is not
+// repeated. PostgreSQL's activity counters reach pg_stat_user_tables up to
+// a few seconds late, so the first check is polled.
+func TestRefreshStats(t *testing.T) {
+	t.Parallel()
+	dsn := testpg.Shared(t).CreateDB(t)
+	s, err := Open(t.Context(), dsn, Options{MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool.Exec(ctx, `ALTER TABLE spool_tasks SET (autovacuum_enabled = false)`); err != nil {
+		t.Fatal(err)
+	}
+	if ran, err := s.RefreshStats(ctx); err != nil || ran {
+		t.Fatalf("empty table: RefreshStats = %v, %v; want false, nil", ran, err)
+	}
+	fill(t, s, "q", 3000)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ran, err := s.RefreshStats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ran {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("3,000 new rows never made the statistics stale")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	var reltuples float64
+	if err := s.pool.QueryRow(ctx, `SELECT reltuples FROM pg_class WHERE oid = 'spool_tasks'::regclass`).Scan(&reltuples); err != nil {
+		t.Fatal(err)
+	}
+	if reltuples < 2500 {
+		t.Errorf("after RefreshStats, reltuples = %.0f, want about 3000", reltuples)
+	}
+	time.Sleep(1500 * time.Millisecond) // let the counters catch up
+	if ran, err := s.RefreshStats(ctx); err != nil || ran {
+		t.Errorf("just analyzed: RefreshStats = %v, %v; want false, nil", ran, err)
+	}
+}
