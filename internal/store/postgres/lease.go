@@ -38,7 +38,10 @@ func recheck(cond string) string { return "COALESCE(" + cond + ", false)" }
 //     Instead it takes the first $1 available tasks of each free queue from
 //     spool_tasks_queue_available_idx, merges them in lease order, keeps
 //     $1, and then locks those (a row leased meanwhile by another caller
-//     is skipped, or fails the re-check on its new version).
+//     is skipped, or fails the re-check on its new version). That costs
+//     one index probe per free queue at every lease while any queue is
+//     held back: bounded by the number of queues (usually tens), where
+//     the walk was bounded by nothing.
 //
 // SKIP LOCKED lets concurrent callers take disjoint rows; a row another
 // transaction changed meanwhile is re-checked against the WHERE once
