@@ -55,6 +55,10 @@ type params struct {
 	Stores        string  `json:"stores"`
 	RiverDefaults bool    `json:"river_defaults"`
 	MaxLoad       float64 `json:"max_load"` // wait for the 1-minute load to drop below this before each system
+	// Durable: PostgreSQL ran with its default durability (fsync,
+	// full_page_writes and synchronous_commit on), as in production,
+	// instead of the test cluster's settings (all three off).
+	Durable bool `json:"durable,omitempty"`
 }
 
 func main() {
@@ -85,6 +89,7 @@ func run() error {
 	flag.Float64Var(&p.MaxLoad, "max-load", 2, "before each system's turn, wait (up to -load-wait) for the 1-minute load average to drop below this; 0 = never wait")
 	loadWait := flag.Duration("load-wait", 5*time.Minute, "longest wait for -max-load")
 	report := flag.String("report", "", "only re-render summary.md and benchmarks.svg in -out from this results.json")
+	flag.BoolVar(&p.Durable, "durable", false, "run PostgreSQL with its default durability (fsync, full_page_writes, synchronous_commit on), as in production; default: the test cluster's settings, all three off")
 	flag.BoolVar(&profile, "profile", false, "save CPU profiles of spool serve (run 1) under OUT/profiles")
 	flag.Parse()
 	p.RiverPoolSize = int32(*pool)
@@ -127,6 +132,11 @@ func run() error {
 		return fmt.Errorf("start postgres: %w", err)
 	}
 	defer pg.Close()
+	if p.Durable {
+		if err := makeDurable(ctx, pg); err != nil {
+			return err
+		}
+	}
 	pgVersion, err := serverVersion(ctx, pg)
 	if err != nil {
 		return err

@@ -183,6 +183,40 @@ func serverVersion(ctx context.Context, pg *testpg.Server) (string, error) {
 	return v, err
 }
 
+// makeDurable turns the test cluster's speed settings back to PostgreSQL's
+// defaults (all three reload without a restart) and checks that they took.
+func makeDurable(ctx context.Context, pg *testpg.Server) error {
+	conn, err := pgx.Connect(ctx, pg.DSN("postgres"))
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	for _, stmt := range []string{
+		"ALTER SYSTEM SET fsync = on",
+		"ALTER SYSTEM SET full_page_writes = on",
+		"ALTER SYSTEM SET synchronous_commit = on",
+		"SELECT pg_reload_conf()",
+	} {
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("%s: %w", stmt, err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var fsync, fpw, sync string
+		if err := conn.QueryRow(ctx, "SELECT current_setting('fsync'), current_setting('full_page_writes'), current_setting('synchronous_commit')").Scan(&fsync, &fpw, &sync); err != nil {
+			return err
+		}
+		if fsync == "on" && fpw == "on" && sync == "on" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("durable settings did not take: fsync=%s full_page_writes=%s synchronous_commit=%s", fsync, fpw, sync)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // createDB makes a fresh database and returns its DSN. testpg.CreateDB
 // wants a testing.TB; this program has none.
 func createDB(ctx context.Context, pg *testpg.Server, name string) (string, error) {
@@ -232,13 +266,15 @@ func nextXid(ctx context.Context, conn *pgx.Conn) int64 {
 }
 
 func sampleWaits(ctx context.Context, pg *testpg.Server, db string) *waitSampler {
-	ctx, cancel := context.WithCancel(ctx)
 	counts := map[string]int{}
 	samples := 0
 	done := make(chan struct{})
+	// The sampler stops on quit, not by cancelling ctx: a cancelled query
+	// closes the connection, and the closing read of the transaction id
+	// then failed (a negative count in one run of several).
+	quit := make(chan struct{})
 	conn, err := pgx.Connect(ctx, pg.DSN("postgres"))
 	if err != nil {
-		cancel()
 		return &waitSampler{stop: func() (map[string]float64, int64) { return nil, 0 }}
 	}
 	xid0 := nextXid(ctx, conn)
@@ -249,6 +285,8 @@ func sampleWaits(ctx context.Context, pg *testpg.Server, db string) *waitSampler
 		for {
 			select {
 			case <-ctx.Done():
+				return
+			case <-quit:
 				return
 			case <-t.C:
 			}
@@ -276,7 +314,7 @@ func sampleWaits(ctx context.Context, pg *testpg.Server, db string) *waitSampler
 		}
 	}()
 	return &waitSampler{stop: func() (map[string]float64, int64) {
-		cancel()
+		close(quit)
 		<-done
 		defer conn.Close(context.Background())
 		commits := nextXid(context.Background(), conn) - xid0

@@ -296,8 +296,12 @@ func (r *results) markdown() string {
 	}
 	fmt.Fprintf(&b, "Cores kept busy by other processes during the measured phases, mean over phases: %s.\n\n", strings.Join(other, "; "))
 	p := r.Params
-	fmt.Fprintf(&b, "%d runs; %d single-task enqueues from %d clients; %d tasks drained (enqueued in batches of %d by %d clients); latency: %d tasks at %g/s; River MaxWorkers %d, pool %d.\n\n",
-		p.Runs, p.InsertTasks, p.InsertClients, p.DrainTasks, p.Batch, p.BatchClients, p.LatencyTasks, p.LatencyRate, p.Workers, p.RiverPoolSize)
+	durability := "fsync, full_page_writes and synchronous_commit off (the test cluster's settings)"
+	if p.Durable {
+		durability = "PostgreSQL's default durability (fsync, full_page_writes and synchronous_commit on)"
+	}
+	fmt.Fprintf(&b, "%d runs; %d single-task enqueues from %d clients; %d tasks drained (enqueued in batches of %d by %d clients); latency: %d tasks at %g/s; River MaxWorkers %d, pool %d; %s.\n\n",
+		p.Runs, p.InsertTasks, p.InsertClients, p.DrainTasks, p.Batch, p.BatchClients, p.LatencyTasks, p.LatencyRate, p.Workers, p.RiverPoolSize, durability)
 
 	b.WriteString("### Targets (issue 6, item 9)\n\n| target | Spool/PostgreSQL | met | Spool/SQLite | met |\n|---|---|---|---|---|\n")
 	pgT, sqT := targets("postgres"), targets("sqlite")
