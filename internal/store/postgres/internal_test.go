@@ -9,22 +9,13 @@ import (
 
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/task"
-	"github.com/spoolhq/spool/internal/testpg"
 )
 
 // TestListenSurvivesIdleProbes: the LISTEN loop's idle timeouts and probes
 // leave the connection working, so a signal still arrives after several.
 func TestListenSurvivesIdleProbes(t *testing.T) {
 	t.Parallel()
-	dsn := testpg.Shared(t).CreateDB(t)
-	s, err := Open(t.Context(), dsn, Options{MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.Migrate(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	s := migrated(t)
 	s.probeEvery = 50 * time.Millisecond
 	ch, err := s.Wakeups(t.Context())
 	if err != nil {

@@ -15,6 +15,22 @@ import (
 	"github.com/spoolhq/spool/internal/testpg"
 )
 
+// migrated opens a store with two connections on a fresh, migrated
+// database of the shared cluster, closed with the test.
+func migrated(t *testing.T) *Store {
+	t.Helper()
+	dsn := testpg.Shared(t).CreateDB(t)
+	s, err := Open(t.Context(), dsn, Options{MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.Migrate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // planNode is the part of EXPLAIN (ANALYZE, FORMAT JSON) these tests read.
 type planNode struct {
 	NodeType        string     `json:"Node Type"`
@@ -120,16 +136,8 @@ func fill(t *testing.T, s *Store, queue string, n int) {
 // (both seen before), reads thousands.
 func TestLeaseReadsOnlyWhatItLeases(t *testing.T) {
 	t.Parallel()
-	dsn := testpg.Shared(t).CreateDB(t)
-	s, err := Open(t.Context(), dsn, Options{MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := migrated(t)
 	ctx := t.Context()
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	// Statistics of an empty table, kept while it fills.
 	if _, err := s.pool.Exec(ctx, `ANALYZE spool_tasks; ALTER TABLE spool_tasks SET (autovacuum_enabled = false)`); err != nil {
 		t.Fatal(err)
@@ -206,16 +214,8 @@ func TestLeaseReadsOnlyWhatItLeases(t *testing.T) {
 // a few seconds late, so the first check is polled.
 func TestRefreshStats(t *testing.T) {
 	t.Parallel()
-	dsn := testpg.Shared(t).CreateDB(t)
-	s, err := Open(t.Context(), dsn, Options{MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := migrated(t)
 	ctx := t.Context()
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := s.pool.Exec(ctx, `ALTER TABLE spool_tasks SET (autovacuum_enabled = false)`); err != nil {
 		t.Fatal(err)
 	}
