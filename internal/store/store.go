@@ -182,7 +182,9 @@ type Store interface {
 	OldestDue(ctx context.Context) (map[string]time.Duration, error)
 
 	// Enqueue, Complete (Retry, Release), RetryTask, RescueExpired and
-	// PromoteDue signal Wakeups when they make a task due now.
+	// PromoteDue signal Wakeups when they make a task due now; Complete also
+	// when it ends an attempt in a queue with a concurrency limit (the freed
+	// slot may let a waiting task start).
 	//
 	// Wakeups delivers a signal soon after tasks become due in any replica
 	// (PostgreSQL LISTEN/NOTIFY; in-process on SQLite). Signals may be

@@ -418,7 +418,10 @@ func (s *Store) ExtendLeases(ctx context.Context, refs []store.LeaseRef, leaseFo
 // completeSQL applies a batch of completions in one statement. SET
 // expressions see the row before the update, so t.attempt is the attempt
 // that just ended. Only a running task still under the presented token
-// changes: a rescued, cancelled or finished task does not.
+// changes: a rescued, cancelled or finished task does not. The last column
+// asks for a wake-up: the task is due again now, or its queue has a
+// concurrency limit and the slot it freed may let a waiting task start
+// (on any replica: the NOTIFY reaches them all).
 const completeSQL = `
 UPDATE spool_tasks t SET
 	state = CASE c.outcome
@@ -444,7 +447,8 @@ UPDATE spool_tasks t SET
 FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::timestamptz[], $5::text[], $6::int[])
 	AS c(id, token, outcome, retry_at, last_error, last_status)
 WHERE t.id = c.id AND t.state = 'running' AND t.lease_token = c.token
-RETURNING t.id::text, c.token, t.state IN ('available', 'retrying') AND t.run_at <= now()`
+RETURNING t.id::text, c.token, t.state IN ('available', 'retrying') AND t.run_at <= now()
+	OR EXISTS (SELECT 1 FROM spool_queues q WHERE q.name = t.queue AND q.concurrency > 0)`
 
 // Complete applies completions in one statement (so one transaction).
 func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, error) {
@@ -505,8 +509,9 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 		return nil, wrap("complete", err)
 	}
 	if anyDue {
-		// A released task or an immediate retry can run now. The update is
-		// committed; a lost signal only costs a poll interval.
+		// A released task or an immediate retry can run now, or a limited
+		// queue has a free slot. The update is committed; a lost signal only
+		// costs a poll interval.
 		s.notify(ctx)
 	}
 	return accepted, nil

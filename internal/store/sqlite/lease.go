@@ -363,6 +363,11 @@ func (s *Store) ExtendLeases(ctx context.Context, refs []store.LeaseRef, leaseFo
 	return lost, nil
 }
 
+// limitedSlotSQL, in a completion's RETURNING, tells whether the task's
+// queue has a concurrency limit: ending its attempt frees a slot that a
+// waiting task of that queue may take, so the store signals Wakeups.
+const limitedSlotSQL = `(SELECT q.concurrency > 0 FROM spool_queues q WHERE q.name = spool_tasks.queue)`
+
 // Completion statements, one per outcome, each for a batch: ?2 is a JSON
 // array of [id, token, last_error, last_status, retry_at] (retry_at for
 // Retry only), ?1 is now. Each is guarded by the lease: it matches only a
@@ -376,13 +381,13 @@ const (
 			lease_token = NULL, lease_expires_at = NULL, last_error = c.value ->> 2, last_status = c.value ->> 3
 		FROM json_each(?2) AS c
 		WHERE spool_tasks.id = c.value ->> 0 AND spool_tasks.state = 'running' AND spool_tasks.lease_token = c.value ->> 1
-		RETURNING id, state, run_at`
+		RETURNING id, state, run_at, ` + limitedSlotSQL
 	completeFail = `UPDATE spool_tasks SET
 			state = 'failed', finished_at = ?1, updated_at = ?1,
 			lease_token = NULL, lease_expires_at = NULL, last_error = c.value ->> 2, last_status = c.value ->> 3
 		FROM json_each(?2) AS c
 		WHERE spool_tasks.id = c.value ->> 0 AND spool_tasks.state = 'running' AND spool_tasks.lease_token = c.value ->> 1
-		RETURNING id, state, run_at`
+		RETURNING id, state, run_at, ` + limitedSlotSQL
 	// The attempt that just ended was the last one allowed: fail instead.
 	completeRetry = `UPDATE spool_tasks SET
 			state       = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retrying' END,
@@ -392,14 +397,14 @@ const (
 			last_error = c.value ->> 2, last_status = c.value ->> 3
 		FROM json_each(?2) AS c
 		WHERE spool_tasks.id = c.value ->> 0 AND spool_tasks.state = 'running' AND spool_tasks.lease_token = c.value ->> 1
-		RETURNING id, state, run_at`
+		RETURNING id, state, run_at, ` + limitedSlotSQL
 	// An abandoned attempt does not count: give the attempt back.
 	completeRelease = `UPDATE spool_tasks SET
 			state = 'available', run_at = ?1, attempt = max(attempt - 1, 0), updated_at = ?1,
 			lease_token = NULL, lease_expires_at = NULL, last_error = c.value ->> 2, last_status = c.value ->> 3
 		FROM json_each(?2) AS c
 		WHERE spool_tasks.id = c.value ->> 0 AND spool_tasks.state = 'running' AND spool_tasks.lease_token = c.value ->> 1
-		RETURNING id, state, run_at`
+		RETURNING id, state, run_at, ` + limitedSlotSQL
 )
 
 // Complete applies the completions in one transaction.
@@ -505,7 +510,8 @@ func appendCompletion(b []byte, c store.Completion, nowUS int64) []byte {
 
 // complete runs one completion statement over batch and marks the
 // completions (byID: task id to index in accepted) it applied; wake is set
-// when one made a task due now.
+// when one made a task due now or freed a slot of a concurrency-limited
+// queue.
 func complete(ctx context.Context, stmt *sql.Stmt, nowUS int64, batch []byte, byID map[string]int, accepted []bool, wake *bool) error {
 	rows, err := stmt.QueryContext(ctx, nowUS, string(batch))
 	if err != nil {
@@ -516,8 +522,9 @@ func complete(ctx context.Context, stmt *sql.Stmt, nowUS int64, batch []byte, by
 		var (
 			id, state string
 			runAt     int64
+			limited   sql.NullBool
 		)
-		if err := rows.Scan(&id, &state, &runAt); err != nil {
+		if err := rows.Scan(&id, &state, &runAt, &limited); err != nil {
 			return err
 		}
 		i, ok := byID[id]
@@ -525,7 +532,7 @@ func complete(ctx context.Context, stmt *sql.Stmt, nowUS int64, batch []byte, by
 			return fmt.Errorf("completed task %s that was not asked for", id)
 		}
 		accepted[i] = true
-		if (state == string(task.Retrying) || state == string(task.Available)) && runAt <= nowUS {
+		if (state == string(task.Retrying) || state == string(task.Available)) && runAt <= nowUS || limited.Bool {
 			*wake = true
 		}
 	}

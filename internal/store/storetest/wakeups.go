@@ -93,6 +93,37 @@ func testWakeups(t *testing.T, newStore NewStoreFunc) {
 		expectSignal(t, ch, "Complete(Retry) due now")
 	})
 
+	t.Run("CompleteInLimitedQueue", func(t *testing.T) {
+		// Ending an attempt in a queue with a concurrency limit frees a
+		// slot: a waiting task may start, on any replica, so it signals.
+		// In a queue without limits a finished attempt frees nothing, and
+		// a signal would only cost every replica a lease that finds
+		// nothing.
+		ctx, s := setup(t, newStore)
+		one := 1
+		mustEnqueue(t, ctx, s, newTasks("free", 1)...)
+		mustEnqueue(t, ctx, s, newTasks("limited", 2)...)
+		mustUpdateQueue(t, ctx, s, "limited", task.QueuePatch{Concurrency: &one})
+		ls := leaseN(t, ctx, s, 2, time.Minute) // one of each: the limit holds the second back
+		ch := subscribe(t, s)
+		for _, l := range ls {
+			if l.Task.Queue == "free" {
+				completeOne(t, ctx, s, done(l, store.Succeeded), true)
+			}
+		}
+		select {
+		case <-ch:
+			t.Errorf("a finished attempt in a queue without limits signalled a wake-up")
+		case <-time.After(300 * time.Millisecond):
+		}
+		for _, l := range ls {
+			if l.Task.Queue == "limited" {
+				completeOne(t, ctx, s, done(l, store.Succeeded), true)
+			}
+		}
+		expectSignal(t, ch, "Complete in a concurrency-limited queue")
+	})
+
 	t.Run("PromoteDue", func(t *testing.T) {
 		ctx, s := setup(t, newStore)
 		nt := newTask("q")
