@@ -13,6 +13,7 @@ import (
 	"net/http/pprof"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,11 +72,33 @@ func migrate(ctx context.Context, args []string, env config.Env, stdout io.Write
 
 // serve runs the service until ctx ends (SIGTERM/SIGINT), then shuts down
 // in the order that loses nothing.
+// defaultGCPercent is the garbage collector's target for spool serve when
+// GOGC is not set: twice Go's default of 100. A request or a delivery makes
+// short-lived garbage, and at 100 the collector took about a sixth of the
+// CPU under load; at 200 single-task enqueues on SQLite went from 7,471 to
+// 9,575 /s (medians of three alternating runs) for a heap that may grow to
+// three times the live data instead of two. GOMEMLIMIT, which the
+// Kubernetes manifests set from the container's limit, still caps it.
+const defaultGCPercent = 200
+
+// tuneGC applies defaultGCPercent unless GOGC is set (then the runtime has
+// applied it already) and returns the percent in force.
+func tuneGC(env config.Env) int {
+	if v, ok := env("GOGC"); ok && v != "" {
+		p := debug.SetGCPercent(-1)
+		debug.SetGCPercent(p)
+		return p
+	}
+	debug.SetGCPercent(defaultGCPercent)
+	return defaultGCPercent
+}
+
 func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer) error {
 	cfg, err := config.Load(args, env, stdout)
 	if err != nil {
 		return err
 	}
+	gcPercent := tuneGC(env)
 	metrics := telemetry.NewMetrics(buildVersion(), buildCommit())
 	// A stuck stdout must never stall a request or a delivery: lines go
 	// through a bounded queue and are dropped (and counted) when it is full.
@@ -267,7 +290,7 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 		maintDone.Add(1)
 		go func() { defer maintDone.Done(); m.Run(maintCtx) }()
 	}
-	log.Info("spool started", "spool.store", driver, "spool.role", string(cfg.Role), "spool.workers", cfg.Workers,
+	log.Info("spool started", "spool.store", driver, "spool.role", string(cfg.Role), "spool.workers", cfg.Workers, "spool.gc_percent", gcPercent,
 		"spool.auth", len(cfg.APIKeys) > 0, "spool.signing", signingKey != nil)
 
 	var runErr error
