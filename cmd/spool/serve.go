@@ -70,8 +70,6 @@ func migrate(ctx context.Context, args []string, env config.Env, stdout io.Write
 	return nil
 }
 
-// serve runs the service until ctx ends (SIGTERM/SIGINT), then shuts down
-// in the order that loses nothing.
 // defaultGCPercent is the garbage collector's target for spool serve when
 // GOGC is not set: twice Go's default of 100. A request or a delivery makes
 // short-lived garbage, and at 100 the collector took about a sixth of the
@@ -93,6 +91,8 @@ func tuneGC(env config.Env) int {
 	return defaultGCPercent
 }
 
+// serve runs the service until ctx ends (SIGTERM/SIGINT), then shuts down
+// in the order that loses nothing.
 func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer) error {
 	cfg, err := config.Load(args, env, stdout)
 	if err != nil {
