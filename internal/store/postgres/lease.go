@@ -79,9 +79,13 @@ WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM walk UNION ALL SELECT ctid FROM locke
 	AND ` + recheck(`t.state = 'available'`) + `
 RETURNING ` + taskColsT + `, t.lease_token, t.lease_expires_at`
 
-// anyHeldSQL holds when some queue is paused or limited: a free lease must
-// then leave its tasks out. The table holds one row per queue.
-const anyHeldSQL = `EXISTS (SELECT 1 FROM spool_queues WHERE paused OR concurrency > 0 OR rate_limit > 0)`
+// heldQueueSQL holds for a queue row q whose tasks a free lease leaves
+// out: paused, or with a concurrency or rate limit.
+const heldQueueSQL = `(q.paused OR q.concurrency > 0 OR q.rate_limit > 0)`
+
+// anyHeldSQL holds when some queue is held back. The table holds one row
+// per queue.
+const anyHeldSQL = `EXISTS (SELECT 1 FROM spool_queues q WHERE ` + heldQueueSQL + `)`
 
 // freeHeadsSQL selects the ctids of the first $1 available tasks of the
 // free queues (neither paused nor limited) in lease order, without locking
@@ -96,7 +100,7 @@ func freeHeadsSQL(cond string) string {
 		WHERE t.queue = q.name AND t.state = 'available'
 		ORDER BY t.priority, t.run_at, t.id
 		LIMIT $1) h
-	WHERE NOT (q.paused OR q.concurrency > 0 OR q.rate_limit > 0)` + cond + `
+	WHERE NOT ` + heldQueueSQL + cond + `
 	ORDER BY h.priority, h.run_at, h.id
 	LIMIT $1`
 }
