@@ -60,22 +60,10 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// TestPingNeedsTheSchema: a reachable database without Spool's schema is
-// not ready (ErrNotMigrated, not ErrUnavailable); once migrated it is.
+// TestPingNeedsTheSchema: Ping reports ErrNotMigrated until Migrate ran.
 func TestPingNeedsTheSchema(t *testing.T) {
 	t.Parallel()
-	s := open(t, testpg.Shared(t).CreateDB(t), postgres.Options{MaxConns: 2})
-	err := s.Ping(t.Context())
-	if !errors.Is(err, store.ErrNotMigrated) || errors.Is(err, store.ErrUnavailable) {
-		t.Fatalf("Ping before Migrate = %v, want ErrNotMigrated", err)
-	}
-	t.Logf("before migrating: %v", err)
-	if err := s.Migrate(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Ping(t.Context()); err != nil {
-		t.Fatalf("Ping after Migrate = %v", err)
-	}
+	storetest.PingNeedsTheSchema(t, open(t, testpg.Shared(t).CreateDB(t), postgres.Options{MaxConns: 2}))
 }
 
 // TestConformanceGroupCommit: the store as `spool serve` uses it, with

@@ -37,6 +37,16 @@ func open(t *testing.T, path string) *sqlite.Store {
 	return s
 }
 
+// TestPingNeedsTheSchema: Ping reports ErrNotMigrated until Migrate ran.
+func TestPingNeedsTheSchema(t *testing.T) {
+	s, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "spool.db"), sqlite.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	storetest.PingNeedsTheSchema(t, s)
+}
+
 // fresh is a migrated store on a new file.
 func fresh(t *testing.T) *sqlite.Store {
 	t.Helper()
