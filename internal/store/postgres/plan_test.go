@@ -249,3 +249,138 @@ func TestRefreshStats(t *testing.T) {
 		t.Errorf("just analyzed: RefreshStats = %v, %v; want false, nil", ran, err)
 	}
 }
+
+// explainComplete runs completeSQL once under EXPLAIN ANALYZE as a
+// prepared statement on its generic plan, completing ls as succeeded,
+// inside a transaction that is rolled back. It returns the plan and the
+// number of rows the statement changed.
+func explainComplete(t *testing.T, s *Store, ls []store.Lease) (planNode, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = force_generic_plan"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "PREPARE complete_generic(uuid[], bigint[], int[], timestamptz[], text[], int[]) AS "+completeSQL); err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Exec(context.WithoutCancel(ctx), "DEALLOCATE complete_generic")
+	ids, tokens, outcomes := "", "", ""
+	for i, l := range ls {
+		sep := ","
+		if i == 0 {
+			sep = ""
+		}
+		ids += sep + l.Task.ID
+		tokens += fmt.Sprintf("%s%d", sep, l.Token)
+		outcomes += sep + fmt.Sprint(int(store.Succeeded))
+	}
+	n := len(ls)
+	q := fmt.Sprintf(`EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE complete_generic('{%s}', '{%s}', '{%s}',
+		array_fill(NULL::timestamptz, ARRAY[%d]), array_fill(''::text, ARRAY[%d]), array_fill(200, ARRAY[%d]))`,
+		ids, tokens, outcomes, n, n, n)
+	var out []byte
+	if err := tx.QueryRow(ctx, q, pgx.QueryExecModeSimpleProtocol).Scan(&out); err != nil {
+		t.Fatal(err)
+	}
+	var plans []struct {
+		Plan planNode `json:"Plan"`
+	}
+	if err := json.Unmarshal(out, &plans); err != nil || len(plans) != 1 {
+		t.Fatalf("decode plan: %v\n%s", err, out)
+	}
+	return plans[0].Plan, int(plans[0].Plan.ActualRows)
+}
+
+// TestCompleteReadsOnlyWhatItCompletes: the generic plan of the completion
+// statement (the one Complete runs, see genericPlansSQL) finds each task
+// by its id, with statistics taken while the table was empty and with
+// current ones. A plan that hash-joined the ids with a scan of the table
+// would read all of it at every completion.
+func TestCompleteReadsOnlyWhatItCompletes(t *testing.T) {
+	t.Parallel()
+	s := migrated(t)
+	ctx := t.Context()
+	if _, err := s.pool.Exec(ctx, `ANALYZE spool_tasks; ALTER TABLE spool_tasks SET (autovacuum_enabled = false)`); err != nil {
+		t.Fatal(err)
+	}
+	const backlog, batch = 3000, 50
+	fill(t, s, "q", backlog)
+	ls, err := s.Lease(ctx, batch, time.Minute)
+	if err != nil || len(ls) != batch {
+		t.Fatalf("Lease = %d, %v; want %d", len(ls), err, batch)
+	}
+	for _, stats := range []string{"empty-table statistics", "current statistics"} {
+		if stats == "current statistics" {
+			if _, err := s.pool.Exec(ctx, `ANALYZE spool_tasks`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		plan, changed := explainComplete(t, s, ls)
+		read := plan.tasksRead()
+		t.Logf("%s: completed %d, read %.0f rows of spool_tasks", stats, changed, read)
+		if changed != batch {
+			t.Errorf("%s: completed %d, want %d", stats, changed, batch)
+		}
+		if read > 3*batch {
+			out, _ := json.MarshalIndent(plan, "", " ")
+			t.Errorf("%s: read %.0f rows to complete %d (want at most %d)\n%s", stats, read, batch, 3*batch, out)
+		}
+	}
+}
+
+// TestHotStatementsUseGenericPlans: on a connection that has leased and
+// completed many times, the lease and the completion statements ran on
+// their generic plans only (PostgreSQL counts both kinds per prepared
+// statement), and the setting did not outlive their transactions.
+func TestHotStatementsUseGenericPlans(t *testing.T) {
+	t.Parallel()
+	dsn := testpg.Shared(t).CreateDB(t)
+	s, err := Open(t.Context(), dsn, Options{MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const rounds = 12
+	fill(t, s, "q", rounds*3)
+	for range rounds {
+		ls, err := s.Lease(ctx, 3, time.Minute)
+		if err != nil || len(ls) == 0 {
+			t.Fatalf("Lease = %d, %v", len(ls), err)
+		}
+		cs := make([]store.Completion, len(ls))
+		for i, l := range ls {
+			cs[i] = store.Completion{LeaseRef: store.LeaseRef{TaskID: l.Task.ID, Token: l.Token}, Outcome: store.Succeeded}
+		}
+		if _, err := s.Complete(ctx, cs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mode string
+	if err := s.pool.QueryRow(ctx, `SELECT current_setting('plan_cache_mode')`).Scan(&mode); err != nil {
+		t.Fatal(err)
+	}
+	if mode != "auto" {
+		t.Errorf("plan_cache_mode after the hot statements = %q, want auto (the setting is local to their transactions)", mode)
+	}
+	for name, sql := range map[string]string{"lease": leaseFreeSQL, "complete": completeSQL} {
+		var generic, custom int64
+		if err := s.pool.QueryRow(ctx, `SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1`, sql).
+			Scan(&generic, &custom); err != nil {
+			t.Fatalf("%s: prepared statement not found: %v", name, err)
+		}
+		t.Logf("%s: %d generic plans, %d custom", name, generic, custom)
+		if custom != 0 || generic < rounds {
+			t.Errorf("%s: %d generic and %d custom plans in %d executions; want generic plans only", name, generic, custom, rounds)
+		}
+	}
+}
