@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/task"
@@ -383,4 +386,57 @@ func TestHotStatementsUseGenericPlans(t *testing.T) {
 			t.Errorf("%s: %d generic and %d custom plans in %d executions; want generic plans only", name, generic, custom, rounds)
 		}
 	}
+}
+
+// TestAnalyzeSamplesLittle: ANALYZE of spool_tasks, which RefreshStats runs
+// every few seconds under a steady load, samples 3,000 rows rather than
+// the default 30,000 (migration 00005). A column added without a
+// statistics target would bring the default back and fail this.
+func TestAnalyzeSamplesLittle(t *testing.T) {
+	t.Parallel()
+	dsn := testpg.Shared(t).CreateDB(t)
+	s, err := Open(t.Context(), dsn, Options{MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const rows = 12000
+	fill(t, s, "q", rows)
+
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var notices []string
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n.Message) }
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, `ANALYZE VERBOSE spool_tasks`); err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`^"spool_tasks":.* (\d+) live rows.*; (\d+) rows in sample`)
+	for _, msg := range notices {
+		m := re.FindStringSubmatch(msg)
+		if m == nil {
+			continue
+		}
+		live, _ := strconv.Atoi(m[1])
+		sample, _ := strconv.Atoi(m[2])
+		t.Logf("%d live rows, %d in the sample", live, sample)
+		if live < rows {
+			t.Fatalf("ANALYZE saw %d live rows, want %d", live, rows)
+		}
+		if sample > 3000 {
+			t.Errorf("ANALYZE sampled %d rows of spool_tasks, want at most 3,000 (a column without a statistics target?)", sample)
+		}
+		return
+	}
+	t.Fatalf("no sample line in ANALYZE VERBOSE's messages: %q", notices)
 }
