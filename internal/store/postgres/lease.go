@@ -22,22 +22,36 @@ const pendingStates = `('scheduled', 'available', 'retrying')`
 // never NULL on these NOT NULL columns.)
 func recheck(cond string) string { return "COALESCE(" + cond + ", false)" }
 
-// genericPlansSQL, sent first in the round trips of the dispatcher's hot
-// statements (Lease and Complete), makes PostgreSQL run them on the
-// generic plans of their prepared statements until the implicit
-// transaction ends. Left to plan_cache_mode = auto, a connection kept
-// planning them afresh at almost every execution: the custom plan's cost,
-// estimated for the actual LIMIT or array length, looked cheaper than the
-// generic one's, whose guess is a hundred rows. At 1,000 tasks/s that
-// planning was a sixth of PostgreSQL's CPU (perf: pg_plan_queries 15% of
-// the backends' samples; pg_stat_statements: a lease planned in 0.5 ms,
-// executed in 0.1). The generic plans are the ones the statements are
-// written for: TestLeaseReadsOnlyWhatItLeases and
-// TestCompleteReadsOnlyWhatItCompletes hold them to reading about what they
-// change, with current and with empty-table statistics. Local to the
-// transaction: every other statement on the connection keeps auto (the
-// custom plans of the optional filters of ListTasks matter).
-const genericPlansSQL = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true)`
+// genericPlansSQL, sent just before the dispatcher's hot statements (the
+// free lease and the completion) in their round trip, makes PostgreSQL run
+// them on the generic plans of their prepared statements until the
+// implicit transaction ends. Left to plan_cache_mode = auto, a connection
+// kept planning them afresh at almost every execution: the custom plan's
+// cost, estimated for the actual LIMIT or array length, looked cheaper
+// than the generic one's, whose guess is a hundred rows. At 1,000 tasks/s
+// that planning was a sixth of PostgreSQL's CPU (perf: pg_plan_queries 15%
+// of the backends' samples; pg_stat_statements: a lease planned in 0.5 ms,
+// executed in 0.1).
+//
+// A generic plan is made once per connection and kept until the table's
+// statistics change, and one made while the table was empty found the
+// leased rows by ctid with a sequential scan (as cheap as a TID scan on an
+// empty table): 6.5 ms a lease once 30,000 finished tasks had piled up,
+// until an ANALYZE (BenchmarkLeaseComplete, which runs no maintainer, fell
+// from 20,000 to 9,000 tasks/s). enable_seqscan = off, in the same
+// transaction, keeps sequential scans out of these plans whenever any
+// other path exists, so they stay the ones the statements are written
+// for: TestLeaseReadsOnlyWhatItLeases, TestLeasePlanMadeOnAnEmptyTable and
+// TestCompleteReadsOnlyWhatItCompletes hold them to reading about what
+// they change. The penalty enable_seqscan adds to a plan's cost (10^10 for
+// the sequential scans of spool_queues, which has no other path) would put
+// it far above jit_above_cost, and JIT-compiling the lease took 250 ms at
+// every execution: jit is off for these statements (they run in well under
+// a millisecond, where JIT never pays). The settings are local to the transaction: every other
+// statement on the connection keeps auto (the custom plans of the optional
+// filters of ListTasks matter) and sequential scans.
+const genericPlansSQL = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true),
+	set_config('jit', 'off', true)`
 
 // leaseFreeSQL leases up to $1 available tasks for $2 milliseconds, in one
 // statement, from the queues that are neither paused nor limited, and only
@@ -182,14 +196,9 @@ func (s *Store) Lease(ctx context.Context, limit int, leaseFor time.Duration) ([
 		limited bool
 		ls      []store.Lease
 	)
-	batch.Queue(genericPlansSQL)
 	batch.Queue(promoteDueSQL, maintChunk)
 	batch.Queue(`SELECT ` + limitedWorkSQL).QueryRow(func(row pgx.Row) error { return row.Scan(&limited) })
-	batch.Queue(leaseFreeSQL, limit, ms).Query(func(rows pgx.Rows) error {
-		var err error
-		ls, err = collectLeases(rows)
-		return err
-	})
+	queueLeaseFree(&batch, limit, ms, &ls)
 	if err := s.pool.SendBatch(ctx, &batch).Close(); err != nil {
 		return nil, wrap("lease", err)
 	}
@@ -200,10 +209,9 @@ func (s *Store) Lease(ctx context.Context, limit int, leaseFor time.Duration) ([
 		if err == nil && !ok {
 			// Under the locks no limited queue had work after all: the
 			// free lease may have stood back for nothing.
-			var rows pgx.Rows
-			if rows, err = s.pool.Query(ctx, leaseFreeSQL, limit-len(ls), ms); err == nil {
-				more, err = collectLeases(rows)
-			}
+			var again pgx.Batch
+			queueLeaseFree(&again, limit-len(ls), ms, &more)
+			err = s.pool.SendBatch(ctx, &again).Close()
 		}
 		if err != nil {
 			if len(ls) > 0 {
@@ -215,6 +223,17 @@ func (s *Store) Lease(ctx context.Context, limit int, leaseFor time.Duration) ([
 	}
 	sortLeases(ls)
 	return ls, nil
+}
+
+// queueLeaseFree queues the free lease of up to limit tasks for ms
+// milliseconds, on its generic plan (genericPlansSQL), collecting into ls.
+func queueLeaseFree(b *pgx.Batch, limit int, ms int64, ls *[]store.Lease) {
+	b.Queue(genericPlansSQL)
+	b.Queue(leaseFreeSQL, limit, ms).Query(func(rows pgx.Rows) error {
+		var err error
+		*ls, err = collectLeases(rows)
+		return err
+	})
 }
 
 // candidate is a due task locked by leaseMixed's transaction.
