@@ -22,8 +22,16 @@ import (
 // database of the shared cluster, closed with the test.
 func migrated(t *testing.T) *Store {
 	t.Helper()
+	s, _ := migratedConns(t, 2)
+	return s
+}
+
+// migratedConns is migrated with conns connections (one connection: one
+// plan cache to inspect); it also returns the database's URL.
+func migratedConns(t *testing.T, conns int32) (*Store, string) {
+	t.Helper()
 	dsn := testpg.Shared(t).CreateDB(t)
-	s, err := Open(t.Context(), dsn, Options{MaxConns: 2})
+	s, err := Open(t.Context(), dsn, Options{MaxConns: conns})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +39,47 @@ func migrated(t *testing.T) *Store {
 	if err := s.Migrate(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	return s
+	return s, dsn
+}
+
+// leaseAndComplete leases up to limit tasks and completes them as
+// succeeded; it returns how many it leased.
+func leaseAndComplete(t *testing.T, s *Store, limit int) int {
+	t.Helper()
+	ctx := t.Context()
+	ls, err := s.Lease(ctx, limit, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := make([]store.Completion, len(ls))
+	for i, l := range ls {
+		cs[i] = store.Completion{LeaseRef: store.LeaseRef{TaskID: l.Task.ID, Token: l.Token}, Outcome: store.Succeeded}
+	}
+	if _, err := s.Complete(ctx, cs); err != nil {
+		t.Fatal(err)
+	}
+	return len(ls)
+}
+
+// explained is the part of EXPLAIN (ANALYZE, FORMAT JSON)'s output these
+// tests read.
+type explained struct {
+	Plan planNode        `json:"Plan"`
+	JIT  json.RawMessage `json:"JIT"` // present when the execution was JIT-compiled
+}
+
+// explainJSON runs query (an EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE) in tx.
+func explainJSON(t *testing.T, tx pgx.Tx, query string) explained {
+	t.Helper()
+	var out []byte
+	if err := tx.QueryRow(t.Context(), query, pgx.QueryExecModeSimpleProtocol).Scan(&out); err != nil {
+		t.Fatal(err)
+	}
+	var plans []explained
+	if err := json.Unmarshal(out, &plans); err != nil || len(plans) != 1 {
+		t.Fatalf("decode plan: %v\n%s", err, out)
+	}
+	return plans[0]
 }
 
 // planNode is the part of EXPLAIN (ANALYZE, FORMAT JSON) these tests read.
@@ -105,17 +153,8 @@ func explainLease(t *testing.T, s *Store, mode string, limit int) (planNode, int
 		t.Fatal(err)
 	}
 	defer tx.Exec(context.WithoutCancel(ctx), "DEALLOCATE "+name)
-	var out []byte
-	if err := tx.QueryRow(ctx, fmt.Sprintf("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE %s(%d, 30000)", name, limit), pgx.QueryExecModeSimpleProtocol).Scan(&out); err != nil {
-		t.Fatal(err)
-	}
-	var plans []struct {
-		Plan planNode `json:"Plan"`
-	}
-	if err := json.Unmarshal(out, &plans); err != nil || len(plans) != 1 {
-		t.Fatalf("decode plan: %v\n%s", err, out)
-	}
-	return plans[0].Plan, int(plans[0].Plan.ActualRows)
+	plan := explainJSON(t, tx, fmt.Sprintf("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE %s(%d, 30000)", name, limit)).Plan
+	return plan, int(plan.ActualRows)
 }
 
 func fill(t *testing.T, s *Store, queue string, n int) {
@@ -291,17 +330,8 @@ func explainComplete(t *testing.T, s *Store, ls []store.Lease) (planNode, int) {
 	q := fmt.Sprintf(`EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE complete_generic('{%s}', '{%s}', '{%s}',
 		array_fill(NULL::timestamptz, ARRAY[%d]), array_fill(''::text, ARRAY[%d]), array_fill(200, ARRAY[%d]))`,
 		ids, tokens, outcomes, n, n, n)
-	var out []byte
-	if err := tx.QueryRow(ctx, q, pgx.QueryExecModeSimpleProtocol).Scan(&out); err != nil {
-		t.Fatal(err)
-	}
-	var plans []struct {
-		Plan planNode `json:"Plan"`
-	}
-	if err := json.Unmarshal(out, &plans); err != nil || len(plans) != 1 {
-		t.Fatalf("decode plan: %v\n%s", err, out)
-	}
-	return plans[0].Plan, int(plans[0].Plan.ActualRows)
+	plan := explainJSON(t, tx, q).Plan
+	return plan, int(plan.ActualRows)
 }
 
 // TestCompleteReadsOnlyWhatItCompletes: the generic plan of the completion
@@ -347,29 +377,13 @@ func TestCompleteReadsOnlyWhatItCompletes(t *testing.T) {
 // statement), and the setting did not outlive their transactions.
 func TestHotStatementsUseGenericPlans(t *testing.T) {
 	t.Parallel()
-	dsn := testpg.Shared(t).CreateDB(t)
-	s, err := Open(t.Context(), dsn, Options{MaxConns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, _ := migratedConns(t, 1)
 	ctx := t.Context()
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	const rounds = 12
 	fill(t, s, "q", rounds*3)
 	for range rounds {
-		ls, err := s.Lease(ctx, 3, time.Minute)
-		if err != nil || len(ls) == 0 {
-			t.Fatalf("Lease = %d, %v", len(ls), err)
-		}
-		cs := make([]store.Completion, len(ls))
-		for i, l := range ls {
-			cs[i] = store.Completion{LeaseRef: store.LeaseRef{TaskID: l.Task.ID, Token: l.Token}, Outcome: store.Succeeded}
-		}
-		if _, err := s.Complete(ctx, cs); err != nil {
-			t.Fatal(err)
+		if n := leaseAndComplete(t, s, 3); n != 3 {
+			t.Fatalf("leased %d, want 3", n)
 		}
 	}
 	var mode string
@@ -398,16 +412,8 @@ func TestHotStatementsUseGenericPlans(t *testing.T) {
 // statistics target would bring the default back and fail this.
 func TestAnalyzeSamplesLittle(t *testing.T) {
 	t.Parallel()
-	dsn := testpg.Shared(t).CreateDB(t)
-	s, err := Open(t.Context(), dsn, Options{MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, dsn := migratedConns(t, 2)
 	ctx := t.Context()
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	const rows = 12000
 	fill(t, s, "q", rows)
 
@@ -453,16 +459,8 @@ func TestAnalyzeSamplesLittle(t *testing.T) {
 // (8,300 rows read to lease 100 here).
 func TestLeasePlanMadeOnAnEmptyTable(t *testing.T) {
 	t.Parallel()
-	dsn := testpg.Shared(t).CreateDB(t)
-	s, err := Open(t.Context(), dsn, Options{MaxConns: 1}) // one connection: one plan cache
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, _ := migratedConns(t, 1)
 	ctx := t.Context()
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := s.pool.Exec(ctx, `ALTER TABLE spool_tasks SET (autovacuum_enabled = false)`); err != nil {
 		t.Fatal(err)
 	}
@@ -472,16 +470,8 @@ func TestLeasePlanMadeOnAnEmptyTable(t *testing.T) {
 	const limit = 100
 	for range 40 {
 		fill(t, s, "q", limit)
-		ls, err := s.Lease(ctx, limit, time.Minute)
-		if err != nil || len(ls) != limit {
-			t.Fatalf("Lease = %d, %v; want %d", len(ls), err, limit)
-		}
-		cs := make([]store.Completion, len(ls))
-		for i, l := range ls {
-			cs[i] = store.Completion{LeaseRef: store.LeaseRef{TaskID: l.Task.ID, Token: l.Token}, Outcome: store.Succeeded}
-		}
-		if _, err := s.Complete(ctx, cs); err != nil {
-			t.Fatal(err)
+		if n := leaseAndComplete(t, s, limit); n != limit {
+			t.Fatalf("leased %d, want %d", n, limit)
 		}
 	}
 	fill(t, s, "q", limit)
@@ -498,22 +488,12 @@ func TestLeasePlanMadeOnAnEmptyTable(t *testing.T) {
 	if _, err := tx.Exec(ctx, genericPlansSQL); err != nil {
 		t.Fatal(err)
 	}
-	var out []byte
-	if err := tx.QueryRow(ctx, fmt.Sprintf(`EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE "%s"(%d, 30000)`, name, limit), pgx.QueryExecModeSimpleProtocol).Scan(&out); err != nil {
-		t.Fatal(err)
-	}
-	var plans []struct {
-		Plan planNode        `json:"Plan"`
-		JIT  json.RawMessage `json:"JIT"` // present when the execution was JIT-compiled
-	}
-	if err := json.Unmarshal(out, &plans); err != nil || len(plans) != 1 {
-		t.Fatalf("decode plan: %v\n%s", err, out)
-	}
-	plan := plans[0].Plan
-	if plans[0].JIT != nil {
+	res := explainJSON(t, tx, fmt.Sprintf(`EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE "%s"(%d, 30000)`, name, limit))
+	plan := res.Plan
+	if res.JIT != nil {
 		// The seqscan penalty lifts the plan's cost above jit_above_cost;
 		// compiling it took 250 ms at every lease.
-		t.Errorf("the lease was JIT-compiled: %s", plans[0].JIT)
+		t.Errorf("the lease was JIT-compiled: %s", res.JIT)
 	}
 	read := plan.tasksRead()
 	t.Logf("cached plan: leased %.0f, read %.0f rows of spool_tasks", plan.ActualRows, read)
