@@ -42,6 +42,14 @@ func migratedConns(t *testing.T, conns int32) (*Store, string) {
 	return s, dsn
 }
 
+// mustExec runs sql on s's pool, failing the test on an error.
+func mustExec(t *testing.T, s *Store, sql string, args ...any) {
+	t.Helper()
+	if _, err := s.pool.Exec(t.Context(), sql, args...); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // leaseAndComplete leases up to limit tasks and completes them as
 // succeeded; it returns how many it leased.
 func leaseAndComplete(t *testing.T, s *Store, limit int) int {
@@ -183,17 +191,12 @@ func fill(t *testing.T, s *Store, queue string, n int) {
 func TestLeaseReadsOnlyWhatItLeases(t *testing.T) {
 	t.Parallel()
 	s := migrated(t)
-	ctx := t.Context()
 	// Statistics of an empty table, kept while it fills.
-	if _, err := s.pool.Exec(ctx, `ANALYZE spool_tasks; ALTER TABLE spool_tasks SET (autovacuum_enabled = false)`); err != nil {
-		t.Fatal(err)
-	}
+	mustExec(t, s, `ANALYZE spool_tasks; ALTER TABLE spool_tasks SET (autovacuum_enabled = false)`)
 	const backlog, limit = 3000, 20
 	setQueue := func(q, set string) {
 		t.Helper()
-		if _, err := s.pool.Exec(ctx, `UPDATE spool_queues SET `+set+` WHERE name = $1`, q); err != nil {
-			t.Fatal(err)
-		}
+		mustExec(t, s, `UPDATE spool_queues SET `+set+` WHERE name = $1`, q)
 	}
 	fill(t, s, "busy", backlog)
 	fill(t, s, "held", backlog)
@@ -243,9 +246,7 @@ func TestLeaseReadsOnlyWhatItLeases(t *testing.T) {
 	check("two held backlogs")
 
 	// The same with statistics of the filled table, both plan kinds.
-	if _, err := s.pool.Exec(ctx, `ANALYZE spool_tasks`); err != nil {
-		t.Fatal(err)
-	}
+	mustExec(t, s, `ANALYZE spool_tasks`)
 	stale = false
 	setQueue("busy", "paused = false")
 	setQueue("held", "paused = false, rate_limit = 0")
@@ -262,9 +263,7 @@ func TestRefreshStats(t *testing.T) {
 	t.Parallel()
 	s := migrated(t)
 	ctx := t.Context()
-	if _, err := s.pool.Exec(ctx, `ALTER TABLE spool_tasks SET (autovacuum_enabled = false)`); err != nil {
-		t.Fatal(err)
-	}
+	mustExec(t, s, `ALTER TABLE spool_tasks SET (autovacuum_enabled = false)`)
 	if ran, err := s.RefreshStats(ctx); err != nil || ran {
 		t.Fatalf("empty table: RefreshStats = %v, %v; want false, nil", ran, err)
 	}
@@ -343,9 +342,7 @@ func TestCompleteReadsOnlyWhatItCompletes(t *testing.T) {
 	t.Parallel()
 	s := migrated(t)
 	ctx := t.Context()
-	if _, err := s.pool.Exec(ctx, `ANALYZE spool_tasks; ALTER TABLE spool_tasks SET (autovacuum_enabled = false)`); err != nil {
-		t.Fatal(err)
-	}
+	mustExec(t, s, `ANALYZE spool_tasks; ALTER TABLE spool_tasks SET (autovacuum_enabled = false)`)
 	const backlog, batch = 3000, 50
 	fill(t, s, "q", backlog)
 	ls, err := s.Lease(ctx, batch, time.Minute)
@@ -354,9 +351,7 @@ func TestCompleteReadsOnlyWhatItCompletes(t *testing.T) {
 	}
 	for _, stats := range []string{"empty-table statistics", "current statistics"} {
 		if stats == "current statistics" {
-			if _, err := s.pool.Exec(ctx, `ANALYZE spool_tasks`); err != nil {
-				t.Fatal(err)
-			}
+			mustExec(t, s, `ANALYZE spool_tasks`)
 		}
 		plan, changed := explainComplete(t, s, ls)
 		read := plan.tasksRead()
@@ -461,9 +456,7 @@ func TestLeasePlanMadeOnAnEmptyTable(t *testing.T) {
 	t.Parallel()
 	s, _ := migratedConns(t, 1)
 	ctx := t.Context()
-	if _, err := s.pool.Exec(ctx, `ALTER TABLE spool_tasks SET (autovacuum_enabled = false)`); err != nil {
-		t.Fatal(err)
-	}
+	mustExec(t, s, `ALTER TABLE spool_tasks SET (autovacuum_enabled = false)`)
 	if ls, err := s.Lease(ctx, 100, time.Minute); err != nil || len(ls) != 0 {
 		t.Fatalf("Lease on an empty table = %d, %v", len(ls), err)
 	}
