@@ -47,11 +47,12 @@ func recheck(cond string) string { return "COALESCE(" + cond + ", false)" }
 // the sequential scans of spool_queues, which has no other path) would put
 // it far above jit_above_cost, and JIT-compiling the lease took 250 ms at
 // every execution: jit is off for these statements (they run in well under
-// a millisecond, where JIT never pays). The settings are local to the transaction: every other
-// statement on the connection keeps auto (the custom plans of the optional
-// filters of ListTasks matter) and sequential scans.
-const genericPlansSQL = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true),
-	set_config('jit', 'off', true)`
+// a millisecond, where JIT never pays). The settings are local to the
+// transaction: every other statement on the connection keeps auto (the
+// custom plans of the optional filters of ListTasks matter) and sequential
+// scans.
+const genericPlansSQL = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
+	set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true)`
 
 // leaseFreeSQL leases up to $1 available tasks for $2 milliseconds, in one
 // statement, from the queues that are neither paused nor limited, and only

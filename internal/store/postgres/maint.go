@@ -149,9 +149,10 @@ func (s *Store) OldestDue(ctx context.Context) (map[string]time.Duration, error)
 // A queue table swings from empty to a large backlog in seconds, faster
 // than autovacuum (which looks once a minute) follows. Until then, the
 // plans PostgreSQL caches for the prepared statements are those of an
-// empty table, where a sequential scan is cheapest: every lease and
-// completion scans the whole backlog. ANALYZE both corrects the estimates
-// and invalidates those cached plans. The maintenance leader calls this
+// empty table, where a sequential scan is cheapest, and the statements
+// that run on them scan the whole backlog (the lease and the completion
+// are kept off sequential scans by genericPlansSQL; the others are not).
+// ANALYZE both corrects the estimates and invalidates those cached plans. The maintenance leader calls this
 // once a tick; the check is one catalog read.
 func (s *Store) RefreshStats(ctx context.Context) (bool, error) {
 	var stale bool
