@@ -87,6 +87,11 @@ const (
 	// Release: the attempt was abandoned before it finished (shutdown): state
 	// available, run_at now, attempt decremented, so it is not counted.
 	Release
+	// Defer: the attempt was never sent (its destination is busy, held by a
+	// Retry-After, or its circuit breaker is open): state retrying with
+	// run_at = RetryAt, attempt decremented so it is not counted, last_error
+	// set to LastError, last_status unchanged, finished_at stays NULL.
+	Defer
 )
 
 // Completion reports one finished attempt.
@@ -96,6 +101,27 @@ type Completion struct {
 	RetryAt    time.Time // for Retry
 	LastError  string    // "" clears it
 	LastStatus int       // 0 = no HTTP response
+}
+
+// DestinationReport is what one replica saw of one destination since its
+// previous report.
+type DestinationReport struct {
+	Name      string
+	InFlight  int           // requests in flight from this replica now
+	Successes int64         // answered well since the previous report
+	Failures  int64         // failed or refused since the previous report
+	Latency   time.Duration // mean latency of the answered requests among them; 0 = none
+	// Policy inputs for apply (not stored): the dispatcher's own reading of
+	// the window.
+	Congested bool // a 429, 503, timeout or connection error was seen
+	Saturated bool // this replica had as many in flight as its share allowed
+	Limit     float64
+}
+
+// DestinationSync is a destination after SyncDestinations.
+type DestinationSync struct {
+	task.Destination
+	Rank int // this replica's position among the live reporters (0-based)
 }
 
 // Store is everything the queue logic needs from a database. Every method
@@ -186,6 +212,41 @@ type Store interface {
 	// when it ends an attempt in a queue with a concurrency limit (the freed
 	// slot may let a waiting task start).
 	//
+	// Destinations (see task.Destination). The dispatcher owns the policy
+	// (adaptive limit, circuit breaker); the store keeps the shared rows and
+	// applies changes under a row lock, so replicas never race on them.
+
+	// SyncDestinations, in one transaction, for each report in name order:
+	// creates the destination's row if missing (zero Limit, BreakerClosed,
+	// no ceilings), locks it, stores the report as replica's latest for that
+	// destination (replacing the previous one, stamped with the database's
+	// now), calls apply with the row, the report and now, and writes the row
+	// back when apply returns true. It returns, in report order, each
+	// destination as stored, with Stats summed over the reports of replicas
+	// stamped within live (replica's own included) and Rank, replica's
+	// position among those replicas' ids in ascending order. apply may run
+	// again if the transaction is retried; it must not block.
+	SyncDestinations(ctx context.Context, replica string, live time.Duration, reports []DestinationReport,
+		apply func(d *task.Destination, r DestinationReport, now time.Time) bool) ([]DestinationSync, error)
+	// ChangeDestination locks one destination's row (creating it if
+	// missing), calls fn with it and the database's now, writes it back when
+	// fn returns true, and returns the row as stored (Stats not filled).
+	// Breaker transitions and probe ownership go through it.
+	ChangeDestination(ctx context.Context, name string, fn func(d *task.Destination, now time.Time) bool) (task.Destination, error)
+	// ListDestinations returns every destination, by name, with Stats over
+	// the reports stamped within live.
+	ListDestinations(ctx context.Context, live time.Duration) ([]task.Destination, error)
+	// GetDestination returns one destination with Stats (ErrNotFound).
+	GetDestination(ctx context.Context, name string, live time.Duration) (task.Destination, error)
+	// UpdateDestination applies the operator's ceilings, creating the row if
+	// missing, and returns it with Stats.
+	UpdateDestination(ctx context.Context, name string, p task.DestinationPatch, live time.Duration) (task.Destination, error)
+	// PruneDestinations deletes reports stamped before now-idle, then
+	// destinations with no ceilings set, breaker closed, and neither a
+	// report left nor a change within idle. It returns how many
+	// destinations it deleted. Run by the leader.
+	PruneDestinations(ctx context.Context, idle time.Duration) (int, error)
+
 	// Wakeups delivers a signal soon after tasks become due in any replica
 	// (PostgreSQL LISTEN/NOTIFY; in-process on SQLite). Signals may be
 	// coalesced or lost: callers also poll. The channel closes when ctx ends.
