@@ -42,11 +42,41 @@ func (d *Dispatcher) deliver(parent context.Context, l store.Lease, leaseSpan tr
 	if timeout <= 0 {
 		timeout = task.DefaultTimeout
 	}
-	ctx, cancel := context.WithTimeout(parent, timeout)
-	defer cancel()
-	ctx, span := d.startDelivery(ctx, t, leaseSpan)
+	ctx, span := d.startDelivery(parent, t, leaseSpan)
 	defer func() { endDelivery(span, c, ok) }()
+	// The task's fields go on a line only when one is written: most
+	// deliveries succeed and log nothing at the default level.
+	logf := func(level slog.Level, msg string, args ...any) {
+		if d.log.Enabled(ctx, level) {
+			d.log.Log(ctx, level, msg, append([]any{"spool.task.id", t.ID, "spool.queue", t.Queue, "spool.attempt", t.Attempt}, args...)...)
+		}
+	}
 
+	// Protect the destination: take a slot of its limit (perhaps after a
+	// short wait here), or defer the task without spending the attempt
+	// while the destination is busy, held by a Retry-After or behind an
+	// open circuit breaker. A target that is not a URL has no destination:
+	// the request below fails it.
+	var slot *permit
+	if name, err := task.DestinationOf(t.Target.URL); err == nil {
+		var df *deferral
+		slot, df, err = d.dests.acquire(ctx, name)
+		switch {
+		case err != nil: // the delivery was cancelled while it waited
+			if errors.Is(context.Cause(parent), errLeaseLost) {
+				return c, false
+			}
+			c.Outcome, c.LastError = store.Release, "released at shutdown before the attempt was sent"
+			return c, true
+		case df != nil:
+			c.Outcome, c.RetryAt, c.LastError = store.Defer, df.until, df.reason
+			logf(slog.LevelDebug, "deferred", "spool.destination", name, "error.message", df.reason)
+			return c, true
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	start := time.Now()
 	resp, err := d.send(ctx, t, start)
 	status := resp.code()
@@ -54,11 +84,16 @@ func (d *Dispatcher) deliver(parent context.Context, l store.Lease, leaseSpan tr
 	if m := d.cfg.Metrics; m != nil {
 		m.DeliveryDuration.WithLabelValues(t.Queue).Observe(elapsed.Seconds())
 	}
-	// The task's fields go on a line only when one is written: most
-	// deliveries succeed and log nothing at the default level.
-	logf := func(level slog.Level, msg string, args ...any) {
-		if d.log.Enabled(ctx, level) {
-			d.log.Log(ctx, level, msg, append([]any{"spool.task.id", t.ID, "spool.queue", t.Queue, "spool.attempt", t.Attempt}, args...)...)
+	var retryAfter time.Duration
+	hasRetryAfter := false
+	if err == nil {
+		retryAfter, hasRetryAfter = task.RetryAfter(resp.retryAfterHeader(), time.Now())
+	}
+	if slot != nil {
+		if errors.Is(err, ErrForbiddenTarget) {
+			slot.release() // never sent: says nothing of the destination
+		} else {
+			slot.done(judge(status, err), elapsed, retryAfter, hasRetryAfter)
 		}
 	}
 
@@ -72,6 +107,7 @@ func (d *Dispatcher) deliver(parent context.Context, l store.Lease, leaseSpan tr
 	}
 
 	c.LastStatus = status
+	statuses := d.retryStatuses(t.Queue)
 	switch {
 	case err == nil && status >= 200 && status < 300:
 		c.Outcome = store.Succeeded
@@ -80,20 +116,26 @@ func (d *Dispatcher) deliver(parent context.Context, l store.Lease, leaseSpan tr
 		return c, true
 	case err != nil && errors.Is(err, ErrForbiddenTarget):
 		c.Outcome, c.LastError = store.Fail, err.Error()
+	case err != nil && errors.Is(err, errTimeout):
+		c.Outcome, c.LastError = retryIf(statuses.Timeout()), err.Error()
 	case err != nil:
-		c.Outcome, c.LastError = store.Retry, err.Error()
-	case task.Retryable(status):
-		c.Outcome = store.Retry
+		c.Outcome, c.LastError = retryIf(statuses.Connection()), err.Error()
 	default:
-		c.Outcome = store.Fail // other 3xx and 4xx: retrying will not help
+		// The queue's retry_statuses decide (by default 408, 425, 429 and
+		// 5xx); other statuses say retrying will not help.
+		c.Outcome = retryIf(statuses.Status(status))
 	}
 	if err == nil {
 		c.LastError = resp.describe()
 	}
 	if c.Outcome == store.Retry {
+		// The task's own backoff, unless a Retry-After asks for longer: a
+		// Retry-After can slow a task down but never hurry it (Retry-After:
+		// 0 must not spend every attempt in a second), nor park it past
+		// the longest backoff (a far-future date).
 		delay := d.cfg.Backoff.Delay(t.Attempt)
-		if ra, ok := task.RetryAfter(resp.retryAfterHeader(), time.Now()); ok {
-			delay = ra
+		if hasRetryAfter {
+			delay = min(max(delay, retryAfter), max(d.cfg.Backoff.Max, delay))
 		}
 		c.RetryAt = time.Now().Add(delay)
 		if t.Attempt >= t.MaxAttempts {
@@ -107,6 +149,25 @@ func (d *Dispatcher) deliver(parent context.Context, l store.Lease, leaseSpan tr
 	}
 	logf(slog.LevelInfo, "attempt failed", "http.response.status_code", status, "error.message", c.LastError, "event.duration", elapsed.Nanoseconds())
 	return c, true
+}
+
+// retryIf is Retry when retry holds, else Fail.
+func retryIf(retry bool) store.Outcome {
+	if retry {
+		return store.Retry
+	}
+	return store.Fail
+}
+
+// retryStatuses is a queue's retry_statuses setting as last read.
+func (d *Dispatcher) retryStatuses(queue string) task.RetryStatuses {
+	d.settingsMu.RLock()
+	rs, ok := d.statuses[queue]
+	d.settingsMu.RUnlock()
+	if !ok {
+		return task.DefaultRetryStatuses
+	}
+	return rs
 }
 
 func (d *Dispatcher) count(queue, outcome string) {
@@ -239,6 +300,8 @@ func endDelivery(span trace.Span, c store.Completion, ok bool) {
 			outcome = "failed"
 		case store.Release:
 			outcome = "released"
+		case store.Defer:
+			outcome = "deferred"
 		}
 	}
 	span.SetAttributes(attribute.String("spool.outcome", outcome))
@@ -289,7 +352,7 @@ func clientErrorType(err error) string {
 	switch {
 	case errors.Is(err, ErrForbiddenTarget):
 		return "forbidden_target"
-	case strings.HasPrefix(err.Error(), "timeout"):
+	case errors.Is(err, errTimeout):
 		return "timeout"
 	default:
 		return "connection"
@@ -308,6 +371,9 @@ func setTraceparent(ctx context.Context, h http.Header, t task.Task) {
 	h.Set("Traceparent", traceparent(t.ID, t.Attempt))
 }
 
+// errTimeout marks an attempt that got no response within the task's timeout.
+var errTimeout = errors.New("timeout")
+
 // describeErr turns a transport error into a last_error line without the
 // target URL (it may carry credentials in its query).
 func describeErr(ctx context.Context, err error, timeout time.Duration) error {
@@ -319,7 +385,7 @@ func describeErr(ctx context.Context, err error, timeout time.Duration) error {
 		return err
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("timeout: no response within %s", timeout)
+		return fmt.Errorf("%w: no response within %s", errTimeout, timeout)
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {

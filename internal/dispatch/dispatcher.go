@@ -8,8 +8,11 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +38,11 @@ type Config struct {
 	PollInterval  time.Duration      // default 1s
 	Backoff       task.Backoff       // default task.DefaultBackoff
 	UserAgent     string             // default "spool"
+	// Replica names this process among the replicas sharing destinations'
+	// limits and breakers (default: host name, pid and a random suffix).
+	Replica string
+	// Destinations tunes the per-destination protection (zero: defaults).
+	Destinations DestinationPolicy
 	// TracerProvider starts the lease, delivery and HTTP client spans.
 	// Default: the no-op provider, under which a task's stored traceparent
 	// is still what the target receives.
@@ -55,6 +63,10 @@ type Dispatcher struct {
 	cfg    Config
 	log    *slog.Logger
 	tracer trace.Tracer
+	dests  *destinations
+
+	settingsMu sync.RWMutex
+	statuses   map[string]task.RetryStatuses // by queue; refreshed by watchSettings
 
 	busy      atomic.Int64  // deliveries running
 	slotFreed chan struct{} // a delivery ended (buffered 1)
@@ -73,6 +85,8 @@ type Dispatcher struct {
 	completerDone chan struct{}
 	hbCancel      context.CancelFunc
 	hbDone        chan struct{}
+	syncCancel    context.CancelFunc
+	syncDone      chan struct{}
 }
 
 type flight struct {
@@ -107,7 +121,14 @@ func New(cfg Config) *Dispatcher {
 	if cfg.TracerProvider == nil {
 		cfg.TracerProvider = noop.NewTracerProvider()
 	}
+	if cfg.Replica == "" {
+		cfg.Replica = DefaultReplica()
+	}
+	if cfg.Destinations.MaxBackoff <= 0 {
+		cfg.Destinations.MaxBackoff = cfg.Backoff.Max
+	}
 	return &Dispatcher{
+		dests:       newDestinations(cfg.Store, cfg.Replica, cfg.Destinations, cfg.Workers, cfg.Logger, cfg.Metrics),
 		cfg:         cfg,
 		log:         cfg.Logger,
 		tracer:      cfg.TracerProvider.Tracer(tracerName),
@@ -137,6 +158,11 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	go d.heartbeat(hbCtx)
 	d.completerDone = make(chan struct{})
 	go d.completer()
+	// Destination syncs go on while deliveries finish at shutdown.
+	var syncCtx context.Context
+	syncCtx, d.syncCancel = context.WithCancel(context.WithoutCancel(ctx))
+	d.syncDone = make(chan struct{})
+	go func() { defer close(d.syncDone); d.dests.run(syncCtx) }()
 
 	var fetchCtx context.Context
 	fetchCtx, d.fetchCancel = context.WithCancel(ctx)
@@ -178,7 +204,19 @@ func (d *Dispatcher) Stop(ctx context.Context) {
 	// rescued by the leader after its lease expires.
 	d.hbCancel()
 	<-d.hbDone
+	d.syncCancel()
+	<-d.syncDone
 	d.deliverCancel(errShutdown)
+}
+
+// DefaultReplica names this process: host name, pid and a random suffix
+// (a restarted pod with the same name is another replica).
+func DefaultReplica() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "spool"
+	}
+	return fmt.Sprintf("%s-%d-%04x", host, os.Getpid(), rand.Uint32()&0xffff)
 }
 
 // kick asks the fetch loop to look for due tasks now.

@@ -113,9 +113,11 @@ type DestinationReport struct {
 	Latency   time.Duration // mean latency of the answered requests among them; 0 = none
 	// Policy inputs for apply (not stored): the dispatcher's own reading of
 	// the window.
-	Congested bool // a 429, 503, timeout or connection error was seen
-	Saturated bool // this replica had as many in flight as its share allowed
-	Limit     float64
+	Congested bool          // a 429, 503, timeout or connection error was seen
+	Saturated bool          // this replica had as many in flight as its share allowed
+	Limit     float64       // this replica's own concurrency limit now
+	Peers     int           // live replicas at the previous sync (0 = unknown)
+	Hold      time.Duration // a Retry-After asks the destination to wait this much longer
 }
 
 // DestinationSync is a destination after SyncDestinations.

@@ -28,6 +28,13 @@ type Metrics struct {
 	OldestDue  *prometheus.GaugeVec // queue
 	Paused     *prometheus.GaugeVec // queue
 	LogDropped prometheus.Counter
+	// Per destination (scheme://host:port), set by each dispatcher for at
+	// most 100 destinations at a time; the rest share destination="other".
+	DestinationLimit       *prometheus.GaugeVec   // destination
+	DestinationInFlight    *prometheus.GaugeVec   // destination
+	DestinationBreakerOpen *prometheus.GaugeVec   // destination
+	DestinationRequests    *prometheus.CounterVec // destination, outcome
+	DestinationDeferred    *prometheus.CounterVec // destination, reason
 
 	httpRequests  *prometheus.CounterVec
 	httpDuration  *prometheus.HistogramVec
@@ -77,6 +84,21 @@ func NewMetrics(version, commit string) *Metrics {
 			Name: "spool_http_request_duration_seconds", Help: "API request duration by route template.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"route", "method"}),
+		DestinationLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "spool_destination_limit", Help: "Requests this process may have in flight to the destination now: its share of the adaptive limit.",
+		}, []string{"destination"}),
+		DestinationInFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "spool_destination_in_flight", Help: "Requests in flight from this process to the destination.",
+		}, []string{"destination"}),
+		DestinationBreakerOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "spool_destination_breaker_open", Help: "1 while the destination's circuit breaker is open or half open (tasks wait without spending attempts).",
+		}, []string{"destination"}),
+		DestinationRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spool_destination_requests_total", Help: "Requests sent to the destination, by outcome: answered, refused (429, 503), failed (other 5xx, timeouts, connection errors).",
+		}, []string{"destination", "outcome"}),
+		DestinationDeferred: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spool_destination_deferred_total", Help: "Tasks deferred without spending an attempt, by reason: busy (limit reached), open (circuit breaker), hold (Retry-After).",
+		}, []string{"destination", "reason"}),
 		httpInflight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "spool_http_requests_in_flight", Help: "API requests being served."}),
 		// The name and help promhttp gave it, which served /metrics before
 		// expose.go did, so dashboards and alerts keep working.
@@ -91,7 +113,9 @@ func NewMetrics(version, commit string) *Metrics {
 	}, []string{"version", "commit"})
 	build.WithLabelValues(version, commit).Set(1)
 	r.MustRegister(m.Enqueued, m.Finished, m.DeliveryDuration, m.QueueWait, m.WorkersBusy, m.WorkersMax,
-		m.Rescued, m.LeasesLost, m.IsLeader, m.QueueDepth, m.OldestDue, m.Paused, m.LogDropped, m.httpRequests, m.httpDuration, m.httpInflight, m.handlerErrors, build,
+		m.Rescued, m.LeasesLost, m.IsLeader, m.QueueDepth, m.OldestDue, m.Paused, m.LogDropped,
+		m.DestinationLimit, m.DestinationInFlight, m.DestinationBreakerOpen, m.DestinationRequests, m.DestinationDeferred,
+		m.httpRequests, m.httpDuration, m.httpInflight, m.handlerErrors, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
