@@ -692,7 +692,13 @@ func (p DestinationPolicy) apply(d *task.Destination, r store.DestinationReport,
 		d.Limit = math.Max(1, math.Min(d.Limit/2, math.Max(r.Limit, 1)*peers))
 		d.LimitDecreasedAt, changed = now, true
 	case r.Congested:
-	case r.Saturated && r.Successes > 0 && !d.LimitDecreasedAt.IsZero() && spaced:
+	case d.LimitDecreasedAt.IsZero():
+		// Slow start: no shared limit binds yet (each replica doubles its
+		// own each round trip); the row shows what they allow together.
+		if total := math.Min(ceiling, math.Round(r.Limit*peers)); math.Abs(total-d.Limit) >= 1 {
+			d.Limit, changed = total, true
+		}
+	case r.Saturated && r.Successes > 0 && spaced:
 		// Additive increase: about max(1, 10%) a second in all, shared
 		// among the replicas that report it.
 		if next := math.Min(ceiling, d.Limit+math.Max(1, d.Limit/10)/peers); next > d.Limit {
