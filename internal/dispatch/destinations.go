@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/task"
 	"github.com/spoolhq/spool/internal/telemetry"
@@ -135,6 +137,8 @@ type destinations struct {
 type dest struct {
 	name  string
 	label string
+	// Series handles, looked up once (nil without metrics or for "other").
+	gLimit, gInFlight, gOpen prometheus.Gauge
 
 	// Shared state as of the last sync or change.
 	shared task.Destination
@@ -517,7 +521,11 @@ func (p *permit) done(v verdict, latency time.Duration, retryAfter time.Duration
 	d.shared = mergeShared(d.shared, row)
 	ds.setGauges(d)
 	ds.mu.Unlock()
-	ds.log.Warn(msg, "spool.destination", d.name, "spool.destination.failures", row.Failures,
+	level := slog.LevelWarn
+	if row.Breaker == task.BreakerClosed {
+		level = slog.LevelInfo
+	}
+	ds.log.Log(ctx, level, msg, "spool.destination", d.name, "spool.destination.failures", row.Failures,
 		"spool.destination.cooldown", row.Cooldown.String(), "spool.destination.breaker", string(row.Breaker))
 }
 
@@ -552,6 +560,11 @@ func (ds *destinations) ensure(ctx context.Context, name string) error {
 	if !ok {
 		d = &dest{name: name, limit: ds.policy.InitialLimit, freed: make(chan struct{}), lastUsed: time.Now(), shared: task.Destination{Name: name, Breaker: task.BreakerClosed}}
 		d.label = ds.label(name)
+		if m := ds.metrics; m != nil && d.label != "other" {
+			d.gLimit = m.DestinationLimit.WithLabelValues(d.label)
+			d.gInFlight = m.DestinationInFlight.WithLabelValues(d.label)
+			d.gOpen = m.DestinationBreakerOpen.WithLabelValues(d.label)
+		}
 		ds.m[name] = d
 	}
 	synced := d.synced
@@ -752,17 +765,16 @@ func (ds *destinations) forget(d *dest) {
 
 // setGauges exports d's limit, in-flight count and breaker. Called with mu held.
 func (ds *destinations) setGauges(d *dest) {
-	m := ds.metrics
-	if m == nil || d.label == "other" {
+	if d.gLimit == nil {
 		return
 	}
-	m.DestinationLimit.WithLabelValues(d.label).Set(float64(ds.capacity(d, time.Now())))
-	m.DestinationInFlight.WithLabelValues(d.label).Set(float64(d.inflight))
+	d.gLimit.Set(float64(ds.capacity(d, time.Now())))
+	d.gInFlight.Set(float64(d.inflight))
 	open := 0.0
 	if d.shared.Breaker != task.BreakerClosed {
 		open = 1
 	}
-	m.DestinationBreakerOpen.WithLabelValues(d.label).Set(open)
+	d.gOpen.Set(open)
 }
 
 func (ds *destinations) countRequest(d *dest, v verdict) {

@@ -85,8 +85,8 @@ func TestApplyHalvesOncePerEpisodeAndGrowsSlowly(t *testing.T) {
 	later := now.Add(2 * time.Second)
 	p.apply(d, store.DestinationReport{Saturated: true, Successes: 50, Peers: 2, Limit: 5}, later)
 	p.apply(d, store.DestinationReport{Saturated: true, Successes: 50, Peers: 2, Limit: 5}, later)
-	if d.Limit != 11 {
-		t.Fatalf("after two saturated reports of two replicas: %v, want 11", d.Limit)
+	if d.Limit < 10.9 || d.Limit > 11.1 {
+		t.Fatalf("after two saturated reports of two replicas: %v, want about 11", d.Limit)
 	}
 	// An unsaturated destination does not grow: an idle limit proves nothing.
 	if p.apply(d, store.DestinationReport{Successes: 50, Peers: 2}, later.Add(time.Second)) {
@@ -100,7 +100,7 @@ func TestApplyHalvesOncePerEpisodeAndGrowsSlowly(t *testing.T) {
 	}
 	// A Retry-After hold is capped by the longest backoff.
 	p.MaxBackoff = time.Minute
-	p.apply(d, store.DestinationReport{Hold: 300 * 365 * 24 * time.Hour}, later)
+	p.apply(d, store.DestinationReport{Hold: 200 * 365 * 24 * time.Hour}, later)
 	if want := later.Add(time.Minute); !d.HoldUntil.Equal(want) {
 		t.Fatalf("hold until %s, want %s", d.HoldUntil, want)
 	}
