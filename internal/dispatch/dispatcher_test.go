@@ -186,7 +186,9 @@ func TestHonoursRetryAfter(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	d := h.dispatcher(nil) // backoff would be ≤ 50ms without Retry-After
+	// The backoff would be ≤ 50ms without Retry-After; the longest backoff
+	// (5s) bounds how long a Retry-After may push the task.
+	d := h.dispatcher(func(c *Config) { c.Backoff.Max = 5 * time.Second })
 	defer stop(d)
 	tk := h.waitFinal(h.enqueue(srv.URL, nil))
 	gap := time.Duration(second.Load() - first.Load())

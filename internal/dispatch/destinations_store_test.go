@@ -1,0 +1,232 @@
+package dispatch
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/spoolhq/spool/internal/store"
+	"github.com/spoolhq/spool/internal/store/postgres"
+	"github.com/spoolhq/spool/internal/store/sqlite"
+	"github.com/spoolhq/spool/internal/task"
+	"github.com/spoolhq/spool/internal/testpg"
+)
+
+func TestMain(m *testing.M) { testpg.Main(m) }
+
+// eachStore runs f against a fresh embedded store and a fresh PostgreSQL
+// database: the destination protection lives in the dispatcher, but its
+// shared state goes through each driver.
+func eachStore(t *testing.T, f func(t *testing.T, st store.Store)) {
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		ctx := context.Background()
+		st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "spool.db"), sqlite.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		if err := st.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		f(t, st)
+	})
+	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
+		ctx := context.Background()
+		st, err := postgres.Open(ctx, testpg.Shared(t).CreateDB(t), postgres.Options{MaxConns: 8})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		if err := st.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		f(t, st)
+	})
+}
+
+func startDispatcher(t *testing.T, st store.Store, mod func(*Config)) *Dispatcher {
+	t.Helper()
+	cfg := Config{
+		Store:         st,
+		Client:        NewHTTPClient(Guard{Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}),
+		Workers:       20,
+		LeaseDuration: 5 * time.Second,
+		PollInterval:  50 * time.Millisecond,
+		Backoff:       task.Backoff{Min: 20 * time.Millisecond, Max: 100 * time.Millisecond},
+		Destinations:  DestinationPolicy{MinCooldown: 200 * time.Millisecond, MaxCooldown: 400 * time.Millisecond, SyncInterval: 100 * time.Millisecond},
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	d := New(cfg)
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stop(d) })
+	return d
+}
+
+func enqueueN(t *testing.T, st store.Store, queue, url string, n int) []string {
+	t.Helper()
+	var nts []store.NewTask
+	for range n {
+		id, _ := uuid.NewV7()
+		nts = append(nts, store.NewTask{ID: id.String(), Queue: queue, Target: task.Target{URL: url}, Priority: 5, MaxAttempts: 25})
+	}
+	if _, err := st.Enqueue(context.Background(), nts); err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, n)
+	for i, nt := range nts {
+		ids[i] = nt.ID
+	}
+	return ids
+}
+
+// While a destination fails, its breaker opens: tasks wait as retrying,
+// saying the destination is unavailable, without spending attempts, and
+// only probes reach it; once it answers, everything is delivered.
+func TestBreakerDefersWithoutSpendingAttempts(t *testing.T) {
+	eachStore(t, func(t *testing.T, st store.Store) {
+		var down atomic.Bool
+		down.Store(true)
+		var requests atomic.Int64
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			requests.Add(1)
+			if down.Load() {
+				w.WriteHeader(http.StatusBadGateway)
+			}
+		}))
+		defer srv.Close()
+		startDispatcher(t, st, nil)
+		const n = 60
+		ids := enqueueN(t, st, "q", srv.URL, n)
+		time.Sleep(1500 * time.Millisecond)
+		sent := requests.Load()
+		spent, waiting := 0, 0
+		for _, id := range ids {
+			tk, err := st.GetTask(context.Background(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tk.State != task.Running { // a running task's attempt may not be sent yet
+				spent += tk.Attempt
+			}
+			if tk.State == task.Retrying && strings.Contains(tk.LastError, "unavailable") {
+				waiting++
+			}
+			if tk.State.Final() {
+				t.Errorf("task %s is %s during the outage: %s", id, tk.State, tk.LastError)
+			}
+		}
+		t.Logf("outage of 1.5 s, %d tasks: %d requests, %d attempts spent, %d waiting as unavailable", n, sent, spent, waiting)
+		// 20 workers at the initial limit of 10, five failures to open, then
+		// a probe every 200–400 ms: far fewer than one request per task.
+		if sent > 25 {
+			t.Errorf("%d requests reached a failing destination for %d tasks", sent, n)
+		}
+		if int64(spent) > sent {
+			t.Errorf("%d attempts spent for %d requests sent: deferrals spent attempts", spent, sent)
+		}
+		if waiting < n/2 {
+			t.Errorf("%d of %d tasks wait as retrying with the destination named unavailable", waiting, n)
+		}
+		dst, err := st.GetDestination(context.Background(), strings.Replace(srv.URL, "http://", "http://", 1), time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dst.Breaker == task.BreakerClosed {
+			t.Errorf("breaker %s during the outage", dst.Breaker)
+		}
+		down.Store(false)
+		deadline := time.Now().Add(10 * time.Second)
+		for _, id := range ids {
+			for {
+				tk, err := st.GetTask(context.Background(), id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tk.State == task.Succeeded {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("task %s is %s 10 s after recovery (%s)", id, tk.State, tk.LastError)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		dst, _ = st.GetDestination(context.Background(), srv.URL, time.Minute)
+		if dst.Breaker != task.BreakerClosed {
+			t.Errorf("breaker %s after recovery", dst.Breaker)
+		}
+	})
+}
+
+// Two dispatchers on one store split a destination's operator ceiling:
+// together they never have more requests in flight than max_concurrency.
+func TestCeilingHoldsAcrossDispatchers(t *testing.T) {
+	eachStore(t, func(t *testing.T, st store.Store) {
+		var mu sync.Mutex
+		cur, peak := 0, 0
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			cur++
+			peak = max(peak, cur)
+			mu.Unlock()
+			time.Sleep(20 * time.Millisecond)
+			mu.Lock()
+			cur--
+			mu.Unlock()
+		}))
+		defer srv.Close()
+		name, _ := task.DestinationOf(srv.URL)
+		three := 3
+		if _, err := st.UpdateDestination(context.Background(), name, task.DestinationPatch{MaxConcurrency: &three}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		startDispatcher(t, st, func(c *Config) { c.Replica = "a" })
+		startDispatcher(t, st, func(c *Config) { c.Replica = "b" })
+		ids := enqueueN(t, st, "q", srv.URL, 150)
+		// A replica learns of another one at its next sync: until then (one
+		// SyncInterval, here 100 ms) both may use the whole ceiling. Count
+		// from when both have synced.
+		time.Sleep(300 * time.Millisecond)
+		mu.Lock()
+		early := peak
+		peak = cur
+		mu.Unlock()
+		deadline := time.Now().Add(30 * time.Second)
+		for _, id := range ids {
+			for {
+				tk, err := st.GetTask(context.Background(), id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tk.State == task.Succeeded {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("task %s is %s after 30 s", id, tk.State)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		t.Logf("max_concurrency 3 over two dispatchers: peak %d in flight (%d while they first met)", peak, early)
+		if peak > 3 {
+			t.Errorf("peak %d requests in flight with max_concurrency 3 across two dispatchers", peak)
+		}
+	})
+}
