@@ -141,10 +141,13 @@ type dest struct {
 	gLimit, gInFlight, gOpen prometheus.Gauge
 
 	// Shared state as of the last sync or change.
-	shared task.Destination
-	peers  int // live replicas at the last sync (this one included)
-	rank   int
-	synced bool
+	shared   task.Destination
+	peers    int // live replicas at the last sync (this one included)
+	rank     int
+	synced   bool
+	lastSync time.Time
+	syncing  bool // a first or stale sync is running in acquire
+	wanted   bool // a task wanted to go there since the last report
 
 	// Local state.
 	limit        float64   // this replica's concurrency limit
@@ -210,7 +213,7 @@ func (ds *destinations) acquire(ctx context.Context, name string) (*permit, *def
 		now := time.Now()
 		ds.mu.Lock()
 		d := ds.m[name]
-		d.lastUsed = now
+		d.lastUsed, d.wanted = now, true
 		if df := ds.blocked(d, now); df != nil {
 			ds.mu.Unlock()
 			ds.countDeferred(d, df.kind)
@@ -551,14 +554,17 @@ func (p *permit) release() {
 	ds.setGauges(d)
 }
 
-// ensure makes sure the process knows the destination, syncing a new one
-// at once so that its first requests already respect the shared state (an
-// open breaker, the other replicas' shares).
+// ensure makes sure the process knows the destination and has a fresh
+// view of it: a new destination, or one this replica has not reported for
+// longer than the live window (it has dropped out of the shares), is
+// synced at once, so its first requests already respect the shared state
+// (an open breaker, the other replicas' shares).
 func (ds *destinations) ensure(ctx context.Context, name string) error {
+	now := time.Now()
 	ds.mu.Lock()
 	d, ok := ds.m[name]
 	if !ok {
-		d = &dest{name: name, limit: ds.policy.InitialLimit, freed: make(chan struct{}), lastUsed: time.Now(), shared: task.Destination{Name: name, Breaker: task.BreakerClosed}}
+		d = &dest{name: name, limit: ds.policy.InitialLimit, freed: make(chan struct{}), lastUsed: now, shared: task.Destination{Name: name, Breaker: task.BreakerClosed}}
 		d.label = ds.label(name)
 		if m := ds.metrics; m != nil && d.label != "other" {
 			d.gLimit = m.DestinationLimit.WithLabelValues(d.label)
@@ -567,21 +573,27 @@ func (ds *destinations) ensure(ctx context.Context, name string) error {
 		}
 		ds.m[name] = d
 	}
-	synced := d.synced
-	ds.mu.Unlock()
-	if synced {
-		return nil
+	stale := !d.synced || now.Sub(d.lastSync) > ds.live()
+	if !stale || (d.synced && d.syncing) {
+		ds.mu.Unlock()
+		return nil // fresh, or another task is refreshing a known view
 	}
+	d.syncing, d.wanted = true, true
+	ds.mu.Unlock()
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := ds.sync(sctx, []string{name}); err != nil {
+	err := ds.sync(sctx, []string{name})
+	ds.mu.Lock()
+	d.syncing = false
+	if err != nil {
+		d.synced = true // send on the local view; the periodic sync retries
+	}
+	ds.mu.Unlock()
+	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		ds.log.Debug("destination: first sync failed; sending on the local state", "spool.destination", name, "error.message", err.Error())
-		ds.mu.Lock()
-		d.synced = true // the periodic sync retries
-		ds.mu.Unlock()
+		ds.log.Debug("destination: sync failed; sending on the local state", "spool.destination", name, "error.message", err.Error())
 	}
 	return nil
 }
@@ -611,17 +623,21 @@ func (ds *destinations) run(ctx context.Context) {
 	}
 }
 
-// active lists the destinations to report, forgetting idle ones.
+// active lists the destinations to report: those this replica used since
+// its last report. A replica that stops sending somewhere stops reporting
+// it, so it drops out of that destination's shares after the live window
+// instead of holding a share it does not use. Idle ones are forgotten.
 func (ds *destinations) active(now time.Time) []string {
 	ds.mu.Lock()
 	defer ds.mu.Unlock()
 	var names []string
 	for name, d := range ds.m {
-		if d.inflight == 0 && d.waiters == 0 && now.Sub(d.lastUsed) > destIdle {
+		switch {
+		case d.inflight > 0 || d.waiters > 0 || d.wanted:
+			names = append(names, name)
+		case now.Sub(d.lastUsed) > destIdle:
 			ds.forget(d)
-			continue
 		}
-		names = append(names, name)
 	}
 	return names
 }
@@ -650,6 +666,7 @@ func (ds *destinations) sync(ctx context.Context, names []string) error {
 		}
 		windows = append(windows, *d)
 		d.successes, d.failuresW, d.latSum, d.answeredN, d.congested, d.saturated = 0, 0, 0, 0, false, false
+		d.wanted = false
 		reports = append(reports, r)
 	}
 	ds.mu.Unlock()
@@ -665,6 +682,7 @@ func (ds *destinations) sync(ctx context.Context, names []string) error {
 				d.answeredN += w.answeredN
 				d.congested = d.congested || w.congested
 				d.saturated = d.saturated || w.saturated
+				d.wanted = true
 			}
 		}
 		return err
@@ -675,7 +693,7 @@ func (ds *destinations) sync(ctx context.Context, names []string) error {
 			continue
 		}
 		local := d.shared
-		d.shared, d.peers, d.rank, d.synced = row.Destination, max(1, row.Stats.Replicas), row.Rank, true
+		d.shared, d.peers, d.rank, d.synced, d.lastSync = row.Destination, max(1, row.Stats.Replicas), row.Rank, true, now
 		if local.Breaker == task.BreakerOpen && row.Breaker == task.BreakerClosed && d.failures >= ds.policy.BreakerThreshold {
 			// Opened here and the store write has not landed yet: keep it open.
 			d.shared.Breaker, d.shared.OpenUntil = local.Breaker, local.OpenUntil
