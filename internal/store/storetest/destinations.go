@@ -85,32 +85,24 @@ func policy(d *task.Destination, now time.Time, owner string) {
 // differ (times to within storedRes).
 func diffPolicy(got, want task.Destination) []string {
 	var d []string
-	add := func(field string, g, w any) { d = append(d, fmt.Sprintf("%s: got %v, want %v", field, g, w)) }
-	if got.Name != want.Name {
-		add("Name", got.Name, want.Name)
+	for _, f := range []struct {
+		name string
+		g, w any
+	}{
+		{"Name", got.Name, want.Name},
+		{"MaxConcurrency", got.MaxConcurrency, want.MaxConcurrency},
+		{"RateLimit", got.RateLimit, want.RateLimit},
+		{"Limit", got.Limit, want.Limit},
+		{"Breaker", got.Breaker, want.Breaker},
+		{"Failures", got.Failures, want.Failures},
+		{"Cooldown", got.Cooldown, want.Cooldown},
+		{"ProbeOwner", got.ProbeOwner, want.ProbeOwner},
+	} {
+		if f.g != f.w {
+			d = append(d, fmt.Sprintf("%s: got %v, want %v", f.name, f.g, f.w))
+		}
 	}
-	if got.MaxConcurrency != want.MaxConcurrency {
-		add("MaxConcurrency", got.MaxConcurrency, want.MaxConcurrency)
-	}
-	if got.RateLimit != want.RateLimit {
-		add("RateLimit", got.RateLimit, want.RateLimit)
-	}
-	if got.Limit != want.Limit {
-		add("Limit", got.Limit, want.Limit)
-	}
-	if got.Breaker != want.Breaker {
-		add("Breaker", got.Breaker, want.Breaker)
-	}
-	if got.Failures != want.Failures {
-		add("Failures", got.Failures, want.Failures)
-	}
-	if got.Cooldown != want.Cooldown {
-		add("Cooldown", got.Cooldown, want.Cooldown)
-	}
-	if got.ProbeOwner != want.ProbeOwner {
-		add("ProbeOwner", got.ProbeOwner, want.ProbeOwner)
-	}
-	times := []struct {
+	for _, f := range []struct {
 		name string
 		g, w time.Time
 	}{
@@ -118,10 +110,9 @@ func diffPolicy(got, want task.Destination) []string {
 		{"OpenUntil", got.OpenUntil, want.OpenUntil},
 		{"ProbeUntil", got.ProbeUntil, want.ProbeUntil},
 		{"HoldUntil", got.HoldUntil, want.HoldUntil},
-	}
-	for _, tm := range times {
-		if tm.g.IsZero() != tm.w.IsZero() || tm.g.Sub(tm.w).Abs() > storedRes {
-			add(tm.name, tm.g, tm.w)
+	} {
+		if f.g.IsZero() != f.w.IsZero() || f.g.Sub(f.w).Abs() > storedRes {
+			d = append(d, fmt.Sprintf("%s: got %v, want %v", f.name, f.g, f.w))
 		}
 	}
 	return d
@@ -135,7 +126,21 @@ func checkDestination(t *testing.T, what string, got, want task.Destination) {
 	}
 }
 
-// fresh is a destination as the store creates it.
+// listedNames lists the names ListDestinations returns, in its order.
+func listedNames(t *testing.T, ctx context.Context, s store.Store) []string {
+	t.Helper()
+	ds, err := s.ListDestinations(ctx, liveLong)
+	if err != nil {
+		t.Fatalf("ListDestinations: %v", err)
+	}
+	names := []string{}
+	for _, d := range ds {
+		names = append(names, d.Name)
+	}
+	return names
+}
+
+// freshDestination is a destination as the store creates it.
 func freshDestination(name string) task.Destination {
 	return task.Destination{Name: name, Breaker: task.BreakerClosed}
 }
@@ -238,14 +243,7 @@ func testDestinations(t *testing.T, newStore NewStoreFunc) {
 				t.Errorf("%s: Failures, Stats.InFlight = %d, %d; want %d, %d", r.Name, out[i].Failures, out[i].Stats.InFlight, r.InFlight*10, r.InFlight)
 			}
 		}
-		ds, err := s.ListDestinations(ctx, liveLong)
-		if err != nil {
-			t.Fatalf("ListDestinations: %v", err)
-		}
-		var names []string
-		for _, d := range ds {
-			names = append(names, d.Name)
-		}
+		names := listedNames(t, ctx, s)
 		if want := []string{destA, destB, destC}; !slices.Equal(names, want) {
 			t.Errorf("ListDestinations = %v, want %v (by name)", names, want)
 		}
@@ -524,14 +522,7 @@ func testDestinations(t *testing.T, newStore NewStoreFunc) {
 		if n != 2 {
 			t.Errorf("PruneDestinations = %d, want 2 (plain, stale-report)", n)
 		}
-		ds, err := s.ListDestinations(ctx, liveLong)
-		if err != nil {
-			t.Fatalf("ListDestinations: %v", err)
-		}
-		var names []string
-		for _, d := range ds {
-			names = append(names, d.Name)
-		}
+		names := listedNames(t, ctx, s)
 		want := []string{"fresh-report", "half-open", "max-concurrency", "open", "rate-limit", "recent"}
 		if !slices.Equal(names, want) {
 			t.Errorf("after pruning: %v, want %v", names, want)
