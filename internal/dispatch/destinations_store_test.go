@@ -230,3 +230,71 @@ func TestCeilingHoldsAcrossDispatchers(t *testing.T) {
 		}
 	})
 }
+
+// A 429 with Retry-After holds the whole destination, on every replica:
+// after one refusal with Retry-After: 2, neither of two dispatchers sends
+// there again for about two seconds, and no attempt is spent meanwhile.
+func TestRetryAfterHoldsTheDestinationAcrossDispatchers(t *testing.T) {
+	eachStore(t, func(t *testing.T, st store.Store) {
+		var mu sync.Mutex
+		var arrivals []time.Time
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			arrivals = append(arrivals, time.Now())
+			first := len(arrivals) == 1
+			mu.Unlock()
+			if first {
+				w.Header().Set("Retry-After", "2")
+				w.WriteHeader(http.StatusTooManyRequests)
+			}
+		}))
+		defer srv.Close()
+		wide := func(c *Config) { c.Backoff.Max = 10 * time.Second }
+		startDispatcher(t, st, func(c *Config) { wide(c); c.Replica = "a" })
+		startDispatcher(t, st, func(c *Config) { wide(c); c.Replica = "b" })
+		enqueueN(t, st, "q", srv.URL, 1)
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			mu.Lock()
+			n := len(arrivals)
+			mu.Unlock()
+			if n > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("no request within 5 s")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		mu.Lock()
+		refused := arrivals[0]
+		mu.Unlock()
+		time.Sleep(300 * time.Millisecond) // three syncs: both dispatchers know the hold
+		ids := enqueueN(t, st, "q", srv.URL, 20)
+		for _, id := range ids {
+			for {
+				tk, err := st.GetTask(context.Background(), id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tk.State == task.Succeeded {
+					if tk.Attempt != 1 {
+						t.Errorf("task %s took %d attempts: waiting for the hold spent some", id, tk.Attempt)
+					}
+					break
+				}
+				if time.Since(refused) > 15*time.Second {
+					t.Fatalf("task %s is %s 15 s after the 429", id, tk.State)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		next := arrivals[1].Sub(refused)
+		t.Logf("after a 429 with Retry-After: 2, the next request came %s later (%d requests in all)", next.Round(time.Millisecond), len(arrivals))
+		if next < 1800*time.Millisecond {
+			t.Errorf("a request reached the destination %s after its 429 with Retry-After: 2", next)
+		}
+	})
+}
