@@ -13,7 +13,8 @@ import (
 
 // Maintainer runs the work only one replica should do: promote due
 // scheduled and retrying tasks, rescue expired leases, prune old finished
-// tasks. Every replica runs one; the store's leader lease elects which acts.
+// tasks and idle destinations. Every replica runs one; the store's leader
+// lease elects which acts.
 type Maintainer struct {
 	Store     store.Store
 	Logger    *slog.Logger
@@ -37,6 +38,13 @@ type Maintainer struct {
 
 	exported map[string]bool // queues whose depth series exist
 }
+
+// destinationIdle is how long a destination's state outlives the last
+// delivery to it: replicas' reports older than this are dropped, and a
+// destination with no ceilings and a closed breaker that nobody reported
+// on or changed for this long is forgotten (it starts afresh if used
+// again). An hour keeps what was learnt across a lull between batches.
+const destinationIdle = time.Hour
 
 // statsTimeout bounds the counting queries so a huge backlog cannot stall
 // maintenance; a slow count just leaves the previous values in place.
@@ -145,6 +153,11 @@ func (m *Maintainer) tick(ctx context.Context, lastPrune *time.Time) {
 	}
 	if total > 0 {
 		m.Logger.Info("pruned finished tasks", "tasks", total, "retention", m.Retention.String())
+	}
+	if n, err := m.Store.PruneDestinations(ctx, destinationIdle); err != nil {
+		m.warn(ctx, "prune idle destinations", err)
+	} else if n > 0 {
+		m.Logger.Info("pruned idle destinations", "destinations", n, "idle", destinationIdle.String())
 	}
 }
 

@@ -463,28 +463,33 @@ func (s *Store) ExtendLeases(ctx context.Context, refs []store.LeaseRef, leaseFo
 // changes: a rescued, cancelled or finished task does not. The last column
 // asks for a wake-up: the task is due again now, or its queue has a
 // concurrency limit and the slot it freed may let a waiting task start
-// (on any replica: the NOTIFY reaches them all).
+// (on any replica: the NOTIFY reaches them all). Outcomes are store.Outcome
+// values: 1 succeeded, 2 retry, 3 fail, 4 release, 5 defer. Release and
+// Defer give the attempt back (it was abandoned or never sent); a deferred
+// task keeps the status of the last response it really had.
 const completeSQL = `
 UPDATE spool_tasks t SET
 	state = CASE c.outcome
 		WHEN 1 THEN 'succeeded'
 		WHEN 3 THEN 'failed'
 		WHEN 4 THEN 'available'
+		WHEN 5 THEN 'retrying'
 		ELSE CASE WHEN t.attempt >= t.max_attempts THEN 'failed' ELSE 'retrying' END
 	END,
 	run_at = CASE
 		WHEN c.outcome = 4 THEN now()
+		WHEN c.outcome = 5 THEN COALESCE(c.retry_at, now())
 		WHEN c.outcome = 2 AND t.attempt < t.max_attempts THEN COALESCE(c.retry_at, now())
 		ELSE t.run_at
 	END,
-	attempt = CASE WHEN c.outcome = 4 THEN greatest(t.attempt - 1, 0) ELSE t.attempt END,
+	attempt = CASE WHEN c.outcome IN (4, 5) THEN greatest(t.attempt - 1, 0) ELSE t.attempt END,
 	finished_at = CASE
 		WHEN c.outcome IN (1, 3) OR (c.outcome = 2 AND t.attempt >= t.max_attempts) THEN now()
 	END,
 	lease_token = NULL,
 	lease_expires_at = NULL,
 	last_error = c.last_error,
-	last_status = c.last_status,
+	last_status = CASE WHEN c.outcome = 5 THEN t.last_status ELSE c.last_status END,
 	updated_at = now()
 FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::timestamptz[], $5::text[], $6::int[])
 	AS c(id, token, outcome, retry_at, last_error, last_status)
@@ -508,7 +513,7 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 	)
 	for i, c := range cs {
 		switch c.Outcome {
-		case store.Succeeded, store.Retry, store.Fail, store.Release:
+		case store.Succeeded, store.Retry, store.Fail, store.Release, store.Defer:
 		default:
 			return nil, fmt.Errorf("complete: task %s: unknown outcome %d", c.TaskID, c.Outcome)
 		}
@@ -523,7 +528,7 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 		}
 		sent[c.LeaseRef] = i
 		var ra *time.Time
-		if c.Outcome == store.Retry && !c.RetryAt.IsZero() {
+		if (c.Outcome == store.Retry || c.Outcome == store.Defer) && !c.RetryAt.IsZero() {
 			t := c.RetryAt
 			ra = &t
 		}

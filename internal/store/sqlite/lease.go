@@ -370,7 +370,7 @@ const limitedSlotSQL = `(SELECT q.concurrency > 0 FROM spool_queues q WHERE q.na
 
 // Completion statements, one per outcome, each for a batch: ?2 is a JSON
 // array of [id, token, last_error, last_status, retry_at] (retry_at for
-// Retry only), ?1 is now. Each is guarded by the lease: it matches only a
+// Retry and Defer only), ?1 is now. Each is guarded by the lease: it matches only a
 // task still running under the presented token, so a rescued, cancelled or
 // already completed attempt changes nothing. A batch names a task once:
 // should it name one twice, which of the two UPDATE … FROM applies is
@@ -405,6 +405,15 @@ const (
 		FROM json_each(?2) AS c
 		WHERE spool_tasks.id = c.value ->> 0 AND spool_tasks.state = 'running' AND spool_tasks.lease_token = c.value ->> 1
 		RETURNING id, state, run_at, ` + limitedSlotSQL
+	// An attempt never sent (its destination is busy, held or open) does not
+	// count either; the task waits until retry_at and keeps the status of
+	// the last response it really had.
+	completeDefer = `UPDATE spool_tasks SET
+			state = 'retrying', run_at = c.value ->> 4, attempt = max(attempt - 1, 0), finished_at = NULL, updated_at = ?1,
+			lease_token = NULL, lease_expires_at = NULL, last_error = c.value ->> 2
+		FROM json_each(?2) AS c
+		WHERE spool_tasks.id = c.value ->> 0 AND spool_tasks.state = 'running' AND spool_tasks.lease_token = c.value ->> 1
+		RETURNING id, state, run_at, ` + limitedSlotSQL
 )
 
 // Complete applies the completions in one transaction.
@@ -415,7 +424,7 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 	}
 	for i, c := range cs {
 		switch c.Outcome {
-		case store.Succeeded, store.Retry, store.Fail, store.Release:
+		case store.Succeeded, store.Retry, store.Fail, store.Release, store.Defer:
 		default:
 			return nil, fmt.Errorf("complete: completion %d (task %s): unknown outcome %d", i, c.TaskID, c.Outcome)
 		}
@@ -497,7 +506,7 @@ func appendCompletion(b []byte, c store.Completion, nowUS int64) []byte {
 	} else {
 		b = strconv.AppendInt(b, int64(c.LastStatus), 10)
 	}
-	if c.Outcome == store.Retry {
+	if c.Outcome == store.Retry || c.Outcome == store.Defer {
 		retryAt := nowUS
 		if !c.RetryAt.IsZero() {
 			retryAt = micros(c.RetryAt)

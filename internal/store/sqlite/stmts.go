@@ -102,7 +102,7 @@ type statements struct {
 	limitedDue, freeQueues                         *sql.Stmt
 	leaseSeq, claim, drawTokens                    *sql.Stmt
 	extendLeases                                   *sql.Stmt
-	complete                                       [4]*sql.Stmt // by store.Outcome - 1
+	complete                                       [5]*sql.Stmt // by store.Outcome - 1
 	// read pool
 	leasable, getTask *sql.Stmt
 
@@ -135,6 +135,7 @@ func prepareStatements(ctx context.Context, write, read *sql.DB) (*statements, e
 		{write, &st.complete[1], completeRetry},
 		{write, &st.complete[2], completeFail},
 		{write, &st.complete[3], completeRelease},
+		{write, &st.complete[4], completeDefer},
 		{read, &st.leasable, sqlLeasable},
 		{read, &st.getTask, sqlGetTask},
 	} {

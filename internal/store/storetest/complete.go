@@ -203,6 +203,95 @@ func testComplete(t *testing.T, newStore NewStoreFunc) {
 		}
 	})
 
+	t.Run("Defer", func(t *testing.T) {
+		// The first attempt got a 503; the second is deferred before it is
+		// sent (its destination's breaker is open): the attempt is given
+		// back, the task waits until RetryAt, and the 503 stays the last
+		// response it really had.
+		ctx, s := setup(t, newStore)
+		tk := enqueueOne(t, ctx, s, newTask("q"))
+		l := leaseOne(t, ctx, s, tk.ID, time.Minute)
+		c := done(l, store.Retry)
+		c.RetryAt, c.LastError, c.LastStatus = time.Now().Add(-time.Millisecond), "503 Service Unavailable", 503
+		completeOne(t, ctx, s, c, true)
+		if _, err := s.PromoteDue(ctx); err != nil {
+			t.Fatalf("PromoteDue: %v", err)
+		}
+		l = leaseOne(t, ctx, s, tk.ID, time.Minute)
+		if l.Task.Attempt != 2 {
+			t.Fatalf("second lease has attempt %d, want 2", l.Task.Attempt)
+		}
+		d := done(l, store.Defer)
+		d.RetryAt = time.Now().Add(90 * time.Second).Truncate(time.Microsecond)
+		d.LastError, d.LastStatus = "destination circuit open", 0
+		completeOne(t, ctx, s, d, true)
+		got := checkState(t, ctx, s, tk.ID, task.Retrying)
+		checkNear(t, "RunAt after Defer", got.RunAt, d.RetryAt)
+		if got.Attempt != 1 || got.FinishedAt != nil || got.LastError != d.LastError || got.LastStatus != 503 {
+			t.Errorf("attempt, finished, last_error, last_status = %d, %v, %q, %d; want 1 (not counted), nil, %q, 503 (kept)",
+				got.Attempt, got.FinishedAt, got.LastError, got.LastStatus, d.LastError)
+		}
+		if ls := mustLease(t, ctx, s, 10, time.Minute); len(ls) != 0 {
+			t.Errorf("a task deferred for 90s was leased at once")
+		}
+		// The deferring holder's word counts once; a second word, of any
+		// outcome, is refused.
+		for _, o := range []store.Outcome{store.Defer, store.Succeeded} {
+			late := done(l, o)
+			late.LastError = "late"
+			completeOne(t, ctx, s, late, false)
+		}
+		if got := checkState(t, ctx, s, tk.ID, task.Retrying); got.LastError != d.LastError {
+			t.Errorf("refused completions wrote last_error %q", got.LastError)
+		}
+	})
+
+	t.Run("DeferOnLastAttemptDoesNotFail", func(t *testing.T) {
+		// Retry on the last attempt fails the task; Defer does not, because
+		// the attempt was never made. With no RetryAt it is due at once.
+		ctx, s := setup(t, newStore)
+		nt := newTask("q")
+		nt.MaxAttempts = 1
+		enqueueOne(t, ctx, s, nt)
+		l := leaseOne(t, ctx, s, nt.ID, time.Minute)
+		before := time.Now()
+		completeOne(t, ctx, s, done(l, store.Defer), true)
+		after := time.Now()
+		got := checkState(t, ctx, s, nt.ID, task.Retrying)
+		if got.Attempt != 0 || got.FinishedAt != nil || got.LastStatus != 0 {
+			t.Errorf("attempt, finished, last_status = %d, %v, %d; want 0, nil, 0", got.Attempt, got.FinishedAt, got.LastStatus)
+		}
+		checkBetween(t, "RunAt after Defer without RetryAt", got.RunAt, before, after)
+		if _, err := s.PromoteDue(ctx); err != nil {
+			t.Fatalf("PromoteDue: %v", err)
+		}
+		if again := leaseOne(t, ctx, s, nt.ID, time.Minute); again.Task.Attempt != 1 {
+			t.Errorf("re-lease after Defer has attempt %d, want 1", again.Task.Attempt)
+		}
+	})
+
+	t.Run("DeferWithStaleTokenRefused", func(t *testing.T) {
+		ctx, s := setup(t, newStore)
+		tk := enqueueOne(t, ctx, s, newTask("q"))
+		old := leaseOne(t, ctx, s, tk.ID, time.Millisecond)
+		time.Sleep(30 * time.Millisecond)
+		if n, err := s.RescueExpired(ctx); err != nil || n != 1 {
+			t.Fatalf("RescueExpired = %d, %v; want 1", n, err)
+		}
+		if _, err := s.PromoteDue(ctx); err != nil {
+			t.Fatalf("PromoteDue: %v", err)
+		}
+		cur := leaseOne(t, ctx, s, tk.ID, time.Minute)
+		d := done(old, store.Defer)
+		d.RetryAt, d.LastError = time.Now().Add(time.Hour), "stale"
+		completeOne(t, ctx, s, d, false)
+		got := checkState(t, ctx, s, tk.ID, task.Running)
+		if got.Attempt != 2 || got.LastError == "stale" {
+			t.Errorf("attempt, last_error = %d, %q after a stale Defer; want 2 and untouched", got.Attempt, got.LastError)
+		}
+		completeOne(t, ctx, s, done(cur, store.Succeeded), true)
+	})
+
 	t.Run("LastErrorCleared", func(t *testing.T) {
 		ctx, s := setup(t, newStore)
 		tk := enqueueOne(t, ctx, s, newTask("q"))
@@ -228,7 +317,7 @@ func testComplete(t *testing.T, newStore NewStoreFunc) {
 		tk := enqueueOne(t, ctx, s, newTask("q"))
 		l := leaseOne(t, ctx, s, tk.ID, time.Minute)
 		completeOne(t, ctx, s, done(l, store.Succeeded), true)
-		for _, o := range []store.Outcome{store.Succeeded, store.Fail, store.Retry, store.Release} {
+		for _, o := range []store.Outcome{store.Succeeded, store.Fail, store.Retry, store.Release, store.Defer} {
 			c := done(l, o)
 			c.RetryAt, c.LastError = time.Now(), "late"
 			completeOne(t, ctx, s, c, false)

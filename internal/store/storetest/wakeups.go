@@ -93,6 +93,15 @@ func testWakeups(t *testing.T, newStore NewStoreFunc) {
 		expectSignal(t, ch, "Complete(Retry) due now")
 	})
 
+	t.Run("CompleteDeferDueNow", func(t *testing.T) {
+		ctx, s := setup(t, newStore)
+		tk := enqueueOne(t, ctx, s, newTask("q"))
+		l := leaseOne(t, ctx, s, tk.ID, time.Minute)
+		ch := subscribe(t, s)
+		completeOne(t, ctx, s, done(l, store.Defer), true) // no RetryAt: due now
+		expectSignal(t, ch, "Complete(Defer) due now")
+	})
+
 	t.Run("CompleteInLimitedQueue", func(t *testing.T) {
 		// Ending an attempt in a queue with a concurrency limit frees a
 		// slot: a waiting task may start, on any replica, so it signals.
