@@ -22,12 +22,6 @@ import (
 // missed one sync is not reported gone. (api must not import dispatch.)
 const destinationLive = 3 * time.Second
 
-// Bounds of the operator's ceilings; the store checks them again.
-const (
-	maxDestinationConcurrency = 100_000
-	maxDestinationRateLimit   = 1e6
-)
-
 // Limit states of a destination's adaptive concurrency limit.
 const (
 	// limitSlowStart: never congested yet, so the limit still grows each
@@ -199,12 +193,12 @@ func decodeDestinationPatch(body []byte) (task.DestinationPatch, error) {
 	for _, m := range ms {
 		switch m.key {
 		case "max_concurrency":
-			if n, ok := decodeInt(c, m.key, m.val, 0, maxDestinationConcurrency); ok {
+			if n, ok := decodeInt(c, m.key, m.val, 0, store.MaxDestinationConcurrency); ok {
 				v := int(n)
 				p.MaxConcurrency = &v
 			}
 		case "rate_limit":
-			if f, ok := decodeFloat(c, m.key, m.val, 0, maxDestinationRateLimit); ok {
+			if f, ok := decodeFloat(c, m.key, m.val, 0, store.MaxDestinationRateLimit); ok {
 				p.RateLimit = &f
 			}
 		default:
