@@ -87,8 +87,14 @@ func queuesList(ctx context.Context, args []string, env func(string) string, std
 // queueByName runs a subcommand that takes one queue name and prints it.
 func queueByName(ctx context.Context, sub string, args []string, env func(string) string, stdout io.Writer,
 	what, example string, do func(*client.Client, string) (*client.Queue, error)) error {
-	name := "queues " + sub
-	usage := fmt.Sprintf("\nUsage: spool %s [flags] NAME\n\nspool %s %s\n\nExample:\n  %s\n%s", name, name, what, example, clientFlagsHelp)
+	return byName("queues "+sub, "NAME", args, env, stdout, what, example, do, printQueue)
+}
+
+// byName runs a subcommand ("queues get") that takes one argument naming
+// a resource, calls do with it and prints what do returns.
+func byName[T any](name, arg string, args []string, env func(string) string, stdout io.Writer,
+	what, example string, do func(*client.Client, string) (T, error), print func(io.Writer, string, T) error) error {
+	usage := fmt.Sprintf("\nUsage: spool %s [flags] %s\n\nspool %s %s\n\nExample:\n  %s\n%s", name, arg, name, what, example, clientFlagsHelp)
 	cmd := newCommand(name, usage)
 	var cf clientFlags
 	cf.register(cmd.fs)
@@ -96,18 +102,18 @@ func queueByName(ctx context.Context, sub string, args []string, env func(string
 	if err != nil {
 		return err
 	}
-	if err := cmd.wantArgs(pos, "NAME"); err != nil {
+	if err := cmd.wantArgs(pos, arg); err != nil {
 		return err
 	}
 	c, err := cf.client(name, env)
 	if err != nil {
 		return err
 	}
-	q, err := do(c, pos[0])
+	v, err := do(c, pos[0])
 	if err != nil {
 		return err
 	}
-	return printQueue(stdout, cf.output, q)
+	return print(stdout, cf.output, v)
 }
 
 const queuesSetUsage = `
