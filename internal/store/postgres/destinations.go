@@ -207,9 +207,10 @@ func (s *Store) ChangeDestination(ctx context.Context, name string, fn func(d *t
 	return d, nil
 }
 
-// destinationsWithStats reads destinations (one, or all when name is nil)
-// and their live reports in one round trip, after the statements already
-// in b (which must not return rows).
+// destinationsWithStats reads destinations (one, or all when name is nil,
+// in byte order as SQLite and the lock order have them, whatever the
+// database's collation) and their live reports in one round trip, after
+// the statements already in b (which must not return rows).
 func destinationsWithStats(ctx context.Context, q interface {
 	SendBatch(context.Context, *pgx.Batch) pgx.BatchResults
 }, b *pgx.Batch, name *string, live time.Duration) ([]task.Destination, error) {
@@ -221,7 +222,7 @@ func destinationsWithStats(ctx context.Context, q interface {
 	if name != nil {
 		names = []string{*name}
 	}
-	b.Queue(`SELECT `+destinationCols+` FROM spool_destinations WHERE $1::text IS NULL OR name = $1 ORDER BY name`, name).
+	b.Queue(`SELECT `+destinationCols+` FROM spool_destinations WHERE $1::text IS NULL OR name = $1 ORDER BY name COLLATE "C"`, name).
 		Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				d, err := scanDestination(rows)
