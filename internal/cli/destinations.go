@@ -78,25 +78,8 @@ Example:
 ` + clientFlagsHelp
 
 func destinationsList(ctx context.Context, args []string, env func(string) string, stdout io.Writer) error {
-	cmd := newCommand("destinations list", destinationsListUsage)
-	var cf clientFlags
-	cf.register(cmd.fs)
-	pos, err := cmd.parse(args, stdout)
-	if err != nil {
-		return err
-	}
-	if err := cmd.wantArgs(pos); err != nil {
-		return err
-	}
-	c, err := cf.client("destinations list", env)
-	if err != nil {
-		return err
-	}
-	ds, err := c.ListDestinations(ctx)
-	if err != nil {
-		return err
-	}
-	return printDestinationList(stdout, cf.output, ds)
+	return fetchAndPrint("destinations list", destinationsListUsage, args, env, stdout, nil,
+		func(c *client.Client, _ []string) ([]client.Destination, error) { return c.ListDestinations(ctx) }, printDestinationList)
 }
 
 const destinationsSetUsage = `

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -662,13 +663,8 @@ func badDestination(w http.ResponseWriter, raw string) {
 func (s *Server) listDestinations(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	names := make([]string, 0, len(s.dests))
-	for n := range s.dests {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	out := make([]*Destination, 0, len(names))
-	for _, n := range names {
+	out := []*Destination{}
+	for _, n := range slices.Sorted(maps.Keys(s.dests)) {
 		out = append(out, s.dests[n])
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"destinations": out})
