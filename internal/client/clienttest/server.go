@@ -278,6 +278,17 @@ type enqueueBody struct {
 	IdempotencyKey string          `json:"idempotency_key"`
 }
 
+// readPatch decodes a PATCH body into p strictly, answering 400 (and
+// returning false) when it does not fit.
+func readPatch(w http.ResponseWriter, r *http.Request, p any) bool {
+	data, _ := io.ReadAll(r.Body)
+	if err := strictDecode(data, p); err != nil {
+		problem(w, http.StatusBadRequest, "malformed patch: "+err.Error(), nil)
+		return false
+	}
+	return true
+}
+
 func strictDecode(data []byte, v any) error {
 	dec := json.NewDecoder(strings.NewReader(string(data)))
 	dec.DisallowUnknownFields()
@@ -582,7 +593,6 @@ func (s *Server) getQueue(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) patchQueue(w http.ResponseWriter, r *http.Request) {
-	data, _ := io.ReadAll(r.Body)
 	var p struct {
 		Concurrency *int     `json:"concurrency"`
 		RateLimit   *float64 `json:"rate_limit"`
@@ -590,8 +600,7 @@ func (s *Server) patchQueue(w http.ResponseWriter, r *http.Request) {
 		Timeout     *string  `json:"timeout"`
 		Paused      *bool    `json:"paused"`
 	}
-	if err := strictDecode(data, &p); err != nil {
-		problem(w, http.StatusBadRequest, "malformed patch: "+err.Error(), nil)
+	if !readPatch(w, r, &p) {
 		return
 	}
 	var errs []fieldError
@@ -692,13 +701,11 @@ func (s *Server) patchDestination(w http.ResponseWriter, r *http.Request) {
 		badDestination(w, r.PathValue("destination"))
 		return
 	}
-	data, _ := io.ReadAll(r.Body)
 	var p struct {
 		MaxConcurrency *int     `json:"max_concurrency"`
 		RateLimit      *float64 `json:"rate_limit"`
 	}
-	if err := strictDecode(data, &p); err != nil {
-		problem(w, http.StatusBadRequest, "malformed patch: "+err.Error(), nil)
+	if !readPatch(w, r, &p) {
 		return
 	}
 	var errs []fieldError
