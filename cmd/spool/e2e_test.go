@@ -568,7 +568,8 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	cmds := [][]string{
 		{"serve"}, {"migrate"}, {"healthcheck"}, {"enqueue"}, {"tasks"}, {"tasks", "get"}, {"tasks", "list"},
 		{"tasks", "cancel"}, {"tasks", "retry"}, {"queues"}, {"queues", "list"}, {"queues", "get"},
-		{"queues", "pause"}, {"queues", "resume"}, {"queues", "set"}, {"sink"}, {"bench"},
+		{"queues", "pause"}, {"queues", "resume"}, {"queues", "set"}, {"destinations"}, {"destinations", "list"},
+		{"destinations", "get"}, {"destinations", "set"}, {"sink"}, {"bench"},
 	}
 	for _, c := range cmds {
 		var out, errb bytes.Buffer

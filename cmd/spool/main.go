@@ -37,6 +37,7 @@ Client (SPOOL_SERVER, SPOOL_API_KEY):
   enqueue      enqueue a task
   tasks        get, list, cancel or retry tasks
   queues       list, get, pause, resume or set queues
+  destinations list, get or set destinations (adaptive limits, breakers, ceilings)
 
 Tools:
   sink         a webhook receiver for demos, tests and benchmarks
@@ -88,6 +89,8 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 		return cli.Tasks(ctx, rest, getenv, stdout, stderr)
 	case "queues":
 		return cli.Queues(ctx, rest, getenv, stdout, stderr)
+	case "destinations":
+		return cli.Destinations(ctx, rest, getenv, stdout, stderr)
 	case "sink":
 		return cli.Sink(ctx, rest, getenv, stdout, stderr)
 	case "bench":

@@ -282,7 +282,7 @@ func TestAuth(t *testing.T) {
 		// Every /v1 route is protected, before any validation or store access.
 		for _, rt := range routes() {
 			method, path, _ := strings.Cut(rt.pattern, " ")
-			path = strings.NewReplacer("{queue}", "q", "{id}", "01890a5d-ac96-774b-bcce-b302099a8057").Replace(path)
+			path = concretePath(path)
 			r := e.do(method, path, "", "Authorization", "")
 			if rt.public {
 				want(t, r, http.StatusOK)

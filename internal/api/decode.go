@@ -720,25 +720,40 @@ func checkQueueName(name string) string {
 	return ""
 }
 
-// decodePatch turns a PATCH /v1/queues/{queue} body into a QueuePatch.
-func decodePatch(body []byte) (task.QueuePatch, error) {
-	var p task.QueuePatch
+// patchMembers parses a PATCH body: one JSON object whose null members
+// mean absent (as most JSON clients serialize unset fields). It returns the
+// other members and a collector that already holds a duplicate key, so each
+// PATCH decoder only judges its own fields.
+func patchMembers(body []byte) ([]member, *collector, error) {
 	raw, err := parseJSON(body)
 	if err != nil {
-		return p, err
+		return nil, nil, err
 	}
 	ms, ok, dup := members(raw)
 	if !ok {
-		return p, invalidField("", "the body must be a JSON object, got %s", kind(raw))
+		return nil, nil, invalidField("", "the body must be a JSON object, got %s", kind(raw))
 	}
 	c := &collector{}
 	if dup != "" {
 		c.add(dup, "duplicate field")
 	}
+	set := ms[:0]
 	for _, m := range ms {
-		if isNull(m.val) {
-			continue
+		if !isNull(m.val) {
+			set = append(set, m)
 		}
+	}
+	return set, c, nil
+}
+
+// decodePatch turns a PATCH /v1/queues/{queue} body into a QueuePatch.
+func decodePatch(body []byte) (task.QueuePatch, error) {
+	var p task.QueuePatch
+	ms, c, err := patchMembers(body)
+	if err != nil {
+		return p, err
+	}
+	for _, m := range ms {
 		switch m.key {
 		case "concurrency":
 			if n, ok := decodeInt(c, m.key, m.val, 0, maxQueueConcurrency); ok {

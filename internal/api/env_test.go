@@ -284,3 +284,13 @@ func sinceNow(t *testing.T, s string) time.Duration {
 	}
 	return d
 }
+
+// testDestination is a destination escaped as one path segment, as clients
+// send it, for the tests that only need some concrete path.
+const testDestination = "https%3A%2F%2Fh.example%3A443"
+
+// concretePath fills a route template's parameters with valid values.
+func concretePath(path string) string {
+	return strings.NewReplacer("{queue}", "q", "{id}", "01890a5d-ac96-774b-bcce-b302099a8057",
+		"{destination}", testDestination).Replace(path)
+}

@@ -184,6 +184,14 @@ func requireJSON(r *http.Request) error {
 	return nil
 }
 
+// readJSONBody is requireJSON then readBody, for the PATCH handlers.
+func readJSONBody(r *http.Request) ([]byte, error) {
+	if err := requireJSON(r); err != nil {
+		return nil, err
+	}
+	return readBody(r)
+}
+
 // readBody reads the (already size-limited) body.
 func readBody(r *http.Request) ([]byte, error) {
 	b, err := io.ReadAll(r.Body)
@@ -389,10 +397,7 @@ func (s *server) patchQueue(r *http.Request) (queueJSON, error) {
 	if msg := checkQueueName(name); msg != "" {
 		return queueJSON{}, invalidField("queue", "%s", msg)
 	}
-	if err := requireJSON(r); err != nil {
-		return queueJSON{}, err
-	}
-	body, err := readBody(r)
+	body, err := readJSONBody(r)
 	if err != nil {
 		return queueJSON{}, err
 	}

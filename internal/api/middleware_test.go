@@ -56,6 +56,16 @@ func (f faultStore) UpdateQueue(context.Context, string, task.QueuePatch) (task.
 	return task.Queue{}, f.fail()
 }
 
+func (f faultStore) ListDestinations(context.Context, time.Duration) ([]task.Destination, error) {
+	return nil, f.fail()
+}
+func (f faultStore) GetDestination(context.Context, string, time.Duration) (task.Destination, error) {
+	return task.Destination{}, f.fail()
+}
+func (f faultStore) UpdateDestination(context.Context, string, task.DestinationPatch, time.Duration) (task.Destination, error) {
+	return task.Destination{}, f.fail()
+}
+
 // storeRequests reach the store on every /v1 route.
 func storeRequests() [][3]string {
 	const id = "01890a5d-ac96-774b-bcce-b302099a8057"
@@ -70,6 +80,9 @@ func storeRequests() [][3]string {
 		{"PATCH", "/v1/queues/q", `{"paused":true}`},
 		{"POST", "/v1/queues/q/pause", ""},
 		{"POST", "/v1/queues/q/resume", ""},
+		{"GET", "/v1/destinations", ""},
+		{"GET", "/v1/destinations/" + testDestination, ""},
+		{"PATCH", "/v1/destinations/" + testDestination, `{"max_concurrency":4}`},
 	}
 }
 

@@ -35,7 +35,7 @@ func TestOpenAPIRoutes(t *testing.T) {
 			continue
 		}
 		// The mux serves this pattern for a concrete request.
-		concrete := strings.NewReplacer("{queue}", "some-queue", "{id}", "01890a5d-ac96-774b-bcce-b302099a8057").Replace(path)
+		concrete := concretePath(path)
 		if _, got := e.srv.mux.Handler(httptest.NewRequest(method, concrete, nil)); got != rt.pattern {
 			t.Errorf("mux serves %s %s with %q, want %q", method, concrete, got, rt.pattern)
 		}
@@ -84,7 +84,7 @@ func TestOpenAPIRoutes(t *testing.T) {
 				t.Errorf("openapi.json documents %s, which is not registered", pattern)
 			}
 			// And the mux really routes it.
-			concrete := strings.NewReplacer("{queue}", "q", "{id}", "01890a5d-ac96-774b-bcce-b302099a8057").Replace(path)
+			concrete := concretePath(path)
 			if _, got := e.srv.mux.Handler(httptest.NewRequest(strings.ToUpper(method), concrete, nil)); got != pattern {
 				t.Errorf("documented %s is served by %q", pattern, got)
 			}
@@ -172,6 +172,19 @@ func TestOpenAPIResponses(t *testing.T) {
 			want(t, e.do("POST", "/v1/queues/q/"+op, "", noAuth...), 401)
 			want(t, e.do("POST", "/v1/queues/-q/"+op, ""), 422)
 		}
+		// destinations
+		want(t, e.do("GET", "/v1/destinations", ""), 200)
+		want(t, e.do("GET", "/v1/destinations", "", noAuth...), 401)
+		want(t, e.do("PATCH", "/v1/destinations/"+testDestination, `{"max_concurrency":3}`), 200)
+		want(t, e.do("PATCH", "/v1/destinations/ftp%3A%2F%2Fh", `{"max_concurrency":3}`), 400)
+		want(t, e.do("PATCH", "/v1/destinations/"+testDestination, `{"max_concurrency":3}`, noAuth...), 401)
+		want(t, e.do("PATCH", "/v1/destinations/"+testDestination, `{"rate_limit":1,"x":"`+strings.Repeat("x", 3000)+`"}`), 413)
+		want(t, e.do("PATCH", "/v1/destinations/"+testDestination, `{"max_concurrency":3}`, "Content-Type", "text/plain"), 415)
+		want(t, e.do("PATCH", "/v1/destinations/"+testDestination, `{}`), 422)
+		want(t, e.do("GET", "/v1/destinations/"+testDestination, ""), 200)
+		want(t, e.do("GET", "/v1/destinations/not-a-destination", ""), 400)
+		want(t, e.do("GET", "/v1/destinations/"+testDestination, "", noAuth...), 401)
+		want(t, e.do("GET", "/v1/destinations/http%3A%2F%2Fnone.example", ""), 404)
 		// health and the document
 		want(t, e.do("GET", "/livez", "", noAuth...), 200)
 		want(t, e.do("GET", "/readyz", "", noAuth...), 200)

@@ -116,11 +116,16 @@ func (s *server) internalProblem(requestID string) problem {
 func (s *server) toProblem(r *http.Request, err error) problem {
 	var ae *apiError
 	var mbe *http.MaxBytesError
+	var ie *store.InvalidError
 	switch {
 	case errors.As(err, &ae):
 		return problemFrom(ae)
 	case errors.As(err, &mbe):
 		return problemFrom(tooLarge(mbe.Limit))
+	case errors.As(err, &ie):
+		// The store refused a value the API let through (its bounds moved
+		// first): still the client's to fix, so a 422 naming the field.
+		return problemFrom(invalidField(ie.Field, "%s", ie.Detail))
 	case errors.Is(err, store.ErrNotFound):
 		return problemFrom(notFound("not found"))
 	case errors.Is(err, store.ErrConflict):

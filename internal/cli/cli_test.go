@@ -420,6 +420,115 @@ func TestQueuesBadUsage(t *testing.T) {
 	}
 }
 
+func TestDestinationsCommands(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	if out := h.ok(Destinations, "list"); strings.TrimSpace(out) != "DESTINATION  LIMIT  MAX CONCURRENCY  RATE LIMIT  IN FLIGHT  REPLICAS  BREAKER  SUCCESS RATE  LATENCY" {
+		t.Fatalf("empty list:\n%s", out)
+	}
+
+	// set sends only the flags given, zero included, to the normalized name.
+	out := h.ok(Destinations, "set", "https://API.example.com/hooks?x=1", "--max-concurrency", "0", "--rate-limit", "2.5", "--output", "json")
+	last := h.srv.Last()
+	if last.Method != "PATCH" || last.Path != "/v1/destinations/https:%2F%2Fapi.example.com:443" {
+		t.Fatalf("set sent %s %s", last.Method, last.Path)
+	}
+	if got := string(last.Body); got != `{"max_concurrency":0,"rate_limit":2.5}` {
+		t.Fatalf("set sent %s", got)
+	}
+	var d map[string]any
+	if err := json.Unmarshal([]byte(out), &d); err != nil || d["destination"] != "https://api.example.com:443" || d["rate_limit"] != 2.5 {
+		t.Fatalf("set json output %q: %v", out, err)
+	}
+	h.ok(Destinations, "set", "--max-concurrency", "20", "https://api.example.com:443")
+	if got := string(h.srv.Last().Body); got != `{"max_concurrency":20}` {
+		t.Fatalf("set sent %s", got)
+	}
+
+	openUntil := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	h.srv.SetDestination(clienttest.Destination{
+		Destination: "http://b.example:8080", Limit: 12.5, LimitState: "learned", InFlight: 3, Replicas: 2,
+		Breaker: "open", ConsecutiveFailures: 5, OpenUntil: &openUntil, Cooldown: "30s", SuccessRate: 0.9,
+		Latency: "12ms", RecentSuccesses: 9, RecentFailures: 1, CreatedAt: openUntil, UpdatedAt: openUntil,
+	})
+	out = h.ok(Destinations, "get", "http://b.example:8080/x")
+	for _, sub := range []string{"DESTINATION ", "http://b.example:8080\n", "LIMIT ", "12.5\n", "BREAKER ", "open\n",
+		"OPEN UNTIL ", "2030-01-02T03:04:05Z", "HOLD UNTIL ", "COOLDOWN ", "30s", "SUCCESS RATE ", "90.0%", "LATENCY ", "12ms",
+		"MAX CONCURRENCY ", "unlimited", "CONSECUTIVE FAILURES ", "5\n"} {
+		if !strings.Contains(out, sub) {
+			t.Errorf("get lacks %q:\n%s", sub, out)
+		}
+	}
+
+	out = h.ok(Destinations, "list")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "DESTINATION") {
+		t.Fatalf("list:\n%s", out)
+	}
+	if f := strings.Fields(lines[1]); len(f) != 9 || f[0] != "http://b.example:8080" || f[1] != "12.5" || f[4] != "3" || f[5] != "2" || f[6] != "open" || f[7] != "90.0%" {
+		t.Fatalf("b row %q", lines[1])
+	}
+	if !strings.HasPrefix(lines[2], "https://api.example.com:443") || !strings.Contains(lines[2], "(slow start)") || !strings.Contains(lines[2], "2.5/s") {
+		t.Fatalf("api row %q", lines[2])
+	}
+	out = h.ok(Destinations, "list", "--output", "json")
+	var dl struct {
+		Destinations []map[string]any `json:"destinations"`
+	}
+	if err := json.Unmarshal([]byte(out), &dl); err != nil || len(dl.Destinations) != 2 || dl.Destinations[0]["breaker"] != "open" {
+		t.Fatalf("list json %q: %v", out, err)
+	}
+
+	// Server refusals are one-line errors that are not usage errors.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"get", "https://nope.example"}, "404"},
+		{[]string{"set", "https://api.example.com", "--max-concurrency", "100001"}, "422"},
+	} {
+		_, _, err := h.run(Destinations, c.args...)
+		var ue *UsageError
+		if err == nil || errors.As(err, &ue) || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: %v, want a one-line %s error", c.args, err, c.want)
+		}
+	}
+}
+
+func TestDestinationsBadUsage(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{nil, "destinations: missing subcommand"},
+		{[]string{"delete"}, `destinations: unknown subcommand "delete"`},
+		{[]string{"list", "extra"}, `destinations list: unexpected argument "extra"`},
+		{[]string{"get"}, "destinations get: missing DESTINATION"},
+		{[]string{"get", "ftp://x"}, `destinations get: DESTINATION must be an http(s) URL such as https://api.example.com:443, got "ftp://x"`},
+		{[]string{"get", "api.example.com"}, "destinations get: DESTINATION must be an http(s) URL"},
+		{[]string{"set", "https://h"}, "destinations set: nothing to change"},
+		{[]string{"set", "h", "--max-concurrency", "1"}, "destinations set: DESTINATION must be an http(s) URL"},
+		{[]string{"set", "https://h", "--max-concurrency", "-1"}, "destinations set: --max-concurrency must be 0 (no ceiling) or more, got -1"},
+		{[]string{"set", "https://h", "--max-concurrency", "lots"}, "destinations set: invalid value"},
+		{[]string{"set", "https://h", "--rate-limit", "-2"}, "destinations set: --rate-limit must be 0"},
+		{[]string{"set", "https://h", "--rate-limit", "NaN"}, "destinations set: --rate-limit must be 0"},
+		{[]string{"set", "https://h", "--rate-limit", "+Inf"}, "destinations set: --rate-limit must be 0"},
+		{[]string{"set", "https://h", "--concurrency", "1"}, "destinations set: flag provided but not defined: -concurrency"},
+	}
+	for _, c := range cases {
+		_, _, err := h.run(Destinations, c.args...)
+		var ue *UsageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: %v, want a one-line usage error containing %q", c.args, err, c.want)
+		}
+	}
+	if h.srv.Last().Method != "" {
+		t.Errorf("a bad command line reached the server: %s %s", h.srv.Last().Method, h.srv.Last().Path)
+	}
+}
+
 func TestHelp(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -431,6 +540,7 @@ func TestHelp(t *testing.T) {
 		{Tasks, nil}, {Tasks, []string{"get"}}, {Tasks, []string{"list"}}, {Tasks, []string{"cancel"}}, {Tasks, []string{"retry"}},
 		{Queues, nil}, {Queues, []string{"list"}}, {Queues, []string{"get"}}, {Queues, []string{"pause"}},
 		{Queues, []string{"resume"}}, {Queues, []string{"set"}},
+		{Destinations, nil}, {Destinations, []string{"list"}}, {Destinations, []string{"get"}}, {Destinations, []string{"set"}},
 		{Sink, nil},
 	}
 	for _, c := range cases {

@@ -41,6 +41,14 @@ func fmtTime(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
+// fmtTimePtr is fmtTime for the times the API sends as null when unset.
+func fmtTimePtr(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return fmtTime(*t)
+}
+
 func orDash(s string) string {
 	if s == "" {
 		return "-"
@@ -84,10 +92,6 @@ func printTask(w io.Writer, format string, t *client.Task) error {
 		return writeJSON(w, t)
 	}
 	tw := newTable(w)
-	finished := "-"
-	if t.FinishedAt != nil {
-		finished = fmtTime(*t.FinishedAt)
-	}
 	rows := [][2]string{
 		{"ID", t.ID},
 		{"QUEUE", t.Queue},
@@ -102,7 +106,7 @@ func printTask(w io.Writer, format string, t *client.Task) error {
 		{"LAST ERROR", orDash(oneLineText(t.LastError, 200))},
 		{"CREATED AT", fmtTime(t.CreatedAt)},
 		{"UPDATED AT", fmtTime(t.UpdatedAt)},
-		{"FINISHED AT", finished},
+		{"FINISHED AT", fmtTimePtr(t.FinishedAt)},
 	}
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])

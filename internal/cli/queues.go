@@ -63,32 +63,30 @@ Example:
 ` + clientFlagsHelp
 
 func queuesList(ctx context.Context, args []string, env func(string) string, stdout io.Writer) error {
-	cmd := newCommand("queues list", queuesListUsage)
-	var cf clientFlags
-	cf.register(cmd.fs)
-	pos, err := cmd.parse(args, stdout)
-	if err != nil {
-		return err
-	}
-	if err := cmd.wantArgs(pos); err != nil {
-		return err
-	}
-	c, err := cf.client("queues list", env)
-	if err != nil {
-		return err
-	}
-	qs, err := c.ListQueues(ctx)
-	if err != nil {
-		return err
-	}
-	return printQueueList(stdout, cf.output, qs)
+	return fetchAndPrint("queues list", queuesListUsage, args, env, stdout, nil,
+		func(c *client.Client, _ []string) ([]client.Queue, error) { return c.ListQueues(ctx) }, printQueueList)
 }
 
 // queueByName runs a subcommand that takes one queue name and prints it.
 func queueByName(ctx context.Context, sub string, args []string, env func(string) string, stdout io.Writer,
 	what, example string, do func(*client.Client, string) (*client.Queue, error)) error {
-	name := "queues " + sub
-	usage := fmt.Sprintf("\nUsage: spool %s [flags] NAME\n\nspool %s %s\n\nExample:\n  %s\n%s", name, name, what, example, clientFlagsHelp)
+	return byName("queues "+sub, "NAME", args, env, stdout, what, example, do, printQueue)
+}
+
+// byName runs a subcommand ("queues get") that takes one argument naming
+// a resource, calls do with it and prints what do returns.
+func byName[T any](name, arg string, args []string, env func(string) string, stdout io.Writer,
+	what, example string, do func(*client.Client, string) (T, error), print func(io.Writer, string, T) error) error {
+	usage := fmt.Sprintf("\nUsage: spool %s [flags] %s\n\nspool %s %s\n\nExample:\n  %s\n%s", name, arg, name, what, example, clientFlagsHelp)
+	return fetchAndPrint(name, usage, args, env, stdout, []string{arg},
+		func(c *client.Client, pos []string) (T, error) { return do(c, pos[0]) }, print)
+}
+
+// fetchAndPrint runs a client subcommand that only reads or sets one thing:
+// the shared client flags, exactly the positional arguments named in want,
+// then do with them, and print with what do returns.
+func fetchAndPrint[T any](name, usage string, args []string, env func(string) string, stdout io.Writer,
+	want []string, do func(*client.Client, []string) (T, error), print func(io.Writer, string, T) error) error {
 	cmd := newCommand(name, usage)
 	var cf clientFlags
 	cf.register(cmd.fs)
@@ -96,18 +94,18 @@ func queueByName(ctx context.Context, sub string, args []string, env func(string
 	if err != nil {
 		return err
 	}
-	if err := cmd.wantArgs(pos, "NAME"); err != nil {
+	if err := cmd.wantArgs(pos, want...); err != nil {
 		return err
 	}
 	c, err := cf.client(name, env)
 	if err != nil {
 		return err
 	}
-	q, err := do(c, pos[0])
+	v, err := do(c, pos)
 	if err != nil {
 		return err
 	}
-	return printQueue(stdout, cf.output, q)
+	return print(stdout, cf.output, v)
 }
 
 const queuesSetUsage = `

@@ -1,6 +1,6 @@
 // Package client is a Go client of Spool's HTTP API: enqueue, inspect,
-// cancel and retry tasks, and read and change queue settings. The CLI is
-// built on it.
+// cancel and retry tasks, and read and change queue and destination
+// settings. The CLI is built on it.
 //
 // It speaks only the wire format (JSON under /v1, RFC 9457 errors) and
 // imports none of the server's packages, so it stays usable by any Go
@@ -370,6 +370,49 @@ func (c *Client) PauseQueue(ctx context.Context, name string) (*Queue, error) {
 // ResumeQueue undoes PauseQueue.
 func (c *Client) ResumeQueue(ctx context.Context, name string) (*Queue, error) {
 	return c.UpdateQueue(ctx, name, QueuePatch{Paused: Ptr(false)})
+}
+
+// ListDestinations returns every destination Spool keeps, by name.
+func (c *Client) ListDestinations(ctx context.Context) ([]Destination, error) {
+	var out struct {
+		Destinations []Destination `json:"destinations"`
+	}
+	if _, err := c.call(ctx, http.MethodGet, c.endpoint("v1", "destinations"), nil, &out); err != nil {
+		return nil, fmt.Errorf("list destinations: %w", err)
+	}
+	if out.Destinations == nil {
+		out.Destinations = []Destination{}
+	}
+	return out.Destinations, nil
+}
+
+// GetDestination returns one destination. name is a destination
+// ("https://api.example.com:443") or any URL on it; the server normalizes it.
+func (c *Client) GetDestination(ctx context.Context, name string) (*Destination, error) {
+	if err := needID("destination", name); err != nil {
+		return nil, err
+	}
+	d := new(Destination)
+	if _, err := c.call(ctx, http.MethodGet, c.endpoint("v1", "destinations", name), nil, d); err != nil {
+		return nil, fmt.Errorf("get destination: %w", err)
+	}
+	return d, nil
+}
+
+// UpdateDestination sets the ceilings given in p, creating the destination
+// if the server has none by that name, and returns it.
+func (c *Client) UpdateDestination(ctx context.Context, name string, p DestinationPatch) (*Destination, error) {
+	if err := needID("destination", name); err != nil {
+		return nil, err
+	}
+	d := new(Destination)
+	if _, err := c.call(ctx, http.MethodPatch, c.endpoint("v1", "destinations", name), p, d); err != nil {
+		return nil, fmt.Errorf("update destination: %w", err)
+	}
+	if d.Name == "" {
+		return c.GetDestination(ctx, name)
+	}
+	return d, nil
 }
 
 // Livez returns nil when the server process answers /livez with 2xx.

@@ -482,3 +482,108 @@ func mustJSON(t *testing.T, v any) string {
 	}
 	return string(b)
 }
+
+func TestDestinations(t *testing.T) {
+	t.Parallel()
+	srv, c, ctx := setup(t)
+	if ds, err := c.ListDestinations(ctx); err != nil || ds == nil || len(ds) != 0 {
+		t.Fatalf("no destinations = %#v, %v", ds, err)
+	}
+
+	// The name travels as one escaped path segment; the server normalizes it.
+	d, err := c.UpdateDestination(ctx, "https://api.example.com", client.DestinationPatch{MaxConcurrency: client.Ptr(0), RateLimit: client.Ptr(2.5)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := srv.Last()
+	if last.Method != "PATCH" || last.Path != "/v1/destinations/https:%2F%2Fapi.example.com" {
+		t.Fatalf("sent %s %s", last.Method, last.Path)
+	}
+	if got := string(last.Body); got != `{"max_concurrency":0,"rate_limit":2.5}` {
+		t.Fatalf("patch body = %s", got)
+	}
+	if d.Name != "https://api.example.com:443" || d.RateLimit != 2.5 || d.MaxConcurrency != 0 || d.LimitState != "slow_start" ||
+		d.Breaker != "closed" || d.OpenUntil != nil || d.HoldUntil != nil || d.SuccessRate != 1 {
+		t.Fatalf("created = %+v", d)
+	}
+	if _, err := c.UpdateDestination(ctx, "https://api.example.com:443", client.DestinationPatch{MaxConcurrency: client.Ptr(4)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(srv.Last().Body); got != `{"max_concurrency":4}` {
+		t.Fatalf("patch body = %s", got)
+	}
+
+	// Every field of the documented shape is read.
+	openUntil := time.Date(2030, 1, 2, 3, 4, 5, 123456000, time.UTC)
+	srv.SetDestination(clienttest.Destination{
+		Destination: "http://b.example:8080", Limit: 12.5, LimitState: "learned", MaxConcurrency: 20, RateLimit: 0.5,
+		InFlight: 3, Replicas: 2, Breaker: "open", ConsecutiveFailures: 5, OpenUntil: &openUntil, Cooldown: "30s",
+		HoldUntil: &openUntil, SuccessRate: 0.9, Latency: "12.5ms", RecentSuccesses: 9, RecentFailures: 1,
+		CreatedAt: openUntil, UpdatedAt: openUntil,
+	})
+	d, err = c.GetDestination(ctx, "http://B.example:8080/hooks?x=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.Last().Path; got != "/v1/destinations/http:%2F%2FB.example:8080%2Fhooks%3Fx=1" {
+		t.Fatalf("path = %s", got)
+	}
+	if d.Name != "http://b.example:8080" || d.Limit != 12.5 || d.LimitState != "learned" || d.MaxConcurrency != 20 ||
+		d.RateLimit != 0.5 || d.InFlight != 3 || d.Replicas != 2 || d.Breaker != "open" || d.ConsecutiveFailures != 5 ||
+		d.OpenUntil == nil || !d.OpenUntil.Equal(openUntil) || d.Cooldown != 30*time.Second || d.HoldUntil == nil ||
+		d.SuccessRate != 0.9 || d.Latency != 12500*time.Microsecond || d.RecentSuccesses != 9 || d.RecentFailures != 1 ||
+		!d.CreatedAt.Equal(openUntil) || !d.UpdatedAt.Equal(openUntil) {
+		t.Fatalf("destination = %+v", d)
+	}
+	// Raw keeps what the server sent.
+	if out, _ := json.Marshal(d); !strings.Contains(string(out), `"cooldown":"30s"`) || !strings.Contains(string(out), `"latency":"12.5ms"`) {
+		t.Fatalf("re-encoded = %s", out)
+	}
+
+	ds, err := c.ListDestinations(ctx)
+	if err != nil || len(ds) != 2 || ds[0].Name != "http://b.example:8080" || ds[1].Name != "https://api.example.com:443" || ds[1].MaxConcurrency != 4 {
+		t.Fatalf("destinations = %+v, %v", ds, err)
+	}
+
+	// Errors carry the server's status.
+	if _, err := c.GetDestination(ctx, "https://nope.example"); client.StatusOf(err) != 404 {
+		t.Fatalf("missing = %v", err)
+	}
+	if _, err := c.GetDestination(ctx, "ftp://x"); client.StatusOf(err) != 400 || !strings.Contains(err.Error(), "destination") {
+		t.Fatalf("bad name = %v", err)
+	}
+	if _, err := c.UpdateDestination(ctx, "https://api.example.com", client.DestinationPatch{MaxConcurrency: client.Ptr(-1)}); client.StatusOf(err) != 422 {
+		t.Fatalf("bad patch = %v", err)
+	}
+	if _, err := c.UpdateDestination(ctx, "https://api.example.com", client.DestinationPatch{}); client.StatusOf(err) != 422 {
+		t.Fatalf("empty patch = %v", err)
+	}
+	for _, name := range []string{"", "  "} {
+		if _, err := c.GetDestination(ctx, name); err == nil || client.StatusOf(err) != 0 {
+			t.Fatalf("GetDestination(%q) = %v, want a client-side error", name, err)
+		}
+	}
+}
+
+// TestDestinationTolerantDecoding: nulls and absent figures decode as
+// zero values, unknown fields are kept in Raw.
+func TestDestinationTolerantDecoding(t *testing.T) {
+	t.Parallel()
+	var d client.Destination
+	data := `{"destination":"https://h:443","breaker":"closed","open_until":null,"hold_until":null,"cooldown":null,"latency":0.25,"novel":true}`
+	if err := json.Unmarshal([]byte(data), &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Name != "https://h:443" || d.OpenUntil != nil || d.Cooldown != 0 || d.Latency != 250*time.Millisecond || !strings.Contains(string(d.Raw), "novel") {
+		t.Fatalf("destination = %+v", d)
+	}
+	out, err := json.Marshal(client.Destination{Name: "https://h:443", Cooldown: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{`"destination":"https://h:443"`, `"cooldown":"1s"`, `"open_until":null`, `"latency":"0s"`} {
+		if !strings.Contains(string(out), sub) {
+			t.Errorf("%s lacks %s", out, sub)
+		}
+	}
+}

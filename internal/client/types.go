@@ -263,8 +263,97 @@ func (p QueuePatch) MarshalJSON() ([]byte, error) {
 	return json.Marshal(w)
 }
 
-// Ptr returns a pointer to v, for the optional fields of EnqueueRequest and
-// QueuePatch.
+// Destination is a destination's shared state as the API reports it: the
+// adaptive concurrency limit and circuit breaker Spool keeps for one
+// scheme, host and port, the operator's ceilings, and recent figures summed
+// over the replicas that reported in the last few seconds.
+type Destination struct {
+	Name                string  // "https://api.example.com:443" (JSON "destination")
+	Limit               float64 // adaptive concurrency limit, all replicas together
+	LimitState          string  // "slow_start" or "learned"
+	MaxConcurrency      int     // operator's ceiling; 0 = none
+	RateLimit           float64 // operator's ceiling, requests per second; 0 = none
+	InFlight            int
+	Replicas            int
+	Breaker             string // "closed", "open" or "half_open"
+	ConsecutiveFailures int
+	OpenUntil           *time.Time // set while the breaker is open
+	Cooldown            time.Duration
+	HoldUntil           *time.Time // set while a Retry-After holds the destination
+	SuccessRate         float64
+	Latency             time.Duration
+	RecentSuccesses     int64
+	RecentFailures      int64
+	CreatedAt           time.Time
+	UpdatedAt           time.Time
+
+	// Raw is the JSON the server sent (see Task.Raw).
+	Raw json.RawMessage
+}
+
+type wireDestination struct {
+	Name                string       `json:"destination"`
+	Limit               float64      `json:"limit"`
+	LimitState          string       `json:"limit_state"`
+	MaxConcurrency      int          `json:"max_concurrency"`
+	RateLimit           float64      `json:"rate_limit"`
+	InFlight            int          `json:"in_flight"`
+	Replicas            int          `json:"replicas"`
+	Breaker             string       `json:"breaker"`
+	ConsecutiveFailures int          `json:"consecutive_failures"`
+	OpenUntil           *time.Time   `json:"open_until"`
+	Cooldown            jsonDuration `json:"cooldown"`
+	HoldUntil           *time.Time   `json:"hold_until"`
+	SuccessRate         float64      `json:"success_rate"`
+	Latency             jsonDuration `json:"latency"`
+	RecentSuccesses     int64        `json:"recent_successes"`
+	RecentFailures      int64        `json:"recent_failures"`
+	CreatedAt           time.Time    `json:"created_at"`
+	UpdatedAt           time.Time    `json:"updated_at"`
+}
+
+// UnmarshalJSON decodes tolerantly and keeps the JSON in Raw.
+func (d *Destination) UnmarshalJSON(data []byte) error {
+	var w wireDestination
+	if err := json.Unmarshal(data, &w); err != nil {
+		return err
+	}
+	*d = Destination{
+		Name: w.Name, Limit: w.Limit, LimitState: w.LimitState, MaxConcurrency: w.MaxConcurrency,
+		RateLimit: w.RateLimit, InFlight: w.InFlight, Replicas: w.Replicas, Breaker: w.Breaker,
+		ConsecutiveFailures: w.ConsecutiveFailures, OpenUntil: w.OpenUntil, Cooldown: time.Duration(w.Cooldown),
+		HoldUntil: w.HoldUntil, SuccessRate: w.SuccessRate, Latency: time.Duration(w.Latency),
+		RecentSuccesses: w.RecentSuccesses, RecentFailures: w.RecentFailures,
+		CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt,
+		Raw: bytes.Clone(data),
+	}
+	return nil
+}
+
+// MarshalJSON returns Raw when set, otherwise the API's shape.
+func (d Destination) MarshalJSON() ([]byte, error) {
+	if len(d.Raw) > 0 {
+		return d.Raw, nil
+	}
+	return json.Marshal(wireDestination{
+		Name: d.Name, Limit: d.Limit, LimitState: d.LimitState, MaxConcurrency: d.MaxConcurrency,
+		RateLimit: d.RateLimit, InFlight: d.InFlight, Replicas: d.Replicas, Breaker: d.Breaker,
+		ConsecutiveFailures: d.ConsecutiveFailures, OpenUntil: d.OpenUntil, Cooldown: jsonDuration(d.Cooldown),
+		HoldUntil: d.HoldUntil, SuccessRate: d.SuccessRate, Latency: jsonDuration(d.Latency),
+		RecentSuccesses: d.RecentSuccesses, RecentFailures: d.RecentFailures,
+		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt,
+	})
+}
+
+// DestinationPatch sets the operator's ceilings whose fields are non-nil;
+// 0 removes a ceiling.
+type DestinationPatch struct {
+	MaxConcurrency *int     `json:"max_concurrency,omitempty"`
+	RateLimit      *float64 `json:"rate_limit,omitempty"`
+}
+
+// Ptr returns a pointer to v, for the optional fields of EnqueueRequest,
+// QueuePatch and DestinationPatch.
 func Ptr[T any](v T) *T { return &v }
 
 // jsonDuration is a duration on the wire: a Go duration string ("10s") when

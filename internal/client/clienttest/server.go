@@ -13,8 +13,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,6 +73,29 @@ type queue struct {
 	UpdatedAt   time.Time        `json:"updated_at"`
 }
 
+// Destination is the fake's destination record, in the API's JSON shape.
+// The fake has no dispatcher: tests set the shared state with SetDestination.
+type Destination struct {
+	Destination         string     `json:"destination"`
+	Limit               float64    `json:"limit"`
+	LimitState          string     `json:"limit_state"`
+	MaxConcurrency      int        `json:"max_concurrency"`
+	RateLimit           float64    `json:"rate_limit"`
+	InFlight            int        `json:"in_flight"`
+	Replicas            int        `json:"replicas"`
+	Breaker             string     `json:"breaker"`
+	ConsecutiveFailures int        `json:"consecutive_failures"`
+	OpenUntil           *time.Time `json:"open_until"`
+	Cooldown            string     `json:"cooldown"`
+	HoldUntil           *time.Time `json:"hold_until"`
+	SuccessRate         float64    `json:"success_rate"`
+	Latency             string     `json:"latency"`
+	RecentSuccesses     int64      `json:"recent_successes"`
+	RecentFailures      int64      `json:"recent_failures"`
+	CreatedAt           time.Time  `json:"created_at"`
+	UpdatedAt           time.Time  `json:"updated_at"`
+}
+
 // Request is what the fake received last, for assertions on the wire form.
 type Request struct {
 	Method string
@@ -89,6 +115,7 @@ type Server struct {
 	tasks  map[string]*Task
 	order  []string // ids in creation order
 	queues map[string]*queue
+	dests  map[string]*Destination
 	idem   map[string]string // queue + "\x00" + key -> id
 	last   Request
 	ready  bool
@@ -101,6 +128,7 @@ func New(t testing.TB, apiKey string) *Server {
 		apiKey: apiKey,
 		tasks:  make(map[string]*Task),
 		queues: make(map[string]*queue),
+		dests:  make(map[string]*Destination),
 		idem:   make(map[string]string),
 		ready:  true,
 	}
@@ -115,6 +143,9 @@ func New(t testing.TB, apiKey string) *Server {
 	mux.HandleFunc("GET /v1/queues", s.auth(s.listQueues))
 	mux.HandleFunc("GET /v1/queues/{queue}", s.auth(s.getQueue))
 	mux.HandleFunc("PATCH /v1/queues/{queue}", s.auth(s.patchQueue))
+	mux.HandleFunc("GET /v1/destinations", s.auth(s.listDestinations))
+	mux.HandleFunc("GET /v1/destinations/{destination}", s.auth(s.getDestination))
+	mux.HandleFunc("PATCH /v1/destinations/{destination}", s.auth(s.patchDestination))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusNotFound, "no such route "+r.Method+" "+r.URL.Path, nil)
 	})
@@ -148,6 +179,14 @@ func (s *Server) SetState(id, state string) {
 			t.LastError, t.LastStatus = &msg, &code
 		}
 	}
+}
+
+// SetDestination stores d as the dispatcher would leave it (limit,
+// breaker, figures); d.Destination must be a normalized name.
+func (s *Server) SetDestination(d Destination) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dests[d.Destination] = &d
 }
 
 // Payload returns the stored payload bytes of a task.
@@ -237,6 +276,17 @@ type enqueueBody struct {
 	MaxAttempts    *int            `json:"max_attempts"`
 	Timeout        string          `json:"timeout"`
 	IdempotencyKey string          `json:"idempotency_key"`
+}
+
+// readPatch decodes a PATCH body into p strictly, answering 400 (and
+// returning false) when it does not fit.
+func readPatch(w http.ResponseWriter, r *http.Request, p any) bool {
+	data, _ := io.ReadAll(r.Body)
+	if err := strictDecode(data, p); err != nil {
+		problem(w, http.StatusBadRequest, "malformed patch: "+err.Error(), nil)
+		return false
+	}
+	return true
 }
 
 func strictDecode(data []byte, v any) error {
@@ -543,7 +593,6 @@ func (s *Server) getQueue(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) patchQueue(w http.ResponseWriter, r *http.Request) {
-	data, _ := io.ReadAll(r.Body)
 	var p struct {
 		Concurrency *int     `json:"concurrency"`
 		RateLimit   *float64 `json:"rate_limit"`
@@ -551,8 +600,7 @@ func (s *Server) patchQueue(w http.ResponseWriter, r *http.Request) {
 		Timeout     *string  `json:"timeout"`
 		Paused      *bool    `json:"paused"`
 	}
-	if err := strictDecode(data, &p); err != nil {
-		problem(w, http.StatusBadRequest, "malformed patch: "+err.Error(), nil)
+	if !readPatch(w, r, &p) {
 		return
 	}
 	var errs []fieldError
@@ -598,4 +646,97 @@ func (s *Server) patchQueue(w http.ResponseWriter, r *http.Request) {
 	}
 	q.UpdatedAt = time.Now().UTC()
 	writeJSON(w, http.StatusOK, s.withCountsLocked(q))
+}
+
+// destinationName normalizes {destination} as the API documents it: an
+// http(s) destination or URL on it, lower-case scheme and host, the
+// scheme's default port filled in. ok is false for anything else (400).
+func destinationName(raw string) (string, bool) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
+		return "", false
+	}
+	scheme := strings.ToLower(u.Scheme)
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[scheme]
+	}
+	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port), true
+}
+
+func badDestination(w http.ResponseWriter, raw string) {
+	problem(w, http.StatusBadRequest, "destination: not an http(s) destination: "+strconv.Quote(raw),
+		[]fieldError{{"destination", "must be a destination such as \"https://api.example.com:443\" or a URL on it"}})
+}
+
+func (s *Server) listDestinations(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []*Destination{}
+	for _, n := range slices.Sorted(maps.Keys(s.dests)) {
+		out = append(out, s.dests[n])
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"destinations": out})
+}
+
+func (s *Server) getDestination(w http.ResponseWriter, r *http.Request) {
+	name, ok := destinationName(r.PathValue("destination"))
+	if !ok {
+		badDestination(w, r.PathValue("destination"))
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.dests[name]
+	if !ok {
+		problem(w, http.StatusNotFound, fmt.Sprintf("no destination %q", name), nil)
+		return
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+func (s *Server) patchDestination(w http.ResponseWriter, r *http.Request) {
+	name, ok := destinationName(r.PathValue("destination"))
+	if !ok {
+		badDestination(w, r.PathValue("destination"))
+		return
+	}
+	var p struct {
+		MaxConcurrency *int     `json:"max_concurrency"`
+		RateLimit      *float64 `json:"rate_limit"`
+	}
+	if !readPatch(w, r, &p) {
+		return
+	}
+	var errs []fieldError
+	if p.MaxConcurrency != nil && (*p.MaxConcurrency < 0 || *p.MaxConcurrency > 100000) {
+		errs = append(errs, fieldError{"max_concurrency", "must be 0-100000"})
+	}
+	if p.RateLimit != nil && (*p.RateLimit < 0 || *p.RateLimit > 1e6) {
+		errs = append(errs, fieldError{"rate_limit", "must be 0-1000000"})
+	}
+	if p.MaxConcurrency == nil && p.RateLimit == nil {
+		errs = append(errs, fieldError{"", "the patch changes nothing"})
+	}
+	if len(errs) > 0 {
+		problem(w, http.StatusUnprocessableEntity, "invalid destination settings", errs)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	d, ok := s.dests[name]
+	if !ok {
+		d = &Destination{Destination: name, LimitState: "slow_start", Breaker: "closed", Cooldown: "0s",
+			SuccessRate: 1, Latency: "0s", CreatedAt: now}
+		s.dests[name] = d
+	}
+	if p.MaxConcurrency != nil {
+		d.MaxConcurrency = *p.MaxConcurrency
+	}
+	if p.RateLimit != nil {
+		d.RateLimit = *p.RateLimit
+	}
+	d.UpdatedAt = now
+	writeJSON(w, http.StatusOK, d)
 }
