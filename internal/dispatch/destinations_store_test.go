@@ -94,6 +94,30 @@ func enqueueN(t *testing.T, st store.Store, queue, url string, n int) []string {
 	return ids
 }
 
+// waitSucceeded waits until every task succeeded and returns them.
+func waitSucceeded(t *testing.T, st store.Store, ids []string, timeout time.Duration) []task.Task {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	out := make([]task.Task, 0, len(ids))
+	for _, id := range ids {
+		for {
+			tk, err := st.GetTask(context.Background(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tk.State == task.Succeeded {
+				out = append(out, tk)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("task %s is %s after %s (%s)", id, tk.State, timeout, tk.LastError)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return out
+}
+
 // While a destination fails, its breaker opens: tasks wait as retrying,
 // saying the destination is unavailable, without spending attempts, and
 // only probes reach it; once it answers, everything is delivered.
@@ -142,7 +166,7 @@ func TestBreakerDefersWithoutSpendingAttempts(t *testing.T) {
 		if waiting < n/2 {
 			t.Errorf("%d of %d tasks wait as retrying with the destination named unavailable", waiting, n)
 		}
-		dst, err := st.GetDestination(context.Background(), strings.Replace(srv.URL, "http://", "http://", 1), time.Minute)
+		dst, err := st.GetDestination(context.Background(), srv.URL, time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -150,22 +174,7 @@ func TestBreakerDefersWithoutSpendingAttempts(t *testing.T) {
 			t.Errorf("breaker %s during the outage", dst.Breaker)
 		}
 		down.Store(false)
-		deadline := time.Now().Add(10 * time.Second)
-		for _, id := range ids {
-			for {
-				tk, err := st.GetTask(context.Background(), id)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if tk.State == task.Succeeded {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("task %s is %s 10 s after recovery (%s)", id, tk.State, tk.LastError)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
+		waitSucceeded(t, st, ids, 10*time.Second)
 		dst, _ = st.GetDestination(context.Background(), srv.URL, time.Minute)
 		if dst.Breaker != task.BreakerClosed {
 			t.Errorf("breaker %s after recovery", dst.Breaker)
@@ -206,22 +215,7 @@ func TestCeilingHoldsAcrossDispatchers(t *testing.T) {
 		early := peak
 		peak = cur
 		mu.Unlock()
-		deadline := time.Now().Add(30 * time.Second)
-		for _, id := range ids {
-			for {
-				tk, err := st.GetTask(context.Background(), id)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if tk.State == task.Succeeded {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("task %s is %s after 30 s", id, tk.State)
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-		}
+		waitSucceeded(t, st, ids, 30*time.Second)
 		mu.Lock()
 		defer mu.Unlock()
 		t.Logf("max_concurrency 3 over two dispatchers: peak %d in flight (%d while they first met)", peak, early)
@@ -270,23 +264,9 @@ func TestRetryAfterHoldsTheDestinationAcrossDispatchers(t *testing.T) {
 		refused := arrivals[0]
 		mu.Unlock()
 		time.Sleep(300 * time.Millisecond) // three syncs: both dispatchers know the hold
-		ids := enqueueN(t, st, "q", srv.URL, 20)
-		for _, id := range ids {
-			for {
-				tk, err := st.GetTask(context.Background(), id)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if tk.State == task.Succeeded {
-					if tk.Attempt != 1 {
-						t.Errorf("task %s took %d attempts: waiting for the hold spent some", id, tk.Attempt)
-					}
-					break
-				}
-				if time.Since(refused) > 15*time.Second {
-					t.Fatalf("task %s is %s 15 s after the 429", id, tk.State)
-				}
-				time.Sleep(20 * time.Millisecond)
+		for _, tk := range waitSucceeded(t, st, enqueueN(t, st, "q", srv.URL, 20), 15*time.Second) {
+			if tk.Attempt != 1 {
+				t.Errorf("task %s took %d attempts: waiting for the hold spent some", tk.ID, tk.Attempt)
 			}
 		}
 		mu.Lock()
