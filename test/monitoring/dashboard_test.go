@@ -111,7 +111,16 @@ type fieldDefaults struct {
 	Min      *float64 `json:"min"`
 	Max      *float64 `json:"max"`
 	Decimals *int     `json:"decimals"`
-	Color    struct {
+	// Value mappings (state-timeline): a raw value shown as a word and a colour.
+	Mappings []struct {
+		Type    string `json:"type"`
+		Options map[string]struct {
+			Text  string `json:"text"`
+			Color string `json:"color"`
+			Index int    `json:"index"`
+		} `json:"options"`
+	} `json:"mappings"`
+	Color struct {
 		Mode string `json:"mode"`
 	} `json:"color"`
 	Thresholds struct {
@@ -138,9 +147,10 @@ type fieldDefaults struct {
 	} `json:"custom"`
 }
 
-// panelOptions is the union of the timeseries and stat options used.
+// panelOptions is the union of the timeseries, state-timeline and stat
+// options used.
 type panelOptions struct {
-	// timeseries
+	// timeseries and state-timeline
 	Legend *struct {
 		DisplayMode string   `json:"displayMode"`
 		Placement   string   `json:"placement"`
@@ -162,6 +172,11 @@ type panelOptions struct {
 	ColorMode   string `json:"colorMode"`
 	GraphMode   string `json:"graphMode"`
 	JustifyMode string `json:"justifyMode"`
+	// state-timeline
+	MergeValues *bool   `json:"mergeValues"`
+	ShowValue   string  `json:"showValue"`
+	AlignValue  string  `json:"alignValue"`
+	RowHeight   float64 `json:"rowHeight"`
 }
 
 type target struct {
@@ -267,7 +282,8 @@ func TestDashboardModel(t *testing.T) {
 		t.Errorf("uid %q, title %q, id %v: want uid spool, a title and a null id (provisioning assigns it)", d.UID, d.Title, d.ID)
 	}
 
-	// Variables: $datasource (Prometheus datasource picker) and $queue.
+	// Variables: $datasource (Prometheus datasource picker), $queue and
+	// $destination.
 	vars := map[string]variable{}
 	for _, v := range d.Templating.List {
 		if _, dup := vars[v.Name]; dup {
@@ -283,21 +299,27 @@ func TestDashboardModel(t *testing.T) {
 			t.Errorf("$datasource: type %q query %s; want a datasource variable of plugin prometheus", v.Type, v.Query)
 		}
 	}
-	if v, ok := vars["queue"]; !ok {
-		t.Error("no $queue variable")
-	} else {
+	// $queue and $destination: label_values of their label, All (.*) and
+	// multi-select (Grafana then regex-escapes the values, so a
+	// destination's dots and slashes match literally).
+	for _, name := range []string{"queue", "destination"} {
+		v, ok := vars[name]
+		if !ok {
+			t.Errorf("no $%s variable", name)
+			continue
+		}
 		var q variableQuery
 		if err := strictDecode(v.Query, &q); err != nil {
-			t.Errorf("$queue query: %v", err)
+			t.Errorf("$%s query: %v", name, err)
 		}
 		if v.Type != "query" || v.Datasource == nil || *v.Datasource != dsVar {
-			t.Errorf("$queue: type %q datasource %v; want a query variable on %v", v.Type, v.Datasource, dsVar)
+			t.Errorf("$%s: type %q datasource %v; want a query variable on %v", name, v.Type, v.Datasource, dsVar)
 		}
-		if !strings.HasPrefix(q.Query, "label_values(") || !strings.HasSuffix(q.Query, ", queue)") || q.Query != v.Definition {
-			t.Errorf("$queue query %q (definition %q); want label_values(…, queue) in both", q.Query, v.Definition)
+		if !strings.HasPrefix(q.Query, "label_values(") || !strings.HasSuffix(q.Query, ", "+name+")") || q.Query != v.Definition {
+			t.Errorf("$%s query %q (definition %q); want label_values(…, %s) in both", name, q.Query, v.Definition, name)
 		}
 		if !v.IncludeAll || !v.Multi || v.AllValue != ".*" {
-			t.Errorf("$queue: includeAll %v multi %v allValue %q; want All (.*) and multi-select", v.IncludeAll, v.Multi, v.AllValue)
+			t.Errorf("$%s: includeAll %v multi %v allValue %q; want All (.*) and multi-select", name, v.IncludeAll, v.Multi, v.AllValue)
 		}
 	}
 
@@ -377,12 +399,17 @@ func TestDashboardModel(t *testing.T) {
 			if p.Options.Legend == nil || p.Options.Tooltip == nil || p.Options.ReduceOptions != nil || p.FieldConfig.Defaults.Custom == nil {
 				t.Errorf("panel %q: timeseries wants legend, tooltip and custom field config, no reduceOptions", p.Title)
 			}
+		case "state-timeline":
+			// Without mappings it shows raw numbers instead of states.
+			if p.Options.Legend == nil || p.Options.Tooltip == nil || p.Options.ReduceOptions != nil || p.FieldConfig.Defaults.Custom == nil || len(p.FieldConfig.Defaults.Mappings) == 0 {
+				t.Errorf("panel %q: state-timeline wants legend, tooltip, custom field config and value mappings, no reduceOptions", p.Title)
+			}
 		case "stat":
 			if p.Options.ReduceOptions == nil || p.Options.Legend != nil || len(p.Targets) != 1 {
 				t.Errorf("panel %q: stat wants reduceOptions, no legend, one target", p.Title)
 			}
 		default:
-			t.Errorf("panel %q: type %q; want timeseries or stat (graph and singlestat are gone from current Grafana)", p.Title, p.Type)
+			t.Errorf("panel %q: type %q; want timeseries, state-timeline or stat (graph and singlestat are gone from current Grafana)", p.Title, p.Type)
 		}
 	}
 
@@ -400,9 +427,12 @@ func TestDashboardModel(t *testing.T) {
 }
 
 // allowedLabels are the labels Spool's metrics carry (see docs/operations.md)
-// plus Prometheus' target labels.
+// plus Prometheus' target labels. destination (scheme://host:port, never a
+// path) is bounded by the dispatcher: at most 100 per process, the rest
+// "other".
 var allowedLabels = map[string]bool{
 	"queue": true, "outcome": true, "state": true, "route": true, "method": true, "code": true,
+	"destination": true, "reason": true,
 	"le": true, "quantile": true, "version": true, "commit": true,
 	"job": true, "instance": true, "namespace": true, "__name__": true,
 }

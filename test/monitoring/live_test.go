@@ -41,10 +41,11 @@ const (
 
 // Values Grafana would substitute. $__rate_interval is 4 × the
 // datasource's scrape interval (15s in the shipped provisioning) = 1m;
-// $queue's All value is .*.
+// $queue's and $destination's All value is .*.
 var dashboardVars = map[string]string{
 	"$__rate_interval": "1m",
 	"$queue":           ".*",
+	"$destination":     ".*",
 }
 
 const liveAPIKey = "monitoring-test-key"
@@ -72,6 +73,23 @@ func TestLivePrometheus(t *testing.T) {
 	sinkAddr := freeAddr(t)
 	sink := startProc(t, "spool sink", bin, []string{"SPOOL_SIGNING_KEYS=" + key}, "sink", "--addr", sinkAddr)
 	waitReady(t, ctx, "http://"+sinkAddr+"/stats", sink)
+	// More receivers, each a destination (scheme://host:port) of its own,
+	// so that the failures injected into one do not trip another's circuit
+	// breaker: failing takes the webhooks queue's 500s and fail-once
+	// deliveries (its breaker may open and close), down answers 503 to
+	// everything (its breaker opens and stays open) and throttled 429
+	// (refused, which never opens a breaker). sink's destination, where
+	// everything succeeds (or is a 404), stays closed, so its deliveries
+	// are not deferred and released in bursts.
+	var sinks [3]*proc
+	var dests [3]string
+	for i, name := range []string{"failing", "down", "throttled"} {
+		addr := freeAddr(t)
+		sinks[i] = startProc(t, "spool sink ("+name+")", bin, []string{"SPOOL_SIGNING_KEYS=" + key}, "sink", "--addr", addr)
+		waitReady(t, ctx, "http://"+addr+"/stats", sinks[i])
+		dests[i] = "http://" + addr
+	}
+	failingDest, downDest, throttledDest := dests[0], dests[1], dests[2]
 	apiAddr, adminAddr := freeAddr(t), freeAddr(t)
 	serve := startProc(t, "spool serve", bin, []string{
 		"SPOOL_HTTP_ADDR=" + apiAddr, "SPOOL_ADMIN_ADDR=" + adminAddr,
@@ -108,7 +126,7 @@ func TestLivePrometheus(t *testing.T) {
 	}
 
 	// --- Load ---
-	ld := &load{t: t, api: "http://" + apiAddr, sink: "http://" + sinkAddr}
+	ld := &load{t: t, api: "http://" + apiAddr, sink: "http://" + sinkAddr, failing: failingDest, down: downDest, throttled: throttledDest}
 	ld.initial(ctx)
 	stopLoad := ld.background(ctx)
 	defer stopLoad()
@@ -139,14 +157,25 @@ func TestLivePrometheus(t *testing.T) {
 		`max_over_time(spool_workers_busy[1m]) > 0`,
 		`spool_workers_max == 8`,
 		`sum(spool_leader) == 1`,
+		`sum(spool_destination_requests_total{destination="http://` + sinkAddr + `", outcome="answered"}) > 0`,
+		`max(spool_destination_limit{destination="http://` + sinkAddr + `"}) > 0`,
+		`max(spool_destination_breaker_open{destination="http://` + sinkAddr + `"}) == 0`,
+		`sum(spool_destination_requests_total{destination="` + failingDest + `", outcome="failed"}) > 0`,
+		`max(spool_destination_breaker_open{destination="` + downDest + `"}) == 1`,                 // 503s opened it
+		`sum(spool_destination_deferred_total{destination="` + downDest + `", reason="open"}) > 0`, // tasks wait behind it
+		`sum(spool_destination_requests_total{destination="` + throttledDest + `", outcome="refused"}) > 0`,
+		`max(spool_destination_breaker_open{destination="` + throttledDest + `"}) == 0`, // 429 never opens it
 	} {
 		checks = append(checks, &check{name: "load effect", expr: e, wantData: true})
 	}
 	nEffects := len(checks) - nPanelQueries
-	var queueVar string
+	var queueVar, destVar string
 	for _, v := range d.Templating.List {
-		if v.Name == "queue" {
+		switch v.Name {
+		case "queue":
 			queueVar = v.Definition
+		case "destination":
+			destVar = v.Definition
 		}
 	}
 
@@ -183,15 +212,23 @@ func TestLivePrometheus(t *testing.T) {
 		}
 		values := pc.labelValues(t, ctx, "queue", strings.TrimSuffix(strings.TrimPrefix(queueVar, "label_values("), ", queue)"))
 		varOK := slices.Contains(values, "emails")
-		// The failure-ratio alert is pending for the failing queue: the
-		// alert matches real series, not only parses.
-		alertOK := slices.ContainsFunc(pc.alerts(t, ctx), func(a promAlert) bool {
-			return a.Labels["alertname"] == "SpoolDeliveryFailureRatioHigh" && a.Labels["queue"] == "webhooks"
-		})
-		if pending == 0 && varOK && alertOK {
+		dests := pc.labelValues(t, ctx, "destination", strings.TrimSuffix(strings.TrimPrefix(destVar, "label_values("), ", destination)"))
+		destVarOK := slices.Contains(dests, "http://"+sinkAddr) && slices.Contains(dests, downDest)
+		// The alerts are pending where the load makes them true: they
+		// match real series, not only parse.
+		active := pc.alerts(t, ctx)
+		pendingFor := func(alert, label, value string) bool {
+			return slices.ContainsFunc(active, func(a promAlert) bool {
+				return a.Labels["alertname"] == alert && a.Labels[label] == value
+			})
+		}
+		alertOK := pendingFor("SpoolDeliveryFailureRatioHigh", "queue", "webhooks")
+		breakerOK := pendingFor("SpoolDestinationBreakerOpen", "destination", downDest)
+		refusingOK := pendingFor("SpoolDestinationRefusing", "destination", throttledDest)
+		if pending == 0 && varOK && destVarOK && alertOK && breakerOK && refusingOK {
 			break
 		}
-		for _, p := range []*proc{serve, sink, prom} {
+		for _, p := range append([]*proc{serve, sink, prom}, sinks[:]...) {
 			select {
 			case <-p.done:
 				t.Fatalf("%s exited during the test: %v\n%s", p.name, p.err, p.out.tail(3000))
@@ -207,8 +244,17 @@ func TestLivePrometheus(t *testing.T) {
 			if !varOK {
 				t.Errorf("$queue variable (%s) gave %v, want emails among them", queueVar, values)
 			}
+			if !destVarOK {
+				t.Errorf("$destination variable (%s) gave %v, want http://%s and %s among them", destVar, dests, sinkAddr, downDest)
+			}
 			if !alertOK {
 				t.Errorf("SpoolDeliveryFailureRatioHigh is not pending for queue webhooks, whose attempts mostly fail")
+			}
+			if !breakerOK {
+				t.Errorf("SpoolDestinationBreakerOpen is not pending for %s, which answers 503 to everything", downDest)
+			}
+			if !refusingOK {
+				t.Errorf("SpoolDestinationRefusing is not pending for %s, which answers 429 to everything", throttledDest)
 			}
 			break
 		}
@@ -230,8 +276,9 @@ func TestLivePrometheus(t *testing.T) {
 	}
 
 	// On this healthy instance the alerts that judge health stay silent;
-	// the failure ratio may be pending, as the load injects failures.
-	mayBeActive := map[string]bool{"SpoolDeliveryFailureRatioHigh": true}
+	// the failure ratio and the destination alerts may be pending, as the
+	// load injects failures and runs two failing receivers.
+	mayBeActive := map[string]bool{"SpoolDeliveryFailureRatioHigh": true, "SpoolDestinationBreakerOpen": true, "SpoolDestinationRefusing": true}
 	for _, a := range pc.alerts(t, ctx) {
 		name := a.Labels["alertname"]
 		if mayBeActive[name] {
@@ -379,6 +426,9 @@ func livePromConfig(t *testing.T, root, dir, admin, prom string) string {
 type load struct {
 	t         *testing.T
 	api, sink string
+	// Destinations apart from sink's: failing for injected 500s, down
+	// answering 503 and throttled 429.
+	failing, down, throttled string
 }
 
 var liveHTTP = &http.Client{Timeout: 10 * time.Second}
@@ -419,13 +469,17 @@ func (l *load) call(ctx context.Context, method, path string, body any) (int, st
 }
 
 func (l *load) enqueue(ctx context.Context, queue, target string, extra map[string]any) string {
-	body := map[string]any{"target": map[string]any{"url": l.sink + target}, "payload": map[string]any{"hello": "world"}}
+	return l.enqueueTo(ctx, queue, l.sink+target, extra)
+}
+
+func (l *load) enqueueTo(ctx context.Context, queue, url string, extra map[string]any) string {
+	body := map[string]any{"target": map[string]any{"url": url}, "payload": map[string]any{"hello": "world"}}
 	for k, v := range extra {
 		body[k] = v
 	}
 	code, id := l.call(ctx, http.MethodPost, "/v1/queues/"+queue+"/tasks", body)
 	if code != http.StatusCreated && ctx.Err() == nil {
-		l.t.Errorf("enqueue to %s %s: status %d", queue, target, code)
+		l.t.Errorf("enqueue to %s %s: status %d", queue, url, code)
 	}
 	return id
 }
@@ -442,10 +496,13 @@ func (l *load) initial(ctx context.Context) {
 		l.enqueue(ctx, "emails", "/hook", nil)
 	}
 	for i := 0; i < 3; i++ {
-		l.enqueue(ctx, "webhooks", "/flaky?fail=1", map[string]any{"max_attempts": 3}) // retried, then succeeded
+		l.enqueueTo(ctx, "webhooks", l.failing+"/flaky?fail=1", map[string]any{"max_attempts": 3}) // retried, then succeeded
 	}
 	for i := 0; i < 2; i++ {
-		l.enqueue(ctx, "webhooks", "/down?status=500", map[string]any{"max_attempts": 2}) // retried, then failed
+		// Failed at its only attempt: one sent before failing's circuit
+		// breaker can open (after 5 failures in a row), whereas a second
+		// attempt could wait behind it for the rest of the run.
+		l.enqueueTo(ctx, "webhooks", l.failing+"/down?status=500", map[string]any{"max_attempts": 1})
 	}
 	l.enqueue(ctx, "reports", "/gone?status=404", nil) // failed at once
 	// A scheduled task, and one cancelled.
@@ -476,8 +533,10 @@ func (l *load) background(ctx context.Context) func() {
 		for {
 			id := l.enqueue(ctx, "emails", "/hook", nil)
 			l.enqueue(ctx, "slow", "/slow?delay=1s", nil)
-			l.enqueue(ctx, "webhooks", "/down?status=500", map[string]any{"max_attempts": 2})
-			l.enqueue(ctx, "webhooks", "/flaky?fail=1", map[string]any{"max_attempts": 3})
+			l.enqueueTo(ctx, "webhooks", l.failing+"/down?status=500", map[string]any{"max_attempts": 2})
+			l.enqueueTo(ctx, "webhooks", l.failing+"/flaky?fail=1", map[string]any{"max_attempts": 3})
+			l.enqueueTo(ctx, "fragile", l.down+"/down?status=503", nil)
+			l.enqueueTo(ctx, "throttled", l.throttled+"/busy?status=429", map[string]any{"max_attempts": 3})
 			if id != "" {
 				l.expect(ctx, http.StatusOK, http.MethodGet, "/v1/tasks/"+id, nil)
 			}
