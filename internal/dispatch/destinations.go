@@ -98,6 +98,8 @@ type verdict struct {
 	// opening the circuit breaker. 429 is not one: the receiver is alive and
 	// says how much it takes.
 	failure bool
+	// refused: the destination answered 429 or 503 (the metric's outcome).
+	refused bool
 }
 
 // judge reads an attempt's outcome: status 0 with err set is a transport
@@ -107,9 +109,9 @@ func judge(status int, err error) verdict {
 	case err != nil:
 		return verdict{congestion: true, failure: true}
 	case status == 429:
-		return verdict{congestion: true}
+		return verdict{congestion: true, refused: true}
 	case status == 503:
-		return verdict{congestion: true, failure: true}
+		return verdict{congestion: true, failure: true, refused: true}
 	case status >= 500:
 		return verdict{failure: true}
 	}
@@ -799,10 +801,10 @@ func (ds *destinations) countRequest(d *dest, v verdict) {
 	if m := ds.metrics; m != nil {
 		outcome := "answered"
 		switch {
+		case v.refused:
+			outcome = "refused"
 		case v.failure:
 			outcome = "failed"
-		case v.congestion:
-			outcome = "refused"
 		}
 		m.DestinationRequests.WithLabelValues(d.label, outcome).Inc()
 	}

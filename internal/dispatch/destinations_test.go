@@ -17,8 +17,8 @@ func TestJudge(t *testing.T) {
 	}{
 		{200, nil, verdict{}},
 		{404, nil, verdict{}}, // the request's fault, not the destination's
-		{429, nil, verdict{congestion: true}},
-		{503, nil, verdict{congestion: true, failure: true}},
+		{429, nil, verdict{congestion: true, refused: true}},
+		{503, nil, verdict{congestion: true, failure: true, refused: true}},
 		{500, nil, verdict{failure: true}},
 		{0, errTimeout, verdict{congestion: true, failure: true}},
 		{0, errors.New("connection refused"), verdict{congestion: true, failure: true}},
