@@ -84,6 +84,9 @@ const (
 	// destIdle: a destination with nothing in flight for this long is
 	// forgotten by the process (its series are dropped too).
 	destIdle = 5 * time.Minute
+	// slowStartStep: in slow start, a destination whose limit is full
+	// doubles it at most this often even before any answer arrives.
+	slowStartStep = 100 * time.Millisecond
 	// maxDestinationSeries caps the destinations with metric series of
 	// their own in one process; the others share the label "other".
 	maxDestinationSeries = 100
@@ -158,6 +161,7 @@ type dest struct {
 	failures     int       // consecutive failures seen here
 	probing      bool      // this replica's probe is in flight
 	lastDecrease time.Time // congestion of requests started before it is not cut again
+	lastGrowth   time.Time // slow start's last doubling by time
 	holdUntil    time.Time // no request before this (Retry-After)
 	tokens       float64   // rate ceiling's bucket
 	tokensAt     time.Time
@@ -241,6 +245,16 @@ func (ds *destinations) acquire(ctx context.Context, name string) (*permit, *def
 			return &permit{ds: ds, d: d, started: now}, nil, nil
 		}
 		d.saturated = true
+		if !ds.learned(d) && now.Sub(d.lastGrowth) >= slowStartStep && d.limit < float64(ds.workers) {
+			// Slow start also doubles with time: a healthy receiver that
+			// takes seconds to answer would otherwise hold the limit at its
+			// start for as long. A receiver that refuses, or times out,
+			// ends slow start with its first answer.
+			d.limit = math.Min(float64(ds.workers), d.limit*2)
+			d.lastGrowth = now
+			ds.mu.Unlock()
+			continue
+		}
 		// Park for a slot, unless this destination has shown a limit and
 		// enough tasks already wait for it here: then the others go back to
 		// the store, so one slow receiver cannot hold every worker.
@@ -566,7 +580,8 @@ func (ds *destinations) ensure(ctx context.Context, name string) error {
 	ds.mu.Lock()
 	d, ok := ds.m[name]
 	if !ok {
-		d = &dest{name: name, limit: ds.policy.InitialLimit, freed: make(chan struct{}), lastUsed: now, shared: task.Destination{Name: name, Breaker: task.BreakerClosed}}
+		d = &dest{name: name, limit: ds.policy.InitialLimit, freed: make(chan struct{}), lastUsed: now, lastGrowth: now,
+			shared: task.Destination{Name: name, Breaker: task.BreakerClosed}}
 		d.label = ds.label(name)
 		if m := ds.metrics; m != nil && d.label != "other" {
 			d.gLimit = m.DestinationLimit.WithLabelValues(d.label)

@@ -278,3 +278,42 @@ func TestRetryAfterHoldsTheDestinationAcrossDispatchers(t *testing.T) {
 		}
 	})
 }
+
+// A healthy receiver that takes long to answer is not held at the initial
+// limit until its first answers: slow start also doubles with time, so
+// every worker is in flight within a few hundred milliseconds.
+func TestSlowStartGrowsWithoutAnswers(t *testing.T) {
+	eachStore(t, func(t *testing.T, st store.Store) {
+		var mu sync.Mutex
+		cur, peak := 0, 0
+		release := make(chan struct{})
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			cur++
+			peak = max(peak, cur)
+			mu.Unlock()
+			<-release
+			mu.Lock()
+			cur--
+			mu.Unlock()
+		}))
+		defer srv.Close()
+		defer close(release)
+		startDispatcher(t, st, func(c *Config) { c.Workers = 40 })
+		enqueueN(t, st, "q", srv.URL, 40)
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			mu.Lock()
+			p := peak
+			mu.Unlock()
+			if p >= 40 {
+				t.Logf("40 requests in flight to a receiver that has not answered yet")
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("only %d of 40 requests in flight after 3 s to a healthy, slow receiver (initial limit %v)", p, DestinationPolicy{}.withDefaults().InitialLimit)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
