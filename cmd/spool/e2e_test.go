@@ -552,7 +552,7 @@ func scrapeCounter(t *testing.T, admin, series string) int {
 
 func TestRefusesUnauthenticatedPublicAddress(t *testing.T) {
 	t.Parallel()
-	p := startProc(t, "serve", []string{"SPOOL_API_KEYS=", "SPOOL_DATA_DIR=" + t.TempDir()}, "serve", "--http-addr", "0.0.0.0:0", "--admin-addr", "")
+	p := startProc(t, "serve", []string{"SPOOL_API_KEYS=", "SPOOL_SIGNING_KEYS=" + newKey(t), "SPOOL_DATA_DIR=" + t.TempDir()}, "serve", "--http-addr", "0.0.0.0:0", "--admin-addr", "")
 	err := p.wait(10 * time.Second)
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
 		t.Fatalf("want exit 1, got %v", err)
@@ -560,6 +560,34 @@ func TestRefusesUnauthenticatedPublicAddress(t *testing.T) {
 	out := strings.TrimSpace(p.out.String())
 	if !strings.Contains(out, "--insecure-no-auth") || strings.Count(out, "\n") > 0 {
 		t.Errorf("want one line naming --insecure-no-auth, got %q", out)
+	}
+}
+
+// TestRefusesUnsignedPublicAddress: with no signing key, serve refuses a
+// non-loopback address in one line naming --insecure-unsigned; with the
+// flag it starts and says once in its log that deliveries are unsigned.
+func TestRefusesUnsignedPublicAddress(t *testing.T) {
+	t.Parallel()
+	env := []string{"SPOOL_API_KEYS=" + testAPIKey, "SPOOL_SIGNING_KEYS=", "SPOOL_SIGNING_KEYS_FILE=", "SPOOL_DATA_DIR=" + t.TempDir(), "SPOOL_DRAIN_DELAY=0s"}
+	p := startProc(t, "serve", env, "serve", "--http-addr", "0.0.0.0:0", "--admin-addr", "")
+	err := p.wait(10 * time.Second)
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("want exit 1, got %v", err)
+	}
+	out := strings.TrimSpace(p.out.String())
+	if !strings.Contains(out, "--insecure-unsigned") || strings.Count(out, "\n") > 0 {
+		t.Errorf("want one line naming --insecure-unsigned, got %q", out)
+	}
+
+	admin := freePort(t)
+	p = startProc(t, "serve", env, "serve", "--http-addr", "0.0.0.0:0", "--admin-addr", admin, "--insecure-unsigned")
+	waitHTTP(t, "http://"+admin+"/readyz", p)
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	if err := p.wait(20 * time.Second); err != nil {
+		t.Fatalf("serve --insecure-unsigned: %v\n%s", err, p.out.String())
+	}
+	if n := strings.Count(p.out.String(), "deliveries are not signed"); n != 1 {
+		t.Errorf("the unsigned warning appears %d times, want once:\n%s", n, p.out.String())
 	}
 }
 

@@ -43,7 +43,12 @@ type Config struct {
 
 	APIKeys        []Secret // SPOOL_API_KEYS (comma-separated) or SPOOL_API_KEYS_FILE (one per line)
 	InsecureNoAuth bool     // --insecure-no-auth: allow no API key on a non-loopback address
-	SigningKeys    []Secret // SPOOL_SIGNING_KEYS or _FILE: whsec_… keys, the first signs
+	// SigningKeys (SPOOL_SIGNING_KEYS or _FILE, whsec_… keys) sign every
+	// delivery, each adding its own signature, so keys rotate without a gap.
+	SigningKeys []Secret
+	// InsecureUnsigned (--insecure-unsigned, SPOOL_INSECURE_UNSIGNED) allows a
+	// delivering process with no signing key on a non-loopback address.
+	InsecureUnsigned bool
 	// AllowedTargetCIDRs are exempt from the SSRF refusal (SPOOL_ALLOWED_TARGET_CIDRS, e.g. "127.0.0.0/8").
 	AllowedTargetCIDRs []netip.Prefix
 
@@ -110,7 +115,6 @@ Flags:
 		c       Config
 		migrate optBool
 		role    = string(RoleAll)
-		noAuth  bool
 		errs    []error
 		lookup  = func(k string) string { v, _ := env(k); return v }
 		has     = func(k string) bool { _, ok := env(k); return ok }
@@ -149,6 +153,16 @@ Flags:
 			}
 			fs.IntVar(dst, name, *dst, help+" ["+key+"]")
 		}
+		boolVar = func(dst *bool, name, key, help string) {
+			if has(key) {
+				b, err := strconv.ParseBool(lookup(key))
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s: %q is not true or false", key, lookup(key)))
+				}
+				*dst = b
+			}
+			fs.BoolVar(dst, name, *dst, help+" ["+key+"]")
+		}
 	)
 
 	strVar(&c.HTTPAddr, "http-addr", "SPOOL_HTTP_ADDR", ":8000", "API listen address")
@@ -173,14 +187,8 @@ Flags:
 		}
 	}
 	fs.Var(&migrate, "migrate", "apply schema migrations at start (default true on SQLite, false on PostgreSQL) [SPOOL_MIGRATE]")
-	if v, ok := env("SPOOL_INSECURE_NO_AUTH"); ok {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("SPOOL_INSECURE_NO_AUTH: %q is not true or false", v))
-		}
-		noAuth = b
-	}
-	fs.BoolVar(&noAuth, "insecure-no-auth", noAuth, "serve the API without authentication on a non-loopback address [SPOOL_INSECURE_NO_AUTH]")
+	boolVar(&c.InsecureNoAuth, "insecure-no-auth", "SPOOL_INSECURE_NO_AUTH", "serve the API without authentication on a non-loopback address")
+	boolVar(&c.InsecureUnsigned, "insecure-unsigned", "SPOOL_INSECURE_UNSIGNED", "deliver unsigned requests (no SPOOL_SIGNING_KEYS) from a process on a non-loopback address")
 	var cidrs string
 	fromEnv(&cidrs, "", "SPOOL_ALLOWED_TARGET_CIDRS")
 	fs.StringVar(&cidrs, "allowed-target-cidrs", cidrs, "comma-separated address ranges that delivery targets may use despite the SSRF guard, e.g. 127.0.0.0/8 [SPOOL_ALLOWED_TARGET_CIDRS]")
@@ -196,7 +204,6 @@ Flags:
 	}
 	c.MaxBodyBytes = int64(maxBody)
 	c.Role = Role(role)
-	c.InsecureNoAuth = noAuth
 
 	dbURL, err := secret(env, "SPOOL_DATABASE_URL", "DATABASE_URL")
 	if err != nil {
@@ -281,7 +288,31 @@ func (c *Config) validate() error {
 	if len(c.APIKeys) == 0 && !c.InsecureNoAuth && c.Role != RoleWorker && !Loopback(c.HTTPAddr) {
 		bad("no API key configured (SPOOL_API_KEYS or SPOOL_API_KEYS_FILE) and SPOOL_HTTP_ADDR %q is not a loopback address: refusing to serve an unauthenticated API; set a key, listen on 127.0.0.1, or pass --insecure-no-auth", c.HTTPAddr)
 	}
+	if len(c.SigningKeys) == 0 && !c.InsecureUnsigned && c.Role != RoleAPI && !Loopback(c.deliveryAddr()) {
+		bad("no signing key configured (SPOOL_SIGNING_KEYS or SPOOL_SIGNING_KEYS_FILE) and %s %q is not a loopback address: refusing to deliver unsigned requests that receivers cannot authenticate; set a whsec_ key, listen on 127.0.0.1, or pass --insecure-unsigned", c.deliveryAddrVar(), c.deliveryAddr())
+	}
 	return errors.Join(errs...)
+}
+
+// Unsigned reports whether deliveries go out without a signature, which
+// `spool serve` says once in its log.
+func (c *Config) Unsigned() bool { return len(c.SigningKeys) == 0 && c.Role != RoleAPI }
+
+// deliveryAddr is the address that tells whether a delivering process runs
+// only for its own machine: the API's, or for a worker (which serves no API)
+// its admin listener.
+func (c *Config) deliveryAddr() string {
+	if c.Role == RoleWorker {
+		return c.AdminAddr
+	}
+	return c.HTTPAddr
+}
+
+func (c *Config) deliveryAddrVar() string {
+	if c.Role == RoleWorker {
+		return "SPOOL_ADMIN_ADDR"
+	}
+	return "SPOOL_HTTP_ADDR"
 }
 
 // Loopback reports whether a listen address only accepts local connections.

@@ -10,6 +10,7 @@ import (
 
 	"helm.sh/helm/v3/pkg/lint"
 	"helm.sh/helm/v3/pkg/lint/support"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/spoolhq/spool/test/manifests/render"
 )
@@ -180,14 +181,37 @@ func TestChartRequiresSecrets(t *testing.T) {
 		"no API key":               {map[string]any{"secret": map[string]any{"apiKeys": []any{}}}, "secret.apiKeys"},
 		"no database":              {map[string]any{"secret": map[string]any{"databaseURL": ""}}, "secret.databaseURL"},
 		"no existing secret named": {map[string]any{"secret": map[string]any{"create": false}}, "secret.existingSecret"},
+		"no signing key":           {map[string]any{"secret": map[string]any{"signingKeys": []any{}}}, "secret.signingKeys"},
 	} {
 		_, err := render.RenderChart(chartDir(t), merge(required(), c.values))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: want an error naming %s, got %v", name, c.want, err)
 		}
 	}
+	// Unsigned deliveries only when asked for, and then serve is told so.
+	objs, err := render.RenderChart(chartDir(t), merge(required(), map[string]any{
+		"secret": map[string]any{"signingKeys": []any{}}, "config": map[string]any{"insecureUnsigned": true}}))
+	if err != nil {
+		t.Fatalf("with config.insecureUnsigned: %v", err)
+	}
+	if cm := find(objs, "ConfigMap", "spool"); cm == nil {
+		t.Error("no ConfigMap spool")
+	} else if v, _, _ := unstructured.NestedString(cm.Object, "data", "SPOOL_INSECURE_UNSIGNED"); v != "true" {
+		t.Errorf("config.insecureUnsigned: SPOOL_INSECURE_UNSIGNED = %q, want true", v)
+	}
+	// api-key is the first key without its role suffix: a bearer token.
+	objs, err = render.RenderChart(chartDir(t), merge(required(), map[string]any{
+		"secret": map[string]any{"apiKeys": []any{"k1:write", "k2:read"}}}))
+	if err != nil {
+		t.Fatalf("with key roles: %v", err)
+	}
+	if sec := find(objs, "Secret", "spool"); sec == nil {
+		t.Error("no Secret spool")
+	} else if v, _, _ := unstructured.NestedString(sec.Object, "stringData", "api-key"); v != "k1" {
+		t.Errorf("api-key = %q, want k1 (no role suffix)", v)
+	}
 	// An existing Secret instead of values is enough.
-	objs, err := render.RenderChart(chartDir(t), map[string]any{"secret": map[string]any{"create": false, "existingSecret": "mine"}})
+	objs, err = render.RenderChart(chartDir(t), map[string]any{"secret": map[string]any{"create": false, "existingSecret": "mine"}})
 	if err != nil {
 		t.Fatalf("with secret.existingSecret: %v", err)
 	}
