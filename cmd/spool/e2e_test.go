@@ -325,6 +325,46 @@ func waitUnique(t *testing.T, sinkURL string, want int, timeout time.Duration) s
 	}
 }
 
+// TestKeyRolesEndToEnd: SPOOL_API_KEYS entries with roles, through the real
+// server and CLI. A read key reads (header values redacted) but cannot
+// enqueue or ask for view=full; the admin key (no suffix) can; the header
+// value, delivered to the target, never appears in serve's debug log.
+func TestKeyRolesEndToEnd(t *testing.T) {
+	t.Parallel()
+	key := newKey(t)
+	_, sinkURL := startSink(t, key)
+	const reader = "e2e-reader-key"
+	in := startServe(t, "serve", serveOpts{dataDir: t.TempDir(), env: []string{
+		"SPOOL_API_KEYS=" + testAPIKey + "," + reader + ":read", "SPOOL_LOG_LEVEL=debug"}}, key)
+	base := "http://" + in.api
+	cli := func(apiKey string, args ...string) (string, error) {
+		p := startProc(t, "cli "+strings.Join(args, " "), []string{"SPOOL_SERVER=" + base, "SPOOL_API_KEY=" + apiKey}, args...)
+		err := p.wait(20 * time.Second)
+		return p.out.String(), err
+	}
+	out, err := cli(testAPIKey, "enqueue", "roles", sinkURL+"/hook", "-H", "Authorization: Bearer receiver-secret", "--output", "json")
+	var tk apiTask
+	if err != nil || json.Unmarshal([]byte(out), &tk) != nil || strings.Contains(out, "receiver-secret") {
+		t.Fatalf("enqueue as admin: %v\n%s", err, out)
+	}
+	if out, err := cli(reader, "tasks", "get", tk.ID); err != nil || !strings.Contains(out, "Authorization: [redacted]") {
+		t.Errorf("tasks get as reader: %v\n%s", err, out)
+	}
+	if out, err := cli(reader, "tasks", "get", tk.ID, "--view", "full"); err == nil || !strings.Contains(out, "403") || strings.Contains(out, "receiver-secret") {
+		t.Errorf("tasks get --view full as reader: %v\n%s", err, out)
+	}
+	if out, err := cli(reader, "enqueue", "roles", sinkURL+"/hook"); err == nil || !strings.Contains(out, "403") {
+		t.Errorf("enqueue as reader: %v\n%s", err, out)
+	}
+	if out, err := cli(testAPIKey, "tasks", "get", tk.ID, "--view", "full"); err != nil || !strings.Contains(out, "Authorization: Bearer receiver-secret") {
+		t.Errorf("tasks get --view full as admin: %v\n%s", err, out)
+	}
+	waitUnique(t, sinkURL, 1, 10*time.Second)
+	if strings.Contains(in.out.String(), "receiver-secret") {
+		t.Errorf("a target header value is in serve's log:\n%s", in.out.String())
+	}
+}
+
 func TestEmbeddedEndToEnd(t *testing.T) {
 	t.Parallel()
 	key := newKey(t)

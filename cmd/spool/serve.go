@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/spoolhq/spool/internal/api"
+	"github.com/spoolhq/spool/internal/auth"
 	"github.com/spoolhq/spool/internal/config"
 	"github.com/spoolhq/spool/internal/dispatch"
 	"github.com/spoolhq/spool/internal/store"
@@ -108,7 +109,7 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 	// line (a key pasted into a URL path, a password inside a driver error).
 	secrets := []string{telemetry.DSNPassword(cfg.DatabaseURL.Value())}
 	for _, k := range cfg.APIKeys {
-		secrets = append(secrets, k.Value())
+		secrets = append(secrets, k.Key.Value())
 	}
 	for _, k := range cfg.SigningKeys {
 		secrets = append(secrets, k.Value())
@@ -232,9 +233,9 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 	// --- API ---
 	var apiSrv *http.Server
 	if cfg.Role != config.RoleWorker {
-		keys := make([]string, len(cfg.APIKeys))
+		keys := make([]auth.Key, len(cfg.APIKeys))
 		for i, k := range cfg.APIKeys {
-			keys[i] = k.Value()
+			keys[i] = auth.Key{Secret: k.Key.Value(), Role: k.Role}
 		}
 		if len(keys) == 0 {
 			log.Warn("API authentication is off: no SPOOL_API_KEYS configured")

@@ -1,7 +1,7 @@
 // Package config builds the one validated Config that `spool serve` runs
 // with, from flags, SPOOL_* environment variables and *_FILE secrets, in
-// that order of precedence. It imports nothing of Spool's and never logs or
-// returns a secret's value.
+// that order of precedence. It imports nothing of Spool's but auth (for API
+// key roles) and never logs or returns a secret's value.
 package config
 
 import (
@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spoolhq/spool/internal/auth"
 )
 
 // Role selects what a `spool serve` process runs, so Kubernetes can scale
@@ -41,8 +43,10 @@ type Config struct {
 	Migrate  bool
 	MaxConns int // SPOOL_DATABASE_MAX_CONNS, default 0 = driver default
 
-	APIKeys        []Secret // SPOOL_API_KEYS (comma-separated) or SPOOL_API_KEYS_FILE (one per line)
-	InsecureNoAuth bool     // --insecure-no-auth: allow no API key on a non-loopback address
+	// APIKeys from SPOOL_API_KEYS (comma-separated) or SPOOL_API_KEYS_FILE
+	// (one per line); an entry may end in :read, :write or :admin (default admin).
+	APIKeys        []APIKey
+	InsecureNoAuth bool // --insecure-no-auth: allow no API key on a non-loopback address
 	// SigningKeys (SPOOL_SIGNING_KEYS or _FILE, whsec_… keys) sign every
 	// delivery, each adding its own signature, so keys rotate without a gap.
 	SigningKeys []Secret
@@ -80,6 +84,12 @@ func (Secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
 
 // Value returns the secret itself, for the one place that needs it.
 func (s Secret) Value() string { return string(s) }
+
+// APIKey is a bearer key and the role it grants.
+type APIKey struct {
+	Key  Secret
+	Role auth.Role
+}
 
 // Embedded reports whether the config selects the embedded SQLite store.
 func (c *Config) Embedded() bool { return c.DatabaseURL == "" }
@@ -210,7 +220,7 @@ Flags:
 		return nil, err
 	}
 	c.DatabaseURL = Secret(dbURL)
-	if c.APIKeys, err = secretList(env, "SPOOL_API_KEYS"); err != nil {
+	if c.APIKeys, err = apiKeys(env); err != nil {
 		return nil, err
 	}
 	if c.SigningKeys, err = secretList(env, "SPOOL_SIGNING_KEYS"); err != nil {
@@ -364,6 +374,28 @@ func secretList(env Env, key string) ([]Secret, error) {
 			continue
 		}
 		out = append(out, Secret(s))
+	}
+	return out, nil
+}
+
+// apiKeys reads SPOOL_API_KEYS (or _FILE) and splits each entry into key
+// and role. Errors name the variable and the entry's position, never the entry.
+func apiKeys(env Env) ([]APIKey, error) {
+	list, err := secretList(env, "SPOOL_API_KEYS")
+	if err != nil {
+		return nil, err
+	}
+	name := "SPOOL_API_KEYS"
+	if v, _ := env(name); v == "" {
+		name += "_FILE"
+	}
+	out := make([]APIKey, len(list))
+	for i, s := range list {
+		k, err := auth.ParseKey(s.Value())
+		if err != nil {
+			return nil, fmt.Errorf("%s: key %d: %w", name, i+1, err)
+		}
+		out[i] = APIKey{Key: Secret(k.Secret), Role: k.Role}
 	}
 	return out, nil
 }

@@ -7,9 +7,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spoolhq/spool/internal/auth"
 )
 
 // testSigningKey is a valid whsec_ key (24 bytes of "x"); envOf supplies
@@ -77,7 +80,7 @@ func TestFileSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.APIKeys) != 2 || c.APIKeys[0].Value() != "alpha" || c.APIKeys[1].Value() != "beta" {
+	if len(c.APIKeys) != 2 || c.APIKeys[0].Key.Value() != "alpha" || c.APIKeys[1].Key.Value() != "beta" {
 		t.Errorf("keys: %d", len(c.APIKeys))
 	}
 	if c.DatabaseURL.Value() != "postgres://x@y/z" {
@@ -86,6 +89,31 @@ func TestFileSecrets(t *testing.T) {
 	_, err = Load(nil, envOf(map[string]string{"SPOOL_API_KEYS_FILE": filepath.Join(dir, "missing")}), io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "SPOOL_API_KEYS_FILE") {
 		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestAPIKeyRoles(t *testing.T) {
+	c, err := Load(nil, envOf(map[string]string{"SPOOL_API_KEYS": "old, r1:read,w1:write,a1:admin"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []APIKey{{"old", auth.Admin}, {"r1", auth.Read}, {"w1", auth.Write}, {"a1", auth.Admin}}
+	if !slices.Equal(c.APIKeys, want) {
+		t.Errorf("keys %v, want %v", c.APIKeys, want)
+	}
+	file := filepath.Join(t.TempDir(), "keys")
+	os.WriteFile(file, []byte("# readers\nr2:read\nsecretpw:reader\n"), 0o600)
+	for name, env := range map[string]map[string]string{
+		"SPOOL_API_KEYS":      {"SPOOL_API_KEYS": "ok:read,secretpw:reader"},
+		"SPOOL_API_KEYS_FILE": {"SPOOL_API_KEYS_FILE": file},
+	} {
+		_, err := Load(nil, envOf(env), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), name+": key 2") || !strings.Contains(err.Error(), ":read, :write or :admin") {
+			t.Errorf("%s: want an error naming the variable and key 2, got %v", name, err)
+		}
+		if err != nil && (strings.Contains(err.Error(), "secretpw") || strings.Contains(err.Error(), "reader")) {
+			t.Errorf("%s: error shows the entry: %v", name, err)
+		}
 	}
 }
 
