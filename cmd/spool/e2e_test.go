@@ -590,17 +590,24 @@ func scrapeCounter(t *testing.T, admin, series string) int {
 	return 0
 }
 
-func TestRefusesUnauthenticatedPublicAddress(t *testing.T) {
-	t.Parallel()
-	p := startProc(t, "serve", []string{"SPOOL_API_KEYS=", "SPOOL_SIGNING_KEYS=" + newKey(t), "SPOOL_DATA_DIR=" + t.TempDir()}, "serve", "--http-addr", "0.0.0.0:0", "--admin-addr", "")
+// wantRefusal starts serve on a non-loopback address with env and wants it
+// to exit 1 with one line naming flag, the way to override the refusal.
+func wantRefusal(t *testing.T, env []string, flag string) {
+	t.Helper()
+	p := startProc(t, "serve", env, "serve", "--http-addr", "0.0.0.0:0", "--admin-addr", "")
 	err := p.wait(10 * time.Second)
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
 		t.Fatalf("want exit 1, got %v", err)
 	}
 	out := strings.TrimSpace(p.out.String())
-	if !strings.Contains(out, "--insecure-no-auth") || strings.Count(out, "\n") > 0 {
-		t.Errorf("want one line naming --insecure-no-auth, got %q", out)
+	if !strings.Contains(out, flag) || strings.Count(out, "\n") > 0 {
+		t.Errorf("want one line naming %s, got %q", flag, out)
 	}
+}
+
+func TestRefusesUnauthenticatedPublicAddress(t *testing.T) {
+	t.Parallel()
+	wantRefusal(t, []string{"SPOOL_API_KEYS=", "SPOOL_SIGNING_KEYS=" + newKey(t), "SPOOL_DATA_DIR=" + t.TempDir()}, "--insecure-no-auth")
 }
 
 // TestRefusesUnsignedPublicAddress: with no signing key, serve refuses a
@@ -609,18 +616,10 @@ func TestRefusesUnauthenticatedPublicAddress(t *testing.T) {
 func TestRefusesUnsignedPublicAddress(t *testing.T) {
 	t.Parallel()
 	env := []string{"SPOOL_API_KEYS=" + testAPIKey, "SPOOL_SIGNING_KEYS=", "SPOOL_SIGNING_KEYS_FILE=", "SPOOL_DATA_DIR=" + t.TempDir(), "SPOOL_DRAIN_DELAY=0s"}
-	p := startProc(t, "serve", env, "serve", "--http-addr", "0.0.0.0:0", "--admin-addr", "")
-	err := p.wait(10 * time.Second)
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
-		t.Fatalf("want exit 1, got %v", err)
-	}
-	out := strings.TrimSpace(p.out.String())
-	if !strings.Contains(out, "--insecure-unsigned") || strings.Count(out, "\n") > 0 {
-		t.Errorf("want one line naming --insecure-unsigned, got %q", out)
-	}
+	wantRefusal(t, env, "--insecure-unsigned")
 
 	admin := freePort(t)
-	p = startProc(t, "serve", env, "serve", "--http-addr", "0.0.0.0:0", "--admin-addr", admin, "--insecure-unsigned")
+	p := startProc(t, "serve", env, "serve", "--http-addr", "0.0.0.0:0", "--admin-addr", admin, "--insecure-unsigned")
 	waitHTTP(t, "http://"+admin+"/readyz", p)
 	_ = p.cmd.Process.Signal(os.Interrupt)
 	if err := p.wait(20 * time.Second); err != nil {

@@ -189,35 +189,39 @@ func TestChartRequiresSecrets(t *testing.T) {
 		}
 	}
 	// Unsigned deliveries only when asked for, and then serve is told so.
-	objs, err := render.RenderChart(chartDir(t), merge(required(), map[string]any{
-		"secret": map[string]any{"signingKeys": []any{}}, "config": map[string]any{"insecureUnsigned": true}}))
-	if err != nil {
-		t.Fatalf("with config.insecureUnsigned: %v", err)
-	}
-	if cm := find(objs, "ConfigMap", "spool"); cm == nil {
-		t.Error("no ConfigMap spool")
-	} else if v, _, _ := unstructured.NestedString(cm.Object, "data", "SPOOL_INSECURE_UNSIGNED"); v != "true" {
+	if v := renderedString(t, map[string]any{"secret": map[string]any{"signingKeys": []any{}}, "config": map[string]any{"insecureUnsigned": true}},
+		"ConfigMap", "data", "SPOOL_INSECURE_UNSIGNED"); v != "true" {
 		t.Errorf("config.insecureUnsigned: SPOOL_INSECURE_UNSIGNED = %q, want true", v)
 	}
 	// api-key is the first key without its role suffix: a bearer token.
-	objs, err = render.RenderChart(chartDir(t), merge(required(), map[string]any{
-		"secret": map[string]any{"apiKeys": []any{"k1:write", "k2:read"}}}))
-	if err != nil {
-		t.Fatalf("with key roles: %v", err)
-	}
-	if sec := find(objs, "Secret", "spool"); sec == nil {
-		t.Error("no Secret spool")
-	} else if v, _, _ := unstructured.NestedString(sec.Object, "stringData", "api-key"); v != "k1" {
+	if v := renderedString(t, map[string]any{"secret": map[string]any{"apiKeys": []any{"k1:write", "k2:read"}}},
+		"Secret", "stringData", "api-key"); v != "k1" {
 		t.Errorf("api-key = %q, want k1 (no role suffix)", v)
 	}
 	// An existing Secret instead of values is enough.
-	objs, err = render.RenderChart(chartDir(t), map[string]any{"secret": map[string]any{"create": false, "existingSecret": "mine"}})
+	objs, err := render.RenderChart(chartDir(t), map[string]any{"secret": map[string]any{"create": false, "existingSecret": "mine"}})
 	if err != nil {
 		t.Fatalf("with secret.existingSecret: %v", err)
 	}
 	if find(objs, "Secret", "spool") != nil {
 		t.Error("with secret.existingSecret the chart still creates its own Secret")
 	}
+}
+
+// renderedString renders the chart with values over required() and returns
+// the string at path in the object of kind named spool.
+func renderedString(t *testing.T, values map[string]any, kind string, path ...string) string {
+	t.Helper()
+	objs, err := render.RenderChart(chartDir(t), merge(required(), values))
+	if err != nil {
+		t.Fatalf("render with %v: %v", values, err)
+	}
+	o := find(objs, kind, "spool")
+	if o == nil {
+		t.Fatalf("no %s spool", kind)
+	}
+	v, _, _ := unstructured.NestedString(o.Object, path...)
+	return v
 }
 
 // TestHelmLint: `helm lint --strict` finds nothing, with the defaults and
