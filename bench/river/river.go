@@ -70,7 +70,7 @@ func (w *postWorker) Work(ctx context.Context, job *river.Job[postArgs]) error {
 	var tp [16]byte
 	copy(tp[:], id)
 	req.Header.Set("Traceparent", "00-"+hex.EncodeToString(tp[:])+"-"+hex.EncodeToString(tp[:8])+"-01")
-	webhook.SetHeaders(req.Header, w.key, id, time.Now(), body)
+	webhook.SetHeaders(req.Header, [][]byte{w.key}, id, time.Now(), body)
 	resp, err := w.client.Do(req)
 	if err != nil {
 		return err

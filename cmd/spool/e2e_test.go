@@ -325,6 +325,46 @@ func waitUnique(t *testing.T, sinkURL string, want int, timeout time.Duration) s
 	}
 }
 
+// TestKeyRolesEndToEnd: SPOOL_API_KEYS entries with roles, through the real
+// server and CLI. A read key reads (header values redacted) but cannot
+// enqueue or ask for view=full; the admin key (no suffix) can; the header
+// value, delivered to the target, never appears in serve's debug log.
+func TestKeyRolesEndToEnd(t *testing.T) {
+	t.Parallel()
+	key := newKey(t)
+	_, sinkURL := startSink(t, key)
+	const reader = "e2e-reader-key"
+	in := startServe(t, "serve", serveOpts{dataDir: t.TempDir(), env: []string{
+		"SPOOL_API_KEYS=" + testAPIKey + "," + reader + ":read", "SPOOL_LOG_LEVEL=debug"}}, key)
+	base := "http://" + in.api
+	cli := func(apiKey string, args ...string) (string, error) {
+		p := startProc(t, "cli "+strings.Join(args, " "), []string{"SPOOL_SERVER=" + base, "SPOOL_API_KEY=" + apiKey}, args...)
+		err := p.wait(20 * time.Second)
+		return p.out.String(), err
+	}
+	out, err := cli(testAPIKey, "enqueue", "roles", sinkURL+"/hook", "-H", "Authorization: Bearer receiver-secret", "--output", "json")
+	var tk apiTask
+	if err != nil || json.Unmarshal([]byte(out), &tk) != nil || strings.Contains(out, "receiver-secret") {
+		t.Fatalf("enqueue as admin: %v\n%s", err, out)
+	}
+	if out, err := cli(reader, "tasks", "get", tk.ID); err != nil || !strings.Contains(out, "Authorization: [redacted]") {
+		t.Errorf("tasks get as reader: %v\n%s", err, out)
+	}
+	if out, err := cli(reader, "tasks", "get", tk.ID, "--view", "full"); err == nil || !strings.Contains(out, "403") || strings.Contains(out, "receiver-secret") {
+		t.Errorf("tasks get --view full as reader: %v\n%s", err, out)
+	}
+	if out, err := cli(reader, "enqueue", "roles", sinkURL+"/hook"); err == nil || !strings.Contains(out, "403") {
+		t.Errorf("enqueue as reader: %v\n%s", err, out)
+	}
+	if out, err := cli(testAPIKey, "tasks", "get", tk.ID, "--view", "full"); err != nil || !strings.Contains(out, "Authorization: Bearer receiver-secret") {
+		t.Errorf("tasks get --view full as admin: %v\n%s", err, out)
+	}
+	waitUnique(t, sinkURL, 1, 10*time.Second)
+	if strings.Contains(in.out.String(), "receiver-secret") {
+		t.Errorf("a target header value is in serve's log:\n%s", in.out.String())
+	}
+}
+
 func TestEmbeddedEndToEnd(t *testing.T) {
 	t.Parallel()
 	key := newKey(t)
@@ -550,16 +590,43 @@ func scrapeCounter(t *testing.T, admin, series string) int {
 	return 0
 }
 
-func TestRefusesUnauthenticatedPublicAddress(t *testing.T) {
-	t.Parallel()
-	p := startProc(t, "serve", []string{"SPOOL_API_KEYS=", "SPOOL_DATA_DIR=" + t.TempDir()}, "serve", "--http-addr", "0.0.0.0:0", "--admin-addr", "")
+// wantRefusal starts serve on a non-loopback address with env and wants it
+// to exit 1 with one line naming flag, the way to override the refusal.
+func wantRefusal(t *testing.T, env []string, flag string) {
+	t.Helper()
+	p := startProc(t, "serve", env, "serve", "--http-addr", "0.0.0.0:0", "--admin-addr", "")
 	err := p.wait(10 * time.Second)
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
 		t.Fatalf("want exit 1, got %v", err)
 	}
 	out := strings.TrimSpace(p.out.String())
-	if !strings.Contains(out, "--insecure-no-auth") || strings.Count(out, "\n") > 0 {
-		t.Errorf("want one line naming --insecure-no-auth, got %q", out)
+	if !strings.Contains(out, flag) || strings.Count(out, "\n") > 0 {
+		t.Errorf("want one line naming %s, got %q", flag, out)
+	}
+}
+
+func TestRefusesUnauthenticatedPublicAddress(t *testing.T) {
+	t.Parallel()
+	wantRefusal(t, []string{"SPOOL_API_KEYS=", "SPOOL_SIGNING_KEYS=" + newKey(t), "SPOOL_DATA_DIR=" + t.TempDir()}, "--insecure-no-auth")
+}
+
+// TestRefusesUnsignedPublicAddress: with no signing key, serve refuses a
+// non-loopback address in one line naming --insecure-unsigned; with the
+// flag it starts and says once in its log that deliveries are unsigned.
+func TestRefusesUnsignedPublicAddress(t *testing.T) {
+	t.Parallel()
+	env := []string{"SPOOL_API_KEYS=" + testAPIKey, "SPOOL_SIGNING_KEYS=", "SPOOL_SIGNING_KEYS_FILE=", "SPOOL_DATA_DIR=" + t.TempDir(), "SPOOL_DRAIN_DELAY=0s"}
+	wantRefusal(t, env, "--insecure-unsigned")
+
+	admin := freePort(t)
+	p := startProc(t, "serve", env, "serve", "--http-addr", "0.0.0.0:0", "--admin-addr", admin, "--insecure-unsigned")
+	waitHTTP(t, "http://"+admin+"/readyz", p)
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	if err := p.wait(20 * time.Second); err != nil {
+		t.Fatalf("serve --insecure-unsigned: %v\n%s", err, p.out.String())
+	}
+	if n := strings.Count(p.out.String(), "deliveries are not signed"); n != 1 {
+		t.Errorf("the unsigned warning appears %d times, want once:\n%s", n, p.out.String())
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/spoolhq/spool/internal/api"
+	"github.com/spoolhq/spool/internal/auth"
 	"github.com/spoolhq/spool/internal/config"
 	"github.com/spoolhq/spool/internal/dispatch"
 	"github.com/spoolhq/spool/internal/store"
@@ -108,7 +109,7 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 	// line (a key pasted into a URL path, a password inside a driver error).
 	secrets := []string{telemetry.DSNPassword(cfg.DatabaseURL.Value())}
 	for _, k := range cfg.APIKeys {
-		secrets = append(secrets, k.Value())
+		secrets = append(secrets, k.Key.Value())
 	}
 	for _, k := range cfg.SigningKeys {
 		secrets = append(secrets, k.Value())
@@ -163,17 +164,19 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 	}
 	var live store.Store = countingStore{store.GroupCommit(st, gc), metrics}
 
-	// Every key is checked now, though only the first signs, so a bad
-	// rotation key fails at start rather than at the next rotation.
-	var signingKey []byte
+	// Every delivery is signed with every key, so a rotation can add the new
+	// key before receivers know it and drop the old one after they all do.
+	signingKeys := make([][]byte, len(cfg.SigningKeys))
 	for i, k := range cfg.SigningKeys {
-		key, err := webhook.ParseKey(k.Value())
-		if err != nil {
+		if signingKeys[i], err = webhook.ParseKey(k.Value()); err != nil {
 			return fmt.Errorf("SPOOL_SIGNING_KEYS: key %d: %w", i+1, err)
 		}
-		if i == 0 {
-			signingKey = key
-		}
+	}
+	if cfg.Unsigned() {
+		// Said once, here: config refused this on a non-loopback address
+		// unless --insecure-unsigned was given.
+		log.Warn("deliveries are not signed: no SPOOL_SIGNING_KEYS configured; receivers cannot tell Spool's requests from anyone else's",
+			"spool.insecure_unsigned", cfg.InsecureUnsigned)
 	}
 	guard := dispatch.Guard{Allowed: cfg.AllowedTargetCIDRs}
 
@@ -230,9 +233,9 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 	// --- API ---
 	var apiSrv *http.Server
 	if cfg.Role != config.RoleWorker {
-		keys := make([]string, len(cfg.APIKeys))
+		keys := make([]auth.Key, len(cfg.APIKeys))
 		for i, k := range cfg.APIKeys {
-			keys[i] = k.Value()
+			keys[i] = auth.Key{Secret: k.Key.Value(), Role: k.Role}
 		}
 		if len(keys) == 0 {
 			log.Warn("API authentication is off: no SPOOL_API_KEYS configured")
@@ -272,7 +275,7 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 			Logger:         log,
 			Metrics:        metrics,
 			Client:         dispatch.NewHTTPClient(guard),
-			SigningKey:     signingKey,
+			SigningKeys:    signingKeys,
 			Workers:        cfg.Workers,
 			LeaseDuration:  cfg.LeaseDuration,
 			PollInterval:   cfg.PollInterval,
@@ -291,7 +294,7 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 		go func() { defer maintDone.Done(); m.Run(maintCtx) }()
 	}
 	log.Info("spool started", "spool.store", driver, "spool.role", string(cfg.Role), "spool.workers", cfg.Workers, "spool.gc_percent", gcPercent,
-		"spool.auth", len(cfg.APIKeys) > 0, "spool.signing", signingKey != nil)
+		"spool.auth", len(cfg.APIKeys) > 0, "spool.signing", len(signingKeys) > 0)
 
 	var runErr error
 	select {

@@ -8,7 +8,6 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/spoolhq/spool/internal/auth"
 	"github.com/spoolhq/spool/internal/store"
 )
 
@@ -52,9 +52,10 @@ type Config struct {
 	// Logger receives one line per request and the details of internal
 	// errors and panics. Default: discard.
 	Logger *slog.Logger
-	// APIKeys are the accepted bearer keys for /v1 routes; empty means no
-	// authentication (cmd refuses that on non-loopback addresses).
-	APIKeys []string
+	// APIKeys are the accepted bearer keys for /v1 routes with their roles
+	// (each route needs one; see routes); empty means no authentication and
+	// every request acts as admin (cmd refuses that on non-loopback addresses).
+	APIKeys []auth.Key
 	// MaxBodyBytes bounds a request body, and each task of a batch.
 	// Default DefaultMaxBodyBytes (1 MiB). A batch body may be up to
 	// BatchBodyFactor (10) times this.
@@ -92,16 +93,16 @@ type server struct {
 	cfg       Config
 	log       *slog.Logger
 	tracer    trace.Tracer
-	keys      [][sha256.Size]byte // SHA-256 of each API key
+	keys      *auth.Keyring
 	mux       *http.ServeMux
 	unmatched http.Handler
 }
 
 // route is one registered pattern with how its middleware is set up.
 type route struct {
-	pattern string // Go 1.22 ServeMux pattern, also the OpenAPI path + method
-	public  bool   // no authentication
-	quiet   bool   // log at Debug (health probes would drown the log)
+	pattern string    // Go 1.22 ServeMux pattern, also the OpenAPI path + method
+	role    auth.Role // the least role a key needs; auth.None: public, no authentication
+	quiet   bool      // log at Debug (health probes would drown the log)
 	body    bodyKind
 	handler func(s *server) http.Handler
 }
@@ -115,25 +116,28 @@ const (
 	batchBody                  // up to MaxBodyBytes × BatchBodyFactor
 )
 
-// routes is the table New registers and the OpenAPI test walks.
+// routes is the table New registers and the OpenAPI test walks. Reading
+// needs a read key, changing anything a write key; the task routes' ?view=full
+// (header values) needs admin, which the handlers check.
 func routes() []route {
+	const read, write = auth.Read, auth.Write
 	return []route{
-		{pattern: "POST /v1/queues/{queue}/tasks", body: batchBody, handler: func(s *server) http.Handler { return endpoint(s, http.StatusCreated, s.enqueue) }},
-		{pattern: "GET /v1/queues/{queue}/tasks", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.listTasks) }},
-		{pattern: "GET /v1/tasks/{id}", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.getTask) }},
-		{pattern: "POST /v1/tasks/{id}/cancel", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.cancelTask) }},
-		{pattern: "POST /v1/tasks/{id}/retry", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.retryTask) }},
-		{pattern: "GET /v1/queues", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.listQueues) }},
-		{pattern: "GET /v1/queues/{queue}", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.getQueue) }},
-		{pattern: "PATCH /v1/queues/{queue}", body: singleBody, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.patchQueue) }},
-		{pattern: "POST /v1/queues/{queue}/pause", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.pauseQueue) }},
-		{pattern: "POST /v1/queues/{queue}/resume", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.resumeQueue) }},
-		{pattern: "GET /v1/destinations", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.listDestinations) }},
-		{pattern: "GET /v1/destinations/{destination}", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.getDestination) }},
-		{pattern: "PATCH /v1/destinations/{destination}", body: singleBody, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.patchDestination) }},
-		{pattern: "GET /livez", public: true, quiet: true, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.livez) }},
-		{pattern: "GET /readyz", public: true, quiet: true, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.readyz) }},
-		{pattern: "GET /openapi.json", public: true, handler: func(s *server) http.Handler { return http.HandlerFunc(s.openAPI) }},
+		{pattern: "POST /v1/queues/{queue}/tasks", role: write, body: batchBody, handler: func(s *server) http.Handler { return endpoint(s, http.StatusCreated, s.enqueue) }},
+		{pattern: "GET /v1/queues/{queue}/tasks", role: read, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.listTasks) }},
+		{pattern: "GET /v1/tasks/{id}", role: read, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.getTask) }},
+		{pattern: "POST /v1/tasks/{id}/cancel", role: write, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.cancelTask) }},
+		{pattern: "POST /v1/tasks/{id}/retry", role: write, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.retryTask) }},
+		{pattern: "GET /v1/queues", role: read, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.listQueues) }},
+		{pattern: "GET /v1/queues/{queue}", role: read, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.getQueue) }},
+		{pattern: "PATCH /v1/queues/{queue}", role: write, body: singleBody, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.patchQueue) }},
+		{pattern: "POST /v1/queues/{queue}/pause", role: write, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.pauseQueue) }},
+		{pattern: "POST /v1/queues/{queue}/resume", role: write, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.resumeQueue) }},
+		{pattern: "GET /v1/destinations", role: read, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.listDestinations) }},
+		{pattern: "GET /v1/destinations/{destination}", role: read, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.getDestination) }},
+		{pattern: "PATCH /v1/destinations/{destination}", role: write, body: singleBody, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.patchDestination) }},
+		{pattern: "GET /livez", quiet: true, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.livez) }},
+		{pattern: "GET /readyz", quiet: true, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.readyz) }},
+		{pattern: "GET /openapi.json", handler: func(s *server) http.Handler { return http.HandlerFunc(s.openAPI) }},
 	}
 }
 
@@ -170,18 +174,17 @@ func New(cfg Config) (http.Handler, error) {
 		cfg.TracerProvider = noop.NewTracerProvider()
 	}
 	s := &server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), tracer: cfg.TracerProvider.Tracer(tracerName)}
-	for i, k := range cfg.APIKeys {
-		if k == "" {
-			return nil, fmt.Errorf("api: Config.APIKeys[%d] is empty", i)
-		}
-		s.keys = append(s.keys, sha256.Sum256([]byte(k)))
+	keys, err := auth.NewKeyring(cfg.APIKeys)
+	if err != nil {
+		return nil, fmt.Errorf("api: Config.APIKeys: %w", err)
 	}
+	s.keys = keys
 	for _, rt := range routes() {
-		s.mux.Handle(rt.pattern, routed{s.chain(rt.pattern, rt.public, rt.quiet, rt.body, rt.handler(s))})
+		s.mux.Handle(rt.pattern, routed{s.chain(rt.pattern, rt.role, rt.quiet, rt.body, rt.handler(s))})
 	}
 	// Requests no pattern matches (404, 405) go through the same middleware
 	// under one bounded route label, and get problem+json bodies.
-	s.unmatched = s.chain("unmatched", true, false, noBody, http.HandlerFunc(s.serveUnmatched))
+	s.unmatched = s.chain("unmatched", auth.None, false, noBody, http.HandlerFunc(s.serveUnmatched))
 	return s, nil
 }
 

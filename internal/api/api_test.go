@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spoolhq/spool/internal/auth"
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/task"
 )
@@ -39,9 +40,15 @@ func TestEnqueueAndGet(t *testing.T) {
 			full.Attempt != 0 || full.FinishedAt != nil || full.LastError != nil || full.LastStatus != nil {
 			t.Errorf("task does not reflect the request: %+v", full)
 		}
+		// Header values are write-only: the answer names them, redacted.
 		if full.Target.URL != "https://example.com/hook?a=1&b=2" || full.Target.Method != "PUT" ||
-			full.Target.Headers["X-Token"] != "abc" || full.Target.Headers["Authorization"] != "Bearer t" || len(full.Target.Headers) != 2 {
+			full.Target.Headers["X-Token"] != Redacted || full.Target.Headers["Authorization"] != Redacted || len(full.Target.Headers) != 2 {
 			t.Errorf("target = %+v", full.Target)
+		}
+		// An admin key sees them with ?view=full.
+		shown := decode[taskJSON](t, want(t, e.do("GET", "/v1/tasks/"+full.ID+"?view=full", ""), http.StatusOK))
+		if shown.Target.Headers["X-Token"] != "abc" || shown.Target.Headers["Authorization"] != "Bearer t" || len(shown.Target.Headers) != 2 {
+			t.Errorf("view=full target = %+v", shown.Target)
 		}
 		if d := sinceNow(t, full.RunAt); d < 59*time.Minute || d > 61*time.Minute {
 			t.Errorf("run_at %s is %s from now, want ~1h", full.RunAt, d)
@@ -260,6 +267,85 @@ func TestBatch(t *testing.T) {
 	})
 }
 
+// TestKeyRoles: a read key reads, a write key also changes things, and only
+// an admin key sees target header values (?view=full); a key without the
+// role gets a 403 problem that names the roles, never the key.
+func TestKeyRoles(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, st store.Store) {
+		e := newEnv(t, st)
+		tk := e.enqueueOne("roles", `{"target":{"url":"http://h/","headers":{"Authorization":"Bearer receiver-secret","X-Trace":"t1"}}}`)
+		reader, writer := []string{"Authorization", "Bearer " + readerKey}, []string{"Authorization", "Bearer " + writerKey}
+		// Every route: reads pass for every role, changes need write.
+		for _, rq := range storeRequests() {
+			method, target, body := rq[0], rq[1], rq[2]
+			if method == "GET" {
+				if r := e.do(method, target, body, reader...); r.Code == http.StatusForbidden || r.Code == http.StatusUnauthorized {
+					t.Errorf("read key: %s %s = %d", method, target, r.Code)
+				}
+				continue
+			}
+			r := e.do(method, target, body, reader...)
+			p := wantProblem(t, r, http.StatusForbidden, "read role")
+			if !strings.Contains(p.Detail, "needs write") || strings.Contains(p.Detail, readerKey) {
+				t.Errorf("read key: %s %s: detail %q", method, target, p.Detail)
+			}
+			if r := e.do(method, target, body, writer...); r.Code == http.StatusForbidden || r.Code == http.StatusUnauthorized {
+				t.Errorf("write key: %s %s = %d", method, target, r.Code)
+			}
+		}
+		// A read key changed nothing.
+		if got := decode[taskJSON](t, want(t, e.do("GET", "/v1/tasks/"+tk.ID, "", reader...), 200)); got.State != task.Available {
+			t.Errorf("after the read key's refused cancel: %s", got.State)
+		}
+		want(t, e.do("POST", "/v1/tasks/"+tk.ID+"/cancel", "", writer...), 200)
+
+		// Redacted for everyone by default, full for admin only.
+		for _, who := range [][]string{reader, writer, {"Authorization", "Bearer " + testKey}} {
+			for _, target := range []string{"/v1/tasks/" + tk.ID, "/v1/tasks/" + tk.ID + "?view=redacted", "/v1/queues/roles/tasks", "/v1/queues/roles/tasks?view=redacted"} {
+				r := want(t, e.do("GET", target, "", who...), 200)
+				if strings.Contains(string(r.Body), "receiver-secret") || strings.Contains(string(r.Body), "t1") ||
+					!strings.Contains(string(r.Body), `"Authorization":"[redacted]"`) {
+					t.Errorf("%s: header values not redacted: %s", target, r.Body)
+				}
+			}
+		}
+		for _, target := range []string{"/v1/tasks/" + tk.ID + "?view=full", "/v1/queues/roles/tasks?view=full"} {
+			for _, who := range [][]string{reader, writer} {
+				p := wantProblem(t, e.do("GET", target, "", who...), http.StatusForbidden, "view=full")
+				if !strings.Contains(p.Detail, "needs admin") {
+					t.Errorf("%s: detail %q", target, p.Detail)
+				}
+			}
+			r := want(t, e.do("GET", target, ""), 200)
+			if !strings.Contains(string(r.Body), `"Authorization":"Bearer receiver-secret"`) || !strings.Contains(string(r.Body), `"X-Trace":"t1"`) {
+				t.Errorf("%s as admin: %s", target, r.Body)
+			}
+		}
+		// Enqueue, cancel and retry answers are redacted too.
+		for _, r := range []result{
+			e.do("POST", "/v1/queues/roles/tasks", `{"target":{"url":"http://h/","headers":{"X-Key":"k-secret"}}}`),
+			e.do("POST", "/v1/tasks/"+tk.ID+"/retry", ""),
+		} {
+			if strings.Contains(string(r.Body), "k-secret") || strings.Contains(string(r.Body), "receiver-secret") {
+				t.Errorf("answer shows a header value: %s", r.Body)
+			}
+		}
+		wantProblem(t, e.do("GET", "/v1/tasks/"+tk.ID+"?view=everything", ""), http.StatusUnprocessableEntity, "view")
+		wantProblem(t, e.do("GET", "/v1/tasks/"+tk.ID+"?view=full&view=full", ""), http.StatusUnprocessableEntity, "view")
+		wantProblem(t, e.do("GET", "/v1/queues/roles/tasks?view=everything", ""), http.StatusUnprocessableEntity, "view")
+		// Without keys (loopback) every request acts as admin.
+		open := newEnv(t, st, func(c *Config) { c.APIKeys = nil })
+		if r := want(t, open.do("GET", "/v1/tasks/"+tk.ID+"?view=full", "", "Authorization", ""), 200); !strings.Contains(string(r.Body), "receiver-secret") {
+			t.Errorf("no keys, view=full: %s", r.Body)
+		}
+		// Header values never reach the log.
+		if strings.Contains(e.logs.String(), "receiver-secret") || strings.Contains(e.logs.String(), "k-secret") {
+			t.Error("a target header value is in the log")
+		}
+	})
+}
+
 func TestAuth(t *testing.T) {
 	t.Parallel()
 	eachStore(t, func(t *testing.T, st store.Store) {
@@ -284,7 +370,7 @@ func TestAuth(t *testing.T) {
 			method, path, _ := strings.Cut(rt.pattern, " ")
 			path = concretePath(path)
 			r := e.do(method, path, "", "Authorization", "")
-			if rt.public {
+			if rt.role == auth.None {
 				want(t, r, http.StatusOK)
 			} else {
 				want(t, r, http.StatusUnauthorized)

@@ -39,7 +39,20 @@ type targetJSON struct {
 	Headers map[string]string `json:"headers"`
 }
 
-func toTaskJSON(t task.Task) taskJSON {
+// Redacted replaces each target header value in a task's JSON unless the
+// request asked for ?view=full with an admin key: target headers are where
+// clients put a receiver's credentials.
+const Redacted = "[redacted]"
+
+// view says how much of a task the response may show.
+type view int
+
+const (
+	redactedView view = iota // header names, values replaced by Redacted
+	fullView                 // header values too (admin keys, ?view=full)
+)
+
+func toTaskJSON(t task.Task, v view) taskJSON {
 	j := taskJSON{
 		ID:             t.ID,
 		Queue:          t.Queue,
@@ -50,13 +63,10 @@ func toTaskJSON(t task.Task) taskJSON {
 		RunAt:          fmtTime(t.RunAt),
 		CreatedAt:      fmtTime(t.CreatedAt),
 		UpdatedAt:      fmtTime(t.UpdatedAt),
-		Target:         targetJSON{URL: t.Target.URL, Method: t.Target.Method, Headers: t.Target.Headers},
+		Target:         targetJSON{URL: t.Target.URL, Method: t.Target.Method, Headers: headersJSON(t.Target.Headers, v)},
 		Timeout:        fmtDuration(t.Timeout),
 		ContentType:    t.ContentType,
 		IdempotencyKey: t.IdempotencyKey,
-	}
-	if j.Target.Headers == nil {
-		j.Target.Headers = map[string]string{}
 	}
 	if j.Target.Method == "" {
 		j.Target.Method = "POST"
@@ -76,10 +86,22 @@ func toTaskJSON(t task.Task) taskJSON {
 	return j
 }
 
-func toTaskList(ts []task.Task) []taskJSON {
+// headersJSON is a copy of h (never nil), with the values redacted unless v is fullView.
+func headersJSON(h map[string]string, v view) map[string]string {
+	out := make(map[string]string, len(h))
+	for name, value := range h {
+		if v != fullView {
+			value = Redacted
+		}
+		out[name] = value
+	}
+	return out
+}
+
+func toTaskList(ts []task.Task, v view) []taskJSON {
 	out := make([]taskJSON, len(ts))
 	for i, t := range ts {
-		out[i] = toTaskJSON(t)
+		out[i] = toTaskJSON(t, v)
 	}
 	return out
 }

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spoolhq/spool/internal/auth"
 	"github.com/spoolhq/spool/internal/dispatch"
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/store/postgres"
@@ -89,7 +90,7 @@ func benchStores(b *testing.B) map[string]store.Store {
 func BenchmarkEnqueueHandler(b *testing.B) {
 	stores := benchStores(b)
 	for _, name := range []string{"sqlite", "postgres"} {
-		h, err := New(Config{Store: stores[name], APIKeys: []string{testKey}})
+		h, err := New(Config{Store: stores[name], APIKeys: []auth.Key{{Secret: testKey, Role: auth.Admin}}})
 		if err != nil {
 			b.Fatal(err)
 		}

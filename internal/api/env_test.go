@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spoolhq/spool/internal/auth"
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/store/postgres"
 	"github.com/spoolhq/spool/internal/store/sqlite"
@@ -25,6 +26,13 @@ import (
 func TestMain(m *testing.M) { testpg.Main(m) }
 
 const testKey = "test-key-0123456789"
+
+// readerKey and writerKey are the env's keys with the read and write roles;
+// testKey and "second-key" are admin.
+const (
+	readerKey = "reader-key-0123456789"
+	writerKey = "writer-key-0123456789"
+)
 
 // backend opens a fresh, migrated store of one kind for one test.
 type backend struct {
@@ -114,8 +122,9 @@ func newEnv(t *testing.T, st store.Store, mod ...func(*Config)) *testEnv {
 	t.Helper()
 	logs := &syncBuffer{}
 	cfg := Config{
-		Store:   st,
-		APIKeys: []string{testKey, "second-key"},
+		Store: st,
+		APIKeys: []auth.Key{{Secret: testKey, Role: auth.Admin}, {Secret: "second-key", Role: auth.Admin},
+			{Secret: readerKey, Role: auth.Read}, {Secret: writerKey, Role: auth.Write}},
 		Logger:  slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Version: "v-test",
 	}

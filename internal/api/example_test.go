@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/spoolhq/spool/internal/api"
+	"github.com/spoolhq/spool/internal/auth"
 	"github.com/spoolhq/spool/internal/store/sqlite"
 )
 
@@ -31,7 +32,7 @@ func ExampleNew() {
 		log.Fatal(err)
 	}
 
-	h, err := api.New(api.Config{Store: st, APIKeys: []string{"s3cret"}})
+	h, err := api.New(api.Config{Store: st, APIKeys: []auth.Key{{Secret: "s3cret", Role: auth.Write}}})
 	if err != nil {
 		log.Fatal(err)
 	}

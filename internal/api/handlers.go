@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/spoolhq/spool/internal/auth"
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/task"
 )
@@ -121,7 +122,7 @@ func (s *server) enqueue(r *http.Request) (enqueueReply, error) {
 	out := make([]taskJSON, len(res))
 	for i, e := range res {
 		created = created || !e.Existing
-		out[i] = toTaskJSON(e.Task)
+		out[i] = toTaskJSON(e.Task, redactedView)
 	}
 	if !batch {
 		return enqueueReply{body: out[0], created: created, loc: "/v1/tasks/" + out[0].ID}, nil
@@ -217,9 +218,25 @@ func taskID(r *http.Request) (string, error) {
 	return id.String(), nil
 }
 
+// getTask: GET /v1/tasks/{id}?view=. Other query parameters are ignored,
+// as they always were.
 func (s *server) getTask(r *http.Request) (taskJSON, error) {
 	id, err := taskID(r)
 	if err != nil {
+		return taskJSON{}, err
+	}
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return taskJSON{}, badRequest("malformed query string: %s", err.Error())
+	}
+	if len(query["view"]) > 1 {
+		return taskJSON{}, invalidField("view", "give the parameter at most once")
+	}
+	v, ok := parseView(query.Get("view"))
+	if !ok {
+		return taskJSON{}, invalidField("view", badView, quoteInput(query.Get("view")))
+	}
+	if err := allowView(r, v); err != nil {
 		return taskJSON{}, err
 	}
 	t, err := s.cfg.Store.GetTask(r.Context(), id)
@@ -229,16 +246,38 @@ func (s *server) getTask(r *http.Request) (taskJSON, error) {
 	if err != nil {
 		return taskJSON{}, fmt.Errorf("get task %s: %w", id, err)
 	}
-	return toTaskJSON(t), nil
+	return toTaskJSON(t, v), nil
 }
 
-// listTasks: GET /v1/queues/{queue}/tasks?state=&limit=&cursor=.
+// parseView reads ?view=: redacted (the default) or full.
+func parseView(value string) (view, bool) {
+	switch value {
+	case "", "redacted":
+		return redactedView, true
+	case "full":
+		return fullView, true
+	}
+	return redactedView, false
+}
+
+const badView = "must be redacted or full, got %s"
+
+// allowView refuses a full view (target header values) to all but admin keys.
+func allowView(r *http.Request, v view) error {
+	if role := auth.RoleFrom(r.Context()); v == fullView && !role.Allows(auth.Admin) {
+		return forbidden(role, auth.Admin, "view=full (target header values)")
+	}
+	return nil
+}
+
+// listTasks: GET /v1/queues/{queue}/tasks?state=&limit=&cursor=&view=.
 func (s *server) listTasks(r *http.Request) (taskListJSON, error) {
 	queue := r.PathValue("queue")
 	if checkQueueName(queue) != "" {
 		return taskListJSON{}, notFound("no queue named %s", quoteInput(queue))
 	}
 	p := store.ListParams{Queue: queue, Limit: DefaultListLimit}
+	view := redactedView
 	query, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		return taskListJSON{}, badRequest("malformed query string: %s", err.Error())
@@ -269,6 +308,11 @@ func (s *server) listTasks(r *http.Request) (taskListJSON, error) {
 				break
 			}
 			p.Limit = n
+		case "view":
+			var ok bool
+			if view, ok = parseView(v); !ok {
+				c.add(name, badView, quoteInput(v))
+			}
 		case "cursor":
 			if v == "" {
 				break
@@ -280,10 +324,13 @@ func (s *server) listTasks(r *http.Request) (taskListJSON, error) {
 			}
 			p.After = after
 		default:
-			c.add(name, "unknown query parameter; known: state, limit, cursor")
+			c.add(name, "unknown query parameter; known: state, limit, cursor, view")
 		}
 	}
 	if err := c.err(); err != nil {
+		return taskListJSON{}, err
+	}
+	if err := allowView(r, view); err != nil {
 		return taskListJSON{}, err
 	}
 	ts, err := s.cfg.Store.ListTasks(r.Context(), p)
@@ -300,7 +347,7 @@ func (s *server) listTasks(r *http.Request) (taskListJSON, error) {
 			return taskListJSON{}, fmt.Errorf("list tasks: get queue %s: %w", queue, err)
 		}
 	}
-	out := taskListJSON{Tasks: toTaskList(ts)}
+	out := taskListJSON{Tasks: toTaskList(ts, view)}
 	if len(ts) == p.Limit {
 		// A full page may have a successor; the last page can be empty.
 		out.NextCursor = encodeCursor(ts[len(ts)-1].ID)
@@ -360,7 +407,7 @@ func (s *server) transition(r *http.Request, op string, fn func(context.Context,
 	case err != nil:
 		return taskJSON{}, fmt.Errorf("%s task %s: %w", op, id, err)
 	}
-	return toTaskJSON(t), nil
+	return toTaskJSON(t, redactedView), nil
 }
 
 func (s *server) listQueues(r *http.Request) (queueListJSON, error) {

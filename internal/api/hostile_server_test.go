@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spoolhq/spool/internal/auth"
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/task"
 )
@@ -178,7 +179,7 @@ func checkHostile(t *testing.T, c hostileCase, send func(path, body string, hdr 
 func TestHostileRequestsLeaveAcceptedTasksAlone(t *testing.T) {
 	t.Parallel()
 	eachStore(t, func(t *testing.T, st store.Store) {
-		h, err := New(Config{Store: st, APIKeys: []string{testKey}, Logger: slog.New(slog.DiscardHandler)})
+		h, err := New(Config{Store: st, APIKeys: []auth.Key{{Secret: testKey, Role: auth.Admin}}, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			t.Fatal(err)
 		}

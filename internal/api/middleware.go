@@ -3,8 +3,6 @@ package api
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -12,6 +10,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"time"
+
+	"github.com/spoolhq/spool/internal/auth"
 )
 
 // chain wraps one route's handler in Spool's middleware. The order, from
@@ -22,11 +22,11 @@ import (
 // recover is outermost so a panic anywhere below still becomes a 500
 // problem; the request id comes next so everything below can log it;
 // metrics and logs see auth failures and limit refusals too.
-func (s *server) chain(route string, public, quiet bool, body bodyKind, h http.Handler) http.Handler {
+func (s *server) chain(route string, need auth.Role, quiet bool, body bodyKind, h http.Handler) http.Handler {
 	h = s.limitBody(body, h)
 	h = s.deadline(h)
-	if !public && len(s.keys) > 0 {
-		h = s.authenticate(h)
+	if need != auth.None {
+		h = s.authenticate(route, need, h)
 	}
 	h = s.logRequests(route, quiet, h)
 	if s.cfg.Instrument != nil {
@@ -147,11 +147,16 @@ func (s *server) logRequests(route string, quiet bool, next http.Handler) http.H
 }
 
 // authenticate requires "Authorization: Bearer <key>" matching one of the
-// configured keys. Keys are compared as SHA-256 digests with
-// ConstantTimeCompare, against every key without early exit, so neither
-// timing nor length reveals how close a guess was or which key matched.
-func (s *server) authenticate(next http.Handler) http.Handler {
+// configured keys (auth.Keyring compares in constant time) with a role that
+// allows need, and puts the key's role in the request context for handlers
+// that need more (?view=full). With no keys configured every request acts
+// as admin. A missing or unknown key is a 401, a key without the role a 403.
+func (s *server) authenticate(route string, need auth.Role, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.keys.Len() == 0 {
+			next.ServeHTTP(w, r.WithContext(auth.WithRole(r.Context(), auth.Admin)))
+			return
+		}
 		token, ok := bearerToken(r.Header.Get("Authorization"))
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="spool"`)
@@ -159,18 +164,18 @@ func (s *server) authenticate(next http.Handler) http.Handler {
 				detail: "missing API key: send the header \"Authorization: Bearer <key>\""}))
 			return
 		}
-		sum := sha256.Sum256([]byte(token))
-		match := 0
-		for i := range s.keys {
-			match |= subtle.ConstantTimeCompare(sum[:], s.keys[i][:])
-		}
-		if match != 1 {
+		role, ok := s.keys.Lookup(token)
+		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="spool", error="invalid_token"`)
 			writeProblem(w, s.toProblem(r, &apiError{status: http.StatusUnauthorized,
 				detail: "the API key is not valid"}))
 			return
 		}
-		next.ServeHTTP(w, r)
+		if !role.Allows(need) {
+			writeProblem(w, s.toProblem(r, forbidden(role, need, route)))
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(auth.WithRole(r.Context(), role)))
 	})
 }
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spoolhq/spool/internal/auth"
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/task"
 )
@@ -323,7 +324,8 @@ func TestNewValidates(t *testing.T) {
 	st := openSQLite(t)
 	for name, cfg := range map[string]Config{
 		"no store":       {},
-		"empty key":      {Store: st, APIKeys: []string{"a", ""}},
+		"empty key":      {Store: st, APIKeys: []auth.Key{{Secret: "a", Role: auth.Admin}, {Secret: "", Role: auth.Read}}},
+		"key, no role":   {Store: st, APIKeys: []auth.Key{{Secret: "a"}}},
 		"negative body":  {Store: st, MaxBodyBytes: -1},
 		"negative batch": {Store: st, MaxBatch: -1},
 	} {

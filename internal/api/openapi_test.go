@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spoolhq/spool/internal/auth"
 	"github.com/spoolhq/spool/internal/store"
 )
 
@@ -68,10 +69,16 @@ func TestOpenAPIRoutes(t *testing.T) {
 		if !slices.Equal(want, documented) {
 			t.Errorf("%s: path parameters %v, documented %v", rt.pattern, want, documented)
 		}
+		// The role a route needs is documented as x-spool-role.
+		if role, _ := op["x-spool-role"].(string); rt.role != auth.None && role != rt.role.String() {
+			t.Errorf("%s: needs role %s in code, x-spool-role %q in the document", rt.pattern, rt.role, role)
+		} else if rt.role == auth.None && role != "" {
+			t.Errorf("%s: public, but documents x-spool-role %q", rt.pattern, role)
+		}
 		// Public routes are exactly those documented without security.
 		sec, hasSec := op["security"].([]any)
-		if public := hasSec && len(sec) == 0; public != rt.public {
-			t.Errorf("%s: public=%v in code, %v in the document", rt.pattern, rt.public, public)
+		if public := hasSec && len(sec) == 0; public != (rt.role == auth.None) {
+			t.Errorf("%s: public=%v in code, %v in the document", rt.pattern, rt.role == auth.None, public)
 		}
 	}
 	for path, item := range d.root["paths"].(map[string]any) {
@@ -125,6 +132,7 @@ func TestOpenAPIResponses(t *testing.T) {
 		valid := `{"target":{"url":"http://h/"}}`
 		big := `{"target":{"url":"http://h/"},"payload":"` + strings.Repeat("x", 3000) + `"}`
 		noAuth := []string{"Authorization", ""}
+		reader := []string{"Authorization", "Bearer " + readerKey}
 
 		// enqueue
 		tk := decode[taskJSON](t, want(t, e.do("POST", "/v1/queues/q/tasks", valid, "Idempotency-Key", "cov"), 201))
@@ -133,6 +141,7 @@ func TestOpenAPIResponses(t *testing.T) {
 		want(t, e.do("POST", "/v1/queues/q/tasks", `{"tasks":[{"target":{"url":"http://h/"},"idempotency_key":"cov"}]}`), 200)
 		want(t, e.do("POST", "/v1/queues/q/tasks", `{`), 400)
 		want(t, e.do("POST", "/v1/queues/q/tasks", valid, noAuth...), 401)
+		want(t, e.do("POST", "/v1/queues/q/tasks", valid, reader...), 403)
 		want(t, e.do("POST", "/v1/queues/q/tasks", big), 413)
 		want(t, e.do("POST", "/v1/queues/q/tasks", valid, "Content-Type", "text/plain"), 415)
 		want(t, e.do("POST", "/v1/queues/q/tasks", `{}`), 422)
@@ -140,20 +149,25 @@ func TestOpenAPIResponses(t *testing.T) {
 		want(t, e.do("GET", "/v1/queues/q/tasks?limit=1", ""), 200)
 		want(t, e.do("GET", "/v1/queues/q/tasks?cursor=%", ""), 400)
 		want(t, e.do("GET", "/v1/queues/q/tasks", "", noAuth...), 401)
+		want(t, e.do("GET", "/v1/queues/q/tasks?view=full", "", reader...), 403)
 		want(t, e.do("GET", "/v1/queues/none/tasks", ""), 404)
 		want(t, e.do("GET", "/v1/queues/q/tasks?limit=0", ""), 422)
 		// get task
 		want(t, e.do("GET", "/v1/tasks/"+tk.ID, ""), 200)
 		want(t, e.do("GET", "/v1/tasks/"+tk.ID, "", noAuth...), 401)
+		want(t, e.do("GET", "/v1/tasks/"+tk.ID+"?view=full", "", reader...), 403)
 		want(t, e.do("GET", "/v1/tasks/"+missing, ""), 404)
+		want(t, e.do("GET", "/v1/tasks/"+tk.ID+"?view=all", ""), 422)
 		// cancel, retry
 		want(t, e.do("POST", "/v1/tasks/"+tk.ID+"/cancel", ""), 200)
 		want(t, e.do("POST", "/v1/tasks/"+tk.ID+"/cancel", ""), 409)
 		want(t, e.do("POST", "/v1/tasks/"+tk.ID+"/cancel", "", noAuth...), 401)
+		want(t, e.do("POST", "/v1/tasks/"+tk.ID+"/cancel", "", reader...), 403)
 		want(t, e.do("POST", "/v1/tasks/"+missing+"/cancel", ""), 404)
 		want(t, e.do("POST", "/v1/tasks/"+tk.ID+"/retry", ""), 200)
 		want(t, e.do("POST", "/v1/tasks/"+tk.ID+"/retry", ""), 409)
 		want(t, e.do("POST", "/v1/tasks/"+tk.ID+"/retry", "", noAuth...), 401)
+		want(t, e.do("POST", "/v1/tasks/"+tk.ID+"/retry", "", reader...), 403)
 		want(t, e.do("POST", "/v1/tasks/"+missing+"/retry", ""), 404)
 		// queues
 		want(t, e.do("GET", "/v1/queues", ""), 200)
@@ -164,12 +178,14 @@ func TestOpenAPIResponses(t *testing.T) {
 		want(t, e.do("PATCH", "/v1/queues/q", `{"concurrency":3}`), 200)
 		want(t, e.do("PATCH", "/v1/queues/q", `{"concurrency":3`), 400)
 		want(t, e.do("PATCH", "/v1/queues/q", `{"concurrency":3}`, noAuth...), 401)
+		want(t, e.do("PATCH", "/v1/queues/q", `{"concurrency":3}`, reader...), 403)
 		want(t, e.do("PATCH", "/v1/queues/q", `{"paused":true,"x":"`+strings.Repeat("x", 3000)+`"}`), 413)
 		want(t, e.do("PATCH", "/v1/queues/q", `{"concurrency":3}`, "Content-Type", "text/plain"), 415)
 		want(t, e.do("PATCH", "/v1/queues/q", `{}`), 422)
 		for _, op := range []string{"pause", "resume"} {
 			want(t, e.do("POST", "/v1/queues/q/"+op, ""), 200)
 			want(t, e.do("POST", "/v1/queues/q/"+op, "", noAuth...), 401)
+			want(t, e.do("POST", "/v1/queues/q/"+op, "", reader...), 403)
 			want(t, e.do("POST", "/v1/queues/-q/"+op, ""), 422)
 		}
 		// destinations
@@ -178,6 +194,7 @@ func TestOpenAPIResponses(t *testing.T) {
 		want(t, e.do("PATCH", "/v1/destinations/"+testDestination, `{"max_concurrency":3}`), 200)
 		want(t, e.do("PATCH", "/v1/destinations/ftp%3A%2F%2Fh", `{"max_concurrency":3}`), 400)
 		want(t, e.do("PATCH", "/v1/destinations/"+testDestination, `{"max_concurrency":3}`, noAuth...), 401)
+		want(t, e.do("PATCH", "/v1/destinations/"+testDestination, `{"max_concurrency":3}`, reader...), 403)
 		want(t, e.do("PATCH", "/v1/destinations/"+testDestination, `{"rate_limit":1,"x":"`+strings.Repeat("x", 3000)+`"}`), 413)
 		want(t, e.do("PATCH", "/v1/destinations/"+testDestination, `{"max_concurrency":3}`, "Content-Type", "text/plain"), 415)
 		want(t, e.do("PATCH", "/v1/destinations/"+testDestination, `{}`), 422)

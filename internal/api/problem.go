@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/spoolhq/spool/internal/auth"
 	"github.com/spoolhq/spool/internal/store"
 )
 
@@ -54,6 +55,13 @@ func notFound(format string, args ...any) *apiError {
 
 func conflict(format string, args ...any) *apiError {
 	return &apiError{status: http.StatusConflict, detail: fmt.Sprintf(format, args...)}
+}
+
+// forbidden is the 403 for a valid key whose role does not allow what; the
+// detail names both roles, never the key.
+func forbidden(have, need auth.Role, what string) *apiError {
+	return &apiError{status: http.StatusForbidden,
+		detail: fmt.Sprintf("this API key has the %s role; %s needs %s", have, what, need)}
 }
 
 func tooLarge(limit int64) *apiError {

@@ -310,6 +310,40 @@ func TestTasksCommands(t *testing.T) {
 	}
 }
 
+// TestTasksHeadersRedacted: tasks get shows target header names with the
+// values the API redacted; --view full asks for the values (tasks list
+// too), and the table never shows more than the API gave.
+func TestTasksHeadersRedacted(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	id := h.enqueueJSON("q", "http://x/", "-H", "Authorization: Bearer receiver-secret", "-H", "X-Tenant: acme")["id"].(string)
+
+	out := h.ok(Tasks, "get", id)
+	if !strings.Contains(out, "Authorization: [redacted], X-Tenant: [redacted]") || strings.Contains(out, "receiver-secret") {
+		t.Fatalf("get table:\n%s", out)
+	}
+	if q := h.srv.Last().Query; q != "" {
+		t.Errorf("get without --view sent query %q", q)
+	}
+	for _, args := range [][]string{{"get", id, "--output", "json"}, {"list", "q", "--output", "json"}} {
+		if out := h.ok(Tasks, args...); strings.Contains(out, "receiver-secret") || !strings.Contains(out, `"[redacted]"`) {
+			t.Errorf("%v:\n%s", args, out)
+		}
+	}
+
+	out = h.ok(Tasks, "get", id, "--view", "full")
+	if !strings.Contains(out, "Authorization: Bearer receiver-secret, X-Tenant: acme") || h.srv.Last().Query != "view=full" {
+		t.Fatalf("get --view full (query %q):\n%s", h.srv.Last().Query, out)
+	}
+	out = h.ok(Tasks, "list", "q", "--view", "full", "--output", "json")
+	if !strings.Contains(out, "receiver-secret") || !strings.Contains(h.srv.Last().Query, "view=full") {
+		t.Fatalf("list --view full (query %q):\n%s", h.srv.Last().Query, out)
+	}
+	if out := h.ok(Tasks, "get", h.enqueueJSON("q", "http://x/")["id"].(string)); !strings.Contains(out, "HEADERS") {
+		t.Fatalf("no HEADERS row:\n%s", out)
+	}
+}
+
 func TestTasksBadUsage(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -326,6 +360,8 @@ func TestTasksBadUsage(t *testing.T) {
 		{[]string{"list", "q", "--limit", "0"}, "tasks list: --limit must be 1-1000, got 0"},
 		{[]string{"list", "q", "--limit", "x"}, `tasks list: invalid value "x" for flag -limit`},
 		{[]string{"cancel", "--output", "xml", "id"}, "tasks cancel: --output must be table or json"},
+		{[]string{"get", "id", "--view", "all"}, `tasks get: --view must be redacted or full, got "all"`},
+		{[]string{"list", "q", "--view", "all"}, `tasks list: --view must be redacted or full, got "all"`},
 	}
 	for _, c := range cases {
 		_, _, err := h.run(Tasks, c.args...)

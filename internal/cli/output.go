@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -87,6 +89,16 @@ func targetText(t client.Target) string {
 	return m + " " + t.URL
 }
 
+// headersText is "Name: value, …" sorted by name, as the API gave them
+// (values redacted unless the task was fetched with --view full).
+func headersText(h map[string]string) string {
+	parts := make([]string, 0, len(h))
+	for _, name := range slices.Sorted(maps.Keys(h)) {
+		parts = append(parts, name+": "+oneLineText(h[name], 80))
+	}
+	return strings.Join(parts, ", ")
+}
+
 func printTask(w io.Writer, format string, t *client.Task) error {
 	if format == "json" {
 		return writeJSON(w, t)
@@ -100,6 +112,7 @@ func printTask(w io.Writer, format string, t *client.Task) error {
 		{"PRIORITY", strconv.Itoa(t.Priority)},
 		{"RUN AT", fmtTime(t.RunAt)},
 		{"TARGET", targetText(t.Target)},
+		{"HEADERS", orDash(headersText(t.Target.Headers))},
 		{"TIMEOUT", fmtDuration(t.Timeout)},
 		{"IDEMPOTENCY KEY", orDash(t.IdempotencyKey)},
 		{"LAST STATUS", fmtStatus(t.LastStatus)},

@@ -114,7 +114,7 @@ func (rs *runningSink) stop(t *testing.T) error {
 func send(t *testing.T, url, id string, key []byte, body string) int {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-	webhook.SetHeaders(req.Header, key, id, time.Now(), []byte(body))
+	webhook.SetHeaders(req.Header, [][]byte{key}, id, time.Now(), []byte(body))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

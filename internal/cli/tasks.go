@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -34,18 +35,15 @@ const maxPages = 100_000
 func Tasks(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
 	env = getenv(env)
 	subs := map[string]func([]string) error{
-		"get": func(a []string) error {
-			return taskByID(ctx, "get", a, env, stdout, "shows one task.", "spool tasks get 0190a5d2-7c4e-7b1a-9f3e-2d1c0b9a8f7e --output json",
-				func(c *client.Client, id string) (*client.Task, error) { return c.GetTask(ctx, id) })
-		},
+		"get": func(a []string) error { return tasksGet(ctx, a, env, stdout) },
 		"cancel": func(a []string) error {
 			return taskByID(ctx, "cancel", a, env, stdout, "cancels a task that has not finished; a running attempt completes but is not retried.",
-				"spool tasks cancel 0190a5d2-7c4e-7b1a-9f3e-2d1c0b9a8f7e",
+				"spool tasks cancel 0190a5d2-7c4e-7b1a-9f3e-2d1c0b9a8f7e", nil,
 				func(c *client.Client, id string) (*client.Task, error) { return c.CancelTask(ctx, id) })
 		},
 		"retry": func(a []string) error {
 			return taskByID(ctx, "retry", a, env, stdout, "makes a failed or cancelled task available again.",
-				"spool tasks retry 0190a5d2-7c4e-7b1a-9f3e-2d1c0b9a8f7e",
+				"spool tasks retry 0190a5d2-7c4e-7b1a-9f3e-2d1c0b9a8f7e", nil,
 				func(c *client.Client, id string) (*client.Task, error) { return c.RetryTask(ctx, id) })
 		},
 		"list": func(a []string) error { return tasksList(ctx, a, env, stdout, stderr) },
@@ -53,14 +51,45 @@ func Tasks(ctx context.Context, args []string, env func(string) string, stdout, 
 	return runSub("tasks", tasksUsage, subs, []string{"get", "list", "cancel", "retry"}, args, stdout)
 }
 
-// taskByID runs a subcommand that takes one task id and prints a task.
+// tasksGet is `spool tasks get [--view full] ID`.
+func tasksGet(ctx context.Context, args []string, env func(string) string, stdout io.Writer) error {
+	var view *string
+	return taskByID(ctx, "get", args, env, stdout, "shows one task. Target header values show as "+client.Redacted+
+		" unless --view full is given with an admin API key.",
+		"spool tasks get 0190a5d2-7c4e-7b1a-9f3e-2d1c0b9a8f7e --output json",
+		func(fs *flag.FlagSet) { view = viewFlag(fs) },
+		func(c *client.Client, id string) (*client.Task, error) {
+			if err := checkView("tasks get", *view); err != nil {
+				return nil, err
+			}
+			return c.GetTaskView(ctx, id, *view)
+		})
+}
+
+// viewFlag registers --view, shared by tasks get and tasks list.
+func viewFlag(fs *flag.FlagSet) *string {
+	return fs.String("view", "", "full: show target header values (needs an admin API key); default: names only, values "+client.Redacted)
+}
+
+func checkView(name, view string) error {
+	if view != "" && view != client.ViewRedacted && view != client.ViewFull {
+		return usagef("%s: --view must be redacted or full, got %q", name, view)
+	}
+	return nil
+}
+
+// taskByID runs a subcommand that takes one task id and prints a task;
+// flags, when set, registers the subcommand's own flags.
 func taskByID(ctx context.Context, sub string, args []string, env func(string) string, stdout io.Writer,
-	what, example string, do func(*client.Client, string) (*client.Task, error)) error {
+	what, example string, flags func(*flag.FlagSet), do func(*client.Client, string) (*client.Task, error)) error {
 	name := "tasks " + sub
 	usage := fmt.Sprintf("\nUsage: spool %s [flags] ID\n\nspool %s %s\n\nExample:\n  %s\n%s", name, name, what, example, clientFlagsHelp)
 	cmd := newCommand(name, usage)
 	var cf clientFlags
 	cf.register(cmd.fs)
+	if flags != nil {
+		flags(cmd.fs)
+	}
 	pos, err := cmd.parse(args, stdout)
 	if err != nil {
 		return err
@@ -89,6 +118,9 @@ Examples:
   spool tasks list emails
   spool tasks list emails --state failed --limit 50
   spool tasks list emails --state retrying --all --output json
+
+Target header values show as ` + client.Redacted + ` unless --view full is given
+with an admin API key (with --output json; the table shows no headers).
 ` + clientFlagsHelp
 
 func tasksList(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
@@ -104,6 +136,7 @@ func tasksList(ctx context.Context, args []string, env func(string) string, stdo
 	limit := fs.Int("limit", 0, "tasks per page, 1-1000 (server default when unset)")
 	cursor := fs.String("cursor", "", "continue after this cursor (printed by the previous page)")
 	all := fs.Bool("all", false, "follow cursors and list every page")
+	view := viewFlag(fs)
 	pos, err := cmd.parse(args, stdout)
 	if err != nil {
 		return err
@@ -119,12 +152,15 @@ func tasksList(ctx context.Context, args []string, env func(string) string, stdo
 	if cmd.set()["limit"] && (*limit < 1 || *limit > 1000) {
 		return usagef("tasks list: --limit must be 1-1000, got %d", *limit)
 	}
+	if err := checkView("tasks list", *view); err != nil {
+		return err
+	}
 	c, err := cf.client("tasks list", env)
 	if err != nil {
 		return err
 	}
 
-	opts := client.ListOptions{State: *state, Limit: *limit, Cursor: *cursor}
+	opts := client.ListOptions{State: *state, Limit: *limit, Cursor: *cursor, View: *view}
 	var tasks []client.Task
 	next := ""
 	for pages := 0; ; pages++ {

@@ -259,11 +259,22 @@ func (c *Client) EnqueueBatch(ctx context.Context, queue string, rs []EnqueueReq
 
 // GetTask returns one task.
 func (c *Client) GetTask(ctx context.Context, id string) (*Task, error) {
+	return c.GetTaskView(ctx, id, "")
+}
+
+// GetTaskView is GetTask with ?view=: ViewFull shows target header values
+// (the server answers 403 unless the key is admin); "" or ViewRedacted
+// shows their names only.
+func (c *Client) GetTaskView(ctx context.Context, id, view string) (*Task, error) {
 	if err := needID("task id", id); err != nil {
 		return nil, err
 	}
+	u := c.endpoint("v1", "tasks", id)
+	if view != "" {
+		u.RawQuery = url.Values{"view": {view}}.Encode()
+	}
 	t := new(Task)
-	if _, err := c.call(ctx, http.MethodGet, c.endpoint("v1", "tasks", id), nil, t); err != nil {
+	if _, err := c.call(ctx, http.MethodGet, u, nil, t); err != nil {
 		return nil, fmt.Errorf("get task: %w", err)
 	}
 	return t, nil
@@ -284,6 +295,9 @@ func (c *Client) ListTasks(ctx context.Context, queue string, o ListOptions) (*T
 	}
 	if o.Cursor != "" {
 		q.Set("cursor", o.Cursor)
+	}
+	if o.View != "" {
+		q.Set("view", o.View)
 	}
 	u.RawQuery = q.Encode()
 	page := new(TaskPage)

@@ -180,7 +180,16 @@ type ListOptions struct {
 	State  string
 	Limit  int
 	Cursor string
+	View   string // ViewRedacted (the server's default) or ViewFull
 }
+
+// Task views: the server shows target header values as Redacted unless
+// ViewFull is asked for with an admin key.
+const (
+	ViewRedacted = "redacted"
+	ViewFull     = "full"
+	Redacted     = "[redacted]"
+)
 
 // Queue is a queue's settings and task counts.
 type Queue struct {

@@ -1,7 +1,7 @@
 // Package config builds the one validated Config that `spool serve` runs
 // with, from flags, SPOOL_* environment variables and *_FILE secrets, in
-// that order of precedence. It imports nothing of Spool's and never logs or
-// returns a secret's value.
+// that order of precedence. It imports nothing of Spool's but auth (for API
+// key roles) and never logs or returns a secret's value.
 package config
 
 import (
@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spoolhq/spool/internal/auth"
 )
 
 // Role selects what a `spool serve` process runs, so Kubernetes can scale
@@ -41,9 +43,16 @@ type Config struct {
 	Migrate  bool
 	MaxConns int // SPOOL_DATABASE_MAX_CONNS, default 0 = driver default
 
-	APIKeys        []Secret // SPOOL_API_KEYS (comma-separated) or SPOOL_API_KEYS_FILE (one per line)
-	InsecureNoAuth bool     // --insecure-no-auth: allow no API key on a non-loopback address
-	SigningKeys    []Secret // SPOOL_SIGNING_KEYS or _FILE: whsec_… keys, the first signs
+	// APIKeys from SPOOL_API_KEYS (comma-separated) or SPOOL_API_KEYS_FILE
+	// (one per line); an entry may end in :read, :write or :admin (default admin).
+	APIKeys        []APIKey
+	InsecureNoAuth bool // --insecure-no-auth: allow no API key on a non-loopback address
+	// SigningKeys (SPOOL_SIGNING_KEYS or _FILE, whsec_… keys) sign every
+	// delivery, each adding its own signature, so keys rotate without a gap.
+	SigningKeys []Secret
+	// InsecureUnsigned (--insecure-unsigned, SPOOL_INSECURE_UNSIGNED) allows a
+	// delivering process with no signing key on a non-loopback address.
+	InsecureUnsigned bool
 	// AllowedTargetCIDRs are exempt from the SSRF refusal (SPOOL_ALLOWED_TARGET_CIDRS, e.g. "127.0.0.0/8").
 	AllowedTargetCIDRs []netip.Prefix
 
@@ -75,6 +84,12 @@ func (Secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
 
 // Value returns the secret itself, for the one place that needs it.
 func (s Secret) Value() string { return string(s) }
+
+// APIKey is a bearer key and the role it grants.
+type APIKey struct {
+	Key  Secret
+	Role auth.Role
+}
 
 // Embedded reports whether the config selects the embedded SQLite store.
 func (c *Config) Embedded() bool { return c.DatabaseURL == "" }
@@ -110,7 +125,6 @@ Flags:
 		c       Config
 		migrate optBool
 		role    = string(RoleAll)
-		noAuth  bool
 		errs    []error
 		lookup  = func(k string) string { v, _ := env(k); return v }
 		has     = func(k string) bool { _, ok := env(k); return ok }
@@ -149,6 +163,16 @@ Flags:
 			}
 			fs.IntVar(dst, name, *dst, help+" ["+key+"]")
 		}
+		boolVar = func(dst *bool, name, key, help string) {
+			if has(key) {
+				b, err := strconv.ParseBool(lookup(key))
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s: %q is not true or false", key, lookup(key)))
+				}
+				*dst = b
+			}
+			fs.BoolVar(dst, name, *dst, help+" ["+key+"]")
+		}
 	)
 
 	strVar(&c.HTTPAddr, "http-addr", "SPOOL_HTTP_ADDR", ":8000", "API listen address")
@@ -173,14 +197,8 @@ Flags:
 		}
 	}
 	fs.Var(&migrate, "migrate", "apply schema migrations at start (default true on SQLite, false on PostgreSQL) [SPOOL_MIGRATE]")
-	if v, ok := env("SPOOL_INSECURE_NO_AUTH"); ok {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("SPOOL_INSECURE_NO_AUTH: %q is not true or false", v))
-		}
-		noAuth = b
-	}
-	fs.BoolVar(&noAuth, "insecure-no-auth", noAuth, "serve the API without authentication on a non-loopback address [SPOOL_INSECURE_NO_AUTH]")
+	boolVar(&c.InsecureNoAuth, "insecure-no-auth", "SPOOL_INSECURE_NO_AUTH", "serve the API without authentication on a non-loopback address")
+	boolVar(&c.InsecureUnsigned, "insecure-unsigned", "SPOOL_INSECURE_UNSIGNED", "deliver unsigned requests (no SPOOL_SIGNING_KEYS) from a process on a non-loopback address")
 	var cidrs string
 	fromEnv(&cidrs, "", "SPOOL_ALLOWED_TARGET_CIDRS")
 	fs.StringVar(&cidrs, "allowed-target-cidrs", cidrs, "comma-separated address ranges that delivery targets may use despite the SSRF guard, e.g. 127.0.0.0/8 [SPOOL_ALLOWED_TARGET_CIDRS]")
@@ -196,14 +214,13 @@ Flags:
 	}
 	c.MaxBodyBytes = int64(maxBody)
 	c.Role = Role(role)
-	c.InsecureNoAuth = noAuth
 
 	dbURL, err := secret(env, "SPOOL_DATABASE_URL", "DATABASE_URL")
 	if err != nil {
 		return nil, err
 	}
 	c.DatabaseURL = Secret(dbURL)
-	if c.APIKeys, err = secretList(env, "SPOOL_API_KEYS"); err != nil {
+	if c.APIKeys, err = apiKeys(env); err != nil {
 		return nil, err
 	}
 	if c.SigningKeys, err = secretList(env, "SPOOL_SIGNING_KEYS"); err != nil {
@@ -281,7 +298,31 @@ func (c *Config) validate() error {
 	if len(c.APIKeys) == 0 && !c.InsecureNoAuth && c.Role != RoleWorker && !Loopback(c.HTTPAddr) {
 		bad("no API key configured (SPOOL_API_KEYS or SPOOL_API_KEYS_FILE) and SPOOL_HTTP_ADDR %q is not a loopback address: refusing to serve an unauthenticated API; set a key, listen on 127.0.0.1, or pass --insecure-no-auth", c.HTTPAddr)
 	}
+	if len(c.SigningKeys) == 0 && !c.InsecureUnsigned && c.Role != RoleAPI && !Loopback(c.deliveryAddr()) {
+		bad("no signing key configured (SPOOL_SIGNING_KEYS or SPOOL_SIGNING_KEYS_FILE) and %s %q is not a loopback address: refusing to deliver unsigned requests that receivers cannot authenticate; set a whsec_ key, listen on 127.0.0.1, or pass --insecure-unsigned", c.deliveryAddrVar(), c.deliveryAddr())
+	}
 	return errors.Join(errs...)
+}
+
+// Unsigned reports whether deliveries go out without a signature, which
+// `spool serve` says once in its log.
+func (c *Config) Unsigned() bool { return len(c.SigningKeys) == 0 && c.Role != RoleAPI }
+
+// deliveryAddr is the address that tells whether a delivering process runs
+// only for its own machine: the API's, or for a worker (which serves no API)
+// its admin listener.
+func (c *Config) deliveryAddr() string {
+	if c.Role == RoleWorker {
+		return c.AdminAddr
+	}
+	return c.HTTPAddr
+}
+
+func (c *Config) deliveryAddrVar() string {
+	if c.Role == RoleWorker {
+		return "SPOOL_ADMIN_ADDR"
+	}
+	return "SPOOL_HTTP_ADDR"
 }
 
 // Loopback reports whether a listen address only accepts local connections.
@@ -333,6 +374,28 @@ func secretList(env Env, key string) ([]Secret, error) {
 			continue
 		}
 		out = append(out, Secret(s))
+	}
+	return out, nil
+}
+
+// apiKeys reads SPOOL_API_KEYS (or _FILE) and splits each entry into key
+// and role. Errors name the variable and the entry's position, never the entry.
+func apiKeys(env Env) ([]APIKey, error) {
+	list, err := secretList(env, "SPOOL_API_KEYS")
+	if err != nil {
+		return nil, err
+	}
+	name := "SPOOL_API_KEYS"
+	if v, _ := env(name); v == "" {
+		name += "_FILE"
+	}
+	out := make([]APIKey, len(list))
+	for i, s := range list {
+		k, err := auth.ParseKey(s.Value())
+		if err != nil {
+			return nil, fmt.Errorf("%s: key %d: %w", name, i+1, err)
+		}
+		out[i] = APIKey{Key: Secret(k.Secret), Role: k.Role}
 	}
 	return out, nil
 }

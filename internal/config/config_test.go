@@ -7,13 +7,27 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spoolhq/spool/internal/auth"
 )
 
+// testSigningKey is a valid whsec_ key (24 bytes of "x"); envOf supplies
+// it unless the test sets SPOOL_SIGNING_KEYS itself (to "" for none), so
+// tests about other settings are not refused for delivering unsigned.
+const testSigningKey = "whsec_eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4"
+
 func envOf(m map[string]string) Env {
-	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+	return func(k string) (string, bool) {
+		v, ok := m[k]
+		if _, set := m["SPOOL_SIGNING_KEYS"]; k == "SPOOL_SIGNING_KEYS" && !set {
+			return testSigningKey, true
+		}
+		return v, ok
+	}
 }
 
 func TestDefaults(t *testing.T) {
@@ -66,7 +80,7 @@ func TestFileSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.APIKeys) != 2 || c.APIKeys[0].Value() != "alpha" || c.APIKeys[1].Value() != "beta" {
+	if len(c.APIKeys) != 2 || c.APIKeys[0].Key.Value() != "alpha" || c.APIKeys[1].Key.Value() != "beta" {
 		t.Errorf("keys: %d", len(c.APIKeys))
 	}
 	if c.DatabaseURL.Value() != "postgres://x@y/z" {
@@ -75,6 +89,31 @@ func TestFileSecrets(t *testing.T) {
 	_, err = Load(nil, envOf(map[string]string{"SPOOL_API_KEYS_FILE": filepath.Join(dir, "missing")}), io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "SPOOL_API_KEYS_FILE") {
 		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestAPIKeyRoles(t *testing.T) {
+	c, err := Load(nil, envOf(map[string]string{"SPOOL_API_KEYS": "old, r1:read,w1:write,a1:admin"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []APIKey{{"old", auth.Admin}, {"r1", auth.Read}, {"w1", auth.Write}, {"a1", auth.Admin}}
+	if !slices.Equal(c.APIKeys, want) {
+		t.Errorf("keys %v, want %v", c.APIKeys, want)
+	}
+	file := filepath.Join(t.TempDir(), "keys")
+	os.WriteFile(file, []byte("# readers\nr2:read\nsecretpw:reader\n"), 0o600)
+	for name, env := range map[string]map[string]string{
+		"SPOOL_API_KEYS":      {"SPOOL_API_KEYS": "ok:read,secretpw:reader"},
+		"SPOOL_API_KEYS_FILE": {"SPOOL_API_KEYS_FILE": file},
+	} {
+		_, err := Load(nil, envOf(env), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), name+": key 2") || !strings.Contains(err.Error(), ":read, :write or :admin") {
+			t.Errorf("%s: want an error naming the variable and key 2, got %v", name, err)
+		}
+		if err != nil && (strings.Contains(err.Error(), "secretpw") || strings.Contains(err.Error(), "reader")) {
+			t.Errorf("%s: error shows the entry: %v", name, err)
+		}
 	}
 }
 
@@ -87,6 +126,42 @@ func TestRefusesUnauthenticatedPublicListen(t *testing.T) {
 		if _, err := Load(args, envOf(nil), io.Discard); err != nil {
 			t.Errorf("%v: %v", args, err)
 		}
+	}
+}
+
+func TestRefusesUnsignedPublicListen(t *testing.T) {
+	none := map[string]string{"SPOOL_API_KEYS": "k", "SPOOL_SIGNING_KEYS": ""}
+	for _, args := range [][]string{nil, {"--role", "worker"}, {"--role", "worker", "--admin-addr", ""}} {
+		_, err := Load(args, envOf(none), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "--insecure-unsigned") || !strings.Contains(err.Error(), "SPOOL_SIGNING_KEYS") {
+			t.Errorf("%v: want a refusal naming SPOOL_SIGNING_KEYS and --insecure-unsigned, got %v", args, err)
+		}
+	}
+	for _, args := range [][]string{
+		{"--insecure-unsigned"},
+		{"--http-addr", "127.0.0.1:8000"},
+		{"--role", "api"}, // the API signs nothing
+		{"--role", "worker", "--admin-addr", "127.0.0.1:9090"},
+	} {
+		c, err := Load(args, envOf(none), io.Discard)
+		if err != nil {
+			t.Errorf("%v: %v", args, err)
+			continue
+		}
+		if unsigned := c.Role != RoleAPI; c.Unsigned() != unsigned {
+			t.Errorf("%v: Unsigned() = %v", args, c.Unsigned())
+		}
+	}
+	c, err := Load(nil, envOf(map[string]string{"SPOOL_API_KEYS": "k", "SPOOL_SIGNING_KEYS": "", "SPOOL_INSECURE_UNSIGNED": "true"}), io.Discard)
+	if err != nil || !c.InsecureUnsigned {
+		t.Errorf("SPOOL_INSECURE_UNSIGNED=true: %v", err)
+	}
+	if _, err := Load(nil, envOf(map[string]string{"SPOOL_API_KEYS": "k", "SPOOL_INSECURE_UNSIGNED": "yes please"}), io.Discard); err == nil || !strings.Contains(err.Error(), "SPOOL_INSECURE_UNSIGNED") {
+		t.Errorf("bad SPOOL_INSECURE_UNSIGNED: %v", err)
+	}
+	c, err = Load(nil, envOf(map[string]string{"SPOOL_API_KEYS": "k"}), io.Discard)
+	if err != nil || c.Unsigned() {
+		t.Errorf("with a signing key: Unsigned()=%v, %v", c != nil && c.Unsigned(), err)
 	}
 }
 

@@ -235,7 +235,7 @@ func (d *Dispatcher) send(ctx context.Context, t task.Task, now time.Time) (resp
 	req.Header.Set("Spool-Queue", t.Queue)
 	req.Header.Set("Spool-Attempt", strconv.Itoa(t.Attempt))
 	setTraceparent(ctx, req.Header, t)
-	webhook.SetHeaders(req.Header, d.cfg.SigningKey, t.ID, now, t.Payload)
+	webhook.SetHeaders(req.Header, d.cfg.SigningKeys, t.ID, now, t.Payload)
 
 	hr, err := d.cfg.Client.Do(req)
 	if err != nil {

@@ -57,9 +57,9 @@ func BenchmarkDrain(b *testing.B) {
 
 	b.ResetTimer()
 	d := New(Config{
-		Store:      st,
-		Client:     NewHTTPClient(Guard{Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}),
-		SigningKey: key,
+		Store:       st,
+		Client:      NewHTTPClient(Guard{Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}),
+		SigningKeys: [][]byte{key},
 	})
 	if err := d.Start(ctx); err != nil {
 		b.Fatal(err)

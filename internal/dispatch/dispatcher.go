@@ -32,7 +32,7 @@ type Config struct {
 	Logger        *slog.Logger
 	Metrics       *telemetry.Metrics // nil: none recorded
 	Client        *http.Client       // default: NewHTTPClient(Guard{})
-	SigningKey    []byte             // nil: deliveries are not signed
+	SigningKeys   [][]byte           // each delivery is signed with every key (rotation); none: unsigned
 	Workers       int                // default 100
 	LeaseDuration time.Duration      // default 30s
 	PollInterval  time.Duration      // default 1s

@@ -3,11 +3,13 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -57,7 +59,7 @@ func (h *harness) dispatcher(mod func(*Config)) *Dispatcher {
 	cfg := Config{
 		Store:         h.store,
 		Client:        NewHTTPClient(Guard{Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}),
-		SigningKey:    h.key,
+		SigningKeys:   [][]byte{h.key},
 		Workers:       20,
 		LeaseDuration: 3 * time.Second,
 		PollInterval:  50 * time.Millisecond,
@@ -110,6 +112,44 @@ func stop(d *Dispatcher) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	d.Stop(ctx)
+}
+
+// TestDeliversEverySignature: with two signing keys (a rotation under way),
+// each delivery carries a signature per key, so a receiver still on the old
+// key and one already on the new key both accept it.
+func TestDeliversEverySignature(t *testing.T) {
+	h := newHarness(t)
+	newStr, _ := webhook.GenerateKey()
+	newKey, _ := webhook.ParseKey(newStr)
+	var mu sync.Mutex
+	var accepted []string
+	receiver := func(name string, key []byte) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			if err := webhook.Verify([][]byte{key}, r.Header, b, time.Now(), 0); err != nil {
+				w.WriteHeader(401)
+				return
+			}
+			mu.Lock()
+			accepted = append(accepted, name)
+			mu.Unlock()
+		}))
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}
+	oldURL, newURL := receiver("old", h.key), receiver("new", newKey)
+	d := h.dispatcher(func(c *Config) { c.SigningKeys = [][]byte{newKey, h.key} })
+	defer stop(d)
+	for _, u := range []string{oldURL, newURL} {
+		if tk := h.waitFinal(h.enqueue(u, nil)); tk.State != task.Succeeded {
+			t.Errorf("delivery to %s: %s, last error %q", u, tk.State, tk.LastError)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(accepted) != 2 {
+		t.Errorf("accepted by %v, want old and new", accepted)
+	}
 }
 
 func TestDeliversSignedRequest(t *testing.T) {

@@ -32,8 +32,9 @@ const (
 
 // Config configures a Sink.
 type Config struct {
-	// Keys verify webhook-signature; the first signs at the sender, any
-	// verifies here. Empty: deliveries are accepted unsigned.
+	// Keys verify webhook-signature: a delivery passes when any of its
+	// signatures (one per sender key) matches any of these. Empty:
+	// deliveries are accepted unsigned.
 	Keys [][]byte
 	// Logger receives one line per bad signature (warn) and per delivery
 	// (debug). Nil discards.

@@ -45,7 +45,7 @@ func post(srv *httptest.Server, pathQuery, id string, key []byte, body string) (
 	if err != nil {
 		return 0, err
 	}
-	webhook.SetHeaders(req.Header, key, id, time.Now(), []byte(body))
+	webhook.SetHeaders(req.Header, [][]byte{key}, id, time.Now(), []byte(body))
 	resp, err := srv.Client().Do(req)
 	if err != nil {
 		return 0, err
@@ -105,7 +105,7 @@ func TestSignedDeliveriesAndDuplicates(t *testing.T) {
 		t.Fatalf("unsigned = %d, want 401", got)
 	}
 	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/hook", strings.NewReader("tampered"))
-	webhook.SetHeaders(req.Header, key, "c", time.Now(), []byte("original"))
+	webhook.SetHeaders(req.Header, [][]byte{key}, "c", time.Now(), []byte("original"))
 	resp, err := srv.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -339,14 +339,14 @@ func TestStaleTimestampRejected(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	s := New(Config{Keys: [][]byte{key}, Now: func() time.Time { return now }, Tolerance: time.Minute})
 	req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader("b"))
-	webhook.SetHeaders(req.Header, key, "id", now.Add(-2*time.Minute), []byte("b"))
+	webhook.SetHeaders(req.Header, [][]byte{key}, "id", now.Add(-2*time.Minute), []byte("b"))
 	rec := httptest.NewRecorder()
 	s.ServeHTTP(rec, req)
 	if rec.Code != 401 {
 		t.Fatalf("stale = %d, want 401", rec.Code)
 	}
 	req = httptest.NewRequest(http.MethodPost, "/", strings.NewReader("b"))
-	webhook.SetHeaders(req.Header, key, "id", now.Add(-30*time.Second), []byte("b"))
+	webhook.SetHeaders(req.Header, [][]byte{key}, "id", now.Add(-30*time.Second), []byte("b"))
 	rec = httptest.NewRecorder()
 	s.ServeHTTP(rec, req)
 	if rec.Code != 200 {

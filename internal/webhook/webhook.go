@@ -81,8 +81,9 @@ func ParseKey(s string) ([]byte, error) {
 }
 
 // ParseKeys decodes a list of secrets, skipping blank entries (a trailing
-// comma or an empty line in a keys file). The first key signs; all of them
-// verify, which is how keys are rotated. Errors name the entry by position.
+// comma or an empty line in a keys file). A sender signs with all of them
+// and a receiver accepts any of them, which is how keys are rotated. Errors
+// name the entry by position.
 func ParseKeys(list []string) ([][]byte, error) {
 	var keys [][]byte
 	for i, s := range list {
@@ -125,24 +126,38 @@ func Sign(key []byte, msgID string, ts time.Time, body []byte) string {
 }
 
 // Headers returns the three Standard Webhooks headers for a message signed
-// with key. Spool signs with its first key only; the others exist to verify
-// during a rotation. With an empty key the message is unsigned: webhook-id
+// with every one of keys. With no key the message is unsigned: webhook-id
 // and webhook-timestamp are still set so receivers can deduplicate.
-func Headers(key []byte, msgID string, ts time.Time, body []byte) http.Header {
+func Headers(keys [][]byte, msgID string, ts time.Time, body []byte) http.Header {
 	h := make(http.Header, 3)
-	SetHeaders(h, key, msgID, ts, body)
+	SetHeaders(h, keys, msgID, ts, body)
 	return h
 }
 
 // SetHeaders is Headers writing into an existing header (a request's).
-func SetHeaders(h http.Header, key []byte, msgID string, ts time.Time, body []byte) {
+// webhook-signature carries one "v1,<base64>" entry per key, space-separated,
+// in the order of keys: during a rotation the sender signs with the old and
+// the new key, so each receiver can switch to the new key whenever it likes
+// (Verify accepts a message when any entry matches any of its keys).
+func SetHeaders(h http.Header, keys [][]byte, msgID string, ts time.Time, body []byte) {
 	h.Set(HeaderID, msgID)
 	h.Set(HeaderTimestamp, strconv.FormatInt(ts.Unix(), 10))
-	if len(key) == 0 {
+	var sig []byte
+	for _, k := range keys {
+		if len(k) == 0 {
+			continue
+		}
+		if len(sig) > 0 {
+			sig = append(sig, ' ')
+		}
+		sig = append(sig, signatureVersion+","...)
+		sig = base64.StdEncoding.AppendEncode(sig, mac(k, msgID, ts.Unix(), body))
+	}
+	if len(sig) == 0 {
 		h.Del(HeaderSignature)
 		return
 	}
-	h.Set(HeaderSignature, Sign(key, msgID, ts, body))
+	h.Set(HeaderSignature, string(sig))
 }
 
 // Verify checks a received message. It accepts when any v1 signature in the

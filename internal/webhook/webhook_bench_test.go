@@ -38,7 +38,7 @@ func BenchmarkSetHeaders(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			h := make(http.Header, 3)
 			for i := 0; b.Loop(); i++ {
-				SetHeaders(h, key, "0193a4b2-7c1d-7e2f-8a3b-"+strconv.Itoa(100000000000+i), ts, body)
+				SetHeaders(h, [][]byte{key}, "0193a4b2-7c1d-7e2f-8a3b-"+strconv.Itoa(100000000000+i), ts, body)
 			}
 		})
 	}
@@ -53,7 +53,7 @@ func BenchmarkVerify(b *testing.B) {
 	ts := time.Unix(specTS, 0)
 	for _, name := range []string{"64B", "1KiB", "64KiB"} {
 		body := benchBodies()[name]
-		h := Headers(key, specID, ts, body)
+		h := Headers([][]byte{key}, specID, ts, body)
 		b.Run(name, func(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			for b.Loop() {

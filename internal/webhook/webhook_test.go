@@ -75,7 +75,7 @@ func TestHeadersRoundTrip(t *testing.T) {
 	t.Parallel()
 	key := mustKey(t, specKey)
 	now := time.Unix(specTS, 999_000_000) // sub-second part is dropped
-	h := Headers(key, specID, now, []byte(specBody))
+	h := Headers([][]byte{key}, specID, now, []byte(specBody))
 	if got := h.Get("Webhook-Id"); got != specID {
 		t.Errorf("webhook-id = %q", got)
 	}
@@ -103,12 +103,39 @@ func TestHeadersUnsigned(t *testing.T) {
 	}
 }
 
+// TestHeadersEveryKey: during a rotation a message carries one v1 signature
+// per key, in the order of the keys, so a receiver that knows only the old
+// key, only the new one, or both accepts it, and one that knows neither does not.
+func TestHeadersEveryKey(t *testing.T) {
+	t.Parallel()
+	oldKey, newK, otherKey := newKey(t), newKey(t), newKey(t)
+	now := time.Now()
+	body := []byte("payload")
+	h := Headers([][]byte{newK, oldKey}, "m", now, body)
+	want := Sign(newK, "m", now, body) + " " + Sign(oldKey, "m", now, body)
+	if got := h.Get(HeaderSignature); got != want {
+		t.Fatalf("webhook-signature = %q, want %q", got, want)
+	}
+	for name, keys := range map[string][][]byte{"old only": {oldKey}, "new only": {newK}, "both": {oldKey, newK}} {
+		if err := Verify(keys, h, body, now, 0); err != nil {
+			t.Errorf("receiver with %s: %v", name, err)
+		}
+	}
+	if err := Verify([][]byte{otherKey}, h, body, now, 0); !errors.Is(err, ErrNoMatch) {
+		t.Errorf("receiver with another key = %v, want ErrNoMatch", err)
+	}
+	// Empty keys are skipped rather than signing with an empty HMAC key.
+	if got := Headers([][]byte{nil, newK}, "m", now, body).Get(HeaderSignature); got != Sign(newK, "m", now, body) {
+		t.Errorf("with an empty key: %q", got)
+	}
+}
+
 func TestVerifyTamper(t *testing.T) {
 	t.Parallel()
 	key := newKey(t)
 	now := time.Now()
 	body := []byte(`{"n":1}`)
-	good := func() http.Header { return Headers(key, "task-1", now, body) }
+	good := func() http.Header { return Headers([][]byte{key}, "task-1", now, body) }
 
 	cases := []struct {
 		name   string
@@ -171,17 +198,17 @@ func TestVerifyRotation(t *testing.T) {
 	body := []byte("payload")
 
 	// Sender still on the old key; receiver already knows both.
-	h := Headers(oldKey, "m", now, body)
+	h := Headers([][]byte{oldKey}, "m", now, body)
 	if err := Verify([][]byte{newK, oldKey}, h, body, now, 0); err != nil {
 		t.Fatalf("old key against [new old]: %v", err)
 	}
 	// Sender moved to the new key; receiver knows both.
-	h = Headers(newK, "m", now, body)
+	h = Headers([][]byte{newK}, "m", now, body)
 	if err := Verify([][]byte{newK, oldKey}, h, body, now, 0); err != nil {
 		t.Fatalf("new key against [new old]: %v", err)
 	}
 	// Receiver that dropped the old key rejects old-key messages.
-	h = Headers(oldKey, "m", now, body)
+	h = Headers([][]byte{oldKey}, "m", now, body)
 	if err := Verify([][]byte{newK}, h, body, now, 0); !errors.Is(err, ErrNoMatch) {
 		t.Fatalf("old key against [new] = %v, want ErrNoMatch", err)
 	}
@@ -226,7 +253,7 @@ func TestVerifyTimestampSkew(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			h := Headers(key, "id", now.Add(c.skew), body)
+			h := Headers([][]byte{key}, "id", now.Add(c.skew), body)
 			err := Verify([][]byte{key}, h, body, now, c.tolerance)
 			if c.ok && err != nil {
 				t.Fatalf("Verify: %v", err)
@@ -336,7 +363,7 @@ func FuzzVerify(f *testing.F) {
 		if id == "" {
 			return
 		}
-		signed := Headers(key, id, now, body)
+		signed := Headers([][]byte{key}, id, now, body)
 		if err := Verify(keys, signed, body, now, 0); err != nil {
 			t.Fatalf("signed message rejected: %v", err)
 		}

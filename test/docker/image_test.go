@@ -101,6 +101,9 @@ func TestImage(t *testing.T) {
 	x.dockerOut(t, ctx, "run", "-d", "--name", name,
 		"--read-only", "-p", "127.0.0.1::8000",
 		"-e", "SPOOL_API_KEYS=image-test-key",
+		// Without a signing key serve refuses the container's :8000 (a test
+		// key: 24 bytes of "x").
+		"-e", "SPOOL_SIGNING_KEYS=whsec_eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4",
 		// The image's 10s interval, shortened so the test need not wait it out.
 		"--health-interval", "1s", "--health-start-period", "0s",
 		x.spoolImage)

@@ -10,6 +10,7 @@ import (
 
 	"helm.sh/helm/v3/pkg/lint"
 	"helm.sh/helm/v3/pkg/lint/support"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/spoolhq/spool/test/manifests/render"
 )
@@ -180,11 +181,22 @@ func TestChartRequiresSecrets(t *testing.T) {
 		"no API key":               {map[string]any{"secret": map[string]any{"apiKeys": []any{}}}, "secret.apiKeys"},
 		"no database":              {map[string]any{"secret": map[string]any{"databaseURL": ""}}, "secret.databaseURL"},
 		"no existing secret named": {map[string]any{"secret": map[string]any{"create": false}}, "secret.existingSecret"},
+		"no signing key":           {map[string]any{"secret": map[string]any{"signingKeys": []any{}}}, "secret.signingKeys"},
 	} {
 		_, err := render.RenderChart(chartDir(t), merge(required(), c.values))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: want an error naming %s, got %v", name, c.want, err)
 		}
+	}
+	// Unsigned deliveries only when asked for, and then serve is told so.
+	if v := renderedString(t, map[string]any{"secret": map[string]any{"signingKeys": []any{}}, "config": map[string]any{"insecureUnsigned": true}},
+		"ConfigMap", "data", "SPOOL_INSECURE_UNSIGNED"); v != "true" {
+		t.Errorf("config.insecureUnsigned: SPOOL_INSECURE_UNSIGNED = %q, want true", v)
+	}
+	// api-key is the first key without its role suffix: a bearer token.
+	if v := renderedString(t, map[string]any{"secret": map[string]any{"apiKeys": []any{"k1:write", "k2:read"}}},
+		"Secret", "stringData", "api-key"); v != "k1" {
+		t.Errorf("api-key = %q, want k1 (no role suffix)", v)
 	}
 	// An existing Secret instead of values is enough.
 	objs, err := render.RenderChart(chartDir(t), map[string]any{"secret": map[string]any{"create": false, "existingSecret": "mine"}})
@@ -194,6 +206,22 @@ func TestChartRequiresSecrets(t *testing.T) {
 	if find(objs, "Secret", "spool") != nil {
 		t.Error("with secret.existingSecret the chart still creates its own Secret")
 	}
+}
+
+// renderedString renders the chart with values over required() and returns
+// the string at path in the object of kind named spool.
+func renderedString(t *testing.T, values map[string]any, kind string, path ...string) string {
+	t.Helper()
+	objs, err := render.RenderChart(chartDir(t), merge(required(), values))
+	if err != nil {
+		t.Fatalf("render with %v: %v", values, err)
+	}
+	o := find(objs, kind, "spool")
+	if o == nil {
+		t.Fatalf("no %s spool", kind)
+	}
+	v, _, _ := unstructured.NestedString(o.Object, path...)
+	return v
 }
 
 // TestHelmLint: `helm lint --strict` finds nothing, with the defaults and

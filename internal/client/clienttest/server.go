@@ -406,6 +406,27 @@ func (s *Server) insertLocked(t *Task) {
 	}
 }
 
+// shown is t as the API answers with it: target header values replaced by
+// "[redacted]" unless full (?view=full; the fake's one key is admin).
+func (t *Task) shown(full bool) *Task {
+	c := *t
+	if !full && len(t.Target.Headers) > 0 {
+		c.Target.Headers = make(map[string]string, len(t.Target.Headers))
+		for name := range t.Target.Headers {
+			c.Target.Headers[name] = "[redacted]"
+		}
+	}
+	return &c
+}
+
+func shown(ts []*Task, full bool) []*Task {
+	out := make([]*Task, len(ts))
+	for i, t := range ts {
+		out[i] = t.shown(full)
+	}
+	return out
+}
+
 func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("queue")
 	data, _ := io.ReadAll(r.Body)
@@ -442,7 +463,7 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 		for _, t := range ts {
 			s.insertLocked(t)
 		}
-		writeJSON(w, http.StatusCreated, map[string]any{"tasks": ts})
+		writeJSON(w, http.StatusCreated, map[string]any{"tasks": shown(ts, false)})
 		return
 	}
 
@@ -461,13 +482,13 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 	}
 	if t.IdempotencyKey != nil {
 		if id, ok := s.idem[name+"\x00"+*t.IdempotencyKey]; ok {
-			writeJSON(w, http.StatusOK, s.tasks[id])
+			writeJSON(w, http.StatusOK, s.tasks[id].shown(false))
 			return
 		}
 	}
 	t.Queue = name
 	s.insertLocked(t)
-	writeJSON(w, http.StatusCreated, t)
+	writeJSON(w, http.StatusCreated, t.shown(false))
 }
 
 func (s *Server) getTask(w http.ResponseWriter, r *http.Request) {
@@ -478,7 +499,7 @@ func (s *Server) getTask(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusNotFound, fmt.Sprintf("task %q not found", r.PathValue("id")), nil)
 		return
 	}
-	writeJSON(w, http.StatusOK, t)
+	writeJSON(w, http.StatusOK, t.shown(r.URL.Query().Get("view") == "full"))
 }
 
 func (s *Server) list(w http.ResponseWriter, r *http.Request) {
@@ -514,7 +535,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, t)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tasks": out, "next_cursor": next})
+	writeJSON(w, http.StatusOK, map[string]any{"tasks": shown(out, q.Get("view") == "full"), "next_cursor": next})
 }
 
 func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
@@ -531,7 +552,7 @@ func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now().UTC()
 	t.State, t.UpdatedAt, t.FinishedAt = "cancelled", now, &now
-	writeJSON(w, http.StatusOK, t)
+	writeJSON(w, http.StatusOK, t.shown(false))
 }
 
 func (s *Server) retry(w http.ResponseWriter, r *http.Request) {
@@ -548,7 +569,7 @@ func (s *Server) retry(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now().UTC()
 	t.State, t.UpdatedAt, t.FinishedAt, t.RunAt = "available", now, nil, now
-	writeJSON(w, http.StatusOK, t)
+	writeJSON(w, http.StatusOK, t.shown(false))
 }
 
 // withCountsLocked returns a copy of q with counts by state, zeros included.
