@@ -416,7 +416,7 @@ func TestPagination(t *testing.T) {
 // lease takes every due task through the real store, as a worker would.
 func lease(t *testing.T, st store.Store) []store.Lease {
 	t.Helper()
-	ls, err := st.Lease(context.Background(), 100, time.Minute)
+	ls, err := st.Lease(context.Background(), store.LeaseRequest{Limit: 100, Shared: 100, LeaseFor: time.Minute})
 	if err != nil {
 		t.Fatalf("lease: %v", err)
 	}

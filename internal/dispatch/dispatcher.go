@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -57,6 +58,10 @@ type Dispatcher struct {
 	tracer trace.Tracer
 
 	busy      atomic.Int64  // deliveries running
+	reserve   int           // of Workers, the slots kept for queues with nothing running here (reserveSlots)
+
+	runMu   sync.Mutex
+	running map[string]int // deliveries running, by queue (the fair lease's Running)
 	slotFreed chan struct{} // a delivery ended (buffered 1)
 	wake      chan struct{} // something may be due (buffered 1)
 
@@ -111,6 +116,8 @@ func New(cfg Config) *Dispatcher {
 		cfg:         cfg,
 		log:         cfg.Logger,
 		tracer:      cfg.TracerProvider.Tracer(tracerName),
+		reserve:     reserveSlots(cfg.Workers),
+		running:     make(map[string]int),
 		slotFreed:   make(chan struct{}, 1),
 		wake:        make(chan struct{}, 1),
 		inflight:    make(map[string]*flight),
@@ -189,6 +196,37 @@ func (d *Dispatcher) kick() {
 	}
 }
 
+// reserveSlots is how many of workers the fetch loop keeps for queues
+// with nothing running here: min(workers-1, max(1, workers/10)), none
+// with one worker. The store's fair order already gives the next slot to
+// the queue with the fewest running; the reserve makes sure there is a
+// slot to give even when one queue's tasks hold every other worker until
+// their timeout, so a task due in another queue starts within one lease.
+func reserveSlots(workers int) int {
+	if workers < 2 {
+		return 0
+	}
+	return min(workers-1, max(1, workers/10))
+}
+
+// addRunning counts a delivery of queue starting (+1) or ending (-1).
+func (d *Dispatcher) addRunning(queue string, delta int) {
+	d.runMu.Lock()
+	defer d.runMu.Unlock()
+	if n := d.running[queue] + delta; n > 0 {
+		d.running[queue] = n
+	} else {
+		delete(d.running, queue)
+	}
+}
+
+// runningCopy is a snapshot of the running counts for one lease.
+func (d *Dispatcher) runningCopy() map[string]int {
+	d.runMu.Lock()
+	defer d.runMu.Unlock()
+	return maps.Clone(d.running)
+}
+
 func (d *Dispatcher) fetchLoop(ctx context.Context) {
 	defer close(d.fetchDone)
 	timer := time.NewTimer(d.cfg.PollInterval)
@@ -196,7 +234,8 @@ func (d *Dispatcher) fetchLoop(ctx context.Context) {
 	more := true // the last lease was full: more is probably due
 	var lastErr time.Time
 	for ctx.Err() == nil {
-		free := d.cfg.Workers - int(d.busy.Load())
+		busy := int(d.busy.Load())
+		free := d.cfg.Workers - busy
 		if free <= 0 {
 			select {
 			case <-ctx.Done():
@@ -215,13 +254,22 @@ func (d *Dispatcher) fetchLoop(ctx context.Context) {
 		}
 		timer.Reset(d.cfg.PollInterval)
 		n := min(free, maxLeaseBatch)
+		// Past Workers-reserve busy slots, only queues with nothing running
+		// here may have a slot (one each); the lease still runs on every
+		// wake-up and poll so that they get it.
+		req := store.LeaseRequest{
+			Limit:    n,
+			Shared:   min(n, max(0, d.cfg.Workers-d.reserve-busy)),
+			LeaseFor: d.cfg.LeaseDuration,
+			Running:  d.runningCopy(),
+		}
 		leaseStart := time.Now()
 		// Not cancelled by Stop: a lease the database committed while the
 		// call was being cancelled would be lost to us and sit running until
 		// it expired. Whatever comes back is launched, then finished or
 		// released by Stop like any other delivery.
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.LeaseDuration)
-		leases, err := d.cfg.Store.Lease(lctx, n, d.cfg.LeaseDuration)
+		leases, err := d.cfg.Store.Lease(lctx, req)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -277,6 +325,7 @@ func (d *Dispatcher) traceLease(ctx context.Context, start, end time.Time, limit
 // slot it takes was free. leaseSpan is the lease span the delivery links to.
 func (d *Dispatcher) launch(l store.Lease, now time.Time, leaseSpan trace.SpanContext) {
 	d.busy.Add(1)
+	d.addRunning(l.Task.Queue, 1)
 	if m := d.cfg.Metrics; m != nil {
 		m.WorkersBusy.Inc()
 		if wait := now.Sub(l.Task.RunAt); wait > 0 {
@@ -304,6 +353,7 @@ func (d *Dispatcher) launch(l store.Lease, now time.Time, leaseSpan trace.SpanCo
 			d.forget(l.Task.ID)
 		}
 		d.busy.Add(-1)
+		d.addRunning(l.Task.Queue, -1)
 		if m := d.cfg.Metrics; m != nil {
 			m.WorkersBusy.Dec()
 		}

@@ -235,7 +235,7 @@ func testLease(t *testing.T, newStore NewStoreFunc) {
 		for range workers {
 			wg.Go(func() {
 				for total.Load() < n && time.Now().Before(deadline) {
-					ls, err := s.Lease(ctx, 7, time.Minute)
+					ls, err := s.Lease(ctx, store.LeaseRequest{Limit: 7, Shared: 7, LeaseFor: time.Minute})
 					if err != nil {
 						t.Errorf("concurrent Lease: %v", err)
 						return
@@ -334,7 +334,7 @@ func testLease(t *testing.T, newStore NewStoreFunc) {
 			for range 8 {
 				wg.Go(func() {
 					<-start
-					ls, err := s.Lease(ctx, 2, time.Minute)
+					ls, err := s.Lease(ctx, store.LeaseRequest{Limit: 2, Shared: 2, LeaseFor: time.Minute})
 					if err != nil {
 						t.Errorf("Lease: %v", err)
 						return

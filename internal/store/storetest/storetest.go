@@ -161,7 +161,7 @@ func mustUpdateQueue(t *testing.T, ctx context.Context, s store.Store, name stri
 // mustLease calls Lease once and checks it respects limit.
 func mustLease(t *testing.T, ctx context.Context, s store.Store, limit int, leaseFor time.Duration) []store.Lease {
 	t.Helper()
-	ls, err := s.Lease(ctx, limit, leaseFor)
+	ls, err := s.Lease(ctx, store.LeaseRequest{Limit: limit, Shared: limit, LeaseFor: leaseFor})
 	if err != nil {
 		t.Fatalf("Lease(%d, %v): %v", limit, leaseFor, err)
 	}
