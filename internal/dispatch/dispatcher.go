@@ -57,13 +57,13 @@ type Dispatcher struct {
 	log    *slog.Logger
 	tracer trace.Tracer
 
-	busy      atomic.Int64  // deliveries running
-	reserve   int           // of Workers, the slots kept for queues with nothing running here (reserveSlots)
+	busy    atomic.Int64 // deliveries running
+	reserve int          // of Workers, the slots kept for queues with nothing running here (reserveSlots)
 
-	runMu   sync.Mutex
-	running map[string]int // deliveries running, by queue (the fair lease's Running)
-	slotFreed chan struct{} // a delivery ended (buffered 1)
-	wake      chan struct{} // something may be due (buffered 1)
+	runMu     sync.Mutex
+	running   map[string]int // deliveries running, by queue (the fair lease's Running)
+	slotFreed chan struct{}  // a delivery ended (buffered 1)
+	wake      chan struct{}  // something may be due (buffered 1)
 
 	mu       sync.Mutex
 	inflight map[string]*flight // by task id, until the completion is stored

@@ -373,7 +373,7 @@ func TestCompletionRefusedAfterRescue(t *testing.T) {
 	s, dsn := fresh(t)
 	other := open(t, dsn, postgres.Options{MaxConns: 2})
 	id := enqueueN(t, s, "q", 1)[0]
-	ls, err := s.Lease(t.Context(), store.LeaseRequest{Limit: 1, Shared: 1, LeaseFor: 20*time.Millisecond})
+	ls, err := s.Lease(t.Context(), store.LeaseRequest{Limit: 1, Shared: 1, LeaseFor: 20 * time.Millisecond})
 	if err != nil || len(ls) != 1 {
 		t.Fatalf("Lease = %v, %v", ls, err)
 	}
@@ -558,7 +558,10 @@ func TestUnavailable(t *testing.T) {
 	calls := map[string]func() error{
 		"Ping":    func() error { return s.Ping(ctx) },
 		"GetTask": func() error { _, err := s.GetTask(ctx, id); return err },
-		"Lease":   func() error { _, err := s.Lease(ctx, store.LeaseRequest{Limit: 10, Shared: 10, LeaseFor: time.Minute}); return err },
+		"Lease": func() error {
+			_, err := s.Lease(ctx, store.LeaseRequest{Limit: 10, Shared: 10, LeaseFor: time.Minute})
+			return err
+		},
 		"Enqueue": func() error { _, err := s.Enqueue(ctx, []store.NewTask{newTask("q")}); return err },
 		"Complete": func() error {
 			_, err := s.Complete(ctx, []store.Completion{{LeaseRef: store.LeaseRef{TaskID: id, Token: 1}, Outcome: store.Succeeded}})

@@ -97,12 +97,12 @@ const (
 // tx.StmtContext hands a transaction the one of its connection.
 type statements struct {
 	// write pool (one connection)
-	queueDefaults, createQueue, taskByKey          *sql.Stmt
-	insertTasks                                    []*sql.Stmt // by insertShapes
+	queueDefaults, createQueue, taskByKey               *sql.Stmt
+	insertTasks                                         []*sql.Stmt // by insertShapes
 	limitedQueues, runningCount, dueFreeHeads, dueQueue *sql.Stmt
-	leaseSeq, claim, drawTokens                    *sql.Stmt
-	extendLeases                                   *sql.Stmt
-	complete                                       [4]*sql.Stmt // by store.Outcome - 1
+	leaseSeq, claim, drawTokens                         *sql.Stmt
+	extendLeases                                        *sql.Stmt
+	complete                                            [4]*sql.Stmt // by store.Outcome - 1
 	// read pool
 	leasable, getTask *sql.Stmt
 
