@@ -63,6 +63,7 @@ type Dispatcher struct {
 	runMu     sync.Mutex
 	running   map[string]int // deliveries running, by queue (the fair lease's Running)
 	slotFreed chan struct{}  // a delivery ended (buffered 1)
+	storeWoke atomic.Bool    // the store signalled due work since the last lease
 	wake      chan struct{}  // something may be due (buffered 1)
 
 	mu       sync.Mutex
@@ -150,6 +151,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	d.fetchDone = make(chan struct{})
 	go func() {
 		for range wakeups {
+			d.storeWoke.Store(true)
 			d.kick()
 		}
 	}()
@@ -244,22 +246,32 @@ func (d *Dispatcher) fetchLoop(ctx context.Context) {
 				continue
 			}
 		}
+		polled := false
 		if !more {
 			select {
 			case <-ctx.Done():
 				return
 			case <-d.wake:
 			case <-timer.C:
+				polled = true
 			}
+			busy = int(d.busy.Load()) // slots may have freed meanwhile
+			free = d.cfg.Workers - busy
+		}
+		// Past Workers-reserve busy slots, only queues with nothing running
+		// here may have a slot (one each), so the lease runs on the store's
+		// wake-ups and on polls, which may bring such a queue's task. The
+		// local kick after completions cannot, and a lease for it would
+		// come back empty while a single queue drains: skip it.
+		shared := max(0, d.cfg.Workers-d.reserve-busy)
+		if fresh := d.storeWoke.Swap(false); shared == 0 && !more && !polled && !fresh {
+			continue
 		}
 		timer.Reset(d.cfg.PollInterval)
 		n := min(free, maxLeaseBatch)
-		// Past Workers-reserve busy slots, only queues with nothing running
-		// here may have a slot (one each); the lease still runs on every
-		// wake-up and poll so that they get it.
 		req := store.LeaseRequest{
 			Limit:    n,
-			Shared:   min(n, max(0, d.cfg.Workers-d.reserve-busy)),
+			Shared:   min(n, shared),
 			LeaseFor: d.cfg.LeaseDuration,
 			Running:  d.runningCopy(),
 		}
