@@ -59,6 +59,8 @@ type Options struct {
 
 // Store is the PostgreSQL store.Store. Build it with Open.
 type Store struct {
+	store.DestinationsPending // until branch dest implements them (see store.DestinationsPending)
+
 	pool *pgxpool.Pool
 	log  *slog.Logger
 	// probeEvery is how long the LISTEN connection may sit idle before it

@@ -58,6 +58,8 @@ const busyTimeout = 10 * time.Second
 
 // Store is store.Store on SQLite. Build it with Open.
 type Store struct {
+	store.DestinationsPending // until branch dest implements them (see store.DestinationsPending)
+
 	log   *slog.Logger
 	write *sql.DB // exactly one connection: every write transaction
 	read  *sql.DB // query_only connections for reads
