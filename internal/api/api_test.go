@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -502,7 +503,7 @@ func TestPagination(t *testing.T) {
 // lease takes every due task through the real store, as a worker would.
 func lease(t *testing.T, st store.Store) []store.Lease {
 	t.Helper()
-	ls, err := st.Lease(context.Background(), 100, time.Minute)
+	ls, err := st.Lease(context.Background(), store.LeaseRequest{Limit: 100, Shared: 100, LeaseFor: time.Minute})
 	if err != nil {
 		t.Fatalf("lease: %v", err)
 	}
@@ -604,6 +605,7 @@ func TestQueues(t *testing.T) {
 		}
 		q := decode[queueJSON](t, want(t, e.do("GET", "/v1/queues/b-queue", ""), http.StatusOK))
 		if q.Concurrency != 0 || q.RateLimit != 0 || q.MaxAttempts != task.DefaultMaxAttempts || q.Timeout != "30s" || q.Paused ||
+			q.Weight != 1 || !slices.Equal(q.RetryStatuses, []string{"408", "425", "429", "500-599", "timeout", "connection"}) ||
 			q.Counts[task.Available] != 1 || q.Counts[task.Scheduled] != 1 || len(q.Counts) != len(task.States) {
 			t.Errorf("queue: %+v", q)
 		}
@@ -624,6 +626,17 @@ func TestQueues(t *testing.T) {
 				return q.Concurrency == 1000000 && q.RateLimit == 1000000 && q.MaxAttempts == 1000 && q.Timeout == "30m0s"
 			}},
 			{`{"max_attempts":3,"concurrency":0,"rate_limit":0,"timeout":"1m30s"}`, func(q queueJSON) bool { return q.MaxAttempts == 3 }},
+			{`{"weight":3}`, func(q queueJSON) bool {
+				return q.Weight == 3 && slices.Equal(q.RetryStatuses, task.DefaultRetryStatuses.Tokens())
+			}},
+			{`{"retry_statuses":["503","timeout","500-502"," 429 "]}`, func(q queueJSON) bool {
+				return q.Weight == 3 && slices.Equal(q.RetryStatuses, []string{"429", "500-503", "timeout"})
+			}},
+			{`{"retry_statuses":[]}`, func(q queueJSON) bool { return q.RetryStatuses != nil && len(q.RetryStatuses) == 0 }},
+			{`{"weight":1000,"retry_statuses":["408","425","429","500-599","timeout","connection"]}`, func(q queueJSON) bool {
+				return q.Weight == 1000 && slices.Equal(q.RetryStatuses, task.DefaultRetryStatuses.Tokens())
+			}},
+			{`{"weight":1}`, func(q queueJSON) bool { return q.Weight == 1 }},
 		} {
 			q := decode[queueJSON](t, want(t, e.do("PATCH", "/v1/queues/b-queue", c.body), http.StatusOK))
 			if !c.check(q) {
@@ -646,6 +659,12 @@ func TestQueues(t *testing.T) {
 			`{"timeout":"0s"}`: "timeout", `{"timeout":"-1s"}`: "timeout", `{"timeout":"31m"}`: "timeout", `{"timeout":30}`: "timeout", `{"timeout":"soon"}`: "timeout",
 			`{"paused":"yes"}`: "paused", `{"paused":1}`: "paused",
 			`{"pasued":true}`: "pasued", `{"paused":true,"paused":false}`: "paused",
+			`{"weight":0}`: "weight", `{"weight":1001}`: "weight", `{"weight":1.5}`: "weight", `{"weight":"2"}`: "weight",
+			`{"retry_statuses":"429"}`: "retry_statuses", `{"retry_statuses":{"a":1}}`: "retry_statuses",
+			`{"retry_statuses":[429]}`: "retry_statuses[0]", `{"retry_statuses":["429","200"]}`: "retry_statuses[1]",
+			`{"retry_statuses":["600"]}`: "retry_statuses[0]", `{"retry_statuses":["599-500"]}`: "retry_statuses[0]",
+			`{"retry_statuses":["429,500"]}`: "retry_statuses[0]", `{"retry_statuses":[""]}`: "retry_statuses[0]",
+			`{"retry_statuses":["sometimes"]}`: "retry_statuses[0]",
 		} {
 			wantField(t, e.do("PATCH", "/v1/queues/b-queue", body), field)
 		}

@@ -720,6 +720,57 @@ func checkQueueName(name string) string {
 	return ""
 }
 
+// maxRetryStatusTokens bounds retry_statuses' array: every status of
+// 300-599 one by one, plus timeout and connection, is 302.
+const maxRetryStatusTokens = 302
+
+// decodeRetryStatuses reads retry_statuses: an array of tokens, each an
+// HTTP status ("429"), an inclusive range ("500-599"), "timeout" or
+// "connection" (task.RetryStatuses' tokens). [] is valid: nothing retries.
+func decodeRetryStatuses(c *collector, field string, raw json.RawMessage) (task.RetryStatuses, bool) {
+	es, ok := elements(raw, maxRetryStatusTokens)
+	if !ok {
+		c.add(field, `must be an array of strings such as ["429", "500-599", "timeout", "connection"], got %s`, kind(raw))
+		return task.RetryStatuses{}, false
+	}
+	if len(es) > maxRetryStatusTokens {
+		c.add(field, "must hold at most %d tokens", maxRetryStatusTokens)
+		return task.RetryStatuses{}, false
+	}
+	tokens := make([]string, 0, len(es))
+	valid := true
+	for i, e := range es {
+		f := field + "[" + strconv.Itoa(i) + "]"
+		tok, ok := decodeString(c, f, e)
+		if !ok {
+			valid = false
+			continue
+		}
+		// One token per element: ParseRetryStatuses would read "429,500"
+		// as two, and "" as none.
+		if strings.TrimSpace(tok) == "" || strings.Contains(tok, ",") {
+			c.add(f, "must be one token: an HTTP status (300-599), a range such as \"500-599\", \"timeout\" or \"connection\", got %s", quoteInput(tok))
+			valid = false
+			continue
+		}
+		if _, err := task.ParseRetryStatuses(tok); err != nil {
+			c.add(f, "%s", strings.TrimPrefix(err.Error(), "retry_statuses: "))
+			valid = false
+			continue
+		}
+		tokens = append(tokens, tok)
+	}
+	if !valid {
+		return task.RetryStatuses{}, false
+	}
+	rs, err := task.ParseRetryStatuses(strings.Join(tokens, ","))
+	if err != nil { // each token parsed alone, so this cannot happen
+		c.add(field, "%s", err.Error())
+		return task.RetryStatuses{}, false
+	}
+	return rs, true
+}
+
 // patchMembers parses a PATCH body: one JSON object whose null members
 // mean absent (as most JSON clients serialize unset fields). It returns the
 // other members and a collector that already holds a duplicate key, so each
@@ -777,6 +828,15 @@ func decodePatch(body []byte) (task.QueuePatch, error) {
 			if b, ok := decodeBool(c, m.key, m.val); ok {
 				p.Paused = &b
 			}
+		case "weight":
+			if n, ok := decodeInt(c, m.key, m.val, 1, task.MaxWeight); ok {
+				v := int(n)
+				p.Weight = &v
+			}
+		case "retry_statuses":
+			if rs, ok := decodeRetryStatuses(c, m.key, m.val); ok {
+				p.RetryStatuses = &rs
+			}
 		default:
 			c.add(m.key, "unknown field")
 		}
@@ -784,8 +844,9 @@ func decodePatch(body []byte) (task.QueuePatch, error) {
 	if err := c.err(); err != nil {
 		return p, err
 	}
-	if p.Concurrency == nil && p.RateLimit == nil && p.MaxAttempts == nil && p.Timeout == nil && p.Paused == nil {
-		return p, invalidField("", "the patch changes nothing; give at least one of concurrency, rate_limit, max_attempts, timeout, paused")
+	if p.Concurrency == nil && p.RateLimit == nil && p.MaxAttempts == nil && p.Timeout == nil && p.Paused == nil &&
+		p.Weight == nil && p.RetryStatuses == nil {
+		return p, invalidField("", "the patch changes nothing; give at least one of concurrency, rate_limit, max_attempts, timeout, paused, weight, retry_statuses")
 	}
 	return p, nil
 }

@@ -108,15 +108,18 @@ func toTaskList(ts []task.Task, v view) []taskJSON {
 
 // queueJSON is the wire shape of a queue.
 type queueJSON struct {
-	Name        string               `json:"name"`
-	Concurrency int                  `json:"concurrency"`
-	RateLimit   float64              `json:"rate_limit"`
-	MaxAttempts int                  `json:"max_attempts"`
-	Timeout     string               `json:"timeout"`
-	Paused      bool                 `json:"paused"`
-	Counts      map[task.State]int64 `json:"counts"`
-	CreatedAt   string               `json:"created_at"`
-	UpdatedAt   string               `json:"updated_at"`
+	Name        string  `json:"name"`
+	Concurrency int     `json:"concurrency"`
+	RateLimit   float64 `json:"rate_limit"`
+	MaxAttempts int     `json:"max_attempts"`
+	Timeout     string  `json:"timeout"`
+	Paused      bool    `json:"paused"`
+	Weight      int     `json:"weight"`
+	// RetryStatuses is never null: [] means nothing retries.
+	RetryStatuses []string             `json:"retry_statuses"`
+	Counts        map[task.State]int64 `json:"counts"`
+	CreatedAt     string               `json:"created_at"`
+	UpdatedAt     string               `json:"updated_at"`
 }
 
 func toQueueJSON(q task.Queue) queueJSON {
@@ -125,14 +128,16 @@ func toQueueJSON(q task.Queue) queueJSON {
 		counts[st] = q.Counts[st] // every state, zero included
 	}
 	return queueJSON{
-		Name:        q.Name,
-		Concurrency: q.Concurrency,
-		RateLimit:   q.RateLimit,
-		MaxAttempts: q.MaxAttempts,
-		Timeout:     fmtDuration(q.Timeout),
-		Paused:      q.Paused,
-		Counts:      counts,
-		CreatedAt:   fmtTime(q.CreatedAt),
-		UpdatedAt:   fmtTime(q.UpdatedAt),
+		Name:          q.Name,
+		Concurrency:   q.Concurrency,
+		RateLimit:     q.RateLimit,
+		MaxAttempts:   q.MaxAttempts,
+		Timeout:       fmtDuration(q.Timeout),
+		Paused:        q.Paused,
+		Weight:        q.Weight,
+		RetryStatuses: q.RetryStatuses.Tokens(),
+		Counts:        counts,
+		CreatedAt:     fmtTime(q.CreatedAt),
+		UpdatedAt:     fmtTime(q.UpdatedAt),
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -424,6 +425,23 @@ func TestQueuesCommands(t *testing.T) {
 	if got := string(h.srv.Last().Body); got != `{"max_attempts":3,"timeout":"10s"}` {
 		t.Fatalf("set sent %s", got)
 	}
+	// The retry statuses go as canonical tokens.
+	out = h.ok(Queues, "set", "emails", "--weight", "4", "--retry-statuses", "503, 429,500-502,timeout")
+	if got := string(h.srv.Last().Body); got != `{"weight":4,"retry_statuses":["429","500-503","timeout"]}` {
+		t.Fatalf("set sent %s", got)
+	}
+	for _, sub := range []string{"WEIGHT", "4", "RETRY STATUSES", "429,500-503,timeout"} {
+		if !strings.Contains(out, sub) {
+			t.Errorf("set output lacks %q:\n%s", sub, out)
+		}
+	}
+	out = h.ok(Queues, "set", "emails", "--retry-statuses", "none")
+	if got := string(h.srv.Last().Body); got != `{"retry_statuses":[]}` {
+		t.Fatalf("set sent %s", got)
+	}
+	if !regexp.MustCompile(`RETRY STATUSES\s+none`).MatchString(out) {
+		t.Errorf("set output does not show an empty set as none:\n%s", out)
+	}
 
 	if _, _, err := h.run(Queues, "get", "nope"); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("missing queue = %v", err)
@@ -446,6 +464,11 @@ func TestQueuesBadUsage(t *testing.T) {
 		{[]string{"set", "q", "--rate-limit", "NaN"}, "queues set: --rate-limit must be 0"},
 		{[]string{"set", "q", "--max-attempts", "0"}, "queues set: --max-attempts must be 1-1000, got 0"},
 		{[]string{"set", "q", "--timeout", "-5s"}, "queues set: --timeout must be above 0"},
+		{[]string{"set", "q", "--weight", "0"}, "queues set: --weight must be 1-1000, got 0"},
+		{[]string{"set", "q", "--weight", "1001"}, "queues set: --weight must be 1-1000, got 1001"},
+		{[]string{"set", "q", "--retry-statuses", "200"}, `queues set: --retry-statuses: "200": 1xx and 2xx are not failures`},
+		{[]string{"set", "q", "--retry-statuses", "often"}, `queues set: --retry-statuses: "often": not an HTTP status`},
+		{[]string{"set", "q", "--retry-statuses", ""}, `queues set: --retry-statuses needs a list`},
 	}
 	for _, c := range cases {
 		_, _, err := h.run(Queues, c.args...)

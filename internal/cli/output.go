@@ -166,6 +166,8 @@ func printQueue(w io.Writer, format string, q *client.Queue) error {
 		{"RATE LIMIT", fmtLimit(q.RateLimit, "/s")},
 		{"MAX ATTEMPTS", strconv.Itoa(q.MaxAttempts)},
 		{"TIMEOUT", fmtDuration(q.Timeout)},
+		{"WEIGHT", strconv.Itoa(q.Weight)},
+		{"RETRY STATUSES", fmtRetryStatuses(q.RetryStatuses)},
 		{"CREATED AT", fmtTime(q.CreatedAt)},
 		{"UPDATED AT", fmtTime(q.UpdatedAt)},
 	}
@@ -178,6 +180,14 @@ func printQueue(w io.Writer, format string, q *client.Queue) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// fmtRetryStatuses shows a queue's retry_statuses; none retry when empty.
+func fmtRetryStatuses(tokens []string) string {
+	if len(tokens) == 0 {
+		return "none"
+	}
+	return strings.Join(tokens, ",")
 }
 
 func printQueueList(w io.Writer, format string, qs []client.Queue) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spoolhq/spool/internal/client"
 	"github.com/spoolhq/spool/internal/task"
@@ -17,7 +18,8 @@ Subcommands:
   get NAME        show one queue
   pause NAME      stop dispatching NAME's tasks (enqueueing still works)
   resume NAME     dispatch NAME's tasks again
-  set NAME        change settings: --concurrency, --rate-limit, --max-attempts, --timeout
+  set NAME        change settings: --concurrency, --rate-limit, --max-attempts, --timeout,
+                  --weight, --retry-statuses
 
 Examples:
   spool queues list
@@ -118,6 +120,9 @@ Examples:
   spool queues set emails --concurrency 10 --rate-limit 50
   spool queues set emails --max-attempts 5 --timeout 10s
   spool queues set emails --concurrency 0      # no concurrency limit
+  spool queues set reports --weight 3          # 3 workers to 1 against a busy queue of weight 1
+  spool queues set emails --retry-statuses 429,500-599,timeout
+  spool queues set emails --retry-statuses none   # nothing retries
 ` + clientFlagsHelp
 
 func queuesSet(ctx context.Context, args []string, env func(string) string, stdout io.Writer) error {
@@ -129,6 +134,8 @@ func queuesSet(ctx context.Context, args []string, env func(string) string, stdo
 	rateLimit := fs.Float64("rate-limit", 0, "tasks started per second across all replicas; 0 = unlimited")
 	maxAttempts := fs.Int("max-attempts", 0, fmt.Sprintf("default attempts for new tasks, 1-%d", task.MaxMaxAttempts))
 	timeout := fs.Duration("timeout", 0, "default timeout of each attempt, e.g. 10s")
+	weight := fs.Int("weight", 0, fmt.Sprintf("share of the workers against other queues with due work, 1-%d (default 1)", task.MaxWeight))
+	retryStatuses := fs.String("retry-statuses", "", `which failed attempts retry: statuses, ranges, timeout, connection, comma-separated (e.g. "429,500-599,timeout"); "none": nothing retries`)
 	pos, err := cmd.parse(args, stdout)
 	if err != nil {
 		return err
@@ -163,8 +170,28 @@ func queuesSet(ctx context.Context, args []string, env func(string) string, stdo
 		}
 		p.Timeout = timeout
 	}
+	if given["weight"] {
+		if *weight < 1 || *weight > task.MaxWeight {
+			return usagef("queues set: --weight must be 1-%d, got %d", task.MaxWeight, *weight)
+		}
+		p.Weight = weight
+	}
+	if given["retry-statuses"] {
+		text := *retryStatuses
+		if strings.TrimSpace(text) == "none" {
+			text = ""
+		} else if strings.TrimSpace(text) == "" {
+			return usagef(`queues set: --retry-statuses needs a list such as "429,500-599,timeout", or "none"`)
+		}
+		rs, err := task.ParseRetryStatuses(text)
+		if err != nil {
+			return usagef("queues set: --retry-statuses: %s", strings.TrimPrefix(err.Error(), "retry_statuses: "))
+		}
+		tokens := rs.Tokens()
+		p.RetryStatuses = &tokens
+	}
 	if p == (client.QueuePatch{}) {
-		return usagef("queues set: nothing to change: give at least one of --concurrency, --rate-limit, --max-attempts, --timeout")
+		return usagef("queues set: nothing to change: give at least one of --concurrency, --rate-limit, --max-attempts, --timeout, --weight, --retry-statuses")
 	}
 	c, err := cf.client("queues set", env)
 	if err != nil {

@@ -193,30 +193,34 @@ const (
 
 // Queue is a queue's settings and task counts.
 type Queue struct {
-	Name        string
-	Concurrency int     // 0 = unlimited
-	RateLimit   float64 // tasks per second, 0 = unlimited
-	MaxAttempts int
-	Timeout     time.Duration
-	Paused      bool
-	Counts      map[string]int64 // by state
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	Name          string
+	Concurrency   int     // 0 = unlimited
+	RateLimit     float64 // tasks per second, 0 = unlimited
+	MaxAttempts   int
+	Timeout       time.Duration
+	Paused        bool
+	Weight        int              // share of the workers against other queues with due work
+	RetryStatuses []string         // which failed attempts retry: "429", "500-599", "timeout", "connection"
+	Counts        map[string]int64 // by state
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
 
 	// Raw is the JSON the server sent (see Task.Raw).
 	Raw json.RawMessage
 }
 
 type wireQueue struct {
-	Name        string           `json:"name"`
-	Concurrency int              `json:"concurrency"`
-	RateLimit   float64          `json:"rate_limit"`
-	MaxAttempts int              `json:"max_attempts"`
-	Timeout     jsonDuration     `json:"timeout"`
-	Paused      bool             `json:"paused"`
-	Counts      map[string]int64 `json:"counts,omitempty"`
-	CreatedAt   time.Time        `json:"created_at"`
-	UpdatedAt   time.Time        `json:"updated_at"`
+	Name          string           `json:"name"`
+	Concurrency   int              `json:"concurrency"`
+	RateLimit     float64          `json:"rate_limit"`
+	MaxAttempts   int              `json:"max_attempts"`
+	Timeout       jsonDuration     `json:"timeout"`
+	Paused        bool             `json:"paused"`
+	Weight        int              `json:"weight"`
+	RetryStatuses []string         `json:"retry_statuses"`
+	Counts        map[string]int64 `json:"counts,omitempty"`
+	CreatedAt     time.Time        `json:"created_at"`
+	UpdatedAt     time.Time        `json:"updated_at"`
 }
 
 // UnmarshalJSON decodes tolerantly and keeps the JSON in Raw.
@@ -228,6 +232,7 @@ func (q *Queue) UnmarshalJSON(data []byte) error {
 	*q = Queue{
 		Name: w.Name, Concurrency: w.Concurrency, RateLimit: w.RateLimit,
 		MaxAttempts: w.MaxAttempts, Timeout: time.Duration(w.Timeout), Paused: w.Paused,
+		Weight: w.Weight, RetryStatuses: w.RetryStatuses,
 		Counts: w.Counts, CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt,
 		Raw: bytes.Clone(data),
 	}
@@ -242,6 +247,7 @@ func (q Queue) MarshalJSON() ([]byte, error) {
 	return json.Marshal(wireQueue{
 		Name: q.Name, Concurrency: q.Concurrency, RateLimit: q.RateLimit,
 		MaxAttempts: q.MaxAttempts, Timeout: jsonDuration(q.Timeout), Paused: q.Paused,
+		Weight: q.Weight, RetryStatuses: q.RetryStatuses,
 		Counts: q.Counts, CreatedAt: q.CreatedAt, UpdatedAt: q.UpdatedAt,
 	})
 }
@@ -254,17 +260,24 @@ type QueuePatch struct {
 	MaxAttempts *int
 	Timeout     *time.Duration
 	Paused      *bool
+	Weight      *int
+	// RetryStatuses replaces the queue's set; a pointer to an empty slice
+	// sends [] (nothing retries).
+	RetryStatuses *[]string
 }
 
 // MarshalJSON writes only the set fields, timeout in Go syntax.
 func (p QueuePatch) MarshalJSON() ([]byte, error) {
 	w := struct {
-		Concurrency *int     `json:"concurrency,omitempty"`
-		RateLimit   *float64 `json:"rate_limit,omitempty"`
-		MaxAttempts *int     `json:"max_attempts,omitempty"`
-		Timeout     *string  `json:"timeout,omitempty"`
-		Paused      *bool    `json:"paused,omitempty"`
-	}{Concurrency: p.Concurrency, RateLimit: p.RateLimit, MaxAttempts: p.MaxAttempts, Paused: p.Paused}
+		Concurrency   *int      `json:"concurrency,omitempty"`
+		RateLimit     *float64  `json:"rate_limit,omitempty"`
+		MaxAttempts   *int      `json:"max_attempts,omitempty"`
+		Timeout       *string   `json:"timeout,omitempty"`
+		Paused        *bool     `json:"paused,omitempty"`
+		Weight        *int      `json:"weight,omitempty"`
+		RetryStatuses *[]string `json:"retry_statuses,omitempty"`
+	}{Concurrency: p.Concurrency, RateLimit: p.RateLimit, MaxAttempts: p.MaxAttempts, Paused: p.Paused,
+		Weight: p.Weight, RetryStatuses: p.RetryStatuses}
 	if p.Timeout != nil {
 		s := p.Timeout.String()
 		w.Timeout = &s

@@ -369,7 +369,7 @@ func TestMaintainerRescuesAndPrunes(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
 	id := h.enqueue(h.url, nil)
-	leases, err := h.store.Lease(ctx, 1, time.Millisecond) // a worker that dies at once
+	leases, err := h.store.Lease(ctx, store.LeaseRequest{Limit: 1, Shared: 1, LeaseFor: time.Millisecond}) // a worker that dies at once
 	if err != nil || len(leases) != 1 {
 		t.Fatalf("lease: %v %d", err, len(leases))
 	}

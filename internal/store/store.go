@@ -67,6 +67,29 @@ type Lease struct {
 	ExpiresAt time.Time
 }
 
+// LeaseRequest asks Lease for tasks.
+//
+// The fair order: the candidates are each leasable queue's due tasks in
+// (priority, run_at, id) order, the r-th of queue q (r = 1, 2, …) with the
+// key (Running[q] + r) / weight(q); Lease picks them in ascending key, ties
+// by priority, then run_at, then id. That is water-filling: the next slot
+// goes to the queue with the fewest tasks running relative to its weight,
+// so a queue with no backlog beats one with a long backlog, and over
+// successive leases weights share the workers in proportion. Priority
+// orders tasks inside a queue only.
+//
+// The reserve: the first Shared positions go in the fair order to any
+// queue; the positions past Shared go only to queues with Running[q] == 0
+// that got nothing in the shared positions, one task each (in the fair
+// order among them). A caller that keeps some workers back this way can
+// never have all of them held by one queue while another has due work.
+type LeaseRequest struct {
+	Limit    int            // most tasks to lease
+	Shared   int            // of Limit, how many may go to any queue; >= Limit: no reserve
+	LeaseFor time.Duration  // lease expiry from now
+	Running  map[string]int // tasks the caller has running now, by queue (nil: none)
+}
+
 // LeaseRef names a held lease.
 type LeaseRef struct {
 	TaskID string
@@ -165,18 +188,23 @@ type Store interface {
 	GetQueue(ctx context.Context, name string) (task.Queue, error)
 	// ListQueues returns every queue, by name, with Counts.
 	ListQueues(ctx context.Context) ([]task.Queue, error)
+	// ListQueueSettings returns every queue's settings, by name, without
+	// Counts (nil): one read of the queues, none of the tasks, cheap enough
+	// for a dispatcher to cache and refresh often.
+	ListQueueSettings(ctx context.Context) ([]task.Queue, error)
 	// UpdateQueue applies p, creating the queue with defaults first if
 	// missing, and returns it with Counts.
 	UpdateQueue(ctx context.Context, name string, p task.QueuePatch) (task.Queue, error)
 
-	// Lease takes up to limit due tasks (pending state, run_at <= now) from
-	// queues that are not paused, lowest priority number first, then oldest
-	// run_at, then id; sets them running, increments attempt, and gives each
-	// a fresh token and expiry now+leaseFor. Concurrent callers (other
-	// replicas) never lease the same task. A queue's concurrency (running
-	// count, all replicas) and rate limit (starts per second, token bucket
-	// with a burst of max(1, rate)) are never exceeded.
-	Lease(ctx context.Context, limit int, leaseFor time.Duration) ([]Lease, error)
+	// Lease takes up to req.Limit due tasks (pending state, run_at <= now)
+	// from queues that are not paused, in the fair order (see LeaseRequest);
+	// sets them running, increments attempt, and gives each a fresh token
+	// and expiry now+req.LeaseFor. Concurrent callers (other replicas) never
+	// lease the same task. A queue's concurrency (running count, all
+	// replicas) and rate limit (starts per second, token bucket with a
+	// burst of max(1, rate)) are never exceeded. Leases come back in
+	// (priority, run_at, id) order.
+	Lease(ctx context.Context, req LeaseRequest) ([]Lease, error)
 	// ExtendLeases pushes the expiry of the held leases to now+leaseFor and
 	// returns the refs that are no longer held (rescued, cancelled, finished).
 	ExtendLeases(ctx context.Context, refs []LeaseRef, leaseFor time.Duration) (lost []LeaseRef, err error)

@@ -53,6 +53,10 @@ const (
 	MaxTimeout         = 30 * time.Minute
 	// MaxScheduleAhead bounds run_at and delay so a typo cannot park a task for centuries.
 	MaxScheduleAhead = 366 * 24 * time.Hour
+	// A queue's weight is its share of the workers against the other
+	// queues with due work (see store.LeaseRequest).
+	DefaultWeight = 1
+	MaxWeight     = 1000
 )
 
 // Target is where a task is delivered.
@@ -94,16 +98,25 @@ type Queue struct {
 	MaxAttempts int     // default for tasks enqueued without max_attempts
 	Timeout     time.Duration
 	Paused      bool
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
-	Counts      map[State]int64 // every state present, zero included
+	// Weight is the queue's share of the workers when queues compete
+	// (1..MaxWeight, default DefaultWeight): with weights 2 and 1, two
+	// backlogged queues get two workers and one.
+	Weight int
+	// RetryStatuses is which failed attempts retry (default
+	// DefaultRetryStatuses); the others fail the task at once.
+	RetryStatuses RetryStatuses
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	Counts        map[State]int64 // every state present, zero included; nil from ListQueueSettings
 }
 
 // QueuePatch changes the settings whose fields are non-nil.
 type QueuePatch struct {
-	Concurrency *int
-	RateLimit   *float64
-	MaxAttempts *int
-	Timeout     *time.Duration
-	Paused      *bool
+	Concurrency   *int
+	RateLimit     *float64
+	MaxAttempts   *int
+	Timeout       *time.Duration
+	Paused        *bool
+	Weight        *int
+	RetryStatuses *RetryStatuses
 }

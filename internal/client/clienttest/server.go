@@ -62,15 +62,17 @@ type Task struct {
 }
 
 type queue struct {
-	Name        string           `json:"name"`
-	Concurrency int              `json:"concurrency"`
-	RateLimit   float64          `json:"rate_limit"`
-	MaxAttempts int              `json:"max_attempts"`
-	Timeout     string           `json:"timeout"`
-	Paused      bool             `json:"paused"`
-	Counts      map[string]int64 `json:"counts"`
-	CreatedAt   time.Time        `json:"created_at"`
-	UpdatedAt   time.Time        `json:"updated_at"`
+	Name          string           `json:"name"`
+	Concurrency   int              `json:"concurrency"`
+	RateLimit     float64          `json:"rate_limit"`
+	MaxAttempts   int              `json:"max_attempts"`
+	Timeout       string           `json:"timeout"`
+	Paused        bool             `json:"paused"`
+	Weight        int              `json:"weight"`
+	RetryStatuses []string         `json:"retry_statuses"`
+	Counts        map[string]int64 `json:"counts"`
+	CreatedAt     time.Time        `json:"created_at"`
+	UpdatedAt     time.Time        `json:"updated_at"`
 }
 
 // Destination is the fake's destination record, in the API's JSON shape.
@@ -390,7 +392,8 @@ func (s *Server) validate(q *queue, b enqueueBody, prefix string, now time.Time)
 func (s *Server) queueLocked(name string, now time.Time) *queue {
 	q, ok := s.queues[name]
 	if !ok {
-		q = &queue{Name: name, MaxAttempts: 25, Timeout: "30s", CreatedAt: now, UpdatedAt: now}
+		q = &queue{Name: name, MaxAttempts: 25, Timeout: "30s", Weight: 1,
+			RetryStatuses: []string{"408", "425", "429", "500-599", "timeout", "connection"}, CreatedAt: now, UpdatedAt: now}
 		s.queues[name] = q
 	}
 	return q
@@ -615,11 +618,13 @@ func (s *Server) getQueue(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) patchQueue(w http.ResponseWriter, r *http.Request) {
 	var p struct {
-		Concurrency *int     `json:"concurrency"`
-		RateLimit   *float64 `json:"rate_limit"`
-		MaxAttempts *int     `json:"max_attempts"`
-		Timeout     *string  `json:"timeout"`
-		Paused      *bool    `json:"paused"`
+		Concurrency   *int      `json:"concurrency"`
+		RateLimit     *float64  `json:"rate_limit"`
+		MaxAttempts   *int      `json:"max_attempts"`
+		Timeout       *string   `json:"timeout"`
+		Paused        *bool     `json:"paused"`
+		Weight        *int      `json:"weight"`
+		RetryStatuses *[]string `json:"retry_statuses"`
 	}
 	if !readPatch(w, r, &p) {
 		return
@@ -638,6 +643,9 @@ func (s *Server) patchQueue(w http.ResponseWriter, r *http.Request) {
 		if d, err := time.ParseDuration(*p.Timeout); err != nil || d <= 0 {
 			errs = append(errs, fieldError{"timeout", "must be a positive Go duration"})
 		}
+	}
+	if p.Weight != nil && (*p.Weight < 1 || *p.Weight > 1000) {
+		errs = append(errs, fieldError{"weight", "must be 1-1000"})
 	}
 	if len(errs) > 0 {
 		problem(w, http.StatusUnprocessableEntity, "invalid queue settings", errs)
@@ -664,6 +672,12 @@ func (s *Server) patchQueue(w http.ResponseWriter, r *http.Request) {
 	}
 	if p.Paused != nil {
 		q.Paused = *p.Paused
+	}
+	if p.Weight != nil {
+		q.Weight = *p.Weight
+	}
+	if p.RetryStatuses != nil {
+		q.RetryStatuses = *p.RetryStatuses
 	}
 	q.UpdatedAt = time.Now().UTC()
 	writeJSON(w, http.StatusOK, s.withCountsLocked(q))

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -55,31 +56,34 @@ const genericPlansSQL = `SELECT set_config('plan_cache_mode', 'force_generic_pla
 	set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true)`
 
 // leaseFreeSQL leases up to $1 available tasks for $2 milliseconds, in one
-// statement, from the queues that are neither paused nor limited, and only
-// when no limited queue has due work it may start (then leaseMixed orders
-// both kinds together). It reads only what it leases, whatever waits in
-// held-back queues, in one of two ways chosen by InitPlans (uncorrelated
-// subqueries PostgreSQL evaluates once, so the other way is never run):
+// statement, from the queues that are neither paused nor limited, in the
+// fair order of store.LeaseRequest: $3 and $4 are the caller's running
+// counts (queue names and counts, as two arrays), $5 how many of the $1
+// positions are shared (the rest is the reserve). It stands back when a
+// limited queue has due work it may start (then leaseMixed orders both
+// kinds together); that test is an InitPlan (an uncorrelated subquery
+// PostgreSQL evaluates once).
 //
-//   - walk: no queue is paused or limited (the common case). It walks
-//     spool_tasks_available_idx in lease order and stops after $1 rows:
-//     every available task is due and leasable.
-//   - heads: some queue is held back. Walking the same index would read
-//     every task a paused or rate-limited queue has piled up, at every
-//     lease (a paused queue of 20,000 tasks cost 4 ms a lease, 0 leased).
-//     Instead it takes the first $1 available tasks of each free queue from
-//     spool_tasks_queue_available_idx, merges them in lease order, keeps
-//     $1, and then locks those (a row leased meanwhile by another caller
-//     is skipped, or fails the re-check on its new version). That costs
-//     one index probe per free queue at every lease while any queue is
-//     held back: bounded by the number of queues (usually tens), where
-//     the walk was bounded by nothing.
+// It reads only about what it leases, whatever waits in the queues: it
+// takes the first $5 (at least one) available tasks of each free queue
+// from spool_tasks_queue_available_idx, each with its rank r in its
+// queue (row_number over the index order, so no sort), gives each the key
+// (running + r) / weight, orders that union (queues × $5 rows at most,
+// usually tens of queues) and keeps the first $5, then up to $1 - $5 of
+// the reserve: queues with nothing running and nothing taken yet, one
+// task each (their first task, rank 1). Only then are those rows locked (a
+// row leased meanwhile by another caller is skipped, or fails the
+// re-check on its new version). Walking spool_tasks_available_idx in
+// global order instead, as this statement did before queues were served
+// fairly, could not give a quiet queue its turn, and read every task a
+// paused or rate-limited queue had piled up (a paused queue of 20,000
+// tasks cost 4 ms a lease, 0 leased).
 //
 // SKIP LOCKED lets concurrent callers take disjoint rows; a row another
 // transaction changed meanwhile is re-checked against the WHERE once
 // locked, so a task is never leased twice. Tokens come from a sequence and
 // are never reused. The update finds the picked rows by their physical
-// address (a TID scan): the picking locked them, so no other transaction
+// address (a TID scan): the locking locked them, so no other transaction
 // can have moved them since. A join on id instead left the plan to the
 // planner's estimates, and the generic plan of the prepared statement
 // guessed that LIMIT $1 picks a tenth of the table and hash-joined it with
@@ -93,21 +97,31 @@ const genericPlansSQL = `SELECT set_config('plan_cache_mode', 'force_generic_pla
 // array (8,000 rows read to lease 26, 4 ms a lease: a draining backlog
 // paid for its whole length at every lease).
 var leaseFreeSQL = `
-WITH walk AS (
-	SELECT t.ctid FROM spool_tasks t
-	WHERE t.state = 'available' AND NOT ` + anyHeldSQL + `
-	ORDER BY t.priority, t.run_at, t.id
-	LIMIT $1
-	FOR UPDATE SKIP LOCKED
-), heads AS (
-	` + freeHeadsSQL(anyHeldSQL+` AND NOT `+limitedWorkSQL) + `
+WITH ranked AS (
+	SELECT h.ctid, h.rank, COALESCE(r.n, 0) AS running,
+		row_number() OVER (ORDER BY (COALESCE(r.n, 0) + h.rank)::float8 / q.weight, h.priority, h.run_at, h.id) AS pos
+	FROM spool_queues q
+	LEFT JOIN unnest($3::text[], $4::int[]) AS r(name, n) ON r.name = q.name
+	CROSS JOIN LATERAL (
+		SELECT t.ctid, t.priority, t.run_at, t.id,
+			row_number() OVER (ORDER BY t.priority, t.run_at, t.id) AS rank
+		FROM spool_tasks t
+		WHERE t.queue = q.name AND t.state = 'available'
+		ORDER BY t.priority, t.run_at, t.id
+		LIMIT greatest($5::int, 1)) h
+	WHERE NOT ` + heldQueueSQL + ` AND NOT ` + limitedWorkSQL + `
+), picked AS (
+	SELECT ctid FROM ranked WHERE pos <= $5::int
+	UNION ALL
+	(SELECT ctid FROM ranked WHERE pos > $5::int AND rank = 1 AND running = 0
+		ORDER BY pos LIMIT $1::int - $5::int)
 ), locked AS (
 	SELECT t.ctid FROM spool_tasks t
-	WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM heads)) AND ` + recheck(`t.state = 'available'`) + `
+	WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM picked)) AND ` + recheck(`t.state = 'available'`) + `
 	FOR UPDATE SKIP LOCKED
 )
 UPDATE spool_tasks t SET ` + leaseSet + `
-WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM walk UNION ALL SELECT ctid FROM locked))
+WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM locked))
 	AND ` + recheck(`t.state = 'available'`) + `
 RETURNING ` + taskColsT + `, t.lease_token, t.lease_expires_at`
 
@@ -115,27 +129,16 @@ RETURNING ` + taskColsT + `, t.lease_token, t.lease_expires_at`
 // out: paused, or with a concurrency or rate limit.
 const heldQueueSQL = `(q.paused OR q.concurrency > 0 OR q.rate_limit > 0)`
 
-// anyHeldSQL holds when some queue is held back. The table holds one row
-// per queue.
-const anyHeldSQL = `EXISTS (SELECT 1 FROM spool_queues q WHERE ` + heldQueueSQL + `)`
-
-// freeHeadsSQL selects the ctids of the first $1 available tasks of the
-// free queues (neither paused nor limited) in lease order, without locking
-// them: up to $1 from each queue through spool_tasks_queue_available_idx,
-// merged. cond is ANDed to the queue condition (InitPlans go there).
-func freeHeadsSQL(cond string) string {
-	if cond != "" {
-		cond = " AND " + cond
-	}
-	return `SELECT h.ctid FROM spool_queues q CROSS JOIN LATERAL (
-		SELECT t.ctid, t.priority, t.run_at, t.id FROM spool_tasks t
+// freeHeadsSQL selects, without locking them, the first $1 available
+// tasks of each free queue (neither paused nor limited) through
+// spool_tasks_queue_available_idx, with the queue's weight: leaseMixed's
+// candidates from the free queues.
+const freeHeadsSQL = `SELECT h.id::text, q.name, h.priority, h.run_at, q.weight FROM spool_queues q CROSS JOIN LATERAL (
+		SELECT t.id, t.priority, t.run_at FROM spool_tasks t
 		WHERE t.queue = q.name AND t.state = 'available'
 		ORDER BY t.priority, t.run_at, t.id
 		LIMIT $1) h
-	WHERE NOT ` + heldQueueSQL + cond + `
-	ORDER BY h.priority, h.run_at, h.id
-	LIMIT $1`
-}
+	WHERE NOT ` + heldQueueSQL
 
 // limitedWorkSQL holds when a limited queue has due work and room to start
 // some.
@@ -176,20 +179,22 @@ WHERE NOT q.paused AND (q.concurrency > 0 OR q.rate_limit > 0)
 	AND (SELECT true FROM spool_tasks t
 		WHERE t.queue = q.name AND t.state = 'available' LIMIT 1)`
 
-// Lease takes up to limit due tasks in (priority, run_at, id) order across
-// all queues. When no limited queue has work (the common case) that is one
-// round trip: due scheduled and retrying tasks become available, then one
-// statement leases. Otherwise one transaction locks the limited queues' rows (in
-// name order, so replicas cannot deadlock), which serializes their leasing
-// across replicas and makes the running counts and token buckets read
-// under the locks exact; it then gathers candidates from each limited queue
-// (as many as it may start) and from the free queues, merges them by the
-// global order, and leases the first limit of them.
-func (s *Store) Lease(ctx context.Context, limit int, leaseFor time.Duration) ([]store.Lease, error) {
-	if limit <= 0 {
+// Lease takes up to req.Limit due tasks in the fair order across queues
+// (see store.LeaseRequest). When no limited queue has work (the common
+// case) that is one round trip: due scheduled and retrying tasks become
+// available, then one statement leases. Otherwise one transaction locks
+// the limited queues' rows (in name order, so replicas cannot deadlock),
+// which serializes their leasing across replicas and makes the running
+// counts and token buckets read under the locks exact; it then gathers
+// candidates from each limited queue (as many as it may start) and from
+// the free queues, orders them with store.PickFair, and leases those.
+func (s *Store) Lease(ctx context.Context, req store.LeaseRequest) ([]store.Lease, error) {
+	if req.Limit <= 0 {
 		return nil, nil
 	}
-	ms := leaseFor.Milliseconds()
+	req.Shared = max(min(req.Shared, req.Limit), 0)
+	ms := req.LeaseFor.Milliseconds()
+	names, counts := runningArrays(req.Running)
 	// One round trip, one implicit transaction: promote what became due,
 	// check for limited work, lease the free queues' tasks.
 	var (
@@ -199,19 +204,22 @@ func (s *Store) Lease(ctx context.Context, limit int, leaseFor time.Duration) ([
 	)
 	batch.Queue(promoteDueSQL, maintChunk)
 	batch.Queue(`SELECT ` + limitedWorkSQL).QueryRow(func(row pgx.Row) error { return row.Scan(&limited) })
-	queueLeaseFree(&batch, limit, ms, &ls)
+	queueLeaseFree(&batch, req, ms, names, counts, &ls)
 	if err := s.pool.SendBatch(ctx, &batch).Close(); err != nil {
 		return nil, wrap("lease", err)
 	}
-	if limited && len(ls) < limit {
+	if limited && len(ls) < req.Limit {
 		// Usually the free lease stood back and ls is empty; if the limited
-		// work went between the two statements, take the rest from both.
-		more, ok, err := s.leaseMixed(ctx, limit-len(ls), ms)
+		// work went between the two statements, take the rest from both,
+		// counting what was just leased as running.
+		rest := remaining(req, ls)
+		more, ok, err := s.leaseMixed(ctx, rest, ms)
 		if err == nil && !ok {
 			// Under the locks no limited queue had work after all: the
 			// free lease may have stood back for nothing.
 			var again pgx.Batch
-			queueLeaseFree(&again, limit-len(ls), ms, &more)
+			names, counts := runningArrays(rest.Running)
+			queueLeaseFree(&again, rest, ms, names, counts, &more)
 			err = s.pool.SendBatch(ctx, &again).Close()
 		}
 		if err != nil {
@@ -226,23 +234,55 @@ func (s *Store) Lease(ctx context.Context, limit int, leaseFor time.Duration) ([
 	return ls, nil
 }
 
-// queueLeaseFree queues the free lease of up to limit tasks for ms
-// milliseconds, on its generic plan (genericPlansSQL), collecting into ls.
-func queueLeaseFree(b *pgx.Batch, limit int, ms int64, ls *[]store.Lease) {
+// remaining is what is left of req once ls were leased: fewer positions,
+// shared ones first, and ls counted as running.
+func remaining(req store.LeaseRequest, ls []store.Lease) store.LeaseRequest {
+	if len(ls) == 0 {
+		return req
+	}
+	running := maps.Clone(req.Running)
+	if running == nil {
+		running = make(map[string]int)
+	}
+	for _, l := range ls {
+		running[l.Task.Queue]++
+	}
+	req.Running = running
+	req.Limit -= len(ls)
+	req.Shared = max(min(req.Shared-len(ls), req.Limit), 0)
+	return req
+}
+
+// runningArrays splits running counts into the two arrays leaseFreeSQL
+// takes.
+func runningArrays(running map[string]int) (names []string, counts []int32) {
+	names, counts = make([]string, 0, len(running)), make([]int32, 0, len(running))
+	for q, n := range running {
+		if n > 0 {
+			names, counts = append(names, q), append(counts, int32(min(n, math.MaxInt32)))
+		}
+	}
+	return names, counts
+}
+
+// queueLeaseFree queues the free lease for req, for ms milliseconds, on
+// its generic plan (genericPlansSQL), collecting into ls.
+func queueLeaseFree(b *pgx.Batch, req store.LeaseRequest, ms int64, names []string, counts []int32, ls *[]store.Lease) {
 	b.Queue(genericPlansSQL)
-	b.Queue(leaseFreeSQL, limit, ms).Query(func(rows pgx.Rows) error {
+	b.Queue(leaseFreeSQL, req.Limit, ms, names, counts, req.Shared).Query(func(rows pgx.Rows) error {
 		var err error
 		*ls, err = collectLeases(rows)
 		return err
 	})
 }
 
-// candidate is a due task locked by leaseMixed's transaction.
+// candidate is a due task leaseMixed may lease.
 type candidate struct {
 	id       string
 	queue    string
 	priority int
 	runAt    time.Time
+	weight   int
 }
 
 // bucket is a limited queue's state read under its lock.
@@ -255,7 +295,8 @@ type bucket struct {
 
 // leaseMixed is Lease when limited queues have due work. ok is false when,
 // under the locks, none had (the caller then takes the one-statement path).
-func (s *Store) leaseMixed(ctx context.Context, limit int, ms int64) (_ []store.Lease, ok bool, _ error) {
+func (s *Store) leaseMixed(ctx context.Context, req store.LeaseRequest, ms int64) (_ []store.Lease, ok bool, _ error) {
+	limit := req.Limit
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return nil, false, err
@@ -304,18 +345,19 @@ func (s *Store) leaseMixed(ctx context.Context, limit int, ms int64) (_ []store.
 	}
 
 	// 3. Gather candidates: from each limited queue as many as it may start
-	// now, from the free queues up to limit. All stay locked until commit.
+	// now (locked until commit: the queue's lock serializes its leasing
+	// anyway), from each free queue up to limit (not locked: the update
+	// skips those another caller holds).
 	var batch pgx.Batch
 	var cands []candidate
 	collect := func(rows pgx.Rows) error {
 		var c candidate
-		_, err := pgx.ForEachRow(rows, []any{&c.id, &c.queue, &c.priority, &c.runAt}, func() error {
+		_, err := pgx.ForEachRow(rows, []any{&c.id, &c.queue, &c.priority, &c.runAt, &c.weight}, func() error {
 			cands = append(cands, c)
 			return nil
 		})
 		return err
 	}
-	const candCols = `SELECT t.id::text, t.queue, t.priority, t.run_at FROM spool_tasks t WHERE `
 	for _, name := range names {
 		b := buckets[name]
 		if b == nil || b.paused || (b.concurrency == 0 && b.rate == 0) {
@@ -330,49 +372,65 @@ func (s *Store) leaseMixed(ctx context.Context, limit int, ms int64) (_ []store.
 			allowed = min(allowed, int(math.Floor(b.tokens+1e-9)))
 		}
 		if allowed > 0 {
-			batch.Queue(candCols+`t.queue = $2 AND t.state = 'available'
-				ORDER BY t.priority, t.run_at, t.id LIMIT $1 FOR UPDATE SKIP LOCKED`, allowed, name).Query(collect)
+			batch.Queue(`SELECT t.id::text, t.queue, t.priority, t.run_at,
+					(SELECT q.weight FROM spool_queues q WHERE q.name = t.queue)
+				FROM spool_tasks t WHERE t.queue = $2 AND t.state = 'available'
+				ORDER BY t.priority, t.run_at, t.id LIMIT $1 FOR UPDATE OF t SKIP LOCKED`, allowed, name).Query(collect)
 		}
 	}
-	batch.Queue(candCols+`t.ctid = ANY (ARRAY(`+freeHeadsSQL("")+`)) AND `+recheck(`t.state = 'available'`)+`
-		FOR UPDATE SKIP LOCKED`, limit).Query(collect)
+	batch.Queue(freeHeadsSQL, limit).Query(collect)
 	if err := tx.SendBatch(ctx, &batch).Close(); err != nil {
 		return nil, false, err
 	}
 
-	// 4. Lease the first limit candidates in the global order; the others'
-	// row locks end with the transaction.
-	slices.SortFunc(cands, func(a, b candidate) int {
-		return cmp.Or(cmp.Compare(a.priority, b.priority), a.runAt.Compare(b.runAt), cmp.Compare(a.id, b.id))
-	})
-	cands = cands[:min(limit, len(cands))]
-	if len(cands) == 0 {
+	// 4. Lease the candidates the fair order picks; the others' row locks
+	// end with the transaction.
+	keys := make([]store.FairKey, len(cands))
+	for i, c := range cands {
+		keys[i] = store.FairKey{Queue: c.queue, Weight: c.weight, Priority: c.priority, RunAt: c.runAt.UnixMicro(), ID: c.id}
+	}
+	picked := store.PickFair(keys, req)
+	if len(picked) == 0 {
 		return nil, true, tx.Commit(ctx)
 	}
-	ids := make([]string, len(cands))
-	spent := make(map[string]int)
-	for i, c := range cands {
-		ids[i] = c.id
-		if b := buckets[c.queue]; b != nil && b.rate > 0 {
-			spent[c.queue]++
-		}
+	ids := make([]string, len(picked))
+	for i, k := range picked {
+		ids[i] = cands[k].id
 	}
 	var out []store.Lease
 	batch = pgx.Batch{}
-	batch.Queue(`UPDATE spool_tasks t SET `+leaseSet+`
-		WHERE t.id = ANY($1::uuid[]) AND t.state IN `+pendingStates+`
+	batch.Queue(`WITH locked AS (
+			SELECT t.ctid FROM spool_tasks t WHERE t.id = ANY($1::uuid[]) AND t.state = 'available'
+			FOR UPDATE SKIP LOCKED
+		)
+		UPDATE spool_tasks t SET `+leaseSet+`
+		WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM locked)) AND `+recheck(`t.state = 'available'`)+`
 		RETURNING `+taskColsT+`, t.lease_token, t.lease_expires_at`, ids, ms).
 		Query(func(rows pgx.Rows) error {
 			var err error
 			out, err = collectLeases(rows)
 			return err
 		})
+	if err := tx.SendBatch(ctx, &batch).Close(); err != nil {
+		return nil, false, err
+	}
+	// Draw the rate-limited queues' tokens for what started. (Their
+	// candidates were locked, so every one picked was leased.)
+	spent := make(map[string]int)
+	for _, l := range out {
+		if b := buckets[l.Task.Queue]; b != nil && b.rate > 0 {
+			spent[l.Task.Queue]++
+		}
+	}
+	batch = pgx.Batch{}
 	for q, n := range spent {
 		b := buckets[q]
 		batch.Queue(`UPDATE spool_queues SET tokens = $2, tokens_at = $3 WHERE name = $1`, q, b.tokens-float64(n), b.now)
 	}
-	if err := tx.SendBatch(ctx, &batch).Close(); err != nil {
-		return nil, false, err
+	if batch.Len() > 0 {
+		if err := tx.SendBatch(ctx, &batch).Close(); err != nil {
+			return nil, false, err
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, false, err

@@ -55,7 +55,7 @@ func mustExec(t *testing.T, s *Store, sql string, args ...any) {
 func leaseAndComplete(t *testing.T, s *Store, limit int) int {
 	t.Helper()
 	ctx := t.Context()
-	ls, err := s.Lease(ctx, limit, time.Minute)
+	ls, err := s.Lease(ctx, store.LeaseRequest{Limit: limit, Shared: limit, LeaseFor: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,11 +157,11 @@ func explainLease(t *testing.T, s *Store, mode string, limit int) (planNode, int
 		t.Fatal(err)
 	}
 	name := "lease_" + mode
-	if _, err := tx.Exec(ctx, "PREPARE "+name+"(int, bigint) AS "+leaseFreeSQL); err != nil {
+	if _, err := tx.Exec(ctx, "PREPARE "+name+"(int, bigint, text[], int[], int) AS "+leaseFreeSQL); err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Exec(context.WithoutCancel(ctx), "DEALLOCATE "+name)
-	plan := explainJSON(t, tx, fmt.Sprintf("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE %s(%d, 30000)", name, limit)).Plan
+	plan := explainJSON(t, tx, fmt.Sprintf("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE %s(%d, 30000, '{}', '{}', %d)", name, limit, limit)).Plan
 	return plan, int(plan.ActualRows)
 }
 
@@ -345,7 +345,7 @@ func TestCompleteReadsOnlyWhatItCompletes(t *testing.T) {
 	mustExec(t, s, `ANALYZE spool_tasks; ALTER TABLE spool_tasks SET (autovacuum_enabled = false)`)
 	const backlog, batch = 3000, 50
 	fill(t, s, "q", backlog)
-	ls, err := s.Lease(ctx, batch, time.Minute)
+	ls, err := s.Lease(ctx, store.LeaseRequest{Limit: batch, Shared: batch, LeaseFor: time.Minute})
 	if err != nil || len(ls) != batch {
 		t.Fatalf("Lease = %d, %v; want %d", len(ls), err, batch)
 	}
@@ -457,7 +457,7 @@ func TestLeasePlanMadeOnAnEmptyTable(t *testing.T) {
 	s, _ := migratedConns(t, 1)
 	ctx := t.Context()
 	mustExec(t, s, `ALTER TABLE spool_tasks SET (autovacuum_enabled = false)`)
-	if ls, err := s.Lease(ctx, 100, time.Minute); err != nil || len(ls) != 0 {
+	if ls, err := s.Lease(ctx, store.LeaseRequest{Limit: 100, Shared: 100, LeaseFor: time.Minute}); err != nil || len(ls) != 0 {
 		t.Fatalf("Lease on an empty table = %d, %v", len(ls), err)
 	}
 	const limit = 100
@@ -481,7 +481,7 @@ func TestLeasePlanMadeOnAnEmptyTable(t *testing.T) {
 	if _, err := tx.Exec(ctx, genericPlansSQL); err != nil {
 		t.Fatal(err)
 	}
-	res := explainJSON(t, tx, fmt.Sprintf(`EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE "%s"(%d, 30000)`, name, limit))
+	res := explainJSON(t, tx, fmt.Sprintf(`EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE "%s"(%d, 30000, '{}', '{}', %d)`, name, limit, limit))
 	plan := res.Plan
 	if res.JIT != nil {
 		// The seqscan penalty lifts the plan's cost above jit_above_cost;

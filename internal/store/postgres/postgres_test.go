@@ -181,7 +181,7 @@ func TestLeaseReplicasNeverShare(t *testing.T) {
 		}
 		wg.Go(func() {
 			for total.Load() < n && time.Now().Before(deadline) {
-				ls, err := s.Lease(t.Context(), 25, time.Minute)
+				ls, err := s.Lease(t.Context(), store.LeaseRequest{Limit: 25, Shared: 25, LeaseFor: time.Minute})
 				if err != nil {
 					t.Errorf("Lease: %v", err)
 					return
@@ -244,7 +244,7 @@ func TestConcurrencyLimitAcrossReplicas(t *testing.T) {
 		for range 4 {
 			wg.Go(func() {
 				for done.Load() < n && ctx.Err() == nil {
-					ls, err := s.Lease(ctx, 2, time.Minute)
+					ls, err := s.Lease(ctx, store.LeaseRequest{Limit: 2, Shared: 2, LeaseFor: time.Minute})
 					if err != nil {
 						t.Errorf("Lease: %v", err)
 						return
@@ -311,7 +311,7 @@ func TestRateLimitAcrossReplicas(t *testing.T) {
 		for range 2 {
 			wg.Go(func() {
 				for time.Since(start) < 1500*time.Millisecond {
-					ls, err := s.Lease(t.Context(), 10, time.Minute)
+					ls, err := s.Lease(t.Context(), store.LeaseRequest{Limit: 10, Shared: 10, LeaseFor: time.Minute})
 					if err != nil {
 						t.Errorf("Lease: %v", err)
 						return
@@ -382,7 +382,7 @@ func TestCompletionRefusedAfterRescue(t *testing.T) {
 	s, dsn := fresh(t)
 	other := open(t, dsn, postgres.Options{MaxConns: 2})
 	id := enqueueN(t, s, "q", 1)[0]
-	ls, err := s.Lease(t.Context(), 1, 20*time.Millisecond)
+	ls, err := s.Lease(t.Context(), store.LeaseRequest{Limit: 1, Shared: 1, LeaseFor: 20 * time.Millisecond})
 	if err != nil || len(ls) != 1 {
 		t.Fatalf("Lease = %v, %v", ls, err)
 	}
@@ -395,7 +395,7 @@ func TestCompletionRefusedAfterRescue(t *testing.T) {
 	if err != nil || len(lost) != 1 {
 		t.Errorf("ExtendLeases of a rescued lease: lost %v, %v; want it lost", lost, err)
 	}
-	ls, err = other.Lease(t.Context(), 1, time.Minute)
+	ls, err = other.Lease(t.Context(), store.LeaseRequest{Limit: 1, Shared: 1, LeaseFor: time.Minute})
 	if err != nil || len(ls) != 1 {
 		t.Fatalf("re-Lease = %v, %v", ls, err)
 	}
@@ -508,7 +508,7 @@ func TestBatchesAreFewRoundTrips(t *testing.T) {
 	}
 
 	rt.n.Store(0)
-	ls, err := s.Lease(t.Context(), 1000, time.Minute)
+	ls, err := s.Lease(t.Context(), store.LeaseRequest{Limit: 1000, Shared: 1000, LeaseFor: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -567,7 +567,10 @@ func TestUnavailable(t *testing.T) {
 	calls := map[string]func() error{
 		"Ping":    func() error { return s.Ping(ctx) },
 		"GetTask": func() error { _, err := s.GetTask(ctx, id); return err },
-		"Lease":   func() error { _, err := s.Lease(ctx, 10, time.Minute); return err },
+		"Lease": func() error {
+			_, err := s.Lease(ctx, store.LeaseRequest{Limit: 10, Shared: 10, LeaseFor: time.Minute})
+			return err
+		},
 		"Enqueue": func() error { _, err := s.Enqueue(ctx, []store.NewTask{newTask("q")}); return err },
 		"Complete": func() error {
 			_, err := s.Complete(ctx, []store.Completion{{LeaseRef: store.LeaseRef{TaskID: id, Token: 1}, Outcome: store.Succeeded}})
@@ -676,7 +679,7 @@ func BenchmarkLeaseComplete(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		ls, err := s.Lease(b.Context(), len(batch), time.Minute)
+		ls, err := s.Lease(b.Context(), store.LeaseRequest{Limit: len(batch), Shared: len(batch), LeaseFor: time.Minute})
 		if err != nil || len(ls) != len(batch) {
 			b.Fatalf("Lease: %d, %v", len(ls), err)
 		}
@@ -697,7 +700,7 @@ func TestCompleteWrongThenRightTokenInOneBatch(t *testing.T) {
 	t.Parallel()
 	s, _ := fresh(t)
 	id := enqueueN(t, s, "q", 1)[0]
-	ls, err := s.Lease(t.Context(), 1, time.Minute)
+	ls, err := s.Lease(t.Context(), store.LeaseRequest{Limit: 1, Shared: 1, LeaseFor: time.Minute})
 	if err != nil || len(ls) != 1 {
 		t.Fatalf("Lease = %v, %v", ls, err)
 	}

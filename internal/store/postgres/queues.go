@@ -12,14 +12,21 @@ import (
 	"github.com/spoolhq/spool/internal/task"
 )
 
-const queueCols = `name, concurrency, rate_limit, max_attempts, timeout_ms, paused, created_at, updated_at`
+const queueCols = `name, concurrency, rate_limit, max_attempts, timeout_ms, paused, weight, retry_statuses, created_at, updated_at`
 
 func scanQueue(row pgx.Row) (task.Queue, error) {
 	var q task.Queue
 	var timeoutMS int64
-	if err := row.Scan(&q.Name, &q.Concurrency, &q.RateLimit, &q.MaxAttempts, &timeoutMS, &q.Paused, &q.CreatedAt, &q.UpdatedAt); err != nil {
+	var retry string
+	if err := row.Scan(&q.Name, &q.Concurrency, &q.RateLimit, &q.MaxAttempts, &timeoutMS, &q.Paused, &q.Weight, &retry,
+		&q.CreatedAt, &q.UpdatedAt); err != nil {
 		return task.Queue{}, err
 	}
+	rs, err := task.ParseRetryStatuses(retry)
+	if err != nil {
+		return task.Queue{}, fmt.Errorf("queue %s: stored %w", q.Name, err)
+	}
+	q.RetryStatuses = rs
 	q.Timeout = time.Duration(timeoutMS) * time.Millisecond
 	q.CreatedAt, q.UpdatedAt = q.CreatedAt.UTC(), q.UpdatedAt.UTC()
 	return q, nil
@@ -107,6 +114,22 @@ func (s *Store) ListQueues(ctx context.Context) ([]task.Queue, error) {
 	return qs, nil
 }
 
+// ListQueueSettings returns every queue's settings by name, without counts.
+func (s *Store) ListQueueSettings(ctx context.Context) ([]task.Queue, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+queueCols+` FROM spool_queues ORDER BY name`)
+	if err != nil {
+		return nil, wrap("list queue settings", err)
+	}
+	qs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (task.Queue, error) { return scanQueue(row) })
+	if err != nil {
+		return nil, wrap("list queue settings", err)
+	}
+	if qs == nil {
+		qs = []task.Queue{}
+	}
+	return qs, nil
+}
+
 // UpdateQueue applies p, creating the queue first if needed. Changing the
 // rate limit refills the token bucket to its new burst, so a queue starts
 // (or restarts) at full speed.
@@ -119,6 +142,11 @@ func (s *Store) UpdateQueue(ctx context.Context, name string, p task.QueuePatch)
 	if p.Timeout != nil {
 		ms := p.Timeout.Milliseconds()
 		timeoutMS = &ms
+	}
+	var retry *string
+	if p.RetryStatuses != nil {
+		r := p.RetryStatuses.String()
+		retry = &r
 	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
@@ -135,14 +163,17 @@ func (s *Store) UpdateQueue(ctx context.Context, name string, p task.QueuePatch)
 			max_attempts = COALESCE($4::int, max_attempts),
 			timeout_ms   = COALESCE($5::bigint, timeout_ms),
 			paused       = COALESCE($6::boolean, paused),
+			weight       = COALESCE($7::int, weight),
+			retry_statuses = COALESCE($8::text, retry_statuses),
 			tokens       = CASE WHEN $3::double precision <> rate_limit THEN greatest(1, $3::double precision) ELSE tokens END,
 			tokens_at    = CASE WHEN $3::double precision <> rate_limit THEN clock_timestamp() ELSE tokens_at END,
 			updated_at   = now()
-		WHERE name = $1`, name, p.Concurrency, p.RateLimit, p.MaxAttempts, timeoutMS, p.Paused); err != nil {
+		WHERE name = $1`, name, p.Concurrency, p.RateLimit, p.MaxAttempts, timeoutMS, p.Paused, p.Weight, retry); err != nil {
 		return task.Queue{}, wrap(op, err)
 	}
-	// Resuming or loosening limits can make tasks runnable right away.
-	if (p.Paused != nil && !*p.Paused) || p.Concurrency != nil || p.RateLimit != nil {
+	// Resuming or loosening limits can make tasks runnable right away; a
+	// new weight changes which queue's task goes next.
+	if (p.Paused != nil && !*p.Paused) || p.Concurrency != nil || p.RateLimit != nil || p.Weight != nil {
 		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, wakeupChannel); err != nil {
 			return task.Queue{}, wrap(op, err)
 		}
@@ -169,6 +200,8 @@ func validatePatch(p task.QueuePatch) error {
 		return fmt.Errorf("max_attempts %d is outside 1..%d", *p.MaxAttempts, task.MaxMaxAttempts)
 	case p.Timeout != nil && (*p.Timeout < time.Millisecond || *p.Timeout > task.MaxTimeout):
 		return fmt.Errorf("timeout %v is outside 1ms..%v", *p.Timeout, task.MaxTimeout)
+	case p.Weight != nil && (*p.Weight < 1 || *p.Weight > task.MaxWeight):
+		return fmt.Errorf("weight %d is outside 1..%d", *p.Weight, task.MaxWeight)
 	}
 	return nil
 }

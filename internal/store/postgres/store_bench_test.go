@@ -106,7 +106,7 @@ func BenchmarkLeaseBigBacklog(b *testing.B) {
 	fill(20000, time.Time{})
 	fill(20000, time.Now().Add(time.Hour))
 	leaseComplete := func() {
-		ls, err := s.Lease(ctx, 100, time.Minute)
+		ls, err := s.Lease(ctx, store.LeaseRequest{Limit: 100, Shared: 100, LeaseFor: time.Minute})
 		if err != nil || len(ls) != 100 {
 			b.Fatalf("Lease: %d, %v", len(ls), err)
 		}

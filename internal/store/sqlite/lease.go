@@ -22,16 +22,19 @@ type limitedQueue struct {
 	concurrency int
 	rate        float64
 	paused      bool
+	weight      int
 	tokens      float64 // after refill to now
 	capacity    int     // how many tasks this Lease may start
 }
 
-// candidate is a due task Lease may take, with its sort key.
+// candidate is a due task Lease may take, with its sort keys.
 type candidate struct {
 	rowid    int64
 	id       string
+	queue    string
 	priority int
 	runAt    int64
+	weight   int
 }
 
 // Lease claims up to limit due tasks (see store.Store). It runs in one
@@ -44,8 +47,8 @@ type candidate struct {
 // every wake-up and poll does not queue behind enqueues for the one write
 // connection, nor hold them up, when there is nothing for it. The write
 // transaction still decides: the snapshot only ever errs towards trying.
-func (s *Store) Lease(ctx context.Context, limit int, leaseFor time.Duration) ([]store.Lease, error) {
-	if limit <= 0 {
+func (s *Store) Lease(ctx context.Context, req store.LeaseRequest) ([]store.Lease, error) {
+	if req.Limit <= 0 {
 		return nil, nil
 	}
 	st, err := s.statements(ctx)
@@ -57,7 +60,7 @@ func (s *Store) Lease(ctx context.Context, limit int, leaseFor time.Duration) ([
 	if ok, err := leasable(ctx, st); err == nil && !ok {
 		return nil, nil
 	}
-	out, err := s.lease(ctx, st, limit, leaseFor)
+	out, err := s.lease(ctx, st, req)
 	if err != nil {
 		return nil, fmt.Errorf("lease: %w", classify(err))
 	}
@@ -72,7 +75,8 @@ func leasable(ctx context.Context, st *statements) (bool, error) {
 }
 
 // lease is Lease's write transaction.
-func (s *Store) lease(ctx context.Context, st *statements, limit int, leaseFor time.Duration) ([]store.Lease, error) {
+func (s *Store) lease(ctx context.Context, st *statements, req store.LeaseRequest) ([]store.Lease, error) {
+	limit := req.Limit
 	var out []store.Lease
 	err := s.inWrite(ctx, func(tx *sql.Tx) error {
 		ts := now()
@@ -81,7 +85,7 @@ func (s *Store) lease(ctx context.Context, st *statements, limit int, leaseFor t
 		if err != nil {
 			return err
 		}
-		cands, err := freeCandidates(ctx, tx, st, len(limited) > 0, nowUS, limit, perQueueMax)
+		cands, err := queryCandidates(ctx, tx.StmtContext(ctx, st.dueFreeHeads), nowUS, limit)
 		if err != nil {
 			return err
 		}
@@ -89,23 +93,27 @@ func (s *Store) lease(ctx context.Context, st *statements, limit int, leaseFor t
 			if q.paused || q.capacity <= 0 {
 				continue
 			}
-			c, err := queryCandidates(ctx, tx.StmtContext(ctx, st.dueQueue), q.name, nowUS, min(q.capacity, limit))
+			c, err := queryCandidates(ctx, tx.StmtContext(ctx, st.dueQueue), q.name, nowUS, min(q.capacity, limit), q.weight)
 			if err != nil {
 				return err
 			}
 			cands = append(cands, c...)
 		}
-		// Each queue's candidates respect its cap, so any prefix of the
-		// merged order does too.
-		slices.SortFunc(cands, func(a, b candidate) int {
-			return cmp.Or(cmp.Compare(a.priority, b.priority), cmp.Compare(a.runAt, b.runAt), strings.Compare(a.id, b.id))
-		})
-		if len(cands) > limit {
-			cands = cands[:limit]
+		// Each queue's candidates are a prefix of its due tasks within its
+		// cap, and PickFair keeps a prefix of each queue, so caps hold.
+		keys := make([]store.FairKey, len(cands))
+		for i, c := range cands {
+			keys[i] = store.FairKey{Queue: c.queue, Weight: c.weight, Priority: c.priority, RunAt: c.runAt, ID: c.id}
 		}
-		if len(cands) == 0 {
+		picked := store.PickFair(keys, req)
+		if len(picked) == 0 {
 			return nil
 		}
+		chosen := make([]candidate, len(picked))
+		for i, k := range picked {
+			chosen[i] = cands[k]
+		}
+		cands = chosen
 
 		// Reserve one fresh token per task from the counter.
 		var last int64
@@ -113,7 +121,7 @@ func (s *Store) lease(ctx context.Context, st *statements, limit int, leaseFor t
 			return fmt.Errorf("lease tokens: %w", err)
 		}
 		first := last - int64(len(cands)) + 1
-		expires := ts.Add(leaseFor)
+		expires := ts.Add(req.LeaseFor)
 		pairs := make([]byte, 0, 32*len(cands))
 		pairs = append(pairs, '[')
 		for i, c := range cands {
@@ -187,7 +195,7 @@ func loadLimited(ctx context.Context, tx *sql.Tx, st *statements, ts time.Time) 
 			paused   int
 			tokensAt int64
 		)
-		if err := rows.Scan(&q.name, &q.concurrency, &q.rate, &paused, &q.tokens, &tokensAt); err != nil {
+		if err := rows.Scan(&q.name, &q.concurrency, &q.rate, &paused, &q.tokens, &tokensAt, &q.weight); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("limited queues: %w", err)
 		}
@@ -226,67 +234,7 @@ func loadLimited(ctx context.Context, tx *sql.Tx, st *statements, ts time.Time) 
 	return qs, nil
 }
 
-// perQueueMax is the most free queues freeCandidates picks from one by one.
-const perQueueMax = 16
-
-// freeCandidates returns due tasks of the free queues (those loadLimited
-// does not return), among them the first limit in dispatch order. It walks
-// spool_tasks_lease in dispatch order (sqlDueFree), which stops after limit
-// tasks, unless the walk would have to step over tasks of paused or limited
-// queues: a paused queue's backlog, or the one a concurrency limit holds
-// back, would be read on every Lease. Then, as long as there are at most
-// perQueue free queues, it takes up to limit tasks of each through
-// spool_tasks_lease_queue instead; the caller merges and cuts.
-func freeCandidates(ctx context.Context, tx *sql.Tx, st *statements, anyLimited bool, nowUS int64, limit, perQueue int) ([]candidate, error) {
-	if anyLimited {
-		var due bool
-		if err := tx.StmtContext(ctx, st.limitedDue).QueryRowContext(ctx, nowUS).Scan(&due); err != nil {
-			return nil, fmt.Errorf("limited queues' due tasks: %w", err)
-		}
-		if due {
-			names, err := freeQueues(ctx, tx, st, perQueue+1)
-			if err != nil {
-				return nil, err
-			}
-			if len(names) <= perQueue {
-				var out []candidate
-				stmt := tx.StmtContext(ctx, st.dueQueue)
-				for _, name := range names {
-					c, err := queryCandidates(ctx, stmt, name, nowUS, limit)
-					if err != nil {
-						return nil, err
-					}
-					out = append(out, c...)
-				}
-				return out, nil
-			}
-		}
-	}
-	return queryCandidates(ctx, tx.StmtContext(ctx, st.dueFree), nowUS, limit)
-}
-
-// freeQueues returns up to n names of free queues.
-func freeQueues(ctx context.Context, tx *sql.Tx, st *statements, n int) ([]string, error) {
-	rows, err := tx.StmtContext(ctx, st.freeQueues).QueryContext(ctx, n)
-	if err != nil {
-		return nil, fmt.Errorf("free queues: %w", err)
-	}
-	defer rows.Close()
-	var names []string
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			return nil, fmt.Errorf("free queues: %w", err)
-		}
-		names = append(names, name)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("free queues: %w", err)
-	}
-	return names, nil
-}
-
-// queryCandidates runs a due-task query (sqlDueFree, sqlDueQueue).
+// queryCandidates runs a due-task query (sqlDueFreeHeads, sqlDueQueue).
 func queryCandidates(ctx context.Context, stmt *sql.Stmt, args ...any) ([]candidate, error) {
 	rows, err := stmt.QueryContext(ctx, args...)
 	if err != nil {
@@ -296,7 +244,7 @@ func queryCandidates(ctx context.Context, stmt *sql.Stmt, args ...any) ([]candid
 	var out []candidate
 	for rows.Next() {
 		var c candidate
-		if err := rows.Scan(&c.rowid, &c.id, &c.priority, &c.runAt); err != nil {
+		if err := rows.Scan(&c.rowid, &c.id, &c.queue, &c.priority, &c.runAt, &c.weight); err != nil {
 			return nil, fmt.Errorf("due tasks: %w", err)
 		}
 		out = append(out, c)

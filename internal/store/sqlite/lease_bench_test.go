@@ -43,7 +43,7 @@ func finishAll(b *testing.B, s *sqlite.Store) {
 	b.Helper()
 	ctx := context.Background()
 	for {
-		ls, err := s.Lease(ctx, 1000, time.Minute)
+		ls, err := s.Lease(ctx, store.LeaseRequest{Limit: 1000, Shared: 1000, LeaseFor: time.Minute})
 		if err != nil {
 			b.Fatalf("Lease: %v", err)
 		}
@@ -90,7 +90,7 @@ func BenchmarkLeaseBigBacklog(b *testing.B) {
 	ctx := context.Background()
 	batch := make([]store.NewTask, 100)
 	for b.Loop() {
-		ls, err := s.Lease(ctx, len(batch), time.Minute)
+		ls, err := s.Lease(ctx, store.LeaseRequest{Limit: len(batch), Shared: len(batch), LeaseFor: time.Minute})
 		if err != nil || len(ls) != len(batch) {
 			b.Fatalf("Lease: %d, %v", len(ls), err)
 		}
@@ -142,7 +142,7 @@ func BenchmarkLeaseIdle(b *testing.B) {
 			if _, err := s.UpdateQueue(context.Background(), "full", task.QueuePatch{Concurrency: &two}); err != nil {
 				b.Fatal(err)
 			}
-			if ls, err := s.Lease(context.Background(), 10, time.Hour); err != nil || len(ls) != two {
+			if ls, err := s.Lease(context.Background(), store.LeaseRequest{Limit: 10, Shared: 10, LeaseFor: time.Hour}); err != nil || len(ls) != two {
 				b.Fatalf("Lease: %d, %v", len(ls), err)
 			}
 		}},
@@ -152,7 +152,7 @@ func BenchmarkLeaseIdle(b *testing.B) {
 			bc.setup(b, s)
 			ctx := context.Background()
 			for b.Loop() {
-				ls, err := s.Lease(ctx, 100, time.Minute)
+				ls, err := s.Lease(ctx, store.LeaseRequest{Limit: 100, Shared: 100, LeaseFor: time.Minute})
 				if err != nil || len(ls) != 0 {
 					b.Fatalf("Lease: %d, %v", len(ls), err)
 				}
@@ -182,7 +182,7 @@ func BenchmarkEnqueueWhileIdleLeasing(b *testing.B) {
 	go func() {
 		defer close(done)
 		for range wake {
-			if _, err := s.Lease(ctx, 100, time.Minute); err != nil && ctx.Err() == nil {
+			if _, err := s.Lease(ctx, store.LeaseRequest{Limit: 100, Shared: 100, LeaseFor: time.Minute}); err != nil && ctx.Err() == nil {
 				b.Error(err)
 				return
 			}
@@ -226,7 +226,7 @@ func BenchmarkLeaseBesidePausedBacklog(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		ls, err := s.Lease(ctx, 100, time.Minute)
+		ls, err := s.Lease(ctx, store.LeaseRequest{Limit: 100, Shared: 100, LeaseFor: time.Minute})
 		if err != nil || len(ls) != len(batch) {
 			b.Fatalf("Lease: %d, %v", len(ls), err)
 		}

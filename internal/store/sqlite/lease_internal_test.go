@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
@@ -67,7 +66,7 @@ func TestLeasableNeverMissesWork(t *testing.T) {
 	}
 	lease := func(t *testing.T, s *Store, n int) []store.Lease {
 		t.Helper()
-		ls, err := s.Lease(ctx, n, time.Hour)
+		ls, err := s.Lease(ctx, store.LeaseRequest{Limit: n, Shared: n, LeaseFor: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +166,7 @@ func TestLeasableNeverMissesWork(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ls, err := s.lease(ctx, st, 100, time.Hour) // the write transaction alone
+			ls, err := s.lease(ctx, st, store.LeaseRequest{Limit: 100, Shared: 100, LeaseFor: time.Hour}) // the write transaction alone
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -181,10 +180,11 @@ func TestLeasableNeverMissesWork(t *testing.T) {
 	}
 }
 
-// TestFreeCandidatesStrategiesAgree: picking queue by queue returns, among
-// its candidates, the same first tasks in dispatch order as the walk of the
-// whole lease index.
-func TestFreeCandidatesStrategiesAgree(t *testing.T) {
+// TestFreeHeadsAreEachQueuesFirst: sqlDueFreeHeads returns, for each
+// queue that is neither paused nor limited, exactly its first limit due
+// tasks in (priority, run_at, id) order (what sqlDueQueue returns for that
+// queue alone), with the queue's weight, and nothing of the other queues.
+func TestFreeHeadsAreEachQueuesFirst(t *testing.T) {
 	t.Parallel()
 	s := freshStore(t)
 	ctx := context.Background()
@@ -201,9 +201,9 @@ func TestFreeCandidatesStrategiesAgree(t *testing.T) {
 	if _, err := s.Enqueue(ctx, nts); err != nil {
 		t.Fatal(err)
 	}
-	yes, one, rate := true, 1, 2.0
+	yes, one, rate, three := true, 1, 2.0, 3
 	for name, p := range map[string]task.QueuePatch{
-		"paused": {Paused: &yes}, "conc": {Concurrency: &one}, "rate": {RateLimit: &rate},
+		"paused": {Paused: &yes}, "conc": {Concurrency: &one}, "rate": {RateLimit: &rate}, "b": {Weight: &three},
 	} {
 		if _, err := s.UpdateQueue(ctx, name, p); err != nil {
 			t.Fatal(err)
@@ -213,42 +213,41 @@ func TestFreeCandidatesStrategiesAgree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sortCands := func(cs []candidate, limit int) []string {
-		slices.SortFunc(cs, func(a, b candidate) int {
-			return cmp.Or(cmp.Compare(a.priority, b.priority), cmp.Compare(a.runAt, b.runAt), strings.Compare(a.id, b.id))
-		})
-		var ids []string
-		for _, c := range cs[:min(limit, len(cs))] {
-			ids = append(ids, c.id)
-		}
-		return ids
-	}
 	err = s.inWrite(ctx, func(tx *sql.Tx) error {
 		nowUS := micros(now())
 		for _, limit := range []int{1, 7, 50, 1000} {
-			walk, err := freeCandidates(ctx, tx, st, false, nowUS, limit, perQueueMax)
+			heads, err := queryCandidates(ctx, tx.StmtContext(ctx, st.dueFreeHeads), nowUS, limit)
 			if err != nil {
 				return err
 			}
-			perQueue, err := freeCandidates(ctx, tx, st, true, nowUS, limit, perQueueMax)
-			if err != nil {
-				return err
+			byQueue := map[string][]string{}
+			for _, c := range heads {
+				if want := map[string]int{"b": 3}[c.queue]; c.weight != max(want, 1) {
+					return fmt.Errorf("limit %d: candidate of %s has weight %d", limit, c.queue, c.weight)
+				}
+				byQueue[c.queue] = append(byQueue[c.queue], c.id)
 			}
-			// Each of the three free queues has more than 50 due tasks.
-			if limit <= 50 && len(perQueue) != 3*limit {
-				return fmt.Errorf("limit %d: queue by queue gave %d, want %d from each of 3 queues", limit, len(perQueue), limit)
-			}
-			w, q := sortCands(walk, limit), sortCands(perQueue, limit)
-			if len(w) == 0 || !slices.Equal(w, q) {
-				return fmt.Errorf("limit %d: walk %v, queue by queue %v", limit, w, q)
-			}
-			// Over perQueue free queues, it walks.
-			few, err := freeCandidates(ctx, tx, st, true, nowUS, limit, 2)
-			if err != nil {
-				return err
-			}
-			if !slices.Equal(sortCands(few, limit), w) || len(few) != len(walk) {
-				return fmt.Errorf("limit %d: with 3 free queues and room for 2 it did not walk", limit)
+			for _, q := range queues {
+				var want []string
+				if q == "a" || q == "b" || q == "c" {
+					one, err := queryCandidates(ctx, tx.StmtContext(ctx, st.dueQueue), q, nowUS, limit, 1)
+					if err != nil {
+						return err
+					}
+					for _, c := range one {
+						want = append(want, c.id)
+					}
+				}
+				got := byQueue[q]
+				slices.Sort(got)
+				slices.Sort(want)
+				if !slices.Equal(got, want) {
+					return fmt.Errorf("limit %d, queue %s: heads %v, want %v", limit, q, got, want)
+				}
+				// Each of the three free queues has more than 50 due tasks.
+				if want != nil && limit <= 50 && len(got) != limit {
+					return fmt.Errorf("limit %d, queue %s: %d heads", limit, q, len(got))
+				}
 			}
 		}
 		return nil
@@ -300,7 +299,7 @@ func TestIdleLeaseDoesNotWaitForTheWriter(t *testing.T) {
 	if _, err := s.Enqueue(ctx, []store.NewTask{newTask("q")}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Lease(ctx, 10, time.Hour); err != nil {
+	if _, err := s.Lease(ctx, store.LeaseRequest{Limit: 10, Shared: 10, LeaseFor: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	tx, err := s.write.BeginTx(ctx, nil)
@@ -310,7 +309,7 @@ func TestIdleLeaseDoesNotWaitForTheWriter(t *testing.T) {
 	defer tx.Rollback() //nolint:errcheck // nothing written
 	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if ls, err := s.Lease(lctx, 10, time.Hour); err != nil || len(ls) != 0 {
+	if ls, err := s.Lease(lctx, store.LeaseRequest{Limit: 10, Shared: 10, LeaseFor: time.Hour}); err != nil || len(ls) != 0 {
 		t.Fatalf("idle Lease with the writer busy: %d, %v", len(ls), err)
 	}
 }
@@ -327,15 +326,14 @@ func TestHotStatementPlans(t *testing.T) {
 		args    []any
 		want    []string
 	}{
-		{"due free", sqlDueFree, []any{1, 1}, []string{"SCAN spool_tasks USING INDEX spool_tasks_lease"}},
-		{"due queue", sqlDueQueue, []any{"q", 1, 1}, []string{"SEARCH spool_tasks USING INDEX spool_tasks_lease_queue (queue=?)"}},
+		{"due free heads", sqlDueFreeHeads, []any{1, 1}, []string{
+			"SEARCH x USING INDEX spool_tasks_lease_queue (queue=?)",
+			"SEARCH t USING INTEGER PRIMARY KEY (rowid=?)",
+		}},
+		{"due queue", sqlDueQueue, []any{"q", 1, 1, 1}, []string{"SEARCH spool_tasks USING INDEX spool_tasks_lease_queue (queue=?)"}},
 		{"claim", sqlClaim, []any{1, 1, "[]"}, []string{"SEARCH spool_tasks USING INTEGER PRIMARY KEY (rowid=?)"}},
 		{"leasable", sqlLeasable, []any{1}, []string{
 			"SEARCH r USING COVERING INDEX spool_tasks_queue_state (queue=? AND state=?)",
-			"SEARCH t USING INDEX spool_tasks_queue_state (queue=? AND state=?)",
-			"SEARCH t USING INDEX spool_tasks_promote (run_at<?)",
-		}},
-		{"limited due", sqlLimitedDue, []any{1}, []string{
 			"SEARCH t USING INDEX spool_tasks_queue_state (queue=? AND state=?)",
 			"SEARCH t USING INDEX spool_tasks_promote (run_at<?)",
 		}},
@@ -350,7 +348,7 @@ func TestHotStatementPlans(t *testing.T) {
 				t.Errorf("%s: plan lacks %q:\n%s", tc.name, w, plan)
 			}
 		}
-		for _, bad := range []string{"TEMP B-TREE", "SCAN spool_tasks\n"} {
+		for _, bad := range []string{"TEMP B-TREE", "SCAN spool_tasks\n", "SCAN t\n", "SCAN x\n"} {
 			if strings.Contains(plan+"\n", bad) {
 				t.Errorf("%s: plan has %q:\n%s", tc.name, bad, plan)
 			}
@@ -375,7 +373,7 @@ func TestBatchArgumentsKeepEveryByte(t *testing.T) {
 	if _, err := s.Enqueue(ctx, nts); err != nil {
 		t.Fatal(err)
 	}
-	ls, err := s.Lease(ctx, 100, time.Minute)
+	ls, err := s.Lease(ctx, store.LeaseRequest{Limit: 100, Shared: 100, LeaseFor: time.Minute})
 	if err != nil || len(ls) != len(odd) {
 		t.Fatalf("Lease: %d, %v", len(ls), err)
 	}

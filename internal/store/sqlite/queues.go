@@ -9,7 +9,7 @@ import (
 	"github.com/spoolhq/spool/internal/task"
 )
 
-const queueCols = `name, concurrency, rate_limit, max_attempts, timeout_ms, paused, created_at, updated_at`
+const queueCols = `name, concurrency, rate_limit, max_attempts, timeout_ms, paused, weight, retry_statuses, created_at, updated_at`
 
 // querier is what both *sql.DB and *sql.Tx offer.
 type querier interface {
@@ -23,10 +23,17 @@ func scanQueue(r rowScanner) (task.Queue, error) {
 		timeoutMS        int64
 		paused           int
 		created, updated int64
+		retry            string
 	)
-	if err := r.Scan(&q.Name, &q.Concurrency, &q.RateLimit, &q.MaxAttempts, &timeoutMS, &paused, &created, &updated); err != nil {
+	if err := r.Scan(&q.Name, &q.Concurrency, &q.RateLimit, &q.MaxAttempts, &timeoutMS, &paused, &q.Weight, &retry,
+		&created, &updated); err != nil {
 		return task.Queue{}, err
 	}
+	rs, err := task.ParseRetryStatuses(retry)
+	if err != nil {
+		return task.Queue{}, fmt.Errorf("queue %s: stored %w", q.Name, err)
+	}
+	q.RetryStatuses = rs
 	q.Timeout = time.Duration(timeoutMS) * time.Millisecond
 	q.Paused = paused != 0
 	q.CreatedAt = fromMicros(created)
@@ -140,6 +147,28 @@ func (s *Store) ListQueues(ctx context.Context) ([]task.Queue, error) {
 	return out, nil
 }
 
+// ListQueueSettings returns every queue's settings by name, without counts.
+func (s *Store) ListQueueSettings(ctx context.Context) ([]task.Queue, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT `+queueCols+` FROM spool_queues ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list queue settings: %w", classify(err))
+	}
+	defer rows.Close()
+	out := []task.Queue{}
+	for rows.Next() {
+		q, err := scanQueue(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list queue settings: %w", classify(err))
+		}
+		q.Counts = nil
+		out = append(out, q)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list queue settings: %w", classify(err))
+	}
+	return out, nil
+}
+
 // UpdateQueue applies p to queue name, creating it first if missing.
 func (s *Store) UpdateQueue(ctx context.Context, name string, p task.QueuePatch) (task.Queue, error) {
 	st, err := s.statements(ctx)
@@ -152,7 +181,7 @@ func (s *Store) UpdateQueue(ctx context.Context, name string, p task.QueuePatch)
 		if err := createQueue(ctx, tx, st, name, ts); err != nil {
 			return err
 		}
-		var conc, maxAttempts, timeoutMS, paused, rate any
+		var conc, maxAttempts, timeoutMS, paused, rate, weight, retry any
 		if p.Concurrency != nil {
 			conc = *p.Concurrency
 		}
@@ -164,6 +193,12 @@ func (s *Store) UpdateQueue(ctx context.Context, name string, p task.QueuePatch)
 		}
 		if p.Timeout != nil {
 			timeoutMS = timeoutMillis(*p.Timeout)
+		}
+		if p.Weight != nil {
+			weight = *p.Weight
+		}
+		if p.RetryStatuses != nil {
+			retry = p.RetryStatuses.String()
 		}
 		if p.Paused != nil {
 			paused = 0
@@ -177,8 +212,10 @@ func (s *Store) UpdateQueue(ctx context.Context, name string, p task.QueuePatch)
 				max_attempts = coalesce(?, max_attempts),
 				timeout_ms   = coalesce(?, timeout_ms),
 				paused       = coalesce(?, paused),
+				weight       = coalesce(?, weight),
+				retry_statuses = coalesce(?, retry_statuses),
 				updated_at   = ?
-			WHERE name = ?`, conc, rate, maxAttempts, timeoutMS, paused, micros(ts), name); err != nil {
+			WHERE name = ?`, conc, rate, maxAttempts, timeoutMS, paused, weight, retry, micros(ts), name); err != nil {
 			return err
 		}
 		var err error
@@ -188,8 +225,9 @@ func (s *Store) UpdateQueue(ctx context.Context, name string, p task.QueuePatch)
 	if err != nil {
 		return task.Queue{}, fmt.Errorf("update queue %q: %w", name, classify(err))
 	}
-	// Resuming a queue or raising its limits can make waiting tasks leasable.
-	if !out.Paused && (p.Paused != nil || p.Concurrency != nil || p.RateLimit != nil) {
+	// Resuming a queue or raising its limits can make waiting tasks
+	// leasable; a new weight changes which queue's task goes next.
+	if !out.Paused && (p.Paused != nil || p.Concurrency != nil || p.RateLimit != nil || p.Weight != nil) {
 		s.hub.broadcast()
 	}
 	return out, nil

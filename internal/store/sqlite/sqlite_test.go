@@ -194,7 +194,7 @@ func TestConcurrentLeaseNeverDoubleLeases(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for {
-				ls, err := s.Lease(ctxFor(t), 7, time.Minute)
+				ls, err := s.Lease(ctxFor(t), store.LeaseRequest{Limit: 7, Shared: 7, LeaseFor: time.Minute})
 				if err != nil {
 					errs <- err
 					return
@@ -307,7 +307,7 @@ func TestCompleteNeedsTheLease(t *testing.T) {
 	t.Parallel()
 	s := fresh(t)
 	enqueue(t, s, newTask("q"))
-	ls, err := s.Lease(ctxFor(t), 10, time.Minute)
+	ls, err := s.Lease(ctxFor(t), store.LeaseRequest{Limit: 10, Shared: 10, LeaseFor: time.Minute})
 	if err != nil || len(ls) != 1 {
 		t.Fatalf("Lease: %v %v", ls, err)
 	}
@@ -331,7 +331,7 @@ func TestCompleteNeedsTheLease(t *testing.T) {
 		t.Errorf("after release: %+v %v", got, err)
 	}
 	// The next lease has a different token; the old one stays refused.
-	ls2, err := s.Lease(ctxFor(t), 10, time.Minute)
+	ls2, err := s.Lease(ctxFor(t), store.LeaseRequest{Limit: 10, Shared: 10, LeaseFor: time.Minute})
 	if err != nil || len(ls2) != 1 || ls2[0].Token == l.Token {
 		t.Fatalf("second Lease: %+v %v", ls2, err)
 	}
@@ -361,7 +361,7 @@ func TestLeaseLimits(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ls, err := s.Lease(ctx, 100, time.Minute)
+	ls, err := s.Lease(ctx, store.LeaseRequest{Limit: 100, Shared: 100, LeaseFor: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,13 +373,13 @@ func TestLeaseLimits(t *testing.T) {
 		t.Errorf("leased per queue = %v, want conc 2, rate 3 (burst), paused 0", per)
 	}
 	// Nothing more right away: conc is full, rate's bucket is empty.
-	ls, err = s.Lease(ctx, 100, time.Minute)
+	ls, err = s.Lease(ctx, store.LeaseRequest{Limit: 100, Shared: 100, LeaseFor: time.Minute})
 	if err != nil || len(ls) != 0 {
 		t.Errorf("second Lease = %d tasks (%v), want 0", len(ls), err)
 	}
 	// The bucket refills at 3/s.
 	time.Sleep(400 * time.Millisecond)
-	ls, err = s.Lease(ctx, 100, time.Minute)
+	ls, err = s.Lease(ctx, store.LeaseRequest{Limit: 100, Shared: 100, LeaseFor: time.Minute})
 	if err != nil || len(ls) != 1 || ls[0].Task.Queue != "rate" {
 		t.Errorf("after 400ms: %d tasks (%v), want 1 of rate", len(ls), err)
 	}
@@ -494,7 +494,7 @@ func BenchmarkLeaseComplete(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		ls, err := s.Lease(b.Context(), len(batch), time.Minute)
+		ls, err := s.Lease(b.Context(), store.LeaseRequest{Limit: len(batch), Shared: len(batch), LeaseFor: time.Minute})
 		if err != nil || len(ls) != len(batch) {
 			b.Fatalf("Lease: %d, %v", len(ls), err)
 		}

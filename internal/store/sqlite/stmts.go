@@ -22,17 +22,26 @@ const (
 	sqlTaskByKey = `SELECT ` + taskCols + ` FROM spool_tasks WHERE queue = ? AND idempotency_key = ?`
 
 	// Lease.
-	sqlLimitedQueues = `SELECT name, concurrency, rate_limit, paused, tokens, tokens_at
+	sqlLimitedQueues = `SELECT name, concurrency, rate_limit, paused, tokens, tokens_at, weight
 		FROM spool_queues WHERE paused <> 0 OR concurrency > 0 OR rate_limit > 0`
 	sqlRunningCount = `SELECT count(*) FROM spool_tasks WHERE queue = ? AND state = 'running'`
-	// Due tasks of the queues sqlLimitedQueues does not return. It walks
-	// spool_tasks_lease in (priority, run_at, id) order and stops at LIMIT.
-	sqlDueFree = `SELECT rowid, id, priority, run_at FROM spool_tasks
-		WHERE state IN ` + pendingStates + ` AND run_at <= ?1
-			AND queue NOT IN (SELECT name FROM spool_queues WHERE paused <> 0 OR concurrency > 0 OR rate_limit > 0)
-		ORDER BY priority, run_at, id LIMIT ?2`
+	// The first ?2 due tasks of each queue that sqlLimitedQueues does not
+	// return, with its weight: one seek of spool_tasks_lease_queue per
+	// queue, which stops at its LIMIT, so a lease reads at most queues × ?2
+	// tasks whatever the backlogs (the fair order needs every queue's
+	// heads; a walk of spool_tasks_lease in global order could not give a
+	// quiet queue its turn). CROSS JOIN keeps the queues in the outer
+	// loop: SQLite may not reorder it, and with a plain JOIN it chose to
+	// scan every task and run the subquery for each.
+	sqlDueFreeHeads = `SELECT t.rowid, t.id, t.queue, t.priority, t.run_at, q.weight
+		FROM spool_queues q CROSS JOIN spool_tasks t
+		WHERE q.paused = 0 AND q.concurrency <= 0 AND q.rate_limit <= 0
+			AND t.rowid IN (
+				SELECT x.rowid FROM spool_tasks x
+				WHERE x.queue = q.name AND x.state IN ` + pendingStates + ` AND x.run_at <= ?1
+				ORDER BY x.priority, x.run_at, x.id LIMIT ?2)`
 	// Due tasks of one queue, through spool_tasks_lease_queue.
-	sqlDueQueue = `SELECT rowid, id, priority, run_at FROM spool_tasks
+	sqlDueQueue = `SELECT rowid, id, queue, priority, run_at, ?4 FROM spool_tasks
 		WHERE queue = ?1 AND state IN ` + pendingStates + ` AND run_at <= ?2
 		ORDER BY priority, run_at, id LIMIT ?3`
 	sqlLeaseSeq = `UPDATE spool_lease_seq SET last = last + ? WHERE id = 1 RETURNING last`
@@ -45,14 +54,6 @@ const (
 		WHERE spool_tasks.rowid = c.value ->> 0 AND spool_tasks.state IN ` + pendingStates + `
 		RETURNING ` + taskCols
 	sqlDrawTokens = `UPDATE spool_queues SET tokens = ?, tokens_at = ? WHERE name = ?`
-
-	// sqlLimitedDue tells whether a queue sqlLimitedQueues returns holds a
-	// due task: then sqlDueFree may have to walk past many of them.
-	sqlLimitedDue = `SELECT EXISTS (SELECT 1 FROM spool_queues q
-		WHERE (q.paused <> 0 OR q.concurrency > 0 OR q.rate_limit > 0) AND ` + queueHasDue + `)`
-	// The queues sqlLimitedQueues does not return, up to ?1 of them.
-	sqlFreeQueues = `SELECT name FROM spool_queues
-		WHERE paused = 0 AND concurrency <= 0 AND rate_limit <= 0 LIMIT ?1`
 
 	// sqlLeasable tells whether a Lease could take anything at ?1: whether a
 	// queue that is not paused, and has room under its concurrency and rate
@@ -96,13 +97,12 @@ const (
 // tx.StmtContext hands a transaction the one of its connection.
 type statements struct {
 	// write pool (one connection)
-	queueDefaults, createQueue, taskByKey          *sql.Stmt
-	insertTasks                                    []*sql.Stmt // by insertShapes
-	limitedQueues, runningCount, dueFree, dueQueue *sql.Stmt
-	limitedDue, freeQueues                         *sql.Stmt
-	leaseSeq, claim, drawTokens                    *sql.Stmt
-	extendLeases                                   *sql.Stmt
-	complete                                       [5]*sql.Stmt // by store.Outcome - 1
+	queueDefaults, createQueue, taskByKey               *sql.Stmt
+	insertTasks                                         []*sql.Stmt // by insertShapes
+	limitedQueues, runningCount, dueFreeHeads, dueQueue *sql.Stmt
+	leaseSeq, claim, drawTokens                         *sql.Stmt
+	extendLeases                                        *sql.Stmt
+	complete                                            [5]*sql.Stmt // by store.Outcome - 1
 	// read pool
 	leasable, getTask *sql.Stmt
 
@@ -123,10 +123,8 @@ func prepareStatements(ctx context.Context, write, read *sql.DB) (*statements, e
 		{write, &st.taskByKey, sqlTaskByKey},
 		{write, &st.limitedQueues, sqlLimitedQueues},
 		{write, &st.runningCount, sqlRunningCount},
-		{write, &st.dueFree, sqlDueFree},
+		{write, &st.dueFreeHeads, sqlDueFreeHeads},
 		{write, &st.dueQueue, sqlDueQueue},
-		{write, &st.limitedDue, sqlLimitedDue},
-		{write, &st.freeQueues, sqlFreeQueues},
 		{write, &st.leaseSeq, sqlLeaseSeq},
 		{write, &st.claim, sqlClaim},
 		{write, &st.drawTokens, sqlDrawTokens},

@@ -94,7 +94,10 @@ func testLease(t *testing.T, newStore NewStoreFunc) {
 		}
 	})
 
-	t.Run("PriorityAcrossQueues", func(t *testing.T) {
+	t.Run("PriorityBreaksFairTies", func(t *testing.T) {
+		// Priority orders tasks inside a queue; across queues it only
+		// breaks ties of the fair key (here equal: nothing running, one
+		// task each). testFairLease shows it losing to the key.
 		ctx, s := setup(t, newStore)
 		low := newTask("a")
 		low.Priority = 7
@@ -106,9 +109,11 @@ func testLease(t *testing.T, newStore NewStoreFunc) {
 		leaseOne(t, ctx, s, low.ID, time.Minute)
 	})
 
-	t.Run("OrderAcrossLimitedQueues", func(t *testing.T) {
-		// The order is global even when some queues have limits and
-		// others not (a driver may gather their candidates apart).
+	t.Run("TiesAcrossLimitedQueues", func(t *testing.T) {
+		// Leasing one at a time with nothing running, every queue's first
+		// task has the same fair key, so priority, run_at and id decide,
+		// the same way whether queues have limits or not (a driver may
+		// gather their candidates apart).
 		ctx, s := setup(t, newStore)
 		ten, rate := 10, 1000.0
 		mustUpdateQueue(t, ctx, s, "conc", task.QueuePatch{Concurrency: &ten})
@@ -235,7 +240,7 @@ func testLease(t *testing.T, newStore NewStoreFunc) {
 		for range workers {
 			wg.Go(func() {
 				for total.Load() < n && time.Now().Before(deadline) {
-					ls, err := s.Lease(ctx, 7, time.Minute)
+					ls, err := s.Lease(ctx, store.LeaseRequest{Limit: 7, Shared: 7, LeaseFor: time.Minute})
 					if err != nil {
 						t.Errorf("concurrent Lease: %v", err)
 						return
@@ -334,7 +339,7 @@ func testLease(t *testing.T, newStore NewStoreFunc) {
 			for range 8 {
 				wg.Go(func() {
 					<-start
-					ls, err := s.Lease(ctx, 2, time.Minute)
+					ls, err := s.Lease(ctx, store.LeaseRequest{Limit: 2, Shared: 2, LeaseFor: time.Minute})
 					if err != nil {
 						t.Errorf("Lease: %v", err)
 						return

@@ -61,7 +61,8 @@ func testQueues(t *testing.T, newStore NewStoreFunc) {
 		before := time.Now()
 		q := mustUpdateQueue(t, ctx, s, "new", task.QueuePatch{Concurrency: &conc})
 		after := time.Now()
-		want := task.Queue{Name: "new", Concurrency: 3, MaxAttempts: task.DefaultMaxAttempts, Timeout: task.DefaultTimeout}
+		want := task.Queue{Name: "new", Concurrency: 3, MaxAttempts: task.DefaultMaxAttempts, Timeout: task.DefaultTimeout,
+			Weight: task.DefaultWeight, RetryStatuses: task.DefaultRetryStatuses}
 		checkQueue(t, "created by UpdateQueue", q, want)
 		checkBetween(t, "CreatedAt", q.CreatedAt, before, after)
 		checkBetween(t, "UpdatedAt", q.UpdatedAt, before, after)
@@ -124,6 +125,68 @@ func testQueues(t *testing.T, newStore NewStoreFunc) {
 		}
 	})
 
+	t.Run("WeightAndRetryStatuses", func(t *testing.T) {
+		ctx, s := setup(t, newStore)
+		// Defaults, on a queue made by Enqueue and on one made by a patch
+		// of another setting.
+		mustEnqueue(t, ctx, s, newTask("enqueued"))
+		conc := 2
+		mustUpdateQueue(t, ctx, s, "patched", task.QueuePatch{Concurrency: &conc})
+		def := task.Queue{MaxAttempts: task.DefaultMaxAttempts, Timeout: task.DefaultTimeout,
+			Weight: task.DefaultWeight, RetryStatuses: task.DefaultRetryStatuses}
+		wantEnq, wantPat := def, def
+		wantEnq.Name, wantPat.Name, wantPat.Concurrency = "enqueued", "patched", 2
+		checkQueue(t, "queue made by Enqueue", mustQueue(t, ctx, s, "enqueued"), wantEnq)
+		checkQueue(t, "queue made by UpdateQueue", mustQueue(t, ctx, s, "patched"), wantPat)
+
+		weight := 7
+		rs := task.MustRetryStatuses("503, 429, 500-502, timeout")
+		q := mustUpdateQueue(t, ctx, s, "patched", task.QueuePatch{Weight: &weight, RetryStatuses: &rs})
+		wantPat.Weight, wantPat.RetryStatuses = 7, rs
+		checkQueue(t, "after patching weight and retry_statuses", q, wantPat)
+		checkQueue(t, "GetQueue", mustQueue(t, ctx, s, "patched"), wantPat)
+		if got := q.RetryStatuses.String(); got != "429,500-503,timeout" {
+			t.Errorf("retry_statuses read back as %q, want the canonical 429,500-503,timeout", got)
+		}
+		// Other patches leave them alone; the empty set (nothing retries)
+		// is a setting of its own, not the default.
+		paused := true
+		wantPat.Paused = true
+		checkQueue(t, "after patching paused", mustUpdateQueue(t, ctx, s, "patched", task.QueuePatch{Paused: &paused}), wantPat)
+		none := task.RetryStatuses{}
+		maxWeight := task.MaxWeight
+		q = mustUpdateQueue(t, ctx, s, "patched", task.QueuePatch{Weight: &maxWeight, RetryStatuses: &none})
+		wantPat.Weight, wantPat.RetryStatuses = task.MaxWeight, none
+		checkQueue(t, "after patching weight to the maximum and retry_statuses to nothing", q, wantPat)
+
+		// ListQueueSettings: every queue by name, settings only.
+		qs, err := s.ListQueueSettings(ctx)
+		if err != nil {
+			t.Fatalf("ListQueueSettings: %v", err)
+		}
+		if len(qs) != 2 {
+			t.Fatalf("ListQueueSettings returned %d queues, want 2", len(qs))
+		}
+		checkQueue(t, "ListQueueSettings[0]", qs[0], wantEnq)
+		checkQueue(t, "ListQueueSettings[1]", qs[1], wantPat)
+		for _, q := range qs {
+			if q.Counts != nil {
+				t.Errorf("ListQueueSettings: queue %s has Counts %v, want nil (settings only)", q.Name, q.Counts)
+			}
+			if q.CreatedAt.IsZero() || q.UpdatedAt.IsZero() {
+				t.Errorf("ListQueueSettings: queue %s has zero times", q.Name)
+			}
+		}
+	})
+
+	t.Run("ListQueueSettingsEmpty", func(t *testing.T) {
+		ctx, s := setup(t, newStore)
+		qs, err := s.ListQueueSettings(ctx)
+		if err != nil || qs == nil || len(qs) != 0 {
+			t.Errorf("ListQueueSettings on an empty store = %v, %v; want an empty, non-nil list", qs, err)
+		}
+	})
+
 	t.Run("GetQueueNotFound", func(t *testing.T) {
 		ctx, s := setup(t, newStore)
 		mustEnqueue(t, ctx, s, newTask("q"))
@@ -136,9 +199,11 @@ func testQueues(t *testing.T, newStore NewStoreFunc) {
 func checkQueue(t *testing.T, what string, got, want task.Queue) {
 	t.Helper()
 	if got.Name != want.Name || got.Concurrency != want.Concurrency || got.RateLimit != want.RateLimit ||
-		got.MaxAttempts != want.MaxAttempts || got.Timeout != want.Timeout || got.Paused != want.Paused {
-		t.Errorf("%s: queue = {name %s concurrency %d rate %v max_attempts %d timeout %v paused %v}, want {name %s concurrency %d rate %v max_attempts %d timeout %v paused %v}",
-			what, got.Name, got.Concurrency, got.RateLimit, got.MaxAttempts, got.Timeout, got.Paused,
-			want.Name, want.Concurrency, want.RateLimit, want.MaxAttempts, want.Timeout, want.Paused)
+		got.MaxAttempts != want.MaxAttempts || got.Timeout != want.Timeout || got.Paused != want.Paused ||
+		got.Weight != want.Weight || !got.RetryStatuses.Equal(want.RetryStatuses) {
+		t.Errorf("%s: queue = {name %s concurrency %d rate %v max_attempts %d timeout %v paused %v weight %d retry_statuses %q}, "+
+			"want {name %s concurrency %d rate %v max_attempts %d timeout %v paused %v weight %d retry_statuses %q}",
+			what, got.Name, got.Concurrency, got.RateLimit, got.MaxAttempts, got.Timeout, got.Paused, got.Weight, got.RetryStatuses,
+			want.Name, want.Concurrency, want.RateLimit, want.MaxAttempts, want.Timeout, want.Paused, want.Weight, want.RetryStatuses)
 	}
 }

@@ -54,6 +54,7 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 	t.Run("RetryTask", func(t *testing.T) { testRetryTask(t, newStore) })
 	t.Run("Queues", func(t *testing.T) { testQueues(t, newStore) })
 	t.Run("Lease", func(t *testing.T) { testLease(t, newStore) })
+	t.Run("FairLease", func(t *testing.T) { testFairLease(t, newStore) })
 	t.Run("ExtendLeases", func(t *testing.T) { testExtendLeases(t, newStore) })
 	t.Run("Complete", func(t *testing.T) { testComplete(t, newStore) })
 	t.Run("RescueExpired", func(t *testing.T) { testRescue(t, newStore) })
@@ -159,17 +160,11 @@ func mustUpdateQueue(t *testing.T, ctx context.Context, s store.Store, name stri
 	return q
 }
 
-// mustLease calls Lease once and checks it respects limit.
+// mustLease calls Lease once for limit tasks, with no reserve and nothing
+// running, and checks it respects limit.
 func mustLease(t *testing.T, ctx context.Context, s store.Store, limit int, leaseFor time.Duration) []store.Lease {
 	t.Helper()
-	ls, err := s.Lease(ctx, limit, leaseFor)
-	if err != nil {
-		t.Fatalf("Lease(%d, %v): %v", limit, leaseFor, err)
-	}
-	if len(ls) > limit {
-		t.Fatalf("Lease(%d) returned %d leases", limit, len(ls))
-	}
-	return ls
+	return mustLeaseReq(t, ctx, s, store.LeaseRequest{Limit: limit, Shared: limit, LeaseFor: leaseFor})
 }
 
 // leaseN leases exactly n tasks, calling Lease until it has them: a driver
