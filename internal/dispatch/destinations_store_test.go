@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -314,6 +315,56 @@ func TestSlowStartGrowsWithoutAnswers(t *testing.T) {
 				t.Fatalf("only %d of 40 requests in flight after 3 s to a healthy, slow receiver (initial limit %v)", p, DestinationPolicy{}.withDefaults().InitialLimit)
 			}
 			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+// A queue's retry_statuses decide which answers retry; the others fail the
+// task at once. The default retries 408 and not 404.
+func TestRetryStatusesDecide(t *testing.T) {
+	eachStore(t, func(t *testing.T, st store.Store) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			code, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/"))
+			w.WriteHeader(code)
+		}))
+		defer srv.Close()
+		only503 := task.MustRetryStatuses("503")
+		if _, err := st.UpdateQueue(context.Background(), "narrow", task.QueuePatch{RetryStatuses: &only503}); err != nil {
+			t.Fatal(err)
+		}
+		startDispatcher(t, st, func(c *Config) { c.Destinations.BreakerThreshold = 1000 })
+		cases := []struct {
+			queue, path string
+			retries     bool
+		}{
+			{"narrow", "/500", false}, {"narrow", "/503", true},
+			{"q", "/404", false}, {"q", "/408", true}, {"q", "/500", true},
+		}
+		ids := make([]string, len(cases))
+		for i, c := range cases {
+			ids[i] = enqueueN(t, st, c.queue, srv.URL+c.path, 1)[0]
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for i, c := range cases {
+			for {
+				tk, err := st.GetTask(context.Background(), ids[i])
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.retries && tk.Attempt >= 2 {
+					break
+				}
+				if !c.retries && tk.State == task.Failed {
+					if tk.Attempt != 1 {
+						t.Errorf("%s %s: failed after %d attempts, want 1", c.queue, c.path, tk.Attempt)
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s %s: %s after %d attempts (retries: %v)", c.queue, c.path, tk.State, tk.Attempt, c.retries)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
 		}
 	})
 }

@@ -170,7 +170,14 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	var syncCtx context.Context
 	syncCtx, d.syncCancel = context.WithCancel(context.WithoutCancel(ctx))
 	d.syncDone = make(chan struct{})
-	go func() { defer close(d.syncDone); d.dests.run(syncCtx) }()
+	d.refreshSettings(ctx)
+	go func() {
+		defer close(d.syncDone)
+		var wg sync.WaitGroup
+		wg.Go(func() { d.dests.run(syncCtx) })
+		wg.Go(func() { d.watchSettings(syncCtx) })
+		wg.Wait()
+	}()
 
 	var fetchCtx context.Context
 	fetchCtx, d.fetchCancel = context.WithCancel(ctx)
@@ -216,6 +223,46 @@ func (d *Dispatcher) Stop(ctx context.Context) {
 	d.syncCancel()
 	<-d.syncDone
 	d.deliverCancel(errShutdown)
+}
+
+// settingsInterval is how often the dispatcher rereads the queues'
+// settings it applies itself (retry_statuses): a PATCH takes effect on
+// every replica within it.
+const settingsInterval = 5 * time.Second
+
+// watchSettings rereads the queues' settings every settingsInterval.
+func (d *Dispatcher) watchSettings(ctx context.Context) {
+	t := time.NewTicker(settingsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.refreshSettings(ctx)
+		}
+	}
+}
+
+// refreshSettings reads every queue's settings (one small query, no count)
+// and keeps their retry_statuses; on an error the last ones stay.
+func (d *Dispatcher) refreshSettings(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(ctx, settingsInterval)
+	defer cancel()
+	qs, err := d.cfg.Store.ListQueueSettings(rctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Warn("read queue settings; keeping the last ones", "error.message", err.Error())
+		}
+		return
+	}
+	statuses := make(map[string]task.RetryStatuses, len(qs))
+	for _, q := range qs {
+		statuses[q.Name] = q.RetryStatuses
+	}
+	d.settingsMu.Lock()
+	d.statuses = statuses
+	d.settingsMu.Unlock()
 }
 
 // DefaultReplica names this process: host name, pid and a random suffix
