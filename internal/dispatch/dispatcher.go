@@ -197,9 +197,8 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 // release them for another worker; write every completion; stop renewing
 // leases. It returns once all of that is done.
 func (d *Dispatcher) Stop(ctx context.Context) {
-	// 1. Stop leasing new tasks.
-	d.fetchCancel()
-	<-d.fetchDone
+	// 1. Stop leasing new tasks (if StopLeasing has not already).
+	d.StopLeasing()
 
 	// 2. Let deliveries finish; past the deadline, abandon them as releases.
 	done := make(chan struct{})
@@ -263,6 +262,15 @@ func (d *Dispatcher) refreshSettings(ctx context.Context) {
 	d.settingsMu.Lock()
 	d.statuses = statuses
 	d.settingsMu.Unlock()
+}
+
+// StopLeasing stops taking new tasks and returns once the fetch loop has
+// ended; deliveries in flight go on. serve calls it at the first SIGTERM,
+// so that nothing is leased during the drain delay only to be released at
+// the shutdown timeout. Stop calls it too; calling it twice is harmless.
+func (d *Dispatcher) StopLeasing() {
+	d.fetchCancel()
+	<-d.fetchDone
 }
 
 // DefaultReplica names this process: host name, pid and a random suffix
@@ -572,19 +580,22 @@ func (d *Dispatcher) heartbeat(ctx context.Context) {
 		for _, r := range lost {
 			d.mu.Lock()
 			f := d.inflight[r.TaskID]
-			if f != nil && f.lease.Token == r.Token {
-				delete(d.inflight, r.TaskID)
-			} else {
+			switch {
+			case f == nil || f.lease.Token != r.Token:
 				f = nil
+			case f.done.Load():
+				// The attempt ended and its completion is on its way to the
+				// store, or was committed while this extension ran (it then
+				// no longer finds the task running). Only the completion's
+				// answer tells which: the completer counts it if refused.
+				f = nil
+			default:
+				delete(d.inflight, r.TaskID)
 			}
 			d.mu.Unlock()
 			if f != nil {
 				f.cancel(errLeaseLost)
-				if f.done.Load() {
-					d.log.Info("lease lost before the completion was stored; the task will be delivered again", "spool.task.id", r.TaskID)
-				} else {
-					d.log.Info("lease lost; delivery abandoned", "spool.task.id", r.TaskID)
-				}
+				d.log.Info("lease lost; delivery abandoned", "spool.task.id", r.TaskID)
 				if m := d.cfg.Metrics; m != nil {
 					m.LeasesLost.Inc()
 				}

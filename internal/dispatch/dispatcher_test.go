@@ -443,3 +443,54 @@ func TestMaintainerRefreshesStats(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// raceStore is the real store with one ordering forced: a completion is
+// committed while the heartbeat's extension of that same lease is under way
+// (after it took its list of leases, before it reached the database), and
+// the dispatcher learns that the completion was stored only afterwards.
+type raceStore struct {
+	store.Store
+	extending chan struct{} // closed when an extension with leases begins
+	once      sync.Once
+}
+
+func (s *raceStore) ExtendLeases(ctx context.Context, refs []store.LeaseRef, d time.Duration) ([]store.LeaseRef, error) {
+	if len(refs) > 0 {
+		s.once.Do(func() { close(s.extending) })
+		time.Sleep(100 * time.Millisecond) // the completion commits meanwhile
+	}
+	return s.Store.ExtendLeases(ctx, refs, d)
+}
+
+func (s *raceStore) Complete(ctx context.Context, cs []store.Completion) ([]bool, error) {
+	select {
+	case <-s.extending:
+	case <-time.After(5 * time.Second):
+	}
+	accepted, err := s.Store.Complete(ctx, cs)
+	// Committed; the dispatcher hears of it only after the extension has
+	// come back without the lease.
+	time.Sleep(400 * time.Millisecond)
+	return accepted, err
+}
+
+// A completion committed while the heartbeat extends leases is not a lost
+// lease: it is neither counted in spool_leases_lost_total nor logged as
+// "will be delivered again".
+func TestLostLeaseCounterIsExact(t *testing.T) {
+	h := newHarness(t)
+	metrics := telemetry.NewMetrics("test", "test")
+	rs := &raceStore{Store: h.store, extending: make(chan struct{})}
+	d := h.dispatcher(func(c *Config) {
+		c.Store, c.Metrics, c.LeaseDuration = rs, metrics, 600*time.Millisecond
+	})
+	defer stop(d)
+	tk := h.waitFinal(h.enqueue(h.url+"/ok", nil))
+	time.Sleep(500 * time.Millisecond) // the extension that raced ends
+	if tk.State != task.Succeeded {
+		t.Fatalf("task %s: %s", tk.State, tk.LastError)
+	}
+	if lost := testutil.ToFloat64(metrics.LeasesLost); lost != 0 {
+		t.Errorf("spool_leases_lost_total = %v for a completion that was committed", lost)
+	}
+}
