@@ -14,9 +14,10 @@ import (
 // hang until Spool gives up on them (the task's timeout) or the test ends;
 // a request of any other queue is answered at once and reported on got.
 type fairReceiver struct {
-	url  string
-	got  chan time.Time
-	stop chan struct{}
+	url      string // the busy queue's destination
+	otherURL string // the other queues' destination
+	got      chan time.Time
+	stop     chan struct{}
 
 	mu         sync.Mutex
 	busy, peak int // busy requests hanging now, and at most
@@ -47,8 +48,18 @@ func startFairReceiver(t *testing.T) *fairReceiver {
 		t.Fatal(err)
 	}
 	go srv.Serve(ln)
+	// The other queues' tasks go to a second listener, another
+	// destination: tasks for one destination share its limit and circuit
+	// breaker whatever their queue, and the busy queue's requests, held to
+	// their timeout, would open that breaker.
+	ln2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln2)
 	t.Cleanup(func() { close(fr.stop); srv.Close() })
 	fr.url = "http://" + ln.Addr().String() + "/"
+	fr.otherURL = "http://" + ln2.Addr().String() + "/"
 	return fr
 }
 
@@ -112,7 +123,7 @@ func TestBusyQueueDoesNotDelayOthers(t *testing.T) {
 
 			for i, api := range apis {
 				start := time.Now()
-				one := map[string]any{"target": map[string]any{"url": fr.url}}
+				one := map[string]any{"target": map[string]any{"url": fr.otherURL}}
 				if code := call(t, "POST", "http://"+api+"/v1/queues/other/tasks", one, nil); code != 201 {
 					t.Fatalf("enqueue other: %d", code)
 				}

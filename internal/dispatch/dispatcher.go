@@ -134,7 +134,7 @@ func New(cfg Config) *Dispatcher {
 		cfg.Destinations.MaxBackoff = cfg.Backoff.Max
 	}
 	return &Dispatcher{
-		dests:       newDestinations(cfg.Store, cfg.Replica, cfg.Destinations, cfg.Workers, cfg.Logger, cfg.Metrics),
+		dests:       newDestinations(cfg.Store, cfg.Replica, cfg.Destinations, cfg.Workers+reserveSlots(cfg.Workers), cfg.Logger, cfg.Metrics),
 		cfg:         cfg,
 		log:         cfg.Logger,
 		tracer:      cfg.TracerProvider.Tracer(tracerName),

@@ -46,6 +46,11 @@ func TestBusyQueueLeavesASlot(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
+	// The other queue's task goes to another destination: tasks for one
+	// destination share its limit and breaker (hanging requests time out,
+	// and timeouts open the breaker), whatever their queues.
+	otherSrv := httptest.NewServer(srv.Config.Handler)
+	defer otherSrv.Close()
 
 	const workers = 5 // and a reserve of 1
 	d := h.dispatcher(func(c *Config) { c.Workers = workers })
@@ -68,7 +73,7 @@ func TestBusyQueueLeavesASlot(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	h.enqueue(srv.URL, func(nt *store.NewTask) { nt.Queue = "other" })
+	h.enqueue(otherSrv.URL, func(nt *store.NewTask) { nt.Queue = "other" })
 	select {
 	case <-other:
 	case <-time.After(10 * time.Second):
