@@ -13,9 +13,11 @@ import (
 	"net/http/pprof"
 	"net/url"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spoolhq/spool/internal/api"
@@ -305,22 +307,46 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 	}
 
 	// --- Shutdown, step by step ---
+	// A second SIGTERM or SIGINT cuts it short: in-flight deliveries are
+	// released at once (their attempts are not counted) and the process
+	// exits. (The first signal was taken by ctx; only later ones reach this.)
+	hurryCtx, hurry := context.WithCancel(base)
+	defer hurry()
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(again)
+	go func() {
+		select {
+		case <-again:
+			log.Warn("second signal: releasing in-flight tasks and exiting now")
+			hurry()
+		case <-hurryCtx.Done():
+		}
+	}()
 	// 1. Readiness turns false so load balancers stop sending new requests.
 	shuttingDown.Store(true)
-	// 2. Drain window: keep serving while that news propagates.
+	// 2. Stop leasing at once: a task taken now would only be released at
+	// the timeout. Deliveries in flight go on through the drain window.
+	if disp != nil {
+		disp.StopLeasing()
+	}
+	// 3. Drain window: keep serving the API while that news propagates.
 	if runErr == nil && cfg.DrainDelay > 0 {
 		log.Info("draining", "event.duration", cfg.DrainDelay.Nanoseconds())
-		time.Sleep(cfg.DrainDelay)
+		select {
+		case <-time.After(cfg.DrainDelay):
+		case <-hurryCtx.Done():
+		}
 	}
-	sctx, cancel := context.WithTimeout(base, cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(hurryCtx, cfg.ShutdownTimeout)
 	defer cancel()
-	// 3+4. Stop accepting connections and finish in-flight API requests.
+	// 4. Stop accepting connections and finish in-flight API requests.
 	if apiSrv != nil {
 		if err := apiSrv.Shutdown(sctx); err != nil {
 			log.Warn("API shutdown incomplete", "error.message", err.Error())
 		}
 	}
-	// 5+6. Stop leasing; finish in-flight deliveries or release them; store completions.
+	// 5+6. Finish in-flight deliveries or release them; store completions.
 	if disp != nil {
 		disp.Stop(sctx)
 	}
