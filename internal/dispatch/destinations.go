@@ -245,11 +245,12 @@ func (ds *destinations) acquire(ctx context.Context, name string) (*permit, *def
 			return &permit{ds: ds, d: d, started: now}, nil, nil
 		}
 		d.saturated = true
-		if !ds.learned(d) && now.Sub(d.lastGrowth) >= slowStartStep && d.limit < float64(ds.workers) {
+		if !ds.learned(d) && d.failures == 0 && now.Sub(d.lastGrowth) >= slowStartStep && d.limit < float64(ds.workers) {
 			// Slow start also doubles with time: a healthy receiver that
 			// takes seconds to answer would otherwise hold the limit at its
 			// start for as long. A receiver that refuses, or times out,
-			// ends slow start with its first answer.
+			// ends slow start with its first answer; one that fails stops
+			// this growth until it answers well again.
 			d.limit = math.Min(float64(ds.workers), d.limit*2)
 			d.lastGrowth = now
 			ds.mu.Unlock()

@@ -155,7 +155,7 @@ func TestLivePrometheus(t *testing.T) {
 		`sum(spool_http_requests_total{route="unmatched", code="404"}) > 0`,
 		`sum(spool_http_requests_total{route="GET /v1/tasks/{id}", code="404"}) > 0`,
 		`max_over_time(spool_workers_busy[1m]) > 0`,
-		`spool_workers_max == 8`,
+		`spool_workers_max == 9`, // SPOOL_WORKERS=8 and the fair scheduler's reserve of 1
 		`sum(spool_leader) == 1`,
 		`sum(spool_destination_requests_total{destination="http://` + sinkAddr + `", outcome="answered"}) > 0`,
 		`max(spool_destination_limit{destination="http://` + sinkAddr + `"}) > 0`,
