@@ -44,9 +44,9 @@ func (r Request) Fingerprint() []byte {
 		h.Write(n[:])
 		h.Write(b)
 	}
-	num := func(v int64) {
+	num := func(v int64) { // fixed width: no length needed
 		binary.BigEndian.PutUint64(n[:], uint64(v))
-		field(n[:])
+		h.Write(n[:])
 	}
 	field([]byte(fingerprintVersion))
 	field([]byte(r.Target.URL))
