@@ -46,14 +46,18 @@ type IdempotencyError struct {
 	Queue string
 	Key   string
 	// TaskID is the task the key is reserved for; "" when the clash is
-	// with an earlier NewTask of the same call.
+	// with an earlier NewTask of the same call (or, rarely, a pruned task
+	// whose id was not read).
 	TaskID string
 }
 
 func (e *IdempotencyError) Error() string {
 	who := "an earlier task of the same call"
-	if e.TaskID != "" {
+	switch {
+	case e.TaskID != "":
 		who = "task " + e.TaskID
+	case e.Err == ErrIdempotencyPruned:
+		who = "a pruned task"
 	}
 	return fmt.Sprintf("task %d: queue %q, idempotency key %q (held by %s): %v", e.Index, e.Queue, e.Key, who, e.Err)
 }

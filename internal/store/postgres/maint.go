@@ -97,10 +97,14 @@ func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (
 			))
 			RETURNING id, queue, idempotency_key
 		), marked AS (
-			UPDATE spool_idempotency_keys k SET pruned_at = now()
+			-- A stored task holds its key alone (the unique index), so the
+			-- key's reservation is its own; setting task_id mends one that
+			-- a replica older than 00008 left pointing at a task skipped
+			-- for that key.
+			UPDATE spool_idempotency_keys k SET pruned_at = now(), task_id = g.id
 			FROM gone g
 			WHERE g.idempotency_key IS NOT NULL
-				AND k.queue = g.queue AND k.idempotency_key = g.idempotency_key AND k.task_id = g.id
+				AND k.queue = g.queue AND k.idempotency_key = g.idempotency_key
 		)
 		SELECT count(*) FROM gone`, retention.Milliseconds(), limit).Scan(&n)
 	if err != nil {

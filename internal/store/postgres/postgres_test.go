@@ -375,6 +375,103 @@ func TestIdempotencyAcrossReplicas(t *testing.T) {
 	}
 }
 
+// TestIdempotencyMismatchAcrossReplicas: replicas racing one key with two
+// different requests store one task; every call with its request gets
+// that task, every call with the other is refused whole.
+func TestIdempotencyMismatchAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	first, dsn := fresh(t)
+	replicas := []store.Store{first, open(t, dsn, postgres.Options{MaxConns: 4})}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		winners = map[string]string{} // fingerprint → task id
+		stored  atomic.Int64
+		refused = map[string]int{}
+	)
+	for i := range 12 {
+		s := replicas[i%2]
+		fp := []string{"A", "B"}[i/2%2]
+		wg.Go(func() {
+			nt := newTask("q")
+			nt.IdempotencyKey, nt.Fingerprint = "order-1", []byte(fp)
+			res, err := s.Enqueue(t.Context(), []store.NewTask{newTask("q"), nt})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if !errors.Is(err, store.ErrIdempotencyMismatch) {
+					t.Errorf("Enqueue: %v", err)
+				}
+				refused[fp]++
+				return
+			}
+			stored.Add(1)
+			if id, ok := winners[fp]; ok && id != res[1].Task.ID {
+				t.Errorf("request %s got tasks %s and %s", fp, id, res[1].Task.ID)
+			}
+			winners[fp] = res[1].Task.ID
+		})
+	}
+	wg.Wait()
+	if len(winners) != 1 || refused["A"]+refused["B"] != 6 || refused["A"]*refused["B"] != 0 {
+		t.Fatalf("requests that got a task: %v; refused: %v; want one request served 6 times, the other refused 6 times", winners, refused)
+	}
+	q, err := first.GetQueue(t.Context(), "q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := stored.Load() + 1; q.Counts[task.Available] != want {
+		t.Errorf("queue holds %d tasks, want %d (the keyed one and the plain task of each call that was not refused)", q.Counts[task.Available], want)
+	}
+}
+
+// TestIdempotencyKeyOfAnOlderReplica: a keyed task stored without a
+// reservation (by a replica older than migration 00008, during a rolling
+// upgrade) still answers a replay, and its key is released after it is
+// pruned like any other.
+func TestIdempotencyKeyOfAnOlderReplica(t *testing.T) {
+	t.Parallel()
+	s, dsn := fresh(t)
+	ctx := t.Context()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	old := uuid.Must(uuid.NewV7()).String()
+	if _, err := conn.Exec(ctx, `INSERT INTO spool_tasks (id, queue, state, priority, run_at, max_attempts, timeout_ms,
+			target_url, target_method, idempotency_key)
+		VALUES ($1, 'q', 'available', 5, now(), 3, 1000, 'http://127.0.0.1:9/', 'POST', 'k')`, old); err != nil {
+		t.Fatal(err)
+	}
+	replay := newTask("q")
+	replay.IdempotencyKey, replay.Fingerprint = "k", []byte("A")
+	res, err := s.Enqueue(ctx, []store.NewTask{replay})
+	if err != nil || !res[0].Existing || res[0].Task.ID != old {
+		t.Fatalf("replay of an older replica's key: %+v, %v; want the task %s", res, err, old)
+	}
+	if _, err := s.CancelTask(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond)
+	if n, err := s.Prune(ctx, 0, 10); err != nil || n != 1 {
+		t.Fatalf("Prune = %d, %v", n, err)
+	}
+	_, err = s.Enqueue(ctx, []store.NewTask{replay})
+	var ie *store.IdempotencyError
+	if !errors.As(err, &ie) || !errors.Is(err, store.ErrIdempotencyPruned) || ie.TaskID != old {
+		t.Fatalf("after the prune: %v; want ErrIdempotencyPruned naming task %s", err, old)
+	}
+	if n, err := s.PruneIdempotencyKeys(ctx, 0, 10); err != nil || n != 1 {
+		t.Fatalf("PruneIdempotencyKeys = %d, %v; want 1", n, err)
+	}
+	fresh := newTask("q")
+	fresh.IdempotencyKey = "k"
+	if res, err := s.Enqueue(ctx, []store.NewTask{fresh}); err != nil || res[0].Existing {
+		t.Errorf("after the release: %+v, %v; want a new task", res, err)
+	}
+}
+
 // TestCompletionRefusedAfterRescue: a worker whose lease expired and was
 // rescued cannot overwrite the task, even after the new holder finished.
 func TestCompletionRefusedAfterRescue(t *testing.T) {

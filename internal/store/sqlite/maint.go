@@ -172,8 +172,10 @@ func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (
 			return err
 		}
 		for _, g := range keyed {
-			if _, err := tx.ExecContext(ctx, `UPDATE spool_idempotency_keys SET pruned_at = ?
-				WHERE queue = ? AND idempotency_key = ? AND task_id = ?`, micros(ts), g.queue, g.key, g.id); err != nil {
+			// A stored task holds its key alone (the unique index): the
+			// key's reservation is its own.
+			if _, err := tx.ExecContext(ctx, `UPDATE spool_idempotency_keys SET pruned_at = ?, task_id = ?
+				WHERE queue = ? AND idempotency_key = ?`, micros(ts), g.id, g.queue, g.key); err != nil {
 				return fmt.Errorf("mark idempotency key: %w", err)
 			}
 		}
