@@ -55,6 +55,14 @@ func fresh(t *testing.T) (*postgres.Store, string) {
 	return s, dsn
 }
 
+// twoReplicas returns a fresh migrated store and, as two replicas, it and
+// a second store on its database.
+func twoReplicas(t *testing.T) (*postgres.Store, []store.Store) {
+	t.Helper()
+	first, dsn := fresh(t)
+	return first, []store.Store{first, open(t, dsn, postgres.Options{MaxConns: 4})}
+}
+
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
 		s, _ := fresh(t)
@@ -332,70 +340,28 @@ func TestRateLimitAcrossReplicas(t *testing.T) {
 	}
 }
 
-// TestIdempotencyAcrossReplicas: the same key enqueued at once from two
-// replicas yields one task, and every caller gets it.
+// TestIdempotencyAcrossReplicas: replicas racing one key, half of them
+// with another request, store one task, in a queue they create at once:
+// one call creates it, every call with its request gets it, every call
+// with the other request is refused whole.
 func TestIdempotencyAcrossReplicas(t *testing.T) {
 	t.Parallel()
-	first, dsn := fresh(t)
-	replicas := []store.Store{first, open(t, dsn, postgres.Options{MaxConns: 4})}
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		ids      = map[string]bool{}
-		inserted atomic.Int64
-	)
-	for i := range 8 {
-		s := replicas[i%2]
-		wg.Go(func() {
-			nt := newTask("fresh-queue") // the queue row is created concurrently too
-			nt.IdempotencyKey = "order-1"
-			res, err := s.Enqueue(t.Context(), []store.NewTask{nt, newTask("fresh-queue")})
-			if err != nil {
-				t.Errorf("Enqueue: %v", err)
-				return
-			}
-			if !res[0].Existing {
-				inserted.Add(1)
-			}
-			mu.Lock()
-			ids[res[0].Task.ID] = true
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	if inserted.Load() != 1 || len(ids) != 1 {
-		t.Errorf("%d inserted, %d distinct ids returned; want 1 and 1", inserted.Load(), len(ids))
-	}
-	q, err := first.GetQueue(t.Context(), "fresh-queue")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if q.Counts[task.Available] != 9 {
-		t.Errorf("queue holds %d available tasks, want 9 (1 keyed + 8 plain)", q.Counts[task.Available])
-	}
-}
-
-// TestIdempotencyMismatchAcrossReplicas: replicas racing one key with two
-// different requests store one task; every call with its request gets
-// that task, every call with the other is refused whole.
-func TestIdempotencyMismatchAcrossReplicas(t *testing.T) {
-	t.Parallel()
-	first, dsn := fresh(t)
-	replicas := []store.Store{first, open(t, dsn, postgres.Options{MaxConns: 4})}
+	first, replicas := twoReplicas(t)
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
 		winners = map[string]string{} // fingerprint → task id
-		stored  atomic.Int64
+		created int
+		served  int
 		refused = map[string]int{}
 	)
 	for i := range 12 {
 		s := replicas[i%2]
 		fp := []string{"A", "B"}[i/2%2]
 		wg.Go(func() {
-			nt := newTask("q")
+			nt := newTask("fresh-queue") // the queue row is created concurrently too
 			nt.IdempotencyKey, nt.Fingerprint = "order-1", []byte(fp)
-			res, err := s.Enqueue(t.Context(), []store.NewTask{newTask("q"), nt})
+			res, err := s.Enqueue(t.Context(), []store.NewTask{newTask("fresh-queue"), nt})
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -405,7 +371,10 @@ func TestIdempotencyMismatchAcrossReplicas(t *testing.T) {
 				refused[fp]++
 				return
 			}
-			stored.Add(1)
+			served++
+			if !res[1].Existing {
+				created++
+			}
 			if id, ok := winners[fp]; ok && id != res[1].Task.ID {
 				t.Errorf("request %s got tasks %s and %s", fp, id, res[1].Task.ID)
 			}
@@ -413,14 +382,15 @@ func TestIdempotencyMismatchAcrossReplicas(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if len(winners) != 1 || refused["A"]+refused["B"] != 6 || refused["A"]*refused["B"] != 0 {
-		t.Fatalf("requests that got a task: %v; refused: %v; want one request served 6 times, the other refused 6 times", winners, refused)
+	if len(winners) != 1 || created != 1 || refused["A"]+refused["B"] != 6 || refused["A"]*refused["B"] != 0 {
+		t.Fatalf("requests that got a task: %v, %d created it; refused: %v; want one request served 6 times and created once, the other refused 6 times",
+			winners, created, refused)
 	}
-	q, err := first.GetQueue(t.Context(), "q")
+	q, err := first.GetQueue(t.Context(), "fresh-queue")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := stored.Load() + 1; q.Counts[task.Available] != want {
+	if want := int64(served) + 1; q.Counts[task.Available] != want {
 		t.Errorf("queue holds %d tasks, want %d (the keyed one and the plain task of each call that was not refused)", q.Counts[task.Available], want)
 	}
 }
