@@ -288,7 +288,8 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 		if err := disp.Start(base); err != nil {
 			return fmt.Errorf("start dispatcher: %w", err)
 		}
-		m := &dispatch.Maintainer{Store: live, Logger: log, Metrics: metrics, Owner: owner, Retention: cfg.Retention}
+		m := &dispatch.Maintainer{Store: live, Logger: log, Metrics: metrics, Owner: owner, Retention: cfg.Retention,
+			IdempotencyRetention: cfg.IdempotencyRetention}
 		if pg, ok := st.(*postgres.Store); ok {
 			m.RefreshStats = pg.RefreshStats
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -70,7 +71,11 @@ func TestEnqueueAndGet(t *testing.T) {
 			t.Errorf("stored payload = %q", stored.Payload)
 		}
 
-		// GET returns the same task.
+		// GET returns the same task, without the enqueue's idempotent_replay.
+		if full.IdempotentReplay == nil || *full.IdempotentReplay {
+			t.Errorf("a new task's idempotent_replay = %v, want false", full.IdempotentReplay)
+		}
+		full.IdempotentReplay = nil
 		got := decode[taskJSON](t, want(t, e.do("GET", "/v1/tasks/"+full.ID, ""), http.StatusOK))
 		if fmt.Sprint(got) != fmt.Sprint(full) {
 			t.Errorf("GET = %+v\nwant %+v", got, full)
@@ -156,15 +161,13 @@ func TestIdempotency(t *testing.T) {
 
 		// By field; the field and the header are the same key.
 		c := decode[taskJSON](t, want(t, e.do("POST", "/v1/queues/q/tasks", `{"target":{"url":"http://h/b"},"idempotency_key":"k2"}`), http.StatusCreated))
-		d := decode[taskJSON](t, want(t, e.do("POST", "/v1/queues/q/tasks", body, "Idempotency-Key", "k2"), http.StatusOK))
+		d := decode[taskJSON](t, want(t, e.do("POST", "/v1/queues/q/tasks", `{"target":{"url":"http://h/b"}}`, "Idempotency-Key", "k2"), http.StatusOK))
 		f := decode[taskJSON](t, want(t, e.do("POST", "/v1/queues/q/tasks", `{"target":{"url":"http://h/b"},"idempotency_key":"k2"}`, "Idempotency-Key", "k2"), http.StatusOK))
 		if c.ID != d.ID || c.ID != f.ID {
 			t.Errorf("replay by field: %s, %s, %s", c.ID, d.ID, f.ID)
 		}
-		// The replay returns the original, not the new request's target.
-		if d.Target.URL != "http://h/b" {
-			t.Errorf("replay returned target %q", d.Target.URL)
-		}
+		// Another request under the key is refused (TestIdempotencyKeyMeansOneRequest).
+		wantField(t, e.do("POST", "/v1/queues/q/tasks", body, "Idempotency-Key", "k2"), "Idempotency-Key")
 
 		// Both given and different: 422.
 		wantField(t, e.do("POST", "/v1/queues/q/tasks", `{"target":{"url":"http://h/"},"idempotency_key":"x"}`, "Idempotency-Key", "y"), "idempotency_key")
@@ -203,6 +206,127 @@ func TestIdempotency(t *testing.T) {
 		if dup.Tasks[0].ID != dup.Tasks[1].ID {
 			t.Errorf("in-batch duplicate keys gave two tasks: %s, %s", dup.Tasks[0].ID, dup.Tasks[1].ID)
 		}
+	})
+}
+
+func TestIdempotencyKeyMeansOneRequest(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, st store.Store) {
+		e := newEnv(t, st)
+		post := func(body string, hdr ...string) result {
+			t.Helper()
+			return e.do("POST", "/v1/queues/q/tasks", body, hdr...)
+		}
+		replayed := func(what string, tk taskJSON, want bool) {
+			t.Helper()
+			if tk.IdempotentReplay == nil || *tk.IdempotentReplay != want {
+				t.Errorf("%s: idempotent_replay = %v, want %v", what, tk.IdempotentReplay, want)
+			}
+		}
+		// refused checks a problem names the key and the task it holds.
+		refused := func(p problem, key, taskID string) {
+			t.Helper()
+			if p.IdempotencyKey != key || p.TaskID != taskID || !strings.Contains(p.Detail, strconv.Quote(key)) {
+				t.Errorf("problem names key %q and task %q, detail %q; want key %q and task %q",
+					p.IdempotencyKey, p.TaskID, p.Detail, key, taskID)
+			}
+		}
+		queueSize := func() int {
+			t.Helper()
+			return len(decode[taskListJSON](t, want(t, e.do("GET", "/v1/queues/q/tasks", ""), http.StatusOK)).Tasks)
+		}
+
+		// The same request again: 200, the original, marked a replay. A
+		// delay is compared as sent, not as the run time it gives, and
+		// headers whatever their order and case.
+		body := `{"target":{"url":"http://h/a","headers":{"X-A":"1","x-b":"2"}},"payload":{"n":1},"delay":"1h","priority":3}`
+		first := decode[taskJSON](t, want(t, post(body, "Idempotency-Key", "k1"), http.StatusCreated))
+		replayed("first request", first, false)
+		time.Sleep(5 * time.Millisecond) // a later now: another computed run_at
+		same := `{"priority":3,"delay":"1h","payload":{"n":1},"target":{"headers":{"X-B":"2","x-a":"1"},"url":"http://h/a"}}`
+		again := decode[taskJSON](t, want(t, post(same, "Idempotency-Key", "k1"), http.StatusOK))
+		replayed("the same request", again, true)
+		if again.ID != first.ID || again.RunAt != first.RunAt {
+			t.Errorf("replay: task %s at %s, want the original %s at %s", again.ID, again.RunAt, first.ID, first.RunAt)
+		}
+
+		// Anything else under the key: 422 naming the key, nothing stored.
+		for name, other := range map[string]string{
+			"payload":      `{"target":{"url":"http://h/a","headers":{"X-A":"1","x-b":"2"}},"payload":{"n":2},"delay":"1h","priority":3}`,
+			"target":       `{"target":{"url":"http://h/b","headers":{"X-A":"1","x-b":"2"}},"payload":{"n":1},"delay":"1h","priority":3}`,
+			"header":       `{"target":{"url":"http://h/a","headers":{"X-A":"1"}},"payload":{"n":1},"delay":"1h","priority":3}`,
+			"method":       `{"target":{"url":"http://h/a","method":"PUT","headers":{"X-A":"1","x-b":"2"}},"payload":{"n":1},"delay":"1h","priority":3}`,
+			"priority":     `{"target":{"url":"http://h/a","headers":{"X-A":"1","x-b":"2"}},"payload":{"n":1},"delay":"1h"}`,
+			"schedule":     `{"target":{"url":"http://h/a","headers":{"X-A":"1","x-b":"2"}},"payload":{"n":1},"delay":"2h","priority":3}`,
+			"content_type": `{"target":{"url":"http://h/a","headers":{"X-A":"1","x-b":"2"}},"payload":{"n":1},"delay":"1h","priority":3,"content_type":"application/x+json"}`,
+			"settings":     `{"target":{"url":"http://h/a","headers":{"X-A":"1","x-b":"2"}},"payload":{"n":1},"delay":"1h","priority":3,"max_attempts":2,"timeout":"5s"}`,
+		} {
+			r := post(other, "Idempotency-Key", "k1")
+			if r.Code != http.StatusUnprocessableEntity {
+				t.Errorf("another %s: %s, want 422", name, r)
+				continue
+			}
+			p := wantField(t, r, "Idempotency-Key")
+			if !strings.Contains(p.Detail, "different request") {
+				t.Errorf("another %s: detail %q", name, p.Detail)
+			}
+			refused(p, "k1", first.ID)
+		}
+		// The key given as the field is named as the field.
+		p := wantField(t, post(`{"target":{"url":"http://h/c"},"idempotency_key":"k1"}`), "idempotency_key")
+		refused(p, "k1", first.ID)
+		if n := queueSize(); n != 1 {
+			t.Errorf("queue holds %d tasks after the refusals, want 1", n)
+		}
+
+		// A batch: each task says whether it was replayed.
+		sameByField := strings.Replace(same, `{`, `{"idempotency_key":"k1",`, 1)
+		batch := `{"tasks":[` + sameByField + `,{"target":{"url":"http://h/new"},"idempotency_key":"k2"},{"target":{"url":"http://h/plain"}}]}`
+		b := decode[batchJSON](t, want(t, post(batch), http.StatusCreated))
+		if len(b.Tasks) != 3 || b.Tasks[0].ID != first.ID {
+			t.Fatalf("batch answered %+v", b.Tasks)
+		}
+		for i, w := range []bool{true, false, false} {
+			replayed(fmt.Sprintf("tasks[%d]", i), b.Tasks[i], w)
+		}
+		replays := decode[batchJSON](t, want(t, post(`{"tasks":[{"target":{"url":"http://h/new"},"idempotency_key":"k2"}]}`), http.StatusOK))
+		replayed("an all-replay batch", replays.Tasks[0], true)
+
+		// A batch with one mismatch: 422 naming the key and its index, and
+		// nothing of it stored.
+		size := queueSize()
+		p = wantField(t, post(`{"tasks":[{"target":{"url":"http://h/x"}},{"target":{"url":"http://h/x"},"idempotency_key":"k3"},{"target":{"url":"http://h/other"},"idempotency_key":"k2"}]}`),
+			"tasks[2].idempotency_key")
+		refused(p, "k2", b.Tasks[1].ID)
+		if !strings.HasPrefix(p.Detail, "tasks[2].idempotency_key: ") {
+			t.Errorf("detail %q does not name the task first", p.Detail)
+		}
+		// Two tasks of one batch sharing a key, with different requests.
+		p = wantField(t, post(`{"tasks":[{"target":{"url":"http://h/x"},"idempotency_key":"k4"},{"target":{"url":"http://h/y"},"idempotency_key":"k4"}]}`),
+			"tasks[1].idempotency_key")
+		refused(p, "k4", "")
+		if n := queueSize(); n != size {
+			t.Errorf("queue holds %d tasks after refused batches, want %d", n, size)
+		}
+		// ...and k3 and k4 were not reserved by them.
+		want(t, post(`{"target":{"url":"http://h/z"},"idempotency_key":"k3"}`), http.StatusCreated)
+		want(t, post(`{"target":{"url":"http://h/z"},"idempotency_key":"k4"}`), http.StatusCreated)
+
+		// The task pruned, its key still reserved: 409 naming both.
+		want(t, e.do("POST", "/v1/tasks/"+first.ID+"/cancel", ""), http.StatusOK)
+		time.Sleep(2 * time.Millisecond)
+		if n, err := st.Prune(t.Context(), 0, 1000); err != nil || n != 1 {
+			t.Fatalf("Prune = %d, %v; want 1", n, err)
+		}
+		refused(wantProblem(t, post(same, "Idempotency-Key", "k1"), http.StatusConflict, "pruned", first.ID), "k1", first.ID)
+		p = wantProblem(t, post(batch), http.StatusConflict, "tasks[0].idempotency_key: ")
+		refused(p, "k1", first.ID)
+		// Released after the retention: the key is free again.
+		if n, err := st.PruneIdempotencyKeys(t.Context(), 0, 1000); err != nil || n != 1 {
+			t.Fatalf("PruneIdempotencyKeys = %d, %v; want 1", n, err)
+		}
+		fresh := decode[taskJSON](t, want(t, post(`{"target":{"url":"http://h/d"}}`, "Idempotency-Key", "k1"), http.StatusCreated))
+		replayed("a released key", fresh, false)
 	})
 }
 

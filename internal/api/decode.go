@@ -511,6 +511,18 @@ func parseTask(c *collector, prefix string, ms []member, dup string, env decodeE
 	case haveB64:
 		t.ContentType = "application/octet-stream"
 	}
+	if t.IdempotencyKey != "" {
+		// The schedule as sent: a retried request with a delay matches.
+		req := task.Request{Target: t.Target, Payload: t.Payload, ContentType: t.ContentType,
+			Priority: t.Priority, MaxAttempts: t.MaxAttempts, Timeout: t.Timeout}
+		if haveDelay {
+			req.Delay = delay
+		}
+		if haveRunAt {
+			req.RunAt = runAt
+		}
+		t.Fingerprint = req.Fingerprint()
+	}
 	// A due task gets a zero RunAt so the store stamps it with its own clock:
 	// on PostgreSQL that is the database's, and an API replica whose clock
 	// runs ahead would otherwise park due tasks as scheduled. A run_at in the

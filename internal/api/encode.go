@@ -31,6 +31,9 @@ type taskJSON struct {
 	IdempotencyKey string     `json:"idempotency_key,omitempty"`
 	LastError      *string    `json:"last_error"`
 	LastStatus     *int       `json:"last_status"`
+	// IdempotentReplay is set in an enqueue's answer only: whether the task
+	// was stored by an earlier request with the same idempotency key.
+	IdempotentReplay *bool `json:"idempotent_replay,omitempty"`
 }
 
 type targetJSON struct {

@@ -112,6 +112,10 @@ func (s *server) enqueue(r *http.Request) (enqueueReply, error) {
 		tasks[i].ID = id.String()
 	}
 	res, err := s.enqueueTraced(r, queue, tasks)
+	var refused *store.IdempotencyError
+	if errors.As(err, &refused) {
+		return enqueueReply{}, idempotencyRefusal(refused, batch, env.headerKey != "")
+	}
 	if err != nil {
 		return enqueueReply{}, fmt.Errorf("enqueue %d tasks to %s: %w", len(tasks), queue, err)
 	}
@@ -123,6 +127,7 @@ func (s *server) enqueue(r *http.Request) (enqueueReply, error) {
 	for i, e := range res {
 		created = created || !e.Existing
 		out[i] = toTaskJSON(e.Task, redactedView)
+		out[i].IdempotentReplay = &e.Existing
 	}
 	if !batch {
 		return enqueueReply{body: out[0], created: created, loc: "/v1/tasks/" + out[0].ID}, nil

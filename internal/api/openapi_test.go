@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spoolhq/spool/internal/auth"
 	"github.com/spoolhq/spool/internal/store"
@@ -145,6 +146,13 @@ func TestOpenAPIResponses(t *testing.T) {
 		want(t, e.do("POST", "/v1/queues/q/tasks", big), 413)
 		want(t, e.do("POST", "/v1/queues/q/tasks", valid, "Content-Type", "text/plain"), 415)
 		want(t, e.do("POST", "/v1/queues/q/tasks", `{}`), 422)
+		gone := decode[taskJSON](t, want(t, e.do("POST", "/v1/queues/q/tasks", valid, "Idempotency-Key", "gone"), 201))
+		want(t, e.do("POST", "/v1/tasks/"+gone.ID+"/cancel", ""), 200)
+		time.Sleep(2 * time.Millisecond) // finished before the prune's now
+		if n, err := st.Prune(t.Context(), 0, 1000); err != nil || n != 1 {
+			t.Fatalf("Prune = %d, %v; want 1", n, err)
+		}
+		want(t, e.do("POST", "/v1/queues/q/tasks", valid, "Idempotency-Key", "gone"), 409) // pruned, still reserved
 		// list tasks
 		want(t, e.do("GET", "/v1/queues/q/tasks?limit=1", ""), 200)
 		want(t, e.do("GET", "/v1/queues/q/tasks?cursor=%", ""), 400)

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,6 +22,10 @@ type problem struct {
 	Status int          `json:"status"`
 	Detail string       `json:"detail"`
 	Errors []fieldError `json:"errors,omitempty"`
+	// Extension members of an enqueue refused for its idempotency key: the
+	// key, and the task it is reserved for.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	TaskID         string `json:"task_id,omitempty"`
 
 	retryAfter int // seconds; sets Retry-After when > 0
 }
@@ -35,10 +40,12 @@ type fieldError struct {
 // apiError is the typed error handlers return for problems the client can
 // act on; its detail is safe to show. Anything else is an internal error.
 type apiError struct {
-	status     int
-	detail     string
-	fields     []fieldError
-	retryAfter int
+	status         int
+	detail         string
+	fields         []fieldError
+	retryAfter     int
+	idempotencyKey string // problem extension members
+	taskID         string
 }
 
 func (e *apiError) Error() string {
@@ -91,6 +98,36 @@ func invalidField(field, format string, args ...any) *apiError {
 	return invalid(fieldError{Field: field, Detail: fmt.Sprintf(format, args...)})
 }
 
+// idempotencyRefusal answers an enqueue the store refused for one task's
+// idempotency key, naming the key and, in a batch, the task's index: 422
+// for a key reused with a different request (as the IETF Idempotency-Key
+// draft and Stripe answer), 409 for the same request whose task was
+// pruned while its key is still reserved.
+func idempotencyRefusal(e *store.IdempotencyError, batch, byHeader bool) *apiError {
+	field := "idempotency_key"
+	switch {
+	case batch:
+		field = fmt.Sprintf("tasks[%d].idempotency_key", e.Index)
+	case byHeader:
+		field = "Idempotency-Key"
+	}
+	var ae *apiError
+	switch {
+	case errors.Is(e, store.ErrIdempotencyPruned):
+		ae = &apiError{status: http.StatusConflict, detail: fmt.Sprintf(
+			"%s: idempotency key %q was used in queue %q by task %s, which has finished and been pruned; "+
+				"the key stays reserved for a while after its first use, so enqueue again with a new key",
+			field, e.Key, e.Queue, cmp.Or(e.TaskID, "(unknown)"))}
+	case e.TaskID == "":
+		ae = invalidField(field, "idempotency key %q is given to an earlier task of this batch with a different request", e.Key)
+	default:
+		ae = invalidField(field, "idempotency key %q was already used in queue %q for a different request (task %s); "+
+			"send the same request to get that task, or use a new key", e.Key, e.Queue, e.TaskID)
+	}
+	ae.idempotencyKey, ae.taskID = e.Key, e.TaskID
+	return ae
+}
+
 // statusClientClosedRequest is nginx's 499: the client went away before
 // the answer. Nobody reads it; it keeps a client's disconnect out of the
 // 5xx count that the API error alert watches.
@@ -102,12 +139,14 @@ func problemFrom(e *apiError) problem {
 		title = "Client Closed Request"
 	}
 	return problem{
-		Type:       "about:blank",
-		Title:      title,
-		Status:     e.status,
-		Detail:     e.detail,
-		Errors:     e.fields,
-		retryAfter: e.retryAfter,
+		Type:           "about:blank",
+		Title:          title,
+		Status:         e.status,
+		Detail:         e.detail,
+		Errors:         e.fields,
+		IdempotencyKey: e.idempotencyKey,
+		TaskID:         e.taskID,
+		retryAfter:     e.retryAfter,
 	}
 }
 

@@ -61,9 +61,13 @@ type Config struct {
 	LeaseDuration time.Duration // SPOOL_LEASE_DURATION, default 30s: a crashed worker's tasks are rescued after this
 	PollInterval  time.Duration // SPOOL_POLL_INTERVAL, default 1s: fallback when no wake-up arrives
 	Retention     time.Duration // SPOOL_RETENTION, default 168h: finished tasks are pruned after this
-	RetryMin      time.Duration // SPOOL_RETRY_MIN_BACKOFF, default 1s
-	RetryMax      time.Duration // SPOOL_RETRY_MAX_BACKOFF, default 1h
-	MaxBodyBytes  int64         // SPOOL_MAX_BODY_BYTES, default 1 MiB: one enqueue request
+	// IdempotencyRetention is how long an idempotency key stays reserved
+	// after its first use, even once its task is pruned; a key is held as
+	// long as its task is kept in any case (SPOOL_IDEMPOTENCY_RETENTION, default 24h).
+	IdempotencyRetention time.Duration
+	RetryMin             time.Duration // SPOOL_RETRY_MIN_BACKOFF, default 1s
+	RetryMax             time.Duration // SPOOL_RETRY_MAX_BACKOFF, default 1h
+	MaxBodyBytes         int64         // SPOOL_MAX_BODY_BYTES, default 1 MiB: one enqueue request
 
 	// DrainDelay keeps serving after readiness turns false on SIGTERM, so load
 	// balancers stop sending before the listener closes (SPOOL_DRAIN_DELAY, default 5s).
@@ -185,6 +189,8 @@ Flags:
 	durVar(&c.LeaseDuration, "lease-duration", "SPOOL_LEASE_DURATION", 30*time.Second, "how long a task lease lasts without renewal; a dead worker's tasks are rescued after it")
 	durVar(&c.PollInterval, "poll-interval", "SPOOL_POLL_INTERVAL", time.Second, "how often to look for due tasks when no wake-up arrives")
 	durVar(&c.Retention, "retention", "SPOOL_RETENTION", 7*24*time.Hour, "how long finished tasks are kept")
+	durVar(&c.IdempotencyRetention, "idempotency-retention", "SPOOL_IDEMPOTENCY_RETENTION", 24*time.Hour,
+		"how long an idempotency key stays reserved after its first use, even once its task is pruned")
 	durVar(&c.RetryMin, "retry-min-backoff", "SPOOL_RETRY_MIN_BACKOFF", time.Second, "delay before the second attempt (doubles each time, with jitter)")
 	durVar(&c.RetryMax, "retry-max-backoff", "SPOOL_RETRY_MAX_BACKOFF", time.Hour, "longest delay between attempts")
 	durVar(&c.DrainDelay, "drain-delay", "SPOOL_DRAIN_DELAY", 5*time.Second, "on SIGTERM, keep serving this long after readiness turns false")
@@ -271,6 +277,9 @@ func (c *Config) validate() error {
 	}
 	if c.Retention < time.Minute {
 		bad("SPOOL_RETENTION: must be at least 1m, got %s", c.Retention)
+	}
+	if c.IdempotencyRetention < time.Minute {
+		bad("SPOOL_IDEMPOTENCY_RETENTION: must be at least 1m, got %s", c.IdempotencyRetention)
 	}
 	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
 		bad("SPOOL_RETRY_MIN_BACKOFF/SPOOL_RETRY_MAX_BACKOFF: need 0 < min ≤ max, got %s and %s", c.RetryMin, c.RetryMax)

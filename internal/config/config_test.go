@@ -41,8 +41,21 @@ func TestDefaults(t *testing.T) {
 	if !c.Embedded() || !c.Migrate {
 		t.Errorf("embedded mode should migrate by default: embedded=%v migrate=%v", c.Embedded(), c.Migrate)
 	}
-	if c.Retention != 7*24*time.Hour || c.LeaseDuration != 30*time.Second || c.Workers != 100 {
+	if c.Retention != 7*24*time.Hour || c.LeaseDuration != 30*time.Second || c.Workers != 100 || c.IdempotencyRetention != 24*time.Hour {
 		t.Errorf("durations: %+v", c)
+	}
+}
+
+func TestIdempotencyRetention(t *testing.T) {
+	c, err := Load([]string{"--idempotency-retention", "48h"}, envOf(map[string]string{"SPOOL_API_KEYS": "k"}), io.Discard)
+	if err != nil || c.IdempotencyRetention != 48*time.Hour {
+		t.Fatalf("--idempotency-retention 48h: %v, %v", c.IdempotencyRetention, err)
+	}
+	for _, v := range []string{"soon", "30s", "-1h"} {
+		_, err := Load(nil, envOf(map[string]string{"SPOOL_API_KEYS": "k", "SPOOL_IDEMPOTENCY_RETENTION": v}), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "SPOOL_IDEMPOTENCY_RETENTION") {
+			t.Errorf("SPOOL_IDEMPOTENCY_RETENTION=%s: want an error naming it, got %v", v, err)
+		}
 	}
 }
 

@@ -494,3 +494,65 @@ func TestLostLeaseCounterIsExact(t *testing.T) {
 		t.Errorf("spool_leases_lost_total = %v for a completion that was committed", lost)
 	}
 }
+
+// TestMaintainerReleasesIdempotencyKeys: the leader prunes a finished task
+// and then releases its key once the key is older than the idempotency
+// retention; the key of a task still stored stays reserved.
+func TestMaintainerReleasesIdempotencyKeys(t *testing.T) {
+	eachStore(t, func(t *testing.T, st store.Store) {
+		ctx := t.Context()
+		keyed := func(key string, fp string) store.NewTask {
+			return store.NewTask{ID: uuid.Must(uuid.NewV7()).String(), Queue: "q", IdempotencyKey: key, Fingerprint: []byte(fp),
+				Target: task.Target{URL: "http://127.0.0.1:9/", Method: "POST"}, Priority: task.DefaultPriority}
+		}
+		enqueue := func(nt store.NewTask) (store.Enqueued, error) {
+			res, err := st.Enqueue(ctx, []store.NewTask{nt})
+			if err != nil {
+				return store.Enqueued{}, err
+			}
+			return res[0], nil
+		}
+		gone, err := enqueue(keyed("gone", "A"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept, err := enqueue(keyed("kept", "A"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.CancelTask(ctx, gone.Task.ID); err != nil {
+			t.Fatal(err)
+		}
+		mctx, cancel := context.WithCancel(ctx)
+		m := &Maintainer{Store: st, Owner: "a", Retention: time.Millisecond, IdempotencyRetention: 50 * time.Millisecond,
+			Interval: 20 * time.Millisecond, PruneEvery: 20 * time.Millisecond}
+		done := make(chan struct{})
+		go func() { m.Run(mctx); close(done) }()
+		defer func() { cancel(); <-done }()
+
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			again := keyed("gone", "B")
+			res, err := enqueue(again)
+			if err == nil {
+				if res.Existing || res.Task.ID != again.ID {
+					t.Fatalf("released key: Existing %v, task %s; want the new task %s", res.Existing, res.Task.ID, again.ID)
+				}
+				break
+			}
+			if !errors.Is(err, store.ErrIdempotencyPruned) && !errors.Is(err, store.ErrIdempotencyMismatch) {
+				t.Fatalf("enqueue under the pruned task's key: %v", err)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the key of a pruned task was never released: %v", err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if _, err := enqueue(keyed("kept", "B")); !errors.Is(err, store.ErrIdempotencyMismatch) {
+			t.Errorf("the key of a stored task: %v, want ErrIdempotencyMismatch", err)
+		}
+		if res, err := enqueue(keyed("kept", "A")); err != nil || !res.Existing || res.Task.ID != kept.Task.ID {
+			t.Errorf("replay of a stored task's key: %+v, %v", res, err)
+		}
+	})
+}

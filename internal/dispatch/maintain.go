@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spoolhq/spool/internal/store"
+	"github.com/spoolhq/spool/internal/task"
 	"github.com/spoolhq/spool/internal/telemetry"
 )
 
@@ -21,7 +22,11 @@ type Maintainer struct {
 	Metrics   *telemetry.Metrics
 	Owner     string        // unique per process
 	Retention time.Duration // finished tasks older than this are pruned
-	Interval  time.Duration // default 1s: promotion and rescue cadence
+	// IdempotencyRetention is how long an idempotency key stays reserved
+	// after its first use once its task is pruned (default
+	// task.DefaultIdempotencyRetention).
+	IdempotencyRetention time.Duration
+	Interval             time.Duration // default 1s: promotion and rescue cadence
 	// PruneEvery is how often pruning runs (default 1m); each run deletes in
 	// batches until nothing old is left.
 	PruneEvery time.Duration
@@ -64,6 +69,9 @@ func (m *Maintainer) Run(ctx context.Context) {
 	}
 	if m.StatsEvery <= 0 {
 		m.StatsEvery = 5 * time.Second
+	}
+	if m.IdempotencyRetention <= 0 {
+		m.IdempotencyRetention = task.DefaultIdempotencyRetention
 	}
 	if m.Logger == nil {
 		m.Logger = slog.New(slog.DiscardHandler)
@@ -139,26 +147,38 @@ func (m *Maintainer) tick(ctx context.Context, lastPrune *time.Time) {
 		return
 	}
 	*lastPrune = time.Now()
-	total := 0
-	for ctx.Err() == nil {
-		n, err := m.Store.Prune(ctx, m.Retention, 1000)
-		if err != nil {
-			m.warn(ctx, "prune finished tasks", err)
-			break
-		}
-		total += n
-		if n < 1000 {
-			break
-		}
-	}
-	if total > 0 {
+	// Tasks first: the keys of the tasks pruned now may be released at once.
+	if total := m.pruneAll(ctx, "prune finished tasks", m.Retention, m.Store.Prune); total > 0 {
 		m.Logger.Info("pruned finished tasks", "tasks", total, "retention", m.Retention.String())
+	}
+	if total := m.pruneAll(ctx, "release idempotency keys", m.IdempotencyRetention, m.Store.PruneIdempotencyKeys); total > 0 {
+		m.Logger.Info("released idempotency keys", "keys", total, "retention", m.IdempotencyRetention.String())
 	}
 	if n, err := m.Store.PruneDestinations(ctx, destinationIdle); err != nil {
 		m.warn(ctx, "prune idle destinations", err)
 	} else if n > 0 {
 		m.Logger.Info("pruned idle destinations", "destinations", n, "idle", destinationIdle.String())
 	}
+}
+
+// pruneAll runs prune in batches of pruneBatch until one comes back short,
+// and returns how many rows went.
+func (m *Maintainer) pruneAll(ctx context.Context, what string, retention time.Duration,
+	prune func(context.Context, time.Duration, int) (int, error)) int {
+	const pruneBatch = 1000
+	total := 0
+	for ctx.Err() == nil {
+		n, err := prune(ctx, retention, pruneBatch)
+		if err != nil {
+			m.warn(ctx, what, err)
+			break
+		}
+		total += n
+		if n < pruneBatch {
+			break
+		}
+	}
+	return total
 }
 
 func (m *Maintainer) warn(ctx context.Context, what string, err error) {

@@ -7,6 +7,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/spoolhq/spool/internal/task"
@@ -27,7 +28,41 @@ var (
 	// this build (or absent): `spool migrate` has not run. Ping returns it,
 	// so /readyz keeps a replica out of service until the schema is there.
 	ErrNotMigrated = errors.New("database schema not migrated")
+	// ErrIdempotencyMismatch: an idempotency key is reserved for a
+	// different request (another fingerprint). Enqueue wraps it in an
+	// *IdempotencyError.
+	ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
+	// ErrIdempotencyPruned: an idempotency key is still reserved, for the
+	// same request, but the task it made has been pruned, so there is no
+	// task to answer with. Enqueue wraps it in an *IdempotencyError.
+	ErrIdempotencyPruned = errors.New("idempotency key's task was pruned")
 )
+
+// IdempotencyError is why Enqueue refused a whole call because of one
+// task's idempotency key. errors.Is matches Err.
+type IdempotencyError struct {
+	Err   error // ErrIdempotencyMismatch or ErrIdempotencyPruned
+	Index int   // the refused NewTask's index in the Enqueue call
+	Queue string
+	Key   string
+	// TaskID is the task the key is reserved for; "" when the clash is
+	// with an earlier NewTask of the same call (or, rarely, a pruned task
+	// whose id was not read).
+	TaskID string
+}
+
+func (e *IdempotencyError) Error() string {
+	who := "an earlier task of the same call"
+	switch {
+	case e.TaskID != "":
+		who = "task " + e.TaskID
+	case e.Err == ErrIdempotencyPruned:
+		who = "a pruned task"
+	}
+	return fmt.Sprintf("task %d: queue %q, idempotency key %q (held by %s): %v", e.Index, e.Queue, e.Key, who, e.Err)
+}
+
+func (e *IdempotencyError) Unwrap() error { return e.Err }
 
 // NewTask is a task to enqueue. The caller (the API) has validated it.
 type NewTask struct {
@@ -41,7 +76,11 @@ type NewTask struct {
 	MaxAttempts    int       // 0 = the queue's max_attempts
 	Timeout        time.Duration
 	IdempotencyKey string // "" = none
-	TraceParent    string // W3C traceparent to deliver under; "" = none
+	// Fingerprint identifies the request a key stands for (see
+	// task.Request.Fingerprint); nil = unknown, which matches any request.
+	// Only read when IdempotencyKey is set.
+	Fingerprint []byte
+	TraceParent string // W3C traceparent to deliver under; "" = none
 }
 
 // Enqueued is the result for one NewTask.
@@ -160,9 +199,16 @@ type Store interface {
 	Close() error
 
 	// Enqueue inserts tasks atomically: all are stored or none. A task whose
-	// (queue, idempotency key) already exists is not inserted; its result is
-	// the existing task with Existing set. Two NewTasks of one call sharing a
-	// key yield one task (the second result is Existing). The queue row is
+	// (queue, idempotency key) is reserved already, by a stored task or by
+	// one pruned less than the retention PruneIdempotencyKeys is given ago,
+	// is not inserted: if the reservation's fingerprint matches (equal, or
+	// either side nil) and its task is stored, the result is that task with
+	// Existing set; a different fingerprint fails the call with an
+	// *IdempotencyError wrapping ErrIdempotencyMismatch, a pruned task with
+	// one wrapping ErrIdempotencyPruned, and nothing of the call is stored.
+	// Two NewTasks of one call sharing a key yield one task (the second
+	// result is Existing) if their fingerprints match, and the same
+	// mismatch error if not. A stored keyed task reserves its key. The queue row is
 	// created with default settings if missing (concurrency 0, rate limit 0,
 	// max attempts task.DefaultMaxAttempts, timeout task.DefaultTimeout, not
 	// paused). MaxAttempts 0 takes the queue's max_attempts; Timeout 0 the
@@ -229,8 +275,13 @@ type Store interface {
 	// returns how many.
 	RescueExpired(ctx context.Context) (int, error)
 	// Prune deletes up to limit final tasks whose finished_at is older than
-	// now-retention, and returns how many.
+	// now-retention, and returns how many. The idempotency keys of the tasks
+	// it deletes stay reserved, marked pruned, until PruneIdempotencyKeys.
 	Prune(ctx context.Context, retention time.Duration, limit int) (int, error)
+	// PruneIdempotencyKeys releases up to limit idempotency keys whose task
+	// was pruned and that were first used before now-retention, and returns
+	// how many. A key whose task is stored is never released.
+	PruneIdempotencyKeys(ctx context.Context, retention time.Duration, limit int) (int, error)
 
 	// OldestDue returns, for each queue with a pending task whose run_at has
 	// passed, how long the oldest such task has been due (for metrics and

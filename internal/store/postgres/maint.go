@@ -80,20 +80,54 @@ func (s *Store) RescueExpired(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// Prune deletes up to limit final tasks finished before now-retention.
+// Prune deletes up to limit final tasks finished before now-retention, and
+// marks their idempotency keys' reservations pruned in the same statement.
 func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, nil
 	}
-	tag, err := s.pool.Exec(ctx, `DELETE FROM spool_tasks WHERE ctid = ANY (ARRAY(
-			SELECT ctid FROM spool_tasks
-			WHERE state IN ('succeeded', 'failed', 'cancelled')
-				AND finished_at < now() - $1 * interval '1 millisecond'
-			ORDER BY finished_at LIMIT $2
+	var n int
+	err := s.pool.QueryRow(ctx, `WITH gone AS (
+			DELETE FROM spool_tasks WHERE ctid = ANY (ARRAY(
+				SELECT ctid FROM spool_tasks
+				WHERE state IN ('succeeded', 'failed', 'cancelled')
+					AND finished_at < now() - $1 * interval '1 millisecond'
+				ORDER BY finished_at LIMIT $2
+				FOR UPDATE SKIP LOCKED
+			))
+			RETURNING id, queue, idempotency_key
+		), marked AS (
+			-- A stored task holds its key alone (the unique index), so the
+			-- key's reservation is its own; setting task_id mends one that
+			-- a replica older than 00008 left pointing at a task skipped
+			-- for that key.
+			UPDATE spool_idempotency_keys k SET pruned_at = now(), task_id = g.id
+			FROM gone g
+			WHERE g.idempotency_key IS NOT NULL
+				AND k.queue = g.queue AND k.idempotency_key = g.idempotency_key
+		)
+		SELECT count(*) FROM gone`, retention.Milliseconds(), limit).Scan(&n)
+	if err != nil {
+		return 0, wrap("prune", err)
+	}
+	return n, nil
+}
+
+// PruneIdempotencyKeys releases up to limit keys whose task was pruned and
+// that were first used before now-retention; the partial index holds only
+// keys whose task is gone, so keys of stored tasks cost nothing here.
+func (s *Store) PruneIdempotencyKeys(ctx context.Context, retention time.Duration, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, nil
+	}
+	tag, err := s.pool.Exec(ctx, `DELETE FROM spool_idempotency_keys WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM spool_idempotency_keys
+			WHERE pruned_at IS NOT NULL AND created_at < now() - $1 * interval '1 millisecond'
+			ORDER BY created_at LIMIT $2
 			FOR UPDATE SKIP LOCKED
 		))`, retention.Milliseconds(), limit)
 	if err != nil {
-		return 0, wrap("prune", err)
+		return 0, wrap("prune idempotency keys", err)
 	}
 	return int(tag.RowsAffected()), nil
 }

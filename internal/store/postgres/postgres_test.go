@@ -55,6 +55,14 @@ func fresh(t *testing.T) (*postgres.Store, string) {
 	return s, dsn
 }
 
+// twoReplicas returns a fresh migrated store and, as two replicas, it and
+// a second store on its database.
+func twoReplicas(t *testing.T) (*postgres.Store, []store.Store) {
+	t.Helper()
+	first, dsn := fresh(t)
+	return first, []store.Store{first, open(t, dsn, postgres.Options{MaxConns: 4})}
+}
+
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
 		s, _ := fresh(t)
@@ -332,46 +340,105 @@ func TestRateLimitAcrossReplicas(t *testing.T) {
 	}
 }
 
-// TestIdempotencyAcrossReplicas: the same key enqueued at once from two
-// replicas yields one task, and every caller gets it.
+// TestIdempotencyAcrossReplicas: replicas racing one key, half of them
+// with another request, store one task, in a queue they create at once:
+// one call creates it, every call with its request gets it, every call
+// with the other request is refused whole.
 func TestIdempotencyAcrossReplicas(t *testing.T) {
 	t.Parallel()
-	first, dsn := fresh(t)
-	replicas := []store.Store{first, open(t, dsn, postgres.Options{MaxConns: 4})}
+	first, replicas := twoReplicas(t)
 	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		ids      = map[string]bool{}
-		inserted atomic.Int64
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		winners = map[string]string{} // fingerprint → task id
+		created int
+		served  int
+		refused = map[string]int{}
 	)
-	for i := range 8 {
+	for i := range 12 {
 		s := replicas[i%2]
+		fp := []string{"A", "B"}[i/2%2]
 		wg.Go(func() {
 			nt := newTask("fresh-queue") // the queue row is created concurrently too
-			nt.IdempotencyKey = "order-1"
-			res, err := s.Enqueue(t.Context(), []store.NewTask{nt, newTask("fresh-queue")})
+			nt.IdempotencyKey, nt.Fingerprint = "order-1", []byte(fp)
+			res, err := s.Enqueue(t.Context(), []store.NewTask{newTask("fresh-queue"), nt})
+			mu.Lock()
+			defer mu.Unlock()
 			if err != nil {
-				t.Errorf("Enqueue: %v", err)
+				if !errors.Is(err, store.ErrIdempotencyMismatch) {
+					t.Errorf("Enqueue: %v", err)
+				}
+				refused[fp]++
 				return
 			}
-			if !res[0].Existing {
-				inserted.Add(1)
+			served++
+			if !res[1].Existing {
+				created++
 			}
-			mu.Lock()
-			ids[res[0].Task.ID] = true
-			mu.Unlock()
+			if id, ok := winners[fp]; ok && id != res[1].Task.ID {
+				t.Errorf("request %s got tasks %s and %s", fp, id, res[1].Task.ID)
+			}
+			winners[fp] = res[1].Task.ID
 		})
 	}
 	wg.Wait()
-	if inserted.Load() != 1 || len(ids) != 1 {
-		t.Errorf("%d inserted, %d distinct ids returned; want 1 and 1", inserted.Load(), len(ids))
+	if len(winners) != 1 || created != 1 || refused["A"]+refused["B"] != 6 || refused["A"]*refused["B"] != 0 {
+		t.Fatalf("requests that got a task: %v, %d created it; refused: %v; want one request served 6 times and created once, the other refused 6 times",
+			winners, created, refused)
 	}
 	q, err := first.GetQueue(t.Context(), "fresh-queue")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if q.Counts[task.Available] != 9 {
-		t.Errorf("queue holds %d available tasks, want 9 (1 keyed + 8 plain)", q.Counts[task.Available])
+	if want := int64(served) + 1; q.Counts[task.Available] != want {
+		t.Errorf("queue holds %d tasks, want %d (the keyed one and the plain task of each call that was not refused)", q.Counts[task.Available], want)
+	}
+}
+
+// TestIdempotencyKeyOfAnOlderReplica: a keyed task stored without a
+// reservation (by a replica older than migration 00008, during a rolling
+// upgrade) still answers a replay, and its key is released after it is
+// pruned like any other.
+func TestIdempotencyKeyOfAnOlderReplica(t *testing.T) {
+	t.Parallel()
+	s, dsn := fresh(t)
+	ctx := t.Context()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	old := uuid.Must(uuid.NewV7()).String()
+	if _, err := conn.Exec(ctx, `INSERT INTO spool_tasks (id, queue, state, priority, run_at, max_attempts, timeout_ms,
+			target_url, target_method, idempotency_key)
+		VALUES ($1, 'q', 'available', 5, now(), 3, 1000, 'http://127.0.0.1:9/', 'POST', 'k')`, old); err != nil {
+		t.Fatal(err)
+	}
+	replay := newTask("q")
+	replay.IdempotencyKey, replay.Fingerprint = "k", []byte("A")
+	res, err := s.Enqueue(ctx, []store.NewTask{replay})
+	if err != nil || !res[0].Existing || res[0].Task.ID != old {
+		t.Fatalf("replay of an older replica's key: %+v, %v; want the task %s", res, err, old)
+	}
+	if _, err := s.CancelTask(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond)
+	if n, err := s.Prune(ctx, 0, 10); err != nil || n != 1 {
+		t.Fatalf("Prune = %d, %v", n, err)
+	}
+	_, err = s.Enqueue(ctx, []store.NewTask{replay})
+	var ie *store.IdempotencyError
+	if !errors.As(err, &ie) || !errors.Is(err, store.ErrIdempotencyPruned) || ie.TaskID != old {
+		t.Fatalf("after the prune: %v; want ErrIdempotencyPruned naming task %s", err, old)
+	}
+	if n, err := s.PruneIdempotencyKeys(ctx, 0, 10); err != nil || n != 1 {
+		t.Fatalf("PruneIdempotencyKeys = %d, %v; want 1", n, err)
+	}
+	fresh := newTask("q")
+	fresh.IdempotencyKey = "k"
+	if res, err := s.Enqueue(ctx, []store.NewTask{fresh}); err != nil || res[0].Existing {
+		t.Errorf("after the release: %+v, %v; want a new task", res, err)
 	}
 }
 

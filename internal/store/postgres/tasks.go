@@ -98,21 +98,47 @@ func validID(id string) bool {
 	return err == nil
 }
 
-// insertTasksSQL inserts a batch given as parallel arrays, in one
+// insertTasksStatement inserts a batch given as parallel arrays, in one
 // statement: it first creates the missing queues ($14, sorted and distinct,
 // so that concurrent enqueues creating the same queues lock in one order)
 // with the default settings ($15, $16), and takes a task's unset
 // max_attempts and timeout (0) from its queue. A queue created by this
 // statement or by a concurrent transaction is not in this statement's
 // snapshot; it has the default settings, which the COALESCE falls back to.
-// A (queue, idempotency key) already present is skipped and absent from
-// RETURNING.
-var insertTasksSQL = `
+//
+// With keyed, it also reserves each task's idempotency key ($12) with its
+// fingerprint ($17) and inserts only the keyed tasks whose reservation it
+// made. A key already reserved is locked (ON CONFLICT waits for a
+// concurrent reservation to commit and sees the latest version); if that
+// reservation's task was pruned, or its fingerprint differs from the task's
+// (NULL on either side matches), the DO UPDATE sets task_id to NULL, which
+// the NOT NULL constraint refuses: the statement, and with it the whole
+// batch, fails, and Enqueue reads why. Otherwise nothing is updated and the
+// task is absent from RETURNING. A task whose (queue, idempotency key) is
+// on a stored task without a reservation (written by a Spool older than
+// migration 00008 during a rolling upgrade) is skipped as well.
+func insertTasksStatement(keyed bool) string {
+	reserve, only := "", ""
+	if keyed {
+		reserve = `, reserved AS (
+	INSERT INTO spool_idempotency_keys AS k (queue, idempotency_key, fingerprint, task_id)
+	SELECT r.queue, r.ikey, r.fingerprint, r.id
+	FROM unnest($1::uuid[], $2::text[], $12::text[], $17::bytea[]) WITH ORDINALITY AS r(id, queue, ikey, fingerprint, n)
+	WHERE r.ikey IS NOT NULL
+	ORDER BY r.n
+	ON CONFLICT (queue, idempotency_key) DO UPDATE SET task_id = NULL
+	WHERE k.pruned_at IS NOT NULL OR k.fingerprint <> EXCLUDED.fingerprint
+	RETURNING task_id
+)`
+		only = `WHERE i.ikey IS NULL OR i.id IN (SELECT task_id FROM reserved)
+`
+	}
+	return `
 WITH new_queues AS (
 	INSERT INTO spool_queues (name, max_attempts, timeout_ms)
 	SELECT n, $15, $16 FROM unnest($14::text[]) AS n
 	ON CONFLICT (name) DO NOTHING
-)
+)` + reserve + `
 INSERT INTO spool_tasks (id, queue, state, priority, run_at, max_attempts, timeout_ms,
 	target_url, target_method, target_headers, payload, content_type, idempotency_key, traceparent)
 SELECT i.id, i.queue,
@@ -125,9 +151,17 @@ FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::timestamptz[], $5::int[]
 	$7::text[], $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::text[])
 	WITH ORDINALITY AS i(id, queue, priority, run_at, max_attempts, timeout_ms, url, method, headers, payload, content_type, ikey, traceparent, n)
 LEFT JOIN spool_queues q ON q.name = i.queue
-ORDER BY i.n
+` + only + `ORDER BY i.n
 ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING ` + taskCols
+}
+
+// insertTasksSQL serves calls without idempotency keys, which cost no
+// reservation; insertKeyedTasksSQL the others.
+var (
+	insertTasksSQL      = insertTasksStatement(false)
+	insertKeyedTasksSQL = insertTasksStatement(true)
+)
 
 // Enqueue inserts tasks in one statement and, with the wake-up NOTIFY, one
 // round trip (an implicit transaction) whatever the batch size; looking up
@@ -139,11 +173,14 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 	type ikey struct{ queue, key string }
 	// firstOf[i] is the index of the earlier task sharing i's key, or -1: a
 	// repeated key in one call is not sent; it resolves to the first.
-	firstOf := make([]int, len(in))
-	seen := make(map[ikey]int)
+	firstOf, err := store.FirstOfKeys(in)
+	if err != nil {
+		return nil, fmt.Errorf("enqueue: %w", err)
+	}
 	var queues []string
 	queueSeen := make(map[string]bool)
 	var send []int // indexes of tasks to insert
+	keyed := false
 	for i, nt := range in {
 		if !validID(nt.ID) {
 			return nil, fmt.Errorf("enqueue: task %d: invalid id %q", i, nt.ID)
@@ -155,16 +192,10 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 			queueSeen[nt.Queue] = true
 			queues = append(queues, nt.Queue)
 		}
-		firstOf[i] = -1
-		if nt.IdempotencyKey != "" {
-			k := ikey{nt.Queue, nt.IdempotencyKey}
-			if j, ok := seen[k]; ok {
-				firstOf[i] = j
-				continue
-			}
-			seen[k] = i
+		if firstOf[i] < 0 {
+			send = append(send, i)
+			keyed = keyed || nt.IdempotencyKey != ""
 		}
-		send = append(send, i)
 	}
 	// Lock rows in one global order (queue names sorted; keyed tasks by
 	// key) so two batches touching the same keys cannot deadlock.
@@ -188,7 +219,7 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 		maxAtt                         = make([]int32, n)
 		tmo                            = make([]int64, n)
 		headers, keys, traceparents    = make([]*string, n), make([]*string, n), make([]*string, n)
-		payloads                       = make([][]byte, n)
+		payloads, fingerprints         = make([][]byte, n), [][]byte(nil)
 		due                            bool
 		soon                           = time.Now().Add(time.Second)
 	)
@@ -218,6 +249,10 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 		if nt.IdempotencyKey != "" {
 			k := nt.IdempotencyKey
 			keys[j] = &k
+			if fingerprints == nil {
+				fingerprints = make([][]byte, n)
+			}
+			fingerprints[j] = nt.Fingerprint // nil stays NULL: unknown
 		}
 		if nt.TraceParent != "" {
 			tp := nt.TraceParent
@@ -228,8 +263,12 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 		batch    pgx.Batch
 		inserted []task.Task
 	)
-	batch.Queue(insertTasksSQL, ids, qs, prios, runAts, maxAtt, tmo, urls, methods, headers, payloads, ctypes, keys, traceparents,
-		queues, task.DefaultMaxAttempts, task.DefaultTimeout.Milliseconds()).
+	sql, args := insertTasksSQL, []any{ids, qs, prios, runAts, maxAtt, tmo, urls, methods, headers, payloads, ctypes, keys, traceparents,
+		queues, task.DefaultMaxAttempts, task.DefaultTimeout.Milliseconds()}
+	if keyed {
+		sql, args = insertKeyedTasksSQL, append(args, fingerprints)
+	}
+	batch.Queue(sql, args...).
 		Query(func(rows pgx.Rows) error {
 			var err error
 			inserted, err = collectTasks(rows)
@@ -241,6 +280,9 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 	}
 	// Not in a transaction, the batch runs as one implicit transaction.
 	if err := s.pool.SendBatch(ctx, &batch).Close(); err != nil {
+		if refused(err) {
+			return nil, s.refusal(ctx, in, send)
+		}
 		return nil, enqueueErr(err)
 	}
 	byID := make(map[string]task.Task, len(inserted))
@@ -284,13 +326,80 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 		}
 		t, ok := existing[ikey{nt.Queue, nt.IdempotencyKey}]
 		if !ok {
-			// Not inserted and no original: only a key conflict skips a row,
-			// so the original was deleted (pruned) in between. Rare; retry.
-			return nil, fmt.Errorf("enqueue: task %s: idempotency key %q conflicted but the original is gone; retry", nt.ID, nt.IdempotencyKey)
+			// Not inserted and no original: the original was pruned after
+			// the statement checked its reservation. Rare; the pruned
+			// reservation answers a retry.
+			return nil, fmt.Errorf("enqueue: %w", &store.IdempotencyError{Err: store.ErrIdempotencyPruned,
+				Index: i, Queue: nt.Queue, Key: nt.IdempotencyKey})
 		}
 		out[i] = store.Enqueued{Task: t, Existing: true}
 	}
 	return out, nil
+}
+
+// refused reports whether err is insertKeyedTasksSQL refusing a key (its
+// DO UPDATE setting task_id to NULL).
+func refused(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23502" &&
+		pgErr.TableName == "spool_idempotency_keys" && pgErr.ColumnName == "task_id"
+}
+
+// refusal reads why the reservations of in[send] refused the call (which
+// rolled back) and returns the *IdempotencyError of the first refused task
+// in input order.
+func (s *Store) refusal(ctx context.Context, in []store.NewTask, send []int) error {
+	var qs, ks []string
+	for _, i := range send {
+		if in[i].IdempotencyKey != "" {
+			qs, ks = append(qs, in[i].Queue), append(ks, in[i].IdempotencyKey)
+		}
+	}
+	type reservation struct {
+		fingerprint []byte
+		taskID      string
+		pruned      bool
+	}
+	type ikey struct{ queue, key string }
+	held := make(map[ikey]reservation, len(qs))
+	rows, err := s.pool.Query(ctx, `SELECT queue, idempotency_key, fingerprint, task_id::text, pruned_at IS NOT NULL
+		FROM spool_idempotency_keys
+		WHERE (queue, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))`, qs, ks)
+	if err != nil {
+		return wrap("enqueue: idempotency keys", err)
+	}
+	var (
+		k ikey
+		r reservation
+	)
+	_, err = pgx.ForEachRow(rows, []any{&k.queue, &k.key, &r.fingerprint, &r.taskID, &r.pruned}, func() error {
+		held[k] = r
+		return nil
+	})
+	if err != nil {
+		return wrap("enqueue: idempotency keys", err)
+	}
+	slices.Sort(send) // input order: the first refused task is named
+	for _, i := range send {
+		nt := in[i]
+		r, ok := held[ikey{nt.Queue, nt.IdempotencyKey}]
+		if nt.IdempotencyKey == "" || !ok {
+			continue
+		}
+		e := &store.IdempotencyError{Index: i, Queue: nt.Queue, Key: nt.IdempotencyKey, TaskID: r.taskID}
+		switch {
+		case r.pruned:
+			e.Err = store.ErrIdempotencyPruned
+		case !store.SameRequest(r.fingerprint, nt.Fingerprint):
+			e.Err = store.ErrIdempotencyMismatch
+		default:
+			continue
+		}
+		return fmt.Errorf("enqueue: %w", e)
+	}
+	// The refusing reservation changed since (released, say): nothing was
+	// stored, and a retry decides afresh.
+	return fmt.Errorf("enqueue: %w: an idempotency key was refused, then released; retry", store.ErrConflict)
 }
 
 // enqueueErr names a duplicate task id, the one rejection a caller can

@@ -135,18 +135,70 @@ func (s *Store) RescueExpired(ctx context.Context) (int, error) {
 }
 
 // Prune deletes up to limit final tasks that finished before now-retention
-// and returns how many.
+// and returns how many; their idempotency keys stay reserved, marked
+// pruned.
 func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, nil
+	}
+	n := 0
+	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+		n = 0
+		ts := now()
+		rows, err := tx.QueryContext(ctx, `DELETE FROM spool_tasks WHERE id IN (
+				SELECT id FROM spool_tasks
+				WHERE state IN `+finalStates+` AND finished_at < ?
+				ORDER BY finished_at LIMIT ?)
+			RETURNING id, queue, idempotency_key`, micros(ts.Add(-retention)), limit)
+		if err != nil {
+			return err
+		}
+		type gone struct{ id, queue, key string }
+		var keyed []gone
+		for rows.Next() {
+			var g gone
+			var key sql.NullString
+			if err := rows.Scan(&g.id, &g.queue, &key); err != nil {
+				rows.Close()
+				return err
+			}
+			n++
+			if key.Valid {
+				g.key = key.String
+				keyed = append(keyed, g)
+			}
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return err
+		}
+		for _, g := range keyed {
+			// A stored task holds its key alone (the unique index): the
+			// key's reservation is its own.
+			if _, err := tx.ExecContext(ctx, `UPDATE spool_idempotency_keys SET pruned_at = ?, task_id = ?
+				WHERE queue = ? AND idempotency_key = ?`, micros(ts), g.id, g.queue, g.key); err != nil {
+				return fmt.Errorf("mark idempotency key: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("prune: %w", classify(err))
+	}
+	return n, nil
+}
+
+// PruneIdempotencyKeys releases up to limit keys whose task was pruned and
+// that were first used before now-retention.
+func (s *Store) PruneIdempotencyKeys(ctx context.Context, retention time.Duration, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, nil
 	}
 	var n int64
 	err := s.inWrite(ctx, func(tx *sql.Tx) error {
-		cutoff := micros(now().Add(-retention))
-		res, err := tx.ExecContext(ctx, `DELETE FROM spool_tasks WHERE id IN (
-				SELECT id FROM spool_tasks
-				WHERE state IN `+finalStates+` AND finished_at < ?
-				ORDER BY finished_at LIMIT ?)`, cutoff, limit)
+		res, err := tx.ExecContext(ctx, `DELETE FROM spool_idempotency_keys WHERE (queue, idempotency_key) IN (
+				SELECT queue, idempotency_key FROM spool_idempotency_keys
+				WHERE pruned_at IS NOT NULL AND created_at < ?
+				ORDER BY created_at LIMIT ?)`, micros(now().Add(-retention)), limit)
 		if err != nil {
 			return err
 		}
@@ -154,7 +206,7 @@ func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("prune: %w", classify(err))
+		return 0, fmt.Errorf("prune idempotency keys: %w", classify(err))
 	}
 	return int(n), nil
 }

@@ -19,7 +19,9 @@ const (
 		(name, concurrency, rate_limit, max_attempts, timeout_ms, paused, tokens, tokens_at, created_at, updated_at)
 		VALUES (?1, 0, 0, ?2, ?3, 0, 0, 0, ?4, ?4)
 		ON CONFLICT (name) DO NOTHING`
-	sqlTaskByKey = `SELECT ` + taskCols + ` FROM spool_tasks WHERE queue = ? AND idempotency_key = ?`
+	sqlTaskByID  = `SELECT ` + taskCols + ` FROM spool_tasks WHERE id = ?`
+	sqlKeyLookup = `SELECT fingerprint, task_id, pruned_at IS NOT NULL FROM spool_idempotency_keys WHERE queue = ? AND idempotency_key = ?`
+	sqlKeyInsert = `INSERT INTO spool_idempotency_keys (queue, idempotency_key, fingerprint, task_id, created_at) VALUES (?, ?, ?, ?, ?)`
 
 	// Lease.
 	sqlLimitedQueues = `SELECT name, concurrency, rate_limit, paused, tokens, tokens_at, weight
@@ -97,7 +99,8 @@ const (
 // tx.StmtContext hands a transaction the one of its connection.
 type statements struct {
 	// write pool (one connection)
-	queueDefaults, createQueue, taskByKey               *sql.Stmt
+	queueDefaults, createQueue                          *sql.Stmt
+	taskByID, keyLookup, keyInsert                      *sql.Stmt
 	insertTasks                                         []*sql.Stmt // by insertShapes
 	limitedQueues, runningCount, dueFreeHeads, dueQueue *sql.Stmt
 	leaseSeq, claim, drawTokens                         *sql.Stmt
@@ -120,7 +123,9 @@ func prepareStatements(ctx context.Context, write, read *sql.DB) (*statements, e
 	}{
 		{write, &st.queueDefaults, sqlQueueDefaults},
 		{write, &st.createQueue, sqlCreateQueue},
-		{write, &st.taskByKey, sqlTaskByKey},
+		{write, &st.taskByID, sqlTaskByID},
+		{write, &st.keyLookup, sqlKeyLookup},
+		{write, &st.keyInsert, sqlKeyInsert},
 		{write, &st.limitedQueues, sqlLimitedQueues},
 		{write, &st.runningCount, sqlRunningCount},
 		{write, &st.dueFreeHeads, sqlDueFreeHeads},

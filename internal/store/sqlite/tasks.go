@@ -123,8 +123,6 @@ func insertSQL(n int) string {
 	return b.String()
 }
 
-type queueKey struct{ queue, key string }
-
 // Enqueue inserts the tasks in one transaction (see store.Store).
 func (s *Store) Enqueue(ctx context.Context, tasks []store.NewTask) ([]store.Enqueued, error) {
 	if len(tasks) == 0 {
@@ -139,20 +137,15 @@ func (s *Store) Enqueue(ctx context.Context, tasks []store.NewTask) ([]store.Enq
 	out := make([]store.Enqueued, len(tasks))
 	// dupOf[i] = j when tasks[i] repeats the idempotency key of an earlier
 	// tasks[j] in this call; -1 otherwise.
-	dupOf := make([]int, len(tasks))
-	firstByKey := make(map[queueKey]int)
-	var insert []int // indexes of tasks to insert
-	for i, nt := range tasks {
-		dupOf[i] = -1
-		if nt.IdempotencyKey != "" {
-			k := queueKey{nt.Queue, nt.IdempotencyKey}
-			if j, ok := firstByKey[k]; ok {
-				dupOf[i] = j
-				continue
-			}
-			firstByKey[k] = i
+	dupOf, err := store.FirstOfKeys(tasks)
+	if err != nil {
+		return nil, fmt.Errorf("enqueue: %w", err)
+	}
+	insert := make([]int, 0, len(tasks)) // indexes of tasks to insert
+	for i, j := range dupOf {
+		if j < 0 {
+			insert = append(insert, i)
 		}
-		insert = append(insert, i)
 	}
 
 	st, err := s.statements(ctx)
@@ -165,26 +158,28 @@ func (s *Store) Enqueue(ctx context.Context, tasks []store.NewTask) ([]store.Enq
 		if err != nil {
 			return err
 		}
-		// A task whose (queue, idempotency key) is stored already is not
-		// inserted: the stored task is the answer. With the write lock held
-		// the answer cannot change before the insert.
+		// A task whose (queue, idempotency key) is reserved already is not
+		// inserted: the reservation's task is the answer, or the reason to
+		// refuse the call. With the write lock held the answer cannot
+		// change before the insert.
 		fresh := make([]int, 0, len(insert))
-		var byKey *sql.Stmt
+		var keys *keyStmts
 		for _, i := range insert {
-			if tasks[i].IdempotencyKey != "" {
-				if byKey == nil {
-					byKey = tx.StmtContext(ctx, st.taskByKey)
+			nt := tasks[i]
+			if nt.IdempotencyKey != "" {
+				if keys == nil {
+					keys = txKeyStmts(ctx, tx, st)
 				}
-				t, err := scanTask(byKey.QueryRowContext(ctx, tasks[i].Queue, tasks[i].IdempotencyKey))
-				if err == nil {
-					out[i] = store.Enqueued{Task: t.Task, Existing: true}
+				t, held, err := keys.reserve(ctx, i, nt, ts)
+				if err != nil {
+					return err
+				}
+				if held {
+					out[i] = store.Enqueued{Task: t, Existing: true}
 					continue
 				}
-				if !errors.Is(err, sql.ErrNoRows) {
-					return fmt.Errorf("task %s: idempotency key: %w", tasks[i].ID, err)
-				}
 			}
-			out[i] = store.Enqueued{Task: newTaskRow(tasks[i], defaults[tasks[i].Queue], ts)}
+			out[i] = store.Enqueued{Task: newTaskRow(nt, defaults[nt.Queue], ts)}
 			if out[i].Task.State == task.Available {
 				wake = true
 			}
@@ -204,6 +199,63 @@ func (s *Store) Enqueue(ctx context.Context, tasks []store.NewTask) ([]store.Enq
 		s.hub.broadcast()
 	}
 	return out, nil
+}
+
+// keyStmts are the idempotency statements of one write transaction.
+type keyStmts struct {
+	lookup, insert, taskByID *sql.Stmt
+}
+
+func txKeyStmts(ctx context.Context, tx *sql.Tx, st *statements) *keyStmts {
+	return &keyStmts{
+		lookup:   tx.StmtContext(ctx, st.keyLookup),
+		insert:   tx.StmtContext(ctx, st.keyInsert),
+		taskByID: tx.StmtContext(ctx, st.taskByID),
+	}
+}
+
+// reserve reserves nt's key for nt, the call's task i, or, when the key is
+// reserved already, returns the reservation's task with held set, or the
+// *store.IdempotencyError that refuses the call.
+func (k *keyStmts) reserve(ctx context.Context, i int, nt store.NewTask, ts time.Time) (task.Task, bool, error) {
+	var (
+		fingerprint []byte
+		taskID      string
+		pruned      bool
+	)
+	err := k.lookup.QueryRowContext(ctx, nt.Queue, nt.IdempotencyKey).Scan(&fingerprint, &taskID, &pruned)
+	if errors.Is(err, sql.ErrNoRows) {
+		var fp any
+		if nt.Fingerprint != nil {
+			fp = nt.Fingerprint
+		}
+		if _, err := k.insert.ExecContext(ctx, nt.Queue, nt.IdempotencyKey, fp, nt.ID, micros(ts)); err != nil {
+			return task.Task{}, false, fmt.Errorf("task %s: reserve idempotency key: %w", nt.ID, err)
+		}
+		return task.Task{}, false, nil
+	}
+	if err != nil {
+		return task.Task{}, false, fmt.Errorf("task %s: idempotency key: %w", nt.ID, err)
+	}
+	refuse := &store.IdempotencyError{Index: i, Queue: nt.Queue, Key: nt.IdempotencyKey, TaskID: taskID}
+	switch {
+	case pruned:
+		refuse.Err = store.ErrIdempotencyPruned
+		return task.Task{}, false, refuse
+	case !store.SameRequest(fingerprint, nt.Fingerprint):
+		refuse.Err = store.ErrIdempotencyMismatch
+		return task.Task{}, false, refuse
+	}
+	t, err := scanTask(k.taskByID.QueryRowContext(ctx, taskID))
+	if errors.Is(err, sql.ErrNoRows) {
+		// Prune marks a reservation in the transaction that deletes its
+		// task; an unmarked reservation without its task is a bug.
+		return task.Task{}, false, fmt.Errorf("task %s: idempotency key %q is reserved for task %s, which is missing", nt.ID, nt.IdempotencyKey, taskID)
+	}
+	if err != nil {
+		return task.Task{}, false, fmt.Errorf("task %s: idempotency key: %w", nt.ID, err)
+	}
+	return t.Task, true, nil
 }
 
 type queueDefaults struct {

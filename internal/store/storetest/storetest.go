@@ -49,6 +49,7 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 		}
 	})
 	t.Run("Enqueue", func(t *testing.T) { testEnqueue(t, newStore) })
+	t.Run("Idempotency", func(t *testing.T) { testIdempotency(t, newStore) })
 	t.Run("Tasks", func(t *testing.T) { testTasks(t, newStore) })
 	t.Run("Cancel", func(t *testing.T) { testCancel(t, newStore) })
 	t.Run("RetryTask", func(t *testing.T) { testRetryTask(t, newStore) })
