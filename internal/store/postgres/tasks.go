@@ -36,6 +36,10 @@ func taskColumns(alias string) string {
 var (
 	taskCols  = taskColumns("")
 	taskColsT = taskColumns("t.")
+	// insertedCols is what Enqueue's insert returns: every column but the
+	// payload, which the caller has (a batch's payloads can be 10 MiB, and
+	// would come back over the wire and be copied once more).
+	insertedCols = strings.Replace(taskCols, "payload", "NULL::bytea", 1)
 )
 
 // scanTask reads the columns of taskColumns, then extra.
@@ -127,7 +131,7 @@ FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::timestamptz[], $5::int[]
 LEFT JOIN spool_queues q ON q.name = i.queue
 ORDER BY i.n
 ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING ` + taskCols
+RETURNING ` + insertedCols
 
 // Enqueue inserts tasks in one statement and, with the wake-up NOTIFY, one
 // round trip (an implicit transaction) whatever the batch size; looking up
@@ -279,6 +283,7 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 			continue
 		}
 		if t, ok := byID[nt.ID]; ok {
+			t.Payload = nt.Payload // stored as given; not returned by the insert
 			out[i] = store.Enqueued{Task: t}
 			continue
 		}
