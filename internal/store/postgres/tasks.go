@@ -228,24 +228,53 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 			traceparents[j] = &tp
 		}
 	}
-	var (
-		batch    pgx.Batch
-		inserted []task.Task
-	)
-	batch.Queue(insertTasksSQL, ids, qs, prios, runAts, maxAtt, tmo, urls, methods, headers, payloads, ctypes, keys, traceparents,
-		queues, task.DefaultMaxAttempts, task.DefaultTimeout.Milliseconds()).
-		Query(func(rows pgx.Rows) error {
-			var err error
-			inserted, err = collectTasks(rows)
-			return err
-		})
-	if due {
-		// Delivered at commit, to every replica's LISTEN connection.
-		batch.Queue(`SELECT pg_notify($1, '')`, wakeupChannel)
+	args := func(a, b int) []any {
+		return []any{ids[a:b], qs[a:b], prios[a:b], runAts[a:b], maxAtt[a:b], tmo[a:b], urls[a:b], methods[a:b],
+			headers[a:b], payloads[a:b], ctypes[a:b], keys[a:b], traceparents[a:b],
+			queues, task.DefaultMaxAttempts, task.DefaultTimeout.Milliseconds()}
 	}
-	// Not in a transaction, the batch runs as one implicit transaction.
-	if err := s.pool.SendBatch(ctx, &batch).Close(); err != nil {
-		return nil, enqueueErr(err)
+	var inserted []task.Task
+	if chunks := payloadChunks(payloads, maxStatementPayload); len(chunks) > 1 {
+		// Megabytes of payloads: one statement per chunk, in one
+		// transaction, so that pgx encodes (and holds) a chunk's
+		// parameters at a time rather than the whole batch's, twice over.
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			for _, c := range chunks {
+				rows, err := tx.Query(ctx, insertTasksSQL, args(c[0], c[1])...)
+				if err != nil {
+					return err
+				}
+				got, err := collectTasks(rows)
+				if err != nil {
+					return err
+				}
+				inserted = append(inserted, got...)
+			}
+			if due {
+				_, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, wakeupChannel)
+				return err
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, enqueueErr(err)
+		}
+	} else {
+		var batch pgx.Batch
+		batch.Queue(insertTasksSQL, args(0, n)...).
+			Query(func(rows pgx.Rows) error {
+				var err error
+				inserted, err = collectTasks(rows)
+				return err
+			})
+		if due {
+			// Delivered at commit, to every replica's LISTEN connection.
+			batch.Queue(`SELECT pg_notify($1, '')`, wakeupChannel)
+		}
+		// Not in a transaction, the batch runs as one implicit transaction.
+		if err := s.pool.SendBatch(ctx, &batch).Close(); err != nil {
+			return nil, enqueueErr(err)
+		}
 	}
 	byID := make(map[string]task.Task, len(inserted))
 	for _, t := range inserted {
@@ -296,6 +325,25 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 		out[i] = store.Enqueued{Task: t, Existing: true}
 	}
 	return out, nil
+}
+
+// maxStatementPayload is about how many payload bytes one insert statement
+// carries; a batch with more is split (see Enqueue).
+const maxStatementPayload = 1 << 20
+
+// payloadChunks splits payloads into runs [a, b) of at most max bytes each
+// (a larger payload is a run of its own).
+func payloadChunks(payloads [][]byte, max int) [][2]int {
+	var out [][2]int
+	start, size := 0, 0
+	for j, p := range payloads {
+		if j > start && size+len(p) > max {
+			out = append(out, [2]int{start, j})
+			start, size = j, 0
+		}
+		size += len(p)
+	}
+	return append(out, [2]int{start, len(payloads)})
 }
 
 // enqueueErr names a duplicate task id, the one rejection a caller can
