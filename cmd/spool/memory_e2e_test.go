@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,45 +17,25 @@ import (
 
 	"github.com/spoolhq/spool/internal/api"
 	"github.com/spoolhq/spool/internal/store"
+	"github.com/spoolhq/spool/internal/testbody"
 	"github.com/spoolhq/spool/internal/testpg"
 )
 
-// peakRSSLimitMB is issue 14's hard bound: with 16 concurrent
+// peakRSSLimitKB is issue 14's hard bound: with 16 concurrent
 // maximum-size batches the serve process's peak resident memory stays
-// under 200 MB.
-const peakRSSLimitMB = 200
+// under 200 MB (190.7 MiB).
+const peakRSSLimitKB = 200_000_000 / 1024
 
 // maxBatchBody is a batch enqueue of DefaultMaxBatch tasks that fills the
-// default batch body limit (MaxBodyBytes × BatchBodyFactor) to within a
-// few hundred bytes. With b64 the payloads go as payload_base64, whose
-// decoding makes more garbage than a JSON payload does. The tasks are
-// delayed an hour so no delivery runs during the measurement.
+// default batch body limit (MaxBodyBytes × BatchBodyFactor).
 func maxBatchBody(t *testing.T, b64 bool) []byte {
 	t.Helper()
 	const limit = api.DefaultMaxBodyBytes * api.BatchBodyFactor
-	n := api.DefaultMaxBatch
-	item := func(fill int) string {
-		if b64 {
-			raw := bytes.Repeat([]byte{0xA5}, fill*3/4)
-			return `{"target":{"url":"http://127.0.0.1:9/m"},"delay":"1h","payload_base64":"` + base64.StdEncoding.EncodeToString(raw) + `"}`
-		}
-		return `{"target":{"url":"http://127.0.0.1:9/m"},"delay":"1h","payload":{"s":"` + strings.Repeat("x", fill) + `"}}`
+	b := testbody.Batch(api.DefaultMaxBatch, limit, "http://127.0.0.1:9/m", b64)
+	if len(b) > limit || len(b) < limit-8<<10 {
+		t.Fatalf("batch body is %d bytes; want just under %d", len(b), limit)
 	}
-	overhead := len(item(0))
-	fill := (limit-len(`{"tasks":[]}`))/n - overhead - 1 - 4 // 1 for the comma, 4 for base64 rounding
-	var b bytes.Buffer
-	b.WriteString(`{"tasks":[`)
-	for i := range n {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(item(fill))
-	}
-	b.WriteString(`]}`)
-	if b.Len() > limit || b.Len() < limit-8<<10 {
-		t.Fatalf("batch body is %d bytes; want just under %d", b.Len(), limit)
-	}
-	return b.Bytes()
+	return b
 }
 
 // procStatusKB reads a field (VmHWM, VmRSS) of /proc/<pid>/status in kB.
@@ -188,10 +167,10 @@ func TestMaxBatchBurstMemory(t *testing.T) {
 			in := startServe(t, "serve", o, newKey(t))
 			const senders = 16
 			r := sendBurst(t, in, "burst", senders, 60*time.Second)
-			t.Logf("%s: %d concurrent max batches: RSS %.1f MB before, peak (VmHWM) %.1f MB; %d answered 201, %d answered 503, all done in %s",
+			t.Logf("%s: %d concurrent max batches: RSS %.1f MiB before, peak (VmHWM) %.1f MiB; %d answered 201, %d answered 503, all done in %s",
 				driver, senders, float64(r.baseKB)/1024, float64(r.peakKB)/1024, r.created, r.refused, r.elapsed.Round(time.Millisecond))
-			if mb := float64(r.peakKB) / 1024; mb >= peakRSSLimitMB {
-				t.Errorf("peak RSS %.1f MB; want under %d MB", mb, peakRSSLimitMB)
+			if r.peakKB >= peakRSSLimitKB {
+				t.Errorf("peak RSS %.1f MiB; want under 200 MB (%.1f MiB)", float64(r.peakKB)/1024, float64(peakRSSLimitKB)/1024)
 			}
 			if r.created != senders {
 				t.Errorf("%d of %d batches accepted within the deadline", r.created, senders)

@@ -23,6 +23,7 @@ import (
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/store/postgres"
 	"github.com/spoolhq/spool/internal/store/sqlite"
+	"github.com/spoolhq/spool/internal/testbody"
 	"github.com/spoolhq/spool/internal/testpg"
 )
 
@@ -128,30 +129,9 @@ func BenchmarkEnqueueHandler(b *testing.B) {
 }
 
 // maxBatch is a batch of DefaultMaxBatch tasks whose body is just under
-// the default batch limit (10 MiB): payloads as JSON strings, or as
-// payload_base64.
+// the default batch limit (10 MiB).
 func maxBatch(b64 bool) []byte {
-	const perTask = DefaultMaxBodyBytes * BatchBodyFactor / DefaultMaxBatch
-	var buf bytes.Buffer
-	buf.WriteString(`{"tasks":[`)
-	for i := range DefaultMaxBatch {
-		if i > 0 {
-			buf.WriteByte(',')
-		}
-		start := buf.Len()
-		buf.WriteString(`{"target":{"url":"https://hooks.example.com/orders"},"payload`)
-		if b64 {
-			buf.WriteString(`_base64":"`)
-			buf.WriteString(strings.Repeat("QUJD", (perTask-(buf.Len()-start)-8)/4))
-			buf.WriteString(`"}`)
-		} else {
-			buf.WriteString(`":"`)
-			buf.WriteString(strings.Repeat("x", perTask-(buf.Len()-start)-8))
-			buf.WriteString(`"}`)
-		}
-	}
-	buf.WriteString(`]}`)
-	return buf.Bytes()
+	return testbody.Batch(DefaultMaxBatch, DefaultMaxBodyBytes*BatchBodyFactor, "https://hooks.example.com/orders", b64)
 }
 
 // BenchmarkReadDecodeMaxBatch: reading and decoding a maximum-size batch
