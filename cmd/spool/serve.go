@@ -247,8 +247,10 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 			Logger:       log,
 			APIKeys:      keys,
 			MaxBodyBytes: cfg.MaxBodyBytes,
-			CheckTarget:  func(u *url.URL) error { return guard.CheckURL(u) },
-			Ready:        ready,
+			// 0 lets the API derive it from MaxBodyBytes.
+			MaxInflightBodyBytes: cfg.MaxInflightBodyBytes,
+			CheckTarget:          func(u *url.URL) error { return guard.CheckURL(u) },
+			Ready:                ready,
 			// Metrics outside tracing (so they time the whole request); the
 			// request log inside sees the server span's trace id.
 			Instrument: func(route string, h http.Handler) http.Handler {

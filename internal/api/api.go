@@ -17,6 +17,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/spoolhq/spool/internal/auth"
 	"github.com/spoolhq/spool/internal/store"
@@ -34,6 +35,12 @@ const (
 	DefaultMaxBatch = 1000
 	// DefaultRequestTimeout bounds one API request, store calls included.
 	DefaultRequestTimeout = 10 * time.Second
+	// DefaultInflightBatches sizes the default MaxInflightBodyBytes: room
+	// for this many maximum-size batch bodies being read and decoded at once.
+	DefaultInflightBatches = 2
+	// DefaultInflightWait is how long a request waits for room in
+	// MaxInflightBodyBytes before it is refused with 503.
+	DefaultInflightWait = time.Second
 	// DefaultListLimit and MaxListLimit bound ?limit= on task lists.
 	DefaultListLimit = 100
 	MaxListLimit     = 1000
@@ -62,6 +69,18 @@ type Config struct {
 	MaxBodyBytes int64
 	// MaxBatch is the most tasks in one batch enqueue. Default 1000.
 	MaxBatch int
+	// MaxInflightBodyBytes bounds the request body bytes being read and
+	// decoded at once, across all requests, so that concurrent large
+	// batches cannot take the process's memory with them. A request holds
+	// its declared Content-Length (a body without one, the route's limit)
+	// from before its body is read until its answer is written. Default
+	// DefaultInflightBatches × MaxBodyBytes × BatchBodyFactor (20 MiB);
+	// it must hold at least one maximum-size batch.
+	MaxInflightBodyBytes int64
+	// InflightWait is how long a request waits for room in
+	// MaxInflightBodyBytes before it is answered 503 with Retry-After
+	// (nothing of it stored). Default DefaultInflightWait.
+	InflightWait time.Duration
 	// CheckTarget, when set, is asked about each target URL at enqueue so a
 	// literal private or metadata address is refused early (422); the
 	// dispatcher's dialer remains the real SSRF guard. nil = no check.
@@ -94,6 +113,7 @@ type server struct {
 	log       *slog.Logger
 	tracer    trace.Tracer
 	keys      *auth.Keyring
+	inflight  *semaphore.Weighted // body bytes being read and decoded (MaxInflightBodyBytes)
 	mux       *http.ServeMux
 	unmatched http.Handler
 }
@@ -161,6 +181,20 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.MaxBatch == 0 {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
+	batchLimit := cfg.MaxBodyBytes * BatchBodyFactor
+	if cfg.MaxInflightBodyBytes == 0 {
+		cfg.MaxInflightBodyBytes = DefaultInflightBatches * batchLimit
+	}
+	if cfg.MaxInflightBodyBytes < batchLimit {
+		return nil, fmt.Errorf("api: Config.MaxInflightBodyBytes is %d; want at least one maximum-size batch body, MaxBodyBytes × %d = %d (or 0 for the default)",
+			cfg.MaxInflightBodyBytes, BatchBodyFactor, batchLimit)
+	}
+	if cfg.InflightWait < 0 {
+		return nil, fmt.Errorf("api: Config.InflightWait is %s; want >= 0 (0 for the default)", cfg.InflightWait)
+	}
+	if cfg.InflightWait == 0 {
+		cfg.InflightWait = DefaultInflightWait
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -173,7 +207,8 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.TracerProvider == nil {
 		cfg.TracerProvider = noop.NewTracerProvider()
 	}
-	s := &server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), tracer: cfg.TracerProvider.Tracer(tracerName)}
+	s := &server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), tracer: cfg.TracerProvider.Tracer(tracerName),
+		inflight: semaphore.NewWeighted(cfg.MaxInflightBodyBytes)}
 	keys, err := auth.NewKeyring(cfg.APIKeys)
 	if err != nil {
 		return nil, fmt.Errorf("api: Config.APIKeys: %w", err)

@@ -81,7 +81,10 @@ func join(prefix, name string) string {
 }
 
 // parseJSON checks that body is exactly one well-formed JSON value in
-// valid UTF-8 and returns it. Failures are 400s that say where.
+// valid UTF-8 and returns it, a subslice of body (no copy: a batch body is
+// up to 10 MiB, and every copy of it is memory held per request). Failures
+// are 400s that say where; only then is the body decoded a second time,
+// for the position of the error.
 func parseJSON(body []byte) (json.RawMessage, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, badRequest("the request body is empty; expected a JSON object")
@@ -93,6 +96,15 @@ func parseJSON(body []byte) (json.RawMessage, error) {
 		line, col := lineCol(body, off)
 		return nil, badRequest("the request body is not valid UTF-8 (line %d, column %d, byte offset %d)", line, col, off)
 	}
+	if json.Valid(body) {
+		return bytes.TrimSpace(body), nil
+	}
+	return nil, syntaxProblem(body)
+}
+
+// syntaxProblem explains why body, which json.Valid refused, is not one
+// JSON value.
+func syntaxProblem(body []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	var raw json.RawMessage
 	if err := dec.Decode(&raw); err != nil {
@@ -102,19 +114,17 @@ func parseJSON(body []byte) (json.RawMessage, error) {
 			// Offset counts the bytes read, the bad one included.
 			off := max(se.Offset-1, 0)
 			line, col := lineCol(body, off)
-			return nil, badRequest("malformed JSON at line %d, column %d (byte offset %d): %s", line, col, off, se.Error())
+			return badRequest("malformed JSON at line %d, column %d (byte offset %d): %s", line, col, off, se.Error())
 		case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-			return nil, badRequest("malformed JSON: the body ends before the JSON value is complete")
+			return badRequest("malformed JSON: the body ends before the JSON value is complete")
 		default:
-			return nil, badRequest("malformed JSON: %s", err.Error())
+			return badRequest("malformed JSON: %s", err.Error())
 		}
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		off := dec.InputOffset()
-		line, col := lineCol(body, off)
-		return nil, badRequest("malformed JSON: unexpected data after the JSON value at line %d, column %d (byte offset %d)", line, col, off)
-	}
-	return raw, nil
+	_, _ = dec.Token() // moves the offset to the data after the value
+	off := dec.InputOffset()
+	line, col := lineCol(body, off)
+	return badRequest("malformed JSON: unexpected data after the JSON value at line %d, column %d (byte offset %d)", line, col, off)
 }
 
 func invalidUTF8Offset(b []byte) int64 {
@@ -151,49 +161,116 @@ type member struct {
 	val json.RawMessage
 }
 
+// The splitters below (members, elements) walk JSON that parseJSON has
+// validated, so they only find where values end; each value they return
+// is a subslice of its parent, never a copy.
+
+// skipSpace returns the index of the first non-whitespace byte at or after i.
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// valueEnd returns the index just past the valid JSON value starting at i.
+func valueEnd(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case '"':
+				i = stringEnd(b, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+		}
+		return i
+	default: // number, true, false, null
+		for i < len(b) && !strings.ContainsRune(",]} \t\n\r", rune(b[i])) {
+			i++
+		}
+		return i
+	}
+}
+
+// stringEnd returns the index just past the JSON string starting at i.
+func stringEnd(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return i
+}
+
 // members splits a well-formed JSON value into the members of an object.
 // ok is false when raw is not an object. A key given twice is an error:
 // which of the two wins differs between parsers, so neither is guessed.
 func members(raw json.RawMessage) (ms []member, ok bool, dup string) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	tok, err := dec.Token()
-	if err != nil || tok != json.Delim('{') {
+	if len(raw) == 0 || raw[0] != '{' {
 		return nil, false, ""
 	}
 	seen := map[string]bool{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
+	for i := skipSpace(raw, 1); i < len(raw) && raw[i] != '}'; {
+		end := stringEnd(raw, i)
+		key, ok := unquote(raw[i:end])
+		if !ok {
 			return nil, false, ""
 		}
-		key, _ := tok.(string)
-		var val json.RawMessage
-		if err := dec.Decode(&val); err != nil {
-			return nil, false, ""
-		}
+		i = skipSpace(raw, skipSpace(raw, end)+1) // past the colon
+		end = valueEnd(raw, i)
 		if seen[key] && dup == "" {
 			dup = key
 		}
 		seen[key] = true
-		ms = append(ms, member{key: key, val: val})
+		ms = append(ms, member{key: key, val: raw[i:end]})
+		i = skipSpace(raw, end)
+		if i < len(raw) && raw[i] == ',' {
+			i = skipSpace(raw, i+1)
+		}
 	}
 	return ms, true, dup
+}
+
+// unquote returns the string a JSON string literal stands for; without
+// escapes that is its bytes, which need no decoder.
+func unquote(lit []byte) (string, bool) {
+	if len(lit) < 2 {
+		return "", false
+	}
+	if bytes.IndexByte(lit, '\\') < 0 {
+		return string(lit[1 : len(lit)-1]), true
+	}
+	var s string
+	err := json.Unmarshal(lit, &s)
+	return s, err == nil
 }
 
 // elements splits a well-formed JSON array, reading at most max+1 elements
 // (so a caller can tell "too many" without holding them all).
 func elements(raw json.RawMessage, max int) (es []json.RawMessage, ok bool) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	tok, err := dec.Token()
-	if err != nil || tok != json.Delim('[') {
+	if len(raw) == 0 || raw[0] != '[' {
 		return nil, false
 	}
-	for dec.More() && len(es) <= max {
-		var val json.RawMessage
-		if err := dec.Decode(&val); err != nil {
-			return nil, false
+	for i := skipSpace(raw, 1); i < len(raw) && raw[i] != ']' && len(es) <= max; {
+		end := valueEnd(raw, i)
+		es = append(es, raw[i:end])
+		i = skipSpace(raw, end)
+		if i < len(raw) && raw[i] == ',' {
+			i = skipSpace(raw, i+1)
 		}
-		es = append(es, val)
 	}
 	return es, true
 }
@@ -409,20 +486,14 @@ func parseTask(c *collector, prefix string, ms []member, dup string, env decodeE
 		case "payload":
 			havePayload = true
 			// Stored as the client's bytes: re-encoding could reorder keys or
-			// change number formatting the receiver relies on.
-			t.Payload = append([]byte(nil), m.val...)
+			// change number formatting the receiver relies on. Not copied:
+			// the body is read into a buffer of its own and never reused.
+			t.Payload = m.val
 		case "payload_base64":
-			s, ok := decodeString(c, field, m.val)
-			if !ok {
-				break
+			if b, ok := decodeBase64(c, field, m.val); ok {
+				haveB64 = true
+				t.Payload = b
 			}
-			b, err := base64.StdEncoding.Strict().DecodeString(s)
-			if err != nil {
-				c.add(field, "must be standard base64 (RFC 4648 §4, with padding): %s", err.Error())
-				break
-			}
-			haveB64 = true
-			t.Payload = b
 		case "content_type":
 			s, ok := decodeString(c, field, m.val)
 			if !ok {
@@ -534,6 +605,33 @@ func parseTask(c *collector, prefix string, ms []member, dup string, env decodeE
 		t.RunAt = runAt.UTC()
 	}
 	return t
+}
+
+// decodeBase64 reads a string of standard base64. Base64 needs no JSON
+// escapes, so the common literal is decoded straight from the body's
+// bytes; one with escapes (an encoder's "\/") is unquoted first.
+func decodeBase64(c *collector, field string, raw json.RawMessage) ([]byte, bool) {
+	enc := base64.StdEncoding.Strict()
+	var b []byte
+	var err error
+	if kind(raw) == "a string" && bytes.IndexByte(raw, '\\') < 0 {
+		src := raw[1 : len(raw)-1]
+		b = make([]byte, enc.DecodedLen(len(src)))
+		var n int
+		n, err = enc.Decode(b, src)
+		b = b[:n]
+	} else {
+		s, ok := decodeString(c, field, raw)
+		if !ok {
+			return nil, false
+		}
+		b, err = enc.DecodeString(s)
+	}
+	if err != nil {
+		c.add(field, "must be standard base64 (RFC 4648 §4, with padding): %s", err.Error())
+		return nil, false
+	}
+	return b, true
 }
 
 // checkIdempotencyKey returns why k is not acceptable, or "".

@@ -189,7 +189,7 @@ func TestDestinationBadRequests(t *testing.T) {
 		wantProblem(t, e.do("PATCH", path, `[]`), http.StatusUnprocessableEntity, "object")
 		wantProblem(t, e.do("PATCH", path, ``), http.StatusBadRequest, "empty")
 		wantProblem(t, e.do("PATCH", path, `{"rate_limit":1`), http.StatusBadRequest, "malformed")
-		wantProblem(t, e.do("PATCH", path, `rate_limit=1`, "Content-Type", "application/x-www-form-urlencoded"), http.StatusUnsupportedMediaType)
+		wantProblem(t, e.do("PATCH", path, `rate_limit=1`, "Content-Type", "application/x-www-form-urlencoded"), http.StatusBadRequest, "malformed JSON")
 
 		// Nothing refused changed the destination or created another.
 		l := decode[destinationListJSON](t, want(t, e.do("GET", "/v1/destinations", ""), http.StatusOK))

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"mime"
@@ -141,4 +142,89 @@ func independentCheck(tk store.NewTask, now time.Time) string {
 		return "payload without a content type"
 	}
 	return ""
+}
+
+// FuzzSplitJSON holds members and elements, which walk validated JSON by
+// hand so that a batch body is never copied, to encoding/json: for any
+// valid value they split it into the same keys and the same value bytes
+// as a json.Decoder does, recursively.
+func FuzzSplitJSON(f *testing.F) {
+	for _, s := range []string{
+		`{}`, `[]`, `{"a":1}`, ` { "a" : [ 1 , "x\"]" , {"b":null} ] , "c\u0041":"\\" } `,
+		`[1,-2.5e3,true,false,null,"s",{"k":"v"},[[]]]`, `{"a":"}","b":"{","c":"\\\""}`,
+		`{"tasks":[{"target":{"url":"http://h/"},"payload":{"x":[1,{"y":"]"}]}}]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		raw, err := parseJSON(body)
+		if err != nil {
+			return
+		}
+		checkSplit(t, raw)
+	})
+}
+
+func checkSplit(t *testing.T, raw json.RawMessage) {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber() // a number too large for a float64 is still valid JSON
+	tok, err := dec.Token()
+	if err != nil {
+		t.Fatalf("%q: %v", raw, err)
+	}
+	switch tok {
+	case json.Delim('{'):
+		ms, ok, _ := members(raw)
+		if !ok {
+			t.Fatalf("members(%q) is not ok", raw)
+		}
+		var want []member
+		for dec.More() {
+			k, _ := dec.Token()
+			var v json.RawMessage
+			if err := dec.Decode(&v); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, member{key: k.(string), val: v})
+		}
+		if len(ms) != len(want) {
+			t.Fatalf("members(%q): %d, encoding/json finds %d", raw, len(ms), len(want))
+		}
+		for i := range ms {
+			if ms[i].key != want[i].key || !bytes.Equal(ms[i].val, want[i].val) {
+				t.Fatalf("members(%q)[%d] = %q: %q, encoding/json %q: %q", raw, i, ms[i].key, ms[i].val, want[i].key, want[i].val)
+			}
+			checkSplit(t, ms[i].val)
+		}
+	case json.Delim('['):
+		es, ok := elements(raw, 1<<30)
+		if !ok {
+			t.Fatalf("elements(%q) is not ok", raw)
+		}
+		var want []json.RawMessage
+		for dec.More() {
+			var v json.RawMessage
+			if err := dec.Decode(&v); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, v)
+		}
+		if len(es) != len(want) {
+			t.Fatalf("elements(%q): %d, encoding/json finds %d", raw, len(es), len(want))
+		}
+		for i := range es {
+			if !bytes.Equal(es[i], want[i]) {
+				t.Fatalf("elements(%q)[%d] = %q, encoding/json %q", raw, i, es[i], want[i])
+			}
+			checkSplit(t, es[i])
+		}
+	default:
+		if _, ok, _ := members(raw); ok {
+			t.Fatalf("members(%q) is ok for a scalar", raw)
+		}
+		if _, ok := elements(raw, 10); ok {
+			t.Fatalf("elements(%q) is ok for a scalar", raw)
+		}
+	}
 }

@@ -170,15 +170,22 @@ func (s *server) enqueueTraced(r *http.Request, queue string, tasks []store.NewT
 	return res, nil
 }
 
-// requireJSON refuses a body declared as anything but JSON (415). A missing
-// Content-Type is accepted: curl -d users forget it and the body is parsed
-// strictly anyway.
+// requireJSON refuses a body declared as anything but JSON (415). A body
+// sent without a chosen type is accepted and parsed strictly as JSON
+// anyway: no Content-Type at all, or curl -d's default of
+// application/x-www-form-urlencoded, which is what "curl -d '{…}'" sends
+// when the user forgets -H 'Content-Type: application/json'. (Accepting
+// it opens no cross-site hole: a browser form cannot set the bearer key,
+// and a urlencoded form body is not JSON.)
 func requireJSON(r *http.Request) error {
 	ct := r.Header.Get("Content-Type")
 	if ct == "" {
 		return nil
 	}
 	mt, params, err := mime.ParseMediaType(ct)
+	if err == nil && mt == "application/x-www-form-urlencoded" && len(params) == 0 {
+		return nil
+	}
 	ok := err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
 	if cs, has := params["charset"]; ok && has && !strings.EqualFold(cs, "utf-8") {
 		ok = false
@@ -198,9 +205,19 @@ func readJSONBody(r *http.Request) ([]byte, error) {
 	return readBody(r)
 }
 
-// readBody reads the (already size-limited) body.
+// readBody reads the (already size-limited) body. A declared length
+// (limitBody has checked it against the limit) is read into a buffer of
+// exactly that size: io.ReadAll's doubling would allocate about twice the
+// body, and keep up to a quarter more than it holds.
 func readBody(r *http.Request) ([]byte, error) {
-	b, err := io.ReadAll(r.Body)
+	var b []byte
+	var err error
+	if n := r.ContentLength; n > 0 {
+		b = make([]byte, n)
+		_, err = io.ReadFull(r.Body, b)
+	} else {
+		b, err = io.ReadAll(r.Body)
+	}
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {

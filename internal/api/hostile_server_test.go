@@ -472,3 +472,166 @@ func (r *repeatReader) Read(p []byte) (int, error) {
 	r.n -= k
 	return k, nil
 }
+
+// TestBodyBudget: with MaxInflightBodyBytes room for one maximum-size
+// batch, a batch whose body is still arriving holds that room; a second
+// body waits InflightWait and is refused with a 503 problem carrying
+// Retry-After, storing nothing, while requests without a body are served.
+// Once the first is answered (201) its room is free again and the second,
+// sent again, is accepted. A chunked body holds the route's whole limit.
+func TestBodyBudget(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, st store.Store) {
+		const maxBody = 1 << 10
+		e := newEnv(t, st, func(c *Config) {
+			c.MaxBodyBytes = maxBody
+			c.MaxInflightBodyBytes = maxBody * BatchBodyFactor
+			c.InflightWait = 50 * time.Millisecond
+		})
+		// The first request: a batch of two tasks whose last byte waits.
+		first := `{"tasks":[` + withTask("") + `,` + withTask("") + `]}`
+		pr, pw := io.Pipe()
+		req := httptest.NewRequest("POST", "/v1/queues/q/tasks", pr)
+		req.ContentLength = maxBody * BatchBodyFactor // the whole budget
+		first += strings.Repeat(" ", int(req.ContentLength)-len(first))
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		req.Header.Set("Content-Type", "application/json")
+		done := make(chan result)
+		go func() { done <- e.doReq(req) }()
+		if _, err := io.WriteString(pw, first[:len(first)-1]); err != nil {
+			t.Fatal(err)
+		}
+
+		second := withTask(`"idempotency_key":"second"`)
+		refused := e.do("POST", "/v1/queues/q/tasks", second)
+		wantProblem(t, refused, http.StatusServiceUnavailable, "busy")
+		if ra := refused.Header.Get("Retry-After"); ra != "1" {
+			t.Errorf("Retry-After %q, want 1", ra)
+		}
+		want(t, e.do("PATCH", "/v1/queues/q", `{"paused":false}`), http.StatusServiceUnavailable)
+		want(t, e.do("GET", "/v1/queues", ""), http.StatusOK) // no body, no wait
+
+		_, _ = io.WriteString(pw, first[len(first)-1:])
+		pw.Close()
+		if got := <-done; got.Code != http.StatusCreated {
+			t.Fatalf("the batch holding the budget: %d %s", got.Code, got.Body)
+		}
+		l := decode[taskListJSON](t, want(t, e.do("GET", "/v1/queues/q/tasks", ""), http.StatusOK))
+		if len(l.Tasks) != 2 {
+			t.Errorf("%d tasks stored, want the batch's 2 (refused requests store nothing)", len(l.Tasks))
+		}
+		want(t, e.do("POST", "/v1/queues/q/tasks", second), http.StatusCreated)
+
+		// A chunked body reserves the batch limit: with another request
+		// holding any room it cannot start.
+		pr, pw = io.Pipe()
+		hold := httptest.NewRequest("PATCH", "/v1/queues/q", pr)
+		hold.ContentLength = 20
+		hold.Header.Set("Authorization", "Bearer "+testKey)
+		go func() { done <- e.doReq(hold) }()
+		_, _ = io.WriteString(pw, `{"paused":true}`)
+		chunked := httptest.NewRequest("POST", "/v1/queues/q/tasks", strings.NewReader(withTask("")))
+		chunked.ContentLength = -1
+		chunked.Header.Set("Authorization", "Bearer "+testKey)
+		want(t, e.doReq(chunked), http.StatusServiceUnavailable)
+		_, _ = io.WriteString(pw, "     ")
+		pw.Close()
+		want(t, <-done, http.StatusOK)
+	})
+}
+
+// TestErrorsAreProblems: every error the API writes, over a real
+// connection, is application/problem+json with its status: the mux's 404
+// and 405, auth's 401, the body limits' 413, 415, malformed (400) and
+// invalid (422) bodies, and a panic's 500; every store call here panics,
+// and none of the refusals reaches the store. (The budget's 503 is
+// TestBodyBudget's, the store's 503 TestStoreFailures'.)
+func TestErrorsAreProblems(t *testing.T) {
+	t.Parallel()
+	h, err := New(Config{Store: faultStore{Store: openSQLite(t), panic: "boom"}, APIKeys: []auth.Key{{Secret: testKey, Role: auth.Admin}}, MaxBodyBytes: 1 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	c := &wireClient{t: t, base: srv.URL, http: srv.Client()}
+	for _, tc := range []struct {
+		name, method, path, body string
+		hdr                      []string
+		code                     int
+	}{
+		{"no route", "GET", "/v2/nothing", "", nil, 404},
+		{"wrong method", "DELETE", "/v1/queues", "", nil, 405},
+		{"no key", "GET", "/v1/queues/q", "", []string{"Authorization", ""}, 401},
+		{"bad key", "GET", "/v1/queues/q", "", []string{"Authorization", "Bearer nope"}, 401},
+		{"body over the limit", "PATCH", "/v1/queues/q", `{"concurrency":1}` + strings.Repeat(" ", 2<<10), nil, 413},
+		{"not JSON by type", "PATCH", "/v1/queues/q", `{"concurrency":1}`, []string{"Content-Type", "text/plain"}, 415},
+		{"not JSON", "PATCH", "/v1/queues/q", `{`, nil, 400},
+		{"invalid", "PATCH", "/v1/queues/q", `{"concurrency":-1}`, nil, 422},
+	} {
+		code, hdr, body := c.do(tc.method, tc.path, tc.body, tc.hdr...)
+		mt, _, _ := mime.ParseMediaType(hdr.Get("Content-Type"))
+		var p problem
+		if code != tc.code || mt != "application/problem+json" || json.Unmarshal(body, &p) != nil || p.Status != code {
+			t.Errorf("%s: %d %q %.200s; want a %d problem", tc.name, code, mt, body, tc.code)
+		}
+	}
+	// A panic is a 500 problem (wireClient.do reports any 5xx as an error,
+	// so this one goes by hand).
+	req, _ := http.NewRequest("GET", srv.URL+"/v1/queues", nil)
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); resp.StatusCode != 500 || mt != "application/problem+json" {
+		t.Errorf("panic: %d %q, want a 500 problem", resp.StatusCode, mt)
+	}
+}
+
+// TestNetHTTPOwnErrors pins what net/http answers by itself, before any
+// handler runs, so that docs/operations.md ("Errors net/http answers
+// itself") stays true across Go upgrades: these are plain text, not
+// problems, and the connection is closed after them.
+func TestNetHTTPOwnErrors(t *testing.T) {
+	t.Parallel()
+	h, err := New(Config{Store: openSQLite(t), APIKeys: []auth.Key{{Secret: testKey, Role: auth.Admin}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.MaxHeaderBytes = 4 << 10
+	srv.Start()
+	t.Cleanup(srv.Close)
+	for _, tc := range []struct {
+		name, raw string
+		code      int
+	}{
+		{"malformed request line", "GET\r\n\r\n", 400},
+		{"no Host header", "GET /livez HTTP/1.1\r\n\r\n", 400},
+		{"headers over MaxHeaderBytes", "GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 16<<10) + "\r\n\r\n", 431},
+		{"unknown HTTP version", "GET /livez HTTP/2.5\r\nHost: x\r\n\r\n", 505},
+		{"unknown transfer coding", "POST /v1/queues/q/tasks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+		{"unknown expectation", "POST /v1/queues/q/tasks HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\nContent-Length: 2\r\n\r\n{}", 417},
+	} {
+		conn, err := net.DialTimeout("tcp", srv.Listener.Addr().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.WriteString(conn, tc.raw)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			conn.Close()
+			continue
+		}
+		mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+		if resp.StatusCode != tc.code || mt == "application/problem+json" {
+			t.Errorf("%s: %d %q; net/http answered %d in plain text when this test was written", tc.name, resp.StatusCode, mt, tc.code)
+		}
+		resp.Body.Close()
+		conn.Close()
+	}
+}

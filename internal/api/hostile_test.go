@@ -153,7 +153,10 @@ func hostileCases() []hostileCase {
 
 		// Content types.
 		{name: "text/plain", body: withTask(""), hdr: []string{"Content-Type", "text/plain"}, code: 415},
-		{name: "form", body: withTask(""), hdr: []string{"Content-Type", "application/x-www-form-urlencoded"}, code: 415},
+		// curl -d's default type: the body is still parsed as JSON, strictly.
+		{name: "form type, JSON body", body: withTask(""), hdr: []string{"Content-Type", "application/x-www-form-urlencoded"}, code: 201},
+		{name: "form type, form body", body: "target=http%3A%2F%2Fh%2F", hdr: []string{"Content-Type", "application/x-www-form-urlencoded"}, code: 400},
+		{name: "form type with charset", body: withTask(""), hdr: []string{"Content-Type", "application/x-www-form-urlencoded; charset=latin1"}, code: 415},
 		{name: "latin1 json", body: withTask(""), hdr: []string{"Content-Type", "application/json; charset=latin1"}, code: 415},
 		{name: "unparseable content type", body: withTask(""), hdr: []string{"Content-Type", ";;;"}, code: 415},
 		{name: "json utf-8", body: withTask(""), hdr: []string{"Content-Type", "application/json; charset=UTF-8"}, code: 201},

@@ -192,7 +192,9 @@ func bearerToken(h string) (string, bool) {
 
 // limitBody caps what a handler can read, so an oversized body is a 413,
 // not a memory spike; a route that reads a body also refuses a declared
-// Content-Length over the limit before reading anything.
+// Content-Length over the limit before reading anything. Then it takes the
+// body's room in the process-wide budget (MaxInflightBodyBytes) and holds
+// it until the handler returns: the decoded tasks live as long as that.
 func (s *server) limitBody(body bodyKind, next http.Handler) http.Handler {
 	n := s.cfg.MaxBodyBytes
 	if body == batchBody {
@@ -203,9 +205,40 @@ func (s *server) limitBody(body bodyKind, next http.Handler) http.Handler {
 			writeProblem(w, s.toProblem(r, tooLarge(n)))
 			return
 		}
+		if body != noBody {
+			room := r.ContentLength
+			if room < 0 {
+				room = n // chunked: as much as it may turn out to be
+			}
+			if err := s.reserveBody(r, room); err != nil {
+				writeProblem(w, s.toProblem(r, err))
+				return
+			}
+			defer s.inflight.Release(room)
+		}
 		r.Body = http.MaxBytesReader(w, r.Body, n)
 		next.ServeHTTP(w, r)
 	})
+}
+
+// reserveBody waits up to InflightWait for room bytes of the body budget.
+// Nothing of the body has been read while it waits (it stays in the
+// kernel's socket buffer), so waiting costs no memory. Past the wait the
+// answer is 503 with Retry-After, and the request stores nothing.
+func (s *server) reserveBody(r *http.Request, room int64) error {
+	if room == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.InflightWait)
+	defer cancel()
+	if s.inflight.Acquire(ctx, room) == nil {
+		return nil
+	}
+	if r.Context().Err() != nil {
+		return r.Context().Err() // the client left, or the request's deadline passed
+	}
+	return &apiError{status: http.StatusServiceUnavailable, retryAfter: 1,
+		detail: fmt.Sprintf("the server is busy decoding other large requests (%d bytes of request bodies at once at most); retry after the Retry-After delay", s.cfg.MaxInflightBodyBytes)}
 }
 
 // serveUnmatched lets the mux answer (404, 405 with Allow, or a path

@@ -68,6 +68,12 @@ type Config struct {
 	RetryMin             time.Duration // SPOOL_RETRY_MIN_BACKOFF, default 1s
 	RetryMax             time.Duration // SPOOL_RETRY_MAX_BACKOFF, default 1h
 	MaxBodyBytes         int64         // SPOOL_MAX_BODY_BYTES, default 1 MiB: one enqueue request
+	// MaxInflightBodyBytes bounds the request body bytes read and decoded at
+	// once across all requests; beyond it a request waits up to a second,
+	// then gets 503 with Retry-After (SPOOL_MAX_INFLIGHT_BODY_BYTES, default
+	// 0 = two maximum-size batches, 2 × 10 × SPOOL_MAX_BODY_BYTES; at least
+	// one batch, 10 × SPOOL_MAX_BODY_BYTES, when set).
+	MaxInflightBodyBytes int64
 
 	// DrainDelay keeps serving after readiness turns false on SIGTERM, so load
 	// balancers stop sending before the listener closes (SPOOL_DRAIN_DELAY, default 5s).
@@ -197,6 +203,9 @@ Flags:
 	durVar(&c.ShutdownTimeout, "shutdown-timeout", "SPOOL_SHUTDOWN_TIMEOUT", 30*time.Second, "on SIGTERM, how long in-flight requests and deliveries may take before they are released")
 	maxBody := int(1 << 20)
 	intVar(&maxBody, "max-body-bytes", "SPOOL_MAX_BODY_BYTES", 1<<20, "largest accepted request body for one task")
+	inflight := 0
+	intVar(&inflight, "max-inflight-body-bytes", "SPOOL_MAX_INFLIGHT_BODY_BYTES", 0,
+		"request body bytes decoded at once across all requests; more waits up to 1s, then gets 503 (0 = 2 maximum-size batches)")
 	if has("SPOOL_MIGRATE") {
 		if err := migrate.Set(lookup("SPOOL_MIGRATE")); err != nil {
 			errs = append(errs, fmt.Errorf("SPOOL_MIGRATE: %q is not true or false", lookup("SPOOL_MIGRATE")))
@@ -219,6 +228,7 @@ Flags:
 		return nil, errors.Join(errs...)
 	}
 	c.MaxBodyBytes = int64(maxBody)
+	c.MaxInflightBodyBytes = int64(inflight)
 	c.Role = Role(role)
 
 	dbURL, err := secret(env, "SPOOL_DATABASE_URL", "DATABASE_URL")
@@ -289,6 +299,10 @@ func (c *Config) validate() error {
 	}
 	if c.MaxBodyBytes < 1024 || c.MaxBodyBytes > 64<<20 {
 		bad("SPOOL_MAX_BODY_BYTES: must be 1024-67108864, got %d", c.MaxBodyBytes)
+	}
+	// 10 is api.BatchBodyFactor: a batch body may be ten single-task bodies.
+	if batch := 10 * c.MaxBodyBytes; c.MaxInflightBodyBytes != 0 && c.MaxInflightBodyBytes < batch {
+		bad("SPOOL_MAX_INFLIGHT_BODY_BYTES: must be 0 (the default) or at least one maximum-size batch body, 10 × SPOOL_MAX_BODY_BYTES = %d, got %d", batch, c.MaxInflightBodyBytes)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -44,6 +44,9 @@ func TestDefaults(t *testing.T) {
 	if c.Retention != 7*24*time.Hour || c.LeaseDuration != 30*time.Second || c.Workers != 100 || c.IdempotencyRetention != 24*time.Hour {
 		t.Errorf("durations: %+v", c)
 	}
+	if c.MaxBodyBytes != 1<<20 || c.MaxInflightBodyBytes != 0 {
+		t.Errorf("body limits: %d, %d in flight; want 1 MiB and 0 (derived by the API)", c.MaxBodyBytes, c.MaxInflightBodyBytes)
+	}
 }
 
 func TestIdempotencyRetention(t *testing.T) {
@@ -188,6 +191,8 @@ func TestInvalidValuesNameTheVariable(t *testing.T) {
 		"SPOOL_LOG_LEVEL":            {"SPOOL_LOG_LEVEL": "loud"},
 		"SPOOL_DATABASE_URL":         {"SPOOL_DATABASE_URL": "mysql:secretpw"},
 		"SPOOL_MIGRATE":              {"SPOOL_MIGRATE": "maybe"},
+		// Less than one maximum-size batch (10 × 1 MiB) could never admit one.
+		"SPOOL_MAX_INFLIGHT_BODY_BYTES": {"SPOOL_MAX_INFLIGHT_BODY_BYTES": "1048576"},
 	}
 	for name, env := range cases {
 		env["SPOOL_API_KEYS"] = "k"

@@ -213,7 +213,9 @@ type Store interface {
 	// max attempts task.DefaultMaxAttempts, timeout task.DefaultTimeout, not
 	// paused). MaxAttempts 0 takes the queue's max_attempts; Timeout 0 the
 	// queue's timeout. State is scheduled when RunAt is after now, else
-	// available. Results are in input order.
+	// available. Results are in input order. A new task's result may share
+	// its Payload with the NewTask's (a batch's payloads run to megabytes, so
+	// they are not copied): neither side may modify it afterwards.
 	Enqueue(ctx context.Context, tasks []NewTask) ([]Enqueued, error)
 
 	// GetTask returns one task (ErrNotFound).

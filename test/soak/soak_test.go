@@ -18,6 +18,10 @@ package soak
 //     removes tasks is seen (the count drops) once retention has passed;
 //   - it keeps up: no enqueue fails, and the backlog (tasks not yet final)
 //     stays under 15 seconds' worth;
+//   - memory stays bounded under large requests: right after the load,
+//     16 concurrent maximum-size batches (10 MiB each) leave the process's
+//     peak RSS (VmHWM, over the whole run) under 200 MB, and every task
+//     acknowledged with a 201 is stored (issue 14);
 //   - it shuts down cleanly on SIGTERM at the end.
 //
 // SPOOL_SOAK_DURATION sets how long the load runs (default 2m, the CI
@@ -44,6 +48,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spoolhq/spool/internal/testbody"
 	"github.com/spoolhq/spool/internal/testpg"
 	"github.com/spoolhq/spool/internal/webhook"
 )
@@ -234,6 +239,10 @@ load:
 	loading.Store(false)
 	loadTime := time.Since(begin)
 
+	// Memory under large requests (issue 14): after the steady load, while
+	// the prune is awaited anyway, a burst of maximum-size batches.
+	burst := c.maxBatchBurst(serve.cmd.Process.Pid)
+
 	// Pruning: a prune deletes tasks finished more than the retention ago,
 	// and runs every pruneEvery, so one that removes something must have
 	// run within retention + pruneEvery of the first finished task. Wait
@@ -281,6 +290,14 @@ load:
 	t.Logf("samples every %s:\n%s", every, tbl.String())
 
 	// Checks.
+	t.Logf("burst of %d concurrent maximum-size batches: peak RSS (VmHWM) %.1f MiB; %d answered 201, %d answered 503; %d tasks acknowledged, %d stored",
+		burstSenders, float64(burst.peakKB)/1024, burst.created, burst.refused, burst.acked, burst.stored)
+	if burst.peakKB >= peakRSSLimitKB {
+		t.Errorf("peak RSS %.1f MiB with %d concurrent maximum-size batches; want under %d kB (200 MB)", float64(burst.peakKB)/1024, burstSenders, peakRSSLimitKB)
+	}
+	if burst.created == 0 || burst.stored != burst.acked {
+		t.Errorf("burst: %d batches accepted; %d tasks acknowledged but %d stored", burst.created, burst.acked, burst.stored)
+	}
 	if failed > 0 {
 		t.Errorf("%d enqueue requests failed", failed)
 	}
@@ -412,23 +429,102 @@ func (c *client) queueCounts() (total, backlog int) {
 	return total, backlog
 }
 
+const (
+	// burstSenders post a maximum-size batch each, at once.
+	burstSenders = 16
+	// peakRSSLimitKB is issue 14's bound on the serve process's peak
+	// resident memory under burstSenders maximum-size batches: 200 MB.
+	peakRSSLimitKB = 200_000_000 / 1024
+	// maxBatchBytes is the default batch body limit (10 × 1 MiB).
+	maxBatchBytes = 10 << 20
+)
+
+// burstResult is what maxBatchBurst saw.
+type burstResult struct {
+	created, refused int   // answers 201 and 503
+	acked, stored    int64 // tasks acknowledged with 201; tasks in the burst queue
+	peakKB           int64 // VmHWM after the burst
+}
+
+// maxBatchBurst posts burstSenders maximum-size batches (1,000 tasks just
+// under 10 MiB, delayed an hour) at once to queue "soak-burst"; each
+// sender retries once after a 503's Retry-After. Then it reads the serve
+// process's peak RSS and how many tasks the queue holds.
+func (c *client) maxBatchBurst(pid int) burstResult {
+	body := testbody.Batch(1000, maxBatchBytes, "http://127.0.0.1:9/burst", false)
+	var r burstResult
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range burstSenders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for try := 0; try < 2; try++ {
+				req, _ := http.NewRequest("POST", c.base+"/v1/queues/soak-burst/tasks", bytes.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+apiKey)
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := c.http.Do(req)
+				if err != nil {
+					c.t.Errorf("burst: %v", err)
+					return
+				}
+				var out struct{ Tasks []json.RawMessage }
+				err = json.NewDecoder(resp.Body).Decode(&out)
+				resp.Body.Close()
+				mu.Lock()
+				switch resp.StatusCode {
+				case http.StatusCreated:
+					r.created++
+					r.acked += int64(len(out.Tasks))
+				case http.StatusServiceUnavailable:
+					r.refused++
+				default:
+					c.t.Errorf("burst: %d (%v)", resp.StatusCode, err)
+				}
+				mu.Unlock()
+				if resp.StatusCode != http.StatusServiceUnavailable {
+					return
+				}
+				wait, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+				time.Sleep(time.Duration(max(wait, 1)) * time.Second)
+			}
+		}()
+	}
+	wg.Wait()
+	r.peakKB = statusKB(c.t, pid, "VmHWM")
+	req, _ := http.NewRequest("GET", c.base+"/v1/queues/soak-burst", nil)
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	if resp, err := c.http.Do(req); err == nil {
+		var q struct{ Counts map[string]int64 }
+		_ = json.NewDecoder(resp.Body).Decode(&q)
+		resp.Body.Close()
+		for _, n := range q.Counts {
+			r.stored += n
+		}
+	}
+	return r
+}
+
 // rssKB reads VmRSS from /proc/<pid>/status.
-func rssKB(t *testing.T, pid int) int64 {
+func rssKB(t *testing.T, pid int) int64 { return statusKB(t, pid, "VmRSS") }
+
+// statusKB reads a field in kB (VmRSS, VmHWM) from /proc/<pid>/status.
+func statusKB(t *testing.T, pid int, field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Errorf("read RSS: %v", err)
 		return 0
 	}
 	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			if err != nil {
-				t.Errorf("VmRSS %q: %v", v, err)
+				t.Errorf("%s %q: %v", field, v, err)
 			}
 			return n
 		}
 	}
-	t.Errorf("no VmRSS in /proc/%d/status", pid)
+	t.Errorf("no %s in /proc/%d/status", field, pid)
 	return 0
 }
 

@@ -36,6 +36,10 @@ func taskColumns(alias string) string {
 var (
 	taskCols  = taskColumns("")
 	taskColsT = taskColumns("t.")
+	// insertedCols is what Enqueue's insert returns: every column but the
+	// payload, which the caller has (a batch's payloads can be 10 MiB, and
+	// would come back over the wire and be copied once more).
+	insertedCols = strings.Replace(taskCols, "payload", "NULL::bytea", 1)
 )
 
 // scanTask reads the columns of taskColumns, then extra.
@@ -153,7 +157,7 @@ FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::timestamptz[], $5::int[]
 LEFT JOIN spool_queues q ON q.name = i.queue
 ` + only + `ORDER BY i.n
 ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING ` + taskCols
+RETURNING ` + insertedCols
 }
 
 // insertTasksSQL serves calls without idempotency keys, which cost no
@@ -259,31 +263,67 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 			traceparents[j] = &tp
 		}
 	}
-	var (
-		batch    pgx.Batch
-		inserted []task.Task
-	)
-	sql, args := insertTasksSQL, []any{ids, qs, prios, runAts, maxAtt, tmo, urls, methods, headers, payloads, ctypes, keys, traceparents,
-		queues, task.DefaultMaxAttempts, task.DefaultTimeout.Milliseconds()}
+	sqlText := insertTasksSQL
 	if keyed {
-		sql, args = insertKeyedTasksSQL, append(args, fingerprints)
+		sqlText = insertKeyedTasksSQL
 	}
-	batch.Queue(sql, args...).
-		Query(func(rows pgx.Rows) error {
-			var err error
-			inserted, err = collectTasks(rows)
-			return err
-		})
-	if due {
-		// Delivered at commit, to every replica's LISTEN connection.
-		batch.Queue(`SELECT pg_notify($1, '')`, wakeupChannel)
-	}
-	// Not in a transaction, the batch runs as one implicit transaction.
-	if err := s.pool.SendBatch(ctx, &batch).Close(); err != nil {
-		if refused(err) {
-			return nil, s.refusal(ctx, in, send)
+	args := func(a, b int) []any {
+		args := []any{ids[a:b], qs[a:b], prios[a:b], runAts[a:b], maxAtt[a:b], tmo[a:b], urls[a:b], methods[a:b],
+			headers[a:b], payloads[a:b], ctypes[a:b], keys[a:b], traceparents[a:b],
+			queues, task.DefaultMaxAttempts, task.DefaultTimeout.Milliseconds()}
+		if keyed {
+			args = append(args, fingerprints[a:b])
 		}
-		return nil, enqueueErr(err)
+		return args
+	}
+	var inserted []task.Task
+	if chunks := payloadChunks(payloads, maxStatementPayload); len(chunks) > 1 {
+		// Megabytes of payloads: one statement per chunk, in one
+		// transaction, so that pgx encodes (and holds) a chunk's
+		// parameters at a time rather than the whole batch's, twice over.
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			for _, c := range chunks {
+				rows, err := tx.Query(ctx, sqlText, args(c[0], c[1])...)
+				if err != nil {
+					return err
+				}
+				got, err := collectTasks(rows)
+				if err != nil {
+					return err
+				}
+				inserted = append(inserted, got...)
+			}
+			if due {
+				_, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, wakeupChannel)
+				return err
+			}
+			return nil
+		})
+		if err != nil {
+			if refused(err) {
+				return nil, s.refusal(ctx, in, send)
+			}
+			return nil, enqueueErr(err)
+		}
+	} else {
+		var batch pgx.Batch
+		batch.Queue(sqlText, args(0, n)...).
+			Query(func(rows pgx.Rows) error {
+				var err error
+				inserted, err = collectTasks(rows)
+				return err
+			})
+		if due {
+			// Delivered at commit, to every replica's LISTEN connection.
+			batch.Queue(`SELECT pg_notify($1, '')`, wakeupChannel)
+		}
+		// Not in a transaction, the batch runs as one implicit transaction.
+		if err := s.pool.SendBatch(ctx, &batch).Close(); err != nil {
+			if refused(err) {
+				return nil, s.refusal(ctx, in, send)
+			}
+			return nil, enqueueErr(err)
+		}
 	}
 	byID := make(map[string]task.Task, len(inserted))
 	for _, t := range inserted {
@@ -321,6 +361,7 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 			continue
 		}
 		if t, ok := byID[nt.ID]; ok {
+			t.Payload = nt.Payload // stored as given; not returned by the insert
 			out[i] = store.Enqueued{Task: t}
 			continue
 		}
@@ -400,6 +441,25 @@ func (s *Store) refusal(ctx context.Context, in []store.NewTask, send []int) err
 	// The refusing reservation changed since (released, say): nothing was
 	// stored, and a retry decides afresh.
 	return fmt.Errorf("enqueue: %w: an idempotency key was refused, then released; retry", store.ErrConflict)
+}
+
+// maxStatementPayload is about how many payload bytes one insert statement
+// carries; a batch with more is split (see Enqueue).
+const maxStatementPayload = 1 << 20
+
+// payloadChunks splits payloads into runs [a, b) of at most max bytes each
+// (a larger payload is a run of its own).
+func payloadChunks(payloads [][]byte, max int) [][2]int {
+	var out [][2]int
+	start, size := 0, 0
+	for j, p := range payloads {
+		if j > start && size+len(p) > max {
+			out = append(out, [2]int{start, j})
+			start, size = j, 0
+		}
+		size += len(p)
+	}
+	return append(out, [2]int{start, len(payloads)})
 }
 
 // enqueueErr names a duplicate task id, the one rejection a caller can

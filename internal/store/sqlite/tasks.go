@@ -326,7 +326,7 @@ func newTaskRow(nt store.NewTask, d queueDefaults, ts time.Time) task.Task {
 	}
 	var payload []byte
 	if len(nt.Payload) > 0 {
-		payload = append([]byte(nil), nt.Payload...)
+		payload = nt.Payload // shared, not copied: see store.Store.Enqueue
 	}
 	return task.Task{
 		ID:             nt.ID,

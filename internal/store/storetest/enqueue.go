@@ -52,6 +52,45 @@ func testEnqueue(t *testing.T, newStore NewStoreFunc) {
 		checkSameTask(t, "GetTask after Enqueue", mustGet(t, ctx, s, nt.ID), tk)
 	})
 
+	// Megabytes of payloads in one call (a driver may split its insert by
+	// size, as PostgreSQL does): every task is stored whole, in input
+	// order, a repeated key still resolves to a task stored earlier in the
+	// call or before it, and the results carry the payloads as given.
+	t.Run("LargePayloads", func(t *testing.T) {
+		ctx, s := setup(t, newStore)
+		old := newTask("big")
+		old.IdempotencyKey = "stored-before"
+		mustEnqueue(t, ctx, s, old)
+		nts := newTasks("big", 40)
+		for i := range nts {
+			nts[i].Payload = bytes.Repeat([]byte{byte('a' + i%26)}, 100<<10+i) // 4 MiB in all
+		}
+		nts[3].IdempotencyKey = "stored-before"
+		nts[10].IdempotencyKey, nts[35].IdempotencyKey = "in-call", "in-call"
+		res := mustEnqueue(t, ctx, s, nts...)
+		for i, r := range res {
+			want := nts[i].ID
+			switch i {
+			case 3:
+				want = old.ID
+			case 35:
+				want = nts[10].ID
+			}
+			if r.Task.ID != want || r.Existing != (i == 3 || i == 35) {
+				t.Fatalf("result %d: %s (existing %v), want %s", i, r.Task.ID, r.Existing, want)
+			}
+			if r.Existing {
+				continue
+			}
+			if !bytes.Equal(r.Task.Payload, nts[i].Payload) {
+				t.Errorf("result %d: payload %s, want %s", i, summarize(r.Task.Payload), summarize(nts[i].Payload))
+			}
+			if got := mustGet(t, ctx, s, want); !bytes.Equal(got.Payload, nts[i].Payload) {
+				t.Errorf("task %d as stored: payload %s, want %s", i, summarize(got.Payload), summarize(nts[i].Payload))
+			}
+		}
+	})
+
 	t.Run("ExplicitSettings", func(t *testing.T) {
 		ctx, s := setup(t, newStore)
 		nt := newTask("default")
