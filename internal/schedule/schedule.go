@@ -18,7 +18,7 @@
 //     from 02:00 back to 01:00) runs once, at its first occurrence (01:30
 //     daylight time); the second pass through that hour runs nothing.
 //   - Days are what cron says: "0 0 29 2 *" runs on leap days only, "0 0 31
-//     * *" in months with 31 days only. An expression that never matches a
+//   - *" in months with 31 days only. An expression that never matches a
 //     date (February 30) is refused.
 //
 // An `every` schedule is elapsed time, not wall-clock time: its runs are

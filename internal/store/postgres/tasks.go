@@ -26,6 +26,7 @@ func taskColumns(alias string) string {
 		"run_at", "created_at", "updated_at", "finished_at",
 		"target_url", "target_method", "target_headers", "payload", "content_type",
 		"timeout_ms", "idempotency_key", "last_error", "last_status", "traceparent",
+		"schedule", "scheduled_for",
 	}
 	for i, c := range cols {
 		cols[i] = alias + c
@@ -47,12 +48,15 @@ func scanTask(row pgx.Row, extra ...any) (task.Task, error) {
 		timeoutMS int64
 		ikey      *string
 		tp        *string
+		sched     *string
+		schedFor  *time.Time
 	)
 	dest := append([]any{
 		&t.ID, &t.Queue, &state, &t.Attempt, &t.MaxAttempts, &t.Priority,
 		&t.RunAt, &t.CreatedAt, &t.UpdatedAt, &t.FinishedAt,
 		&t.Target.URL, &t.Target.Method, &headers, &t.Payload, &t.ContentType,
 		&timeoutMS, &ikey, &t.LastError, &t.LastStatus, &tp,
+		&sched, &schedFor,
 	}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return task.Task{}, err
@@ -64,6 +68,12 @@ func scanTask(row pgx.Row, extra ...any) (task.Task, error) {
 	}
 	if tp != nil {
 		t.TraceParent = *tp
+	}
+	if sched != nil {
+		t.Schedule = *sched
+	}
+	if schedFor != nil {
+		t.ScheduledFor = schedFor.UTC()
 	}
 	if headers != nil {
 		if err := json.Unmarshal(headers, &t.Target.Headers); err != nil {
@@ -114,16 +124,20 @@ WITH new_queues AS (
 	ON CONFLICT (name) DO NOTHING
 )
 INSERT INTO spool_tasks (id, queue, state, priority, run_at, max_attempts, timeout_ms,
-	target_url, target_method, target_headers, payload, content_type, idempotency_key, traceparent)
+	target_url, target_method, target_headers, payload, content_type, idempotency_key, traceparent,
+	schedule, scheduled_for)
 SELECT i.id, i.queue,
 	CASE WHEN i.run_at > now() THEN 'scheduled' ELSE 'available' END,
 	i.priority, COALESCE(i.run_at, now()),
 	COALESCE(NULLIF(i.max_attempts, 0), q.max_attempts, $15),
 	COALESCE(NULLIF(i.timeout_ms, 0), q.timeout_ms, $16),
-	i.url, i.method, i.headers::jsonb, i.payload, i.content_type, i.ikey, i.traceparent
+	i.url, i.method, i.headers::jsonb, i.payload, i.content_type, i.ikey, i.traceparent,
+	i.schedule, i.scheduled_for
 FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::timestamptz[], $5::int[], $6::bigint[],
-	$7::text[], $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::text[])
-	WITH ORDINALITY AS i(id, queue, priority, run_at, max_attempts, timeout_ms, url, method, headers, payload, content_type, ikey, traceparent, n)
+	$7::text[], $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::text[],
+	$17::text[], $18::timestamptz[])
+	WITH ORDINALITY AS i(id, queue, priority, run_at, max_attempts, timeout_ms, url, method, headers, payload, content_type, ikey, traceparent,
+		schedule, scheduled_for, n)
 LEFT JOIN spool_queues q ON q.name = i.queue
 ORDER BY i.n
 ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -180,56 +194,15 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 		return cmp.Or(cmp.Compare(x.Queue, y.Queue), cmp.Compare(x.IdempotencyKey, y.IdempotencyKey))
 	})
 
-	n := len(send)
-	var (
-		ids, qs, urls, methods, ctypes = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		prios                          = make([]int16, n)
-		runAts                         = make([]*time.Time, n)
-		maxAtt                         = make([]int32, n)
-		tmo                            = make([]int64, n)
-		headers, keys, traceparents    = make([]*string, n), make([]*string, n), make([]*string, n)
-		payloads                       = make([][]byte, n)
-		due                            bool
-		soon                           = time.Now().Add(time.Second)
-	)
-	for j, i := range send {
-		nt := in[i]
-		ids[j], qs[j], urls[j], ctypes[j] = nt.ID, nt.Queue, nt.Target.URL, nt.ContentType
-		methods[j] = cmp.Or(nt.Target.Method, "POST")
-		prios[j] = int16(nt.Priority)
-		if !nt.RunAt.IsZero() {
-			ra := nt.RunAt
-			runAts[j] = &ra
-		}
-		// Due now by this clock, or nearly: the database's clock decides the
-		// state, and a spare NOTIFY costs less than a task left to the poll.
-		due = due || nt.RunAt.Before(soon)
-		maxAtt[j] = int32(nt.MaxAttempts)
-		tmo[j] = nt.Timeout.Milliseconds()
-		if nt.Target.Headers != nil {
-			b, err := json.Marshal(nt.Target.Headers)
-			if err != nil {
-				return nil, fmt.Errorf("enqueue: task %s: headers: %w", nt.ID, err)
-			}
-			h := string(b)
-			headers[j] = &h
-		}
-		payloads[j] = nt.Payload // nil stays NULL, empty stays empty
-		if nt.IdempotencyKey != "" {
-			k := nt.IdempotencyKey
-			keys[j] = &k
-		}
-		if nt.TraceParent != "" {
-			tp := nt.TraceParent
-			traceparents[j] = &tp
-		}
+	args, due, err := insertArgs(in, send, queues)
+	if err != nil {
+		return nil, err
 	}
 	var (
 		batch    pgx.Batch
 		inserted []task.Task
 	)
-	batch.Queue(insertTasksSQL, ids, qs, prios, runAts, maxAtt, tmo, urls, methods, headers, payloads, ctypes, keys, traceparents,
-		queues, task.DefaultMaxAttempts, task.DefaultTimeout.Milliseconds()).
+	batch.Queue(insertTasksSQL, args...).
 		Query(func(rows pgx.Rows) error {
 			var err error
 			inserted, err = collectTasks(rows)
@@ -291,6 +264,62 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 		out[i] = store.Enqueued{Task: t, Existing: true}
 	}
 	return out, nil
+}
+
+// insertArgs are insertTasksSQL's arguments for in[send] (queues: the
+// distinct queue names, sorted); due tells whether a task is due about now.
+func insertArgs(in []store.NewTask, send []int, queues []string) (args []any, due bool, err error) {
+	n := len(send)
+	var (
+		ids, qs, urls, methods, ctypes = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		prios                          = make([]int16, n)
+		runAts                         = make([]*time.Time, n)
+		maxAtt                         = make([]int32, n)
+		tmo                            = make([]int64, n)
+		headers, keys, traceparents    = make([]*string, n), make([]*string, n), make([]*string, n)
+		schedules                      = make([]*string, n)
+		scheduledFor                   = make([]*time.Time, n)
+		payloads                       = make([][]byte, n)
+		soon                           = time.Now().Add(time.Second)
+	)
+	for j, i := range send {
+		nt := in[i]
+		ids[j], qs[j], urls[j], ctypes[j] = nt.ID, nt.Queue, nt.Target.URL, nt.ContentType
+		methods[j] = cmp.Or(nt.Target.Method, "POST")
+		prios[j] = int16(nt.Priority)
+		if !nt.RunAt.IsZero() {
+			ra := nt.RunAt
+			runAts[j] = &ra
+		}
+		// Due now by this clock, or nearly: the database's clock decides the
+		// state, and a spare NOTIFY costs less than a task left to the poll.
+		due = due || nt.RunAt.Before(soon)
+		maxAtt[j] = int32(nt.MaxAttempts)
+		tmo[j] = nt.Timeout.Milliseconds()
+		if nt.Target.Headers != nil {
+			b, err := json.Marshal(nt.Target.Headers)
+			if err != nil {
+				return nil, false, fmt.Errorf("enqueue: task %s: headers: %w", nt.ID, err)
+			}
+			h := string(b)
+			headers[j] = &h
+		}
+		payloads[j] = nt.Payload // nil stays NULL, empty stays empty
+		if nt.IdempotencyKey != "" {
+			k := nt.IdempotencyKey
+			keys[j] = &k
+		}
+		if nt.TraceParent != "" {
+			tp := nt.TraceParent
+			traceparents[j] = &tp
+		}
+		if nt.Schedule != "" {
+			sc, sf := nt.Schedule, nt.ScheduledFor
+			schedules[j], scheduledFor[j] = &sc, &sf
+		}
+	}
+	return []any{ids, qs, prios, runAts, maxAtt, tmo, urls, methods, headers, payloads, ctypes, keys, traceparents,
+		queues, task.DefaultMaxAttempts, task.DefaultTimeout.Milliseconds(), schedules, scheduledFor}, due, nil
 }
 
 // enqueueErr names a duplicate task id, the one rejection a caller can
