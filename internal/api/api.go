@@ -76,6 +76,9 @@ type Config struct {
 	// context is stored with the tasks as their traceparent. Default: the
 	// no-op provider, which still carries the caller's trace context.
 	TracerProvider trace.TracerProvider
+	// SchedulesFile is the path of the schedules file, named in the 409
+	// that refuses an API change to a schedule declared there. "" = none.
+	SchedulesFile string
 	// Version is reported by /livez.
 	Version string
 	// Now is the clock used for delay and run_at. Default time.Now.
@@ -131,6 +134,13 @@ func routes() []route {
 		{pattern: "GET /v1/destinations", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.listDestinations) }},
 		{pattern: "GET /v1/destinations/{destination}", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.getDestination) }},
 		{pattern: "PATCH /v1/destinations/{destination}", body: singleBody, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.patchDestination) }},
+		{pattern: "GET /v1/schedules", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.listSchedules) }},
+		{pattern: "PUT /v1/schedules/{name}", body: singleBody, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.putSchedule) }},
+		{pattern: "GET /v1/schedules/{name}", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.getSchedule) }},
+		{pattern: "DELETE /v1/schedules/{name}", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.deleteSchedule) }},
+		{pattern: "POST /v1/schedules/{name}/trigger", handler: func(s *server) http.Handler { return endpoint(s, http.StatusCreated, s.triggerSchedule) }},
+		{pattern: "POST /v1/schedules/{name}/pause", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.pauseSchedule) }},
+		{pattern: "POST /v1/schedules/{name}/resume", handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.resumeSchedule) }},
 		{pattern: "GET /livez", public: true, quiet: true, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.livez) }},
 		{pattern: "GET /readyz", public: true, quiet: true, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.readyz) }},
 		{pattern: "GET /openapi.json", public: true, handler: func(s *server) http.Handler { return http.HandlerFunc(s.openAPI) }},

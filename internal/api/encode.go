@@ -31,6 +31,8 @@ type taskJSON struct {
 	IdempotencyKey string     `json:"idempotency_key,omitempty"`
 	LastError      *string    `json:"last_error"`
 	LastStatus     *int       `json:"last_status"`
+	Schedule       string     `json:"schedule,omitempty"`
+	ScheduledFor   *string    `json:"scheduled_for,omitempty"`
 }
 
 type targetJSON struct {
@@ -72,6 +74,10 @@ func toTaskJSON(t task.Task) taskJSON {
 	if t.LastStatus != 0 {
 		n := t.LastStatus
 		j.LastStatus = &n
+	}
+	if t.Schedule != "" {
+		j.Schedule = t.Schedule
+		j.ScheduledFor = fmtOptTime(t.ScheduledFor)
 	}
 	return j
 }
