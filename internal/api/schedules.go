@@ -455,3 +455,26 @@ func hasField(c *collector, field string) bool {
 	}
 	return false
 }
+
+// DecodeSchedule judges one schedule as PUT /v1/schedules/{name} would
+// (body: its JSON object), so a schedule declared in a file obeys the
+// same rules; the error lists every invalid field. checkTarget may be
+// nil. The schedule's Source is left for the caller to set.
+func DecodeSchedule(body []byte, name string, checkTarget func(*url.URL) error) (schedule.Schedule, error) {
+	if msg := schedule.CheckName(name); msg != "" {
+		return schedule.Schedule{}, fmt.Errorf("name: %s", msg)
+	}
+	sc, err := decodeSchedule(body, name, decodeEnv{now: time.Now(), maxBodyBytes: DefaultMaxBodyBytes, checkTarget: checkTarget})
+	var ae *apiError
+	if errors.As(err, &ae) && len(ae.fields) > 0 {
+		parts := make([]string, len(ae.fields))
+		for i, f := range ae.fields {
+			parts[i] = f.Field + ": " + f.Detail
+		}
+		return schedule.Schedule{}, errors.New(strings.Join(parts, "; "))
+	}
+	if ae != nil {
+		return schedule.Schedule{}, errors.New(ae.detail)
+	}
+	return sc, err
+}

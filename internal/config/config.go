@@ -52,6 +52,9 @@ type Config struct {
 	LeaseDuration time.Duration // SPOOL_LEASE_DURATION, default 30s: a crashed worker's tasks are rescued after this
 	PollInterval  time.Duration // SPOOL_POLL_INTERVAL, default 1s: fallback when no wake-up arrives
 	Retention     time.Duration // SPOOL_RETENTION, default 168h: finished tasks are pruned after this
+	// SchedulesFile declares schedules in YAML, reconciled at start and
+	// whenever its content changes (SPOOL_SCHEDULES_FILE, default none).
+	SchedulesFile string
 	RetryMin      time.Duration // SPOOL_RETRY_MIN_BACKOFF, default 1s
 	RetryMax      time.Duration // SPOOL_RETRY_MAX_BACKOFF, default 1h
 	MaxBodyBytes  int64         // SPOOL_MAX_BODY_BYTES, default 1 MiB: one enqueue request
@@ -161,6 +164,7 @@ Flags:
 	durVar(&c.LeaseDuration, "lease-duration", "SPOOL_LEASE_DURATION", 30*time.Second, "how long a task lease lasts without renewal; a dead worker's tasks are rescued after it")
 	durVar(&c.PollInterval, "poll-interval", "SPOOL_POLL_INTERVAL", time.Second, "how often to look for due tasks when no wake-up arrives")
 	durVar(&c.Retention, "retention", "SPOOL_RETENTION", 7*24*time.Hour, "how long finished tasks are kept")
+	strVar(&c.SchedulesFile, "schedules-file", "SPOOL_SCHEDULES_FILE", "", "YAML file of schedules, applied at start and whenever it changes")
 	durVar(&c.RetryMin, "retry-min-backoff", "SPOOL_RETRY_MIN_BACKOFF", time.Second, "delay before the second attempt (doubles each time, with jitter)")
 	durVar(&c.RetryMax, "retry-max-backoff", "SPOOL_RETRY_MAX_BACKOFF", time.Hour, "longest delay between attempts")
 	durVar(&c.DrainDelay, "drain-delay", "SPOOL_DRAIN_DELAY", 5*time.Second, "on SIGTERM, keep serving this long after readiness turns false")
