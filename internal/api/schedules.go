@@ -5,12 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"mime"
 	"net/http"
 	"net/url"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -267,40 +264,18 @@ func (s *server) triggerSchedule(r *http.Request) (taskJSON, error) {
 }
 
 func (s *server) listSchedules(r *http.Request) (scheduleListJSON, error) {
-	p := store.ScheduleListParams{Limit: DefaultListLimit}
-	query, err := url.ParseQuery(r.URL.RawQuery)
+	var p store.ScheduleListParams
+	var cursor string
+	c, err := pageQuery(r, &p.Limit, &cursor, "limit, cursor", nil)
 	if err != nil {
-		return scheduleListJSON{}, badRequest("malformed query string: %s", err.Error())
+		return scheduleListJSON{}, err
 	}
-	c := &collector{}
-	for _, name := range slices.Sorted(maps.Keys(query)) {
-		vs := query[name]
-		if len(vs) != 1 {
-			c.add(name, "give the parameter at most once")
-			continue
+	if cursor != "" {
+		b, err := base64.RawURLEncoding.DecodeString(cursor)
+		if err != nil || schedule.CheckName(string(b)) != "" {
+			c.add("cursor", "is not a cursor this server issued; pass next_cursor from the previous page unchanged")
 		}
-		v := vs[0]
-		switch name {
-		case "limit":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > MaxListLimit {
-				c.add(name, "must be an integer from 1 to %d, got %s", MaxListLimit, quoteInput(v))
-				break
-			}
-			p.Limit = n
-		case "cursor":
-			if v == "" {
-				break
-			}
-			b, err := base64.RawURLEncoding.DecodeString(v)
-			if err != nil || schedule.CheckName(string(b)) != "" {
-				c.add(name, "is not a cursor this server issued; pass next_cursor from the previous page unchanged")
-				break
-			}
-			p.After = string(b)
-		default:
-			c.add(name, "unknown query parameter; known: limit, cursor")
-		}
+		p.After = string(b)
 	}
 	if err := c.err(); err != nil {
 		return scheduleListJSON{}, err
