@@ -38,6 +38,7 @@ Client (SPOOL_SERVER, SPOOL_API_KEY):
   tasks        get, list, cancel or retry tasks
   queues       list, get, pause, resume or set queues
   destinations list, get or set destinations (adaptive limits, breakers, ceilings)
+  schedules    list, get, set, delete, trigger, pause or resume periodic schedules
 
 Tools:
   sink         a webhook receiver for demos, tests and benchmarks
@@ -89,6 +90,8 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 		return cli.Tasks(ctx, rest, getenv, stdout, stderr)
 	case "queues":
 		return cli.Queues(ctx, rest, getenv, stdout, stderr)
+	case "schedules":
+		return cli.Schedules(ctx, rest, getenv, stdout, stderr)
 	case "destinations":
 		return cli.Destinations(ctx, rest, getenv, stdout, stderr)
 	case "sink":

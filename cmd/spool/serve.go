@@ -24,6 +24,7 @@ import (
 	"github.com/spoolhq/spool/internal/auth"
 	"github.com/spoolhq/spool/internal/config"
 	"github.com/spoolhq/spool/internal/dispatch"
+	"github.com/spoolhq/spool/internal/schedfile"
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/store/postgres"
 	"github.com/spoolhq/spool/internal/store/sqlite"
@@ -257,6 +258,7 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 				return metrics.Instrument(route, tracing.Instrument(route, h))
 			},
 			TracerProvider: tracing.TracerProvider(),
+			SchedulesFile:  cfg.SchedulesFile,
 			Version:        buildVersion(),
 		})
 		if err != nil {
@@ -297,6 +299,22 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 		}
 		maintDone.Add(1)
 		go func() { defer maintDone.Done(); m.Run(maintCtx) }()
+	}
+	// --- Schedules file ---
+	// Every replica reconciles it when its own copy changes; puts of the
+	// same content are idempotent (an unchanged timing keeps its next run).
+	if cfg.SchedulesFile != "" {
+		data, err := os.ReadFile(cfg.SchedulesFile)
+		if err != nil {
+			return fmt.Errorf("SPOOL_SCHEDULES_FILE: %w", err)
+		}
+		checkTarget := func(u *url.URL) error { return guard.CheckURL(u) }
+		if _, err := schedfile.Parse(data, checkTarget); err != nil {
+			return fmt.Errorf("SPOOL_SCHEDULES_FILE %s: %w", cfg.SchedulesFile, err)
+		}
+		r := &schedfile.Reconciler{Store: live, Path: cfg.SchedulesFile, Logger: log, CheckTarget: checkTarget}
+		maintDone.Add(1)
+		go func() { defer maintDone.Done(); r.Run(maintCtx) }()
 	}
 	log.Info("spool started", "spool.store", driver, "spool.role", string(cfg.Role), "spool.workers", cfg.Workers, "spool.gc_percent", gcPercent,
 		"spool.auth", len(cfg.APIKeys) > 0, "spool.signing", len(signingKeys) > 0)

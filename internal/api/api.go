@@ -96,6 +96,9 @@ type Config struct {
 	// context is stored with the tasks as their traceparent. Default: the
 	// no-op provider, which still carries the caller's trace context.
 	TracerProvider trace.TracerProvider
+	// SchedulesFile is the path of the schedules file, named in the 409
+	// that refuses an API change to a schedule declared there. "" = none.
+	SchedulesFile string
 	// Version is reported by /livez.
 	Version string
 	// Now is the clock used for delay and run_at. Default time.Now.
@@ -155,6 +158,13 @@ func routes() []route {
 		{pattern: "GET /v1/destinations", role: read, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.listDestinations) }},
 		{pattern: "GET /v1/destinations/{destination}", role: read, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.getDestination) }},
 		{pattern: "PATCH /v1/destinations/{destination}", role: write, body: singleBody, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.patchDestination) }},
+		{pattern: "GET /v1/schedules", role: read, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.listSchedules) }},
+		{pattern: "PUT /v1/schedules/{name}", role: write, body: singleBody, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.putSchedule) }},
+		{pattern: "GET /v1/schedules/{name}", role: read, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.getSchedule) }},
+		{pattern: "DELETE /v1/schedules/{name}", role: write, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.deleteSchedule) }},
+		{pattern: "POST /v1/schedules/{name}/trigger", role: write, handler: func(s *server) http.Handler { return endpoint(s, http.StatusCreated, s.triggerSchedule) }},
+		{pattern: "POST /v1/schedules/{name}/pause", role: write, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.pauseSchedule) }},
+		{pattern: "POST /v1/schedules/{name}/resume", role: write, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.resumeSchedule) }},
 		{pattern: "GET /livez", quiet: true, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.livez) }},
 		{pattern: "GET /readyz", quiet: true, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.readyz) }},
 		{pattern: "GET /openapi.json", handler: func(s *server) http.Handler { return http.HandlerFunc(s.openAPI) }},

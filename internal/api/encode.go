@@ -31,6 +31,8 @@ type taskJSON struct {
 	IdempotencyKey string     `json:"idempotency_key,omitempty"`
 	LastError      *string    `json:"last_error"`
 	LastStatus     *int       `json:"last_status"`
+	Schedule       string     `json:"schedule,omitempty"`
+	ScheduledFor   *string    `json:"scheduled_for,omitempty"`
 	// IdempotentReplay is set in an enqueue's answer only: whether the task
 	// was stored by an earlier request with the same idempotency key.
 	IdempotentReplay *bool `json:"idempotent_replay,omitempty"`
@@ -85,6 +87,10 @@ func toTaskJSON(t task.Task, v view) taskJSON {
 	if t.LastStatus != 0 {
 		n := t.LastStatus
 		j.LastStatus = &n
+	}
+	if t.Schedule != "" {
+		j.Schedule = t.Schedule
+		j.ScheduledFor = fmtOptTime(t.ScheduledFor)
 	}
 	return j
 }

@@ -298,56 +298,40 @@ func (s *server) listTasks(r *http.Request) (taskListJSON, error) {
 	if checkQueueName(queue) != "" {
 		return taskListJSON{}, notFound("no queue named %s", quoteInput(queue))
 	}
-	p := store.ListParams{Queue: queue, Limit: DefaultListLimit}
+	p := store.ListParams{Queue: queue}
 	view := redactedView
-	query, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		return taskListJSON{}, badRequest("malformed query string: %s", err.Error())
-	}
-	c := &collector{}
-	for _, name := range slices.Sorted(maps.Keys(query)) {
-		vs := query[name]
-		if len(vs) != 1 {
-			c.add(name, "give the parameter at most once")
-			continue
-		}
-		v := vs[0]
+	var cursor string
+	c, err := pageQuery(r, &p.Limit, &cursor, "state, limit, cursor, view", func(c *collector, name, v string) bool {
 		switch name {
 		case "state":
 			if v == "" {
-				break
+				return true
 			}
 			st, err := task.ParseState(v)
 			if err != nil {
 				c.add(name, "must be one of %s, got %s", stateNames(), quoteInput(v))
-				break
+				return true
 			}
 			p.State = st
-		case "limit":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > MaxListLimit {
-				c.add(name, "must be an integer from 1 to %d, got %s", MaxListLimit, quoteInput(v))
-				break
-			}
-			p.Limit = n
+			return true
 		case "view":
 			var ok bool
 			if view, ok = parseView(v); !ok {
 				c.add(name, badView, quoteInput(v))
 			}
-		case "cursor":
-			if v == "" {
-				break
-			}
-			after, ok := decodeCursor(v)
-			if !ok {
-				c.add(name, "is not a cursor this server issued; pass next_cursor from the previous page unchanged")
-				break
-			}
-			p.After = after
-		default:
-			c.add(name, "unknown query parameter; known: state, limit, cursor, view")
+			return true
 		}
+		return false
+	})
+	if err != nil {
+		return taskListJSON{}, err
+	}
+	if cursor != "" {
+		after, ok := decodeCursor(cursor)
+		if !ok {
+			c.add("cursor", "is not a cursor this server issued; pass next_cursor from the previous page unchanged")
+		}
+		p.After = after
 	}
 	if err := c.err(); err != nil {
 		return taskListJSON{}, err
@@ -383,6 +367,42 @@ func stateNames() string {
 		names[i] = string(st)
 	}
 	return strings.Join(names, ", ")
+}
+
+// pageQuery parses a list's query string: limit (into *limit, default
+// DefaultListLimit) and cursor (raw, into *cursor) for every list; other
+// parameters go to extra, which reports whether it knows the name (known
+// lists them all for the message). Problems are gathered in the returned
+// collector; a query string that does not parse is a 400.
+func pageQuery(r *http.Request, limit *int, cursor *string, known string, extra func(c *collector, name, v string) bool) (*collector, error) {
+	*limit = DefaultListLimit
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, badRequest("malformed query string: %s", err.Error())
+	}
+	c := &collector{}
+	for _, name := range slices.Sorted(maps.Keys(query)) {
+		vs := query[name]
+		if len(vs) != 1 {
+			c.add(name, "give the parameter at most once")
+			continue
+		}
+		v := vs[0]
+		switch {
+		case name == "limit":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > MaxListLimit {
+				c.add(name, "must be an integer from 1 to %d, got %s", MaxListLimit, quoteInput(v))
+				break
+			}
+			*limit = n
+		case name == "cursor":
+			*cursor = v
+		case extra == nil || !extra(c, name, v):
+			c.add(name, "unknown query parameter; known: %s", known)
+		}
+	}
+	return c, nil
 }
 
 // Cursors are opaque to clients: base64url of the last id seen, so the

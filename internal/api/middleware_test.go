@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spoolhq/spool/internal/auth"
+	"github.com/spoolhq/spool/internal/schedule"
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/task"
 )
@@ -57,6 +58,20 @@ func (f faultStore) UpdateQueue(context.Context, string, task.QueuePatch) (task.
 	return task.Queue{}, f.fail()
 }
 
+func (f faultStore) PutSchedule(context.Context, schedule.Schedule) (schedule.Schedule, bool, error) {
+	return schedule.Schedule{}, false, f.fail()
+}
+func (f faultStore) GetSchedule(context.Context, string) (schedule.Schedule, error) {
+	return schedule.Schedule{}, f.fail()
+}
+func (f faultStore) ListSchedules(context.Context, store.ScheduleListParams) ([]schedule.Schedule, error) {
+	return nil, f.fail()
+}
+func (f faultStore) DeleteSchedule(context.Context, string, schedule.Source) error { return f.fail() }
+func (f faultStore) SetSchedulePaused(context.Context, string, bool, schedule.Source) (schedule.Schedule, error) {
+	return schedule.Schedule{}, f.fail()
+}
+
 func (f faultStore) ListDestinations(context.Context, time.Duration) ([]task.Destination, error) {
 	return nil, f.fail()
 }
@@ -84,6 +99,13 @@ func storeRequests() [][3]string {
 		{"GET", "/v1/destinations", ""},
 		{"GET", "/v1/destinations/" + testDestination, ""},
 		{"PATCH", "/v1/destinations/" + testDestination, `{"max_concurrency":4}`},
+		{"GET", "/v1/schedules", ""},
+		{"PUT", "/v1/schedules/s", `{"every":"1m","queue":"q","task":{"target":{"url":"http://h/"}}}`},
+		{"GET", "/v1/schedules/s", ""},
+		{"DELETE", "/v1/schedules/s", ""},
+		{"POST", "/v1/schedules/s/trigger", ""},
+		{"POST", "/v1/schedules/s/pause", ""},
+		{"POST", "/v1/schedules/s/resume", ""},
 	}
 }
 

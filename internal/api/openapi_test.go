@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,7 +14,9 @@ import (
 	"time"
 
 	"github.com/spoolhq/spool/internal/auth"
+	"github.com/spoolhq/spool/internal/schedule"
 	"github.com/spoolhq/spool/internal/store"
+	"github.com/spoolhq/spool/internal/task"
 )
 
 // TestOpenAPIRoutes walks the routes and the document both ways: every
@@ -210,6 +213,44 @@ func TestOpenAPIResponses(t *testing.T) {
 		want(t, e.do("GET", "/v1/destinations/not-a-destination", ""), 400)
 		want(t, e.do("GET", "/v1/destinations/"+testDestination, "", noAuth...), 401)
 		want(t, e.do("GET", "/v1/destinations/http%3A%2F%2Fnone.example", ""), 404)
+		// schedules
+		sched := `{"every":"1m","queue":"q","task":{"target":{"url":"http://h/"},"payload":{"n":1}}}`
+		fileSched := schedule.Schedule{Name: "from-file", Spec: schedule.Spec{Every: time.Minute}, Queue: "q",
+			Task: schedule.Template{Target: task.Target{URL: "http://h/"}}, Source: schedule.SourceFile}
+		if _, _, err := st.PutSchedule(context.Background(), fileSched); err != nil {
+			t.Fatal(err)
+		}
+		want(t, e.do("PUT", "/v1/schedules/s", sched), 201)
+		want(t, e.do("PUT", "/v1/schedules/s", sched), 200)
+		want(t, e.do("PUT", "/v1/schedules/s", `{`), 400)
+		want(t, e.do("PUT", "/v1/schedules/s", sched, noAuth...), 401)
+		want(t, e.do("PUT", "/v1/schedules/s", sched, reader...), 403)
+		want(t, e.do("PUT", "/v1/schedules/from-file", sched), 409)
+		want(t, e.do("PUT", "/v1/schedules/s", big), 413)
+		want(t, e.do("PUT", "/v1/schedules/s", sched, "Content-Type", "text/plain"), 415)
+		want(t, e.do("PUT", "/v1/schedules/s", `{"cron":"61 * * * *","queue":"q","task":{"target":{"url":"http://h/"}}}`), 422)
+		want(t, e.do("GET", "/v1/schedules?limit=1", ""), 200)
+		want(t, e.do("GET", "/v1/schedules", "", noAuth...), 401)
+		want(t, e.do("GET", "/v1/schedules?limit=0", ""), 422)
+		want(t, e.do("GET", "/v1/schedules/s", ""), 200)
+		want(t, e.do("GET", "/v1/schedules/s", "", noAuth...), 401)
+		want(t, e.do("GET", "/v1/schedules/none", ""), 404)
+		want(t, e.do("POST", "/v1/schedules/s/trigger", ""), 201)
+		want(t, e.do("POST", "/v1/schedules/s/trigger", "", noAuth...), 401)
+		want(t, e.do("POST", "/v1/schedules/s/trigger", "", reader...), 403)
+		want(t, e.do("POST", "/v1/schedules/none/trigger", ""), 404)
+		for _, op := range []string{"pause", "resume"} {
+			want(t, e.do("POST", "/v1/schedules/s/"+op, ""), 200)
+			want(t, e.do("POST", "/v1/schedules/s/"+op, "", noAuth...), 401)
+			want(t, e.do("POST", "/v1/schedules/s/"+op, "", reader...), 403)
+			want(t, e.do("POST", "/v1/schedules/none/"+op, ""), 404)
+			want(t, e.do("POST", "/v1/schedules/from-file/"+op, ""), 409)
+		}
+		want(t, e.do("DELETE", "/v1/schedules/s", ""), 200)
+		want(t, e.do("DELETE", "/v1/schedules/s", "", noAuth...), 401)
+		want(t, e.do("DELETE", "/v1/schedules/s", "", reader...), 403)
+		want(t, e.do("DELETE", "/v1/schedules/s", ""), 404)
+		want(t, e.do("DELETE", "/v1/schedules/from-file", ""), 409)
 		// health and the document
 		want(t, e.do("GET", "/livez", "", noAuth...), 200)
 		want(t, e.do("GET", "/readyz", "", noAuth...), 200)

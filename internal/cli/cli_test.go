@@ -600,6 +600,8 @@ func TestHelp(t *testing.T) {
 		{Queues, nil}, {Queues, []string{"list"}}, {Queues, []string{"get"}}, {Queues, []string{"pause"}},
 		{Queues, []string{"resume"}}, {Queues, []string{"set"}},
 		{Destinations, nil}, {Destinations, []string{"list"}}, {Destinations, []string{"get"}}, {Destinations, []string{"set"}},
+		{Schedules, nil}, {Schedules, []string{"list"}}, {Schedules, []string{"get"}}, {Schedules, []string{"set"}},
+		{Schedules, []string{"delete"}}, {Schedules, []string{"trigger"}}, {Schedules, []string{"pause"}}, {Schedules, []string{"resume"}},
 		{Sink, nil},
 	}
 	for _, c := range cases {

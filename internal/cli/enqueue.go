@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -56,17 +57,10 @@ func enqueue(ctx context.Context, args []string, env func(string) string, stdin 
 	fs := cmd.fs
 	var cf clientFlags
 	cf.register(fs)
-	headers := headerList{}
-	data := fs.String("data", "", "JSON payload; @FILE reads a file, - reads stdin")
-	dataB64 := fs.String("data-base64", "", "payload bytes, base64-encoded (exclusive with --data)")
-	contentType := fs.String("content-type", "", "payload content type (server default: application/json for --data)")
-	method := fs.String("method", "", "HTTP method of the delivery (server default: POST)")
-	fs.Var(headers, "H", "delivery header 'Name: value' (repeatable)")
+	var tf taskFlags
+	tf.register(fs)
 	delay := fs.Duration("delay", 0, "deliver after this long, e.g. 30s, 10m (exclusive with --run-at)")
 	runAt := fs.String("run-at", "", "deliver at this RFC 3339 time, e.g. 2030-01-02T15:04:05Z")
-	priority := fs.Int("priority", task.DefaultPriority, fmt.Sprintf("%d (first) to %d (last)", task.MinPriority, task.MaxPriority))
-	maxAttempts := fs.Int("max-attempts", 0, "attempts before the task fails (server default: the queue's)")
-	timeout := fs.Duration("timeout", 0, "timeout of each attempt (server default: the queue's)")
 	idemKey := fs.String("idempotency-key", "", "a second enqueue with this key returns the first task")
 
 	pos, err := cmd.parse(args, stdout)
@@ -78,45 +72,14 @@ func enqueue(ctx context.Context, args []string, env func(string) string, stdin 
 	}
 	queue, target := pos[0], pos[1]
 	given := cmd.set()
-
-	req := client.EnqueueRequest{
-		Target:         client.Target{URL: target, Method: strings.ToUpper(*method)},
-		ContentType:    *contentType,
-		IdempotencyKey: *idemKey,
-	}
-	if len(headers) > 0 {
-		req.Target.Headers = headers
-	}
 	if strings.TrimSpace(queue) == "" {
 		return usagef("enqueue: QUEUE is empty")
 	}
-	if u, err := url.Parse(target); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return usagef("enqueue: URL must be an absolute http or https URL, got %q", target)
+	req, err := tf.request("enqueue", target, given, stdin)
+	if err != nil {
+		return err
 	}
-
-	if given["data"] && given["data-base64"] {
-		return usagef("enqueue: --data and --data-base64 are exclusive")
-	}
-	if given["data"] {
-		payload, err := readData(*data, stdin)
-		if err != nil {
-			return err
-		}
-		if !json.Valid(payload) {
-			return usagef("enqueue: --data is not valid JSON (use --data-base64 for other bytes)")
-		}
-		req.Payload = payload
-	}
-	if given["data-base64"] {
-		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(*dataB64))
-		if err != nil {
-			return usagef("enqueue: --data-base64 is not valid base64: %v", err)
-		}
-		req.RawPayload = b
-		if len(b) == 0 {
-			req.RawPayload = nil
-		}
-	}
+	req.IdempotencyKey = *idemKey
 
 	if given["delay"] && given["run-at"] {
 		return usagef("enqueue: --delay and --run-at are exclusive")
@@ -134,28 +97,6 @@ func enqueue(ctx context.Context, args []string, env func(string) string, stdin 
 		}
 		req.RunAt = t
 	}
-	if given["priority"] {
-		if *priority < task.MinPriority || *priority > task.MaxPriority {
-			return usagef("enqueue: --priority must be %d-%d, got %d", task.MinPriority, task.MaxPriority, *priority)
-		}
-		req.Priority = client.Ptr(*priority)
-	}
-	if given["max-attempts"] {
-		if *maxAttempts < 1 || *maxAttempts > task.MaxMaxAttempts {
-			return usagef("enqueue: --max-attempts must be 1-%d, got %d", task.MaxMaxAttempts, *maxAttempts)
-		}
-		req.MaxAttempts = *maxAttempts
-	}
-	if given["timeout"] {
-		if *timeout <= 0 || *timeout > task.MaxTimeout {
-			return usagef("enqueue: --timeout must be above 0 and at most %s, got %s", task.MaxTimeout, *timeout)
-		}
-		req.Timeout = *timeout
-	}
-	if given["method"] && strings.TrimSpace(*method) == "" {
-		return usagef("enqueue: --method is empty")
-	}
-
 	c, err := cf.client("enqueue", env)
 	if err != nil {
 		return err
@@ -168,6 +109,87 @@ func enqueue(ctx context.Context, args []string, env func(string) string, stdin 
 		fmt.Fprintf(stderr, "enqueue: idempotency key %q matched task %s; nothing new was enqueued\n", *idemKey, t.ID)
 	}
 	return printTask(stdout, cf.output, t)
+}
+
+// taskFlags are the flags describing the task to deliver, shared by
+// `spool enqueue` and `spool schedules set` (whose runs enqueue it).
+type taskFlags struct {
+	headers                            headerList
+	data, dataB64, contentType, method *string
+	priority, maxAttempts              *int
+	timeout                            *time.Duration
+}
+
+func (tf *taskFlags) register(fs *flag.FlagSet) {
+	tf.headers = headerList{}
+	tf.data = fs.String("data", "", "JSON payload; @FILE reads a file, - reads stdin")
+	tf.dataB64 = fs.String("data-base64", "", "payload bytes, base64-encoded (exclusive with --data)")
+	tf.contentType = fs.String("content-type", "", "payload content type (server default: application/json for --data)")
+	tf.method = fs.String("method", "", "HTTP method of the delivery (server default: POST)")
+	fs.Var(tf.headers, "H", "delivery header 'Name: value' (repeatable)")
+	tf.priority = fs.Int("priority", task.DefaultPriority, fmt.Sprintf("%d (first) to %d (last)", task.MinPriority, task.MaxPriority))
+	tf.maxAttempts = fs.Int("max-attempts", 0, "attempts before the task fails (server default: the queue's)")
+	tf.timeout = fs.Duration("timeout", 0, "timeout of each attempt (server default: the queue's)")
+}
+
+// request checks the flags (given: those set) and builds the task for
+// target; errors name cmd.
+func (tf *taskFlags) request(cmd, target string, given map[string]bool, stdin io.Reader) (client.EnqueueRequest, error) {
+	req := client.EnqueueRequest{
+		Target:      client.Target{URL: target, Method: strings.ToUpper(*tf.method)},
+		ContentType: *tf.contentType,
+	}
+	if len(tf.headers) > 0 {
+		req.Target.Headers = tf.headers
+	}
+	if u, err := url.Parse(target); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return req, usagef("%s: URL must be an absolute http or https URL, got %q", cmd, target)
+	}
+	if given["data"] && given["data-base64"] {
+		return req, usagef("%s: --data and --data-base64 are exclusive", cmd)
+	}
+	if given["data"] {
+		payload, err := readData(*tf.data, stdin)
+		if err != nil {
+			return req, err
+		}
+		if !json.Valid(payload) {
+			return req, usagef("%s: --data is not valid JSON (use --data-base64 for other bytes)", cmd)
+		}
+		req.Payload = payload
+	}
+	if given["data-base64"] {
+		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(*tf.dataB64))
+		if err != nil {
+			return req, usagef("%s: --data-base64 is not valid base64: %v", cmd, err)
+		}
+		req.RawPayload = b
+		if len(b) == 0 {
+			req.RawPayload = nil
+		}
+	}
+	if given["priority"] {
+		if *tf.priority < task.MinPriority || *tf.priority > task.MaxPriority {
+			return req, usagef("%s: --priority must be %d-%d, got %d", cmd, task.MinPriority, task.MaxPriority, *tf.priority)
+		}
+		req.Priority = client.Ptr(*tf.priority)
+	}
+	if given["max-attempts"] {
+		if *tf.maxAttempts < 1 || *tf.maxAttempts > task.MaxMaxAttempts {
+			return req, usagef("%s: --max-attempts must be 1-%d, got %d", cmd, task.MaxMaxAttempts, *tf.maxAttempts)
+		}
+		req.MaxAttempts = *tf.maxAttempts
+	}
+	if given["timeout"] {
+		if *tf.timeout <= 0 || *tf.timeout > task.MaxTimeout {
+			return req, usagef("%s: --timeout must be above 0 and at most %s, got %s", cmd, task.MaxTimeout, *tf.timeout)
+		}
+		req.Timeout = *tf.timeout
+	}
+	if given["method"] && strings.TrimSpace(*tf.method) == "" {
+		return req, usagef("%s: --method is empty", cmd)
+	}
+	return req, nil
 }
 
 // maxData bounds a payload read from a file or stdin; the server has its

@@ -97,6 +97,8 @@ type Task struct {
 	ContentType    string
 	Timeout        time.Duration
 	IdempotencyKey string
+	Schedule       string     // the schedule whose run this is; "" = none
+	ScheduledFor   *time.Time // that run's scheduled time
 
 	// Raw is the JSON the server sent, with any fields this client does not
 	// know; the CLI prints it for --output json so nothing is lost.
@@ -120,6 +122,8 @@ type wireTask struct {
 	ContentType    string       `json:"content_type,omitempty"`
 	Timeout        jsonDuration `json:"timeout,omitempty"`
 	IdempotencyKey string       `json:"idempotency_key,omitempty"`
+	Schedule       string       `json:"schedule,omitempty"`
+	ScheduledFor   *time.Time   `json:"scheduled_for,omitempty"`
 }
 
 // UnmarshalJSON decodes tolerantly: unknown fields are ignored (and kept in
@@ -134,8 +138,8 @@ func (t *Task) UnmarshalJSON(data []byte) error {
 		MaxAttempts: w.MaxAttempts, Priority: w.Priority, RunAt: w.RunAt,
 		CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt, FinishedAt: w.FinishedAt,
 		Target: w.Target, ContentType: w.ContentType, Timeout: time.Duration(w.Timeout),
-		IdempotencyKey: w.IdempotencyKey,
-		Raw:            bytes.Clone(data),
+		IdempotencyKey: w.IdempotencyKey, Schedule: w.Schedule, ScheduledFor: w.ScheduledFor,
+		Raw: bytes.Clone(data),
 	}
 	if w.LastError != nil {
 		t.LastError = *w.LastError
@@ -157,7 +161,7 @@ func (t Task) MarshalJSON() ([]byte, error) {
 		MaxAttempts: t.MaxAttempts, Priority: t.Priority, RunAt: t.RunAt,
 		CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt, FinishedAt: t.FinishedAt,
 		Target: t.Target, ContentType: t.ContentType, Timeout: jsonDuration(t.Timeout),
-		IdempotencyKey: t.IdempotencyKey,
+		IdempotencyKey: t.IdempotencyKey, Schedule: t.Schedule, ScheduledFor: t.ScheduledFor,
 	}
 	if t.LastError != "" {
 		w.LastError = &t.LastError

@@ -61,6 +61,9 @@ type Config struct {
 	LeaseDuration time.Duration // SPOOL_LEASE_DURATION, default 30s: a crashed worker's tasks are rescued after this
 	PollInterval  time.Duration // SPOOL_POLL_INTERVAL, default 1s: fallback when no wake-up arrives
 	Retention     time.Duration // SPOOL_RETENTION, default 168h: finished tasks are pruned after this
+	// SchedulesFile declares schedules in YAML, reconciled at start and
+	// whenever its content changes (SPOOL_SCHEDULES_FILE, default none).
+	SchedulesFile string
 	// IdempotencyRetention is how long an idempotency key stays reserved
 	// after its first use, even once its task is pruned; a key is held as
 	// long as its task is kept in any case (SPOOL_IDEMPOTENCY_RETENTION, default 24h).
@@ -197,6 +200,7 @@ Flags:
 	durVar(&c.Retention, "retention", "SPOOL_RETENTION", 7*24*time.Hour, "how long finished tasks are kept")
 	durVar(&c.IdempotencyRetention, "idempotency-retention", "SPOOL_IDEMPOTENCY_RETENTION", 24*time.Hour,
 		"how long an idempotency key stays reserved after its first use, even once its task is pruned")
+	strVar(&c.SchedulesFile, "schedules-file", "SPOOL_SCHEDULES_FILE", "", "YAML file of schedules, applied at start and whenever it changes")
 	durVar(&c.RetryMin, "retry-min-backoff", "SPOOL_RETRY_MIN_BACKOFF", time.Second, "delay before the second attempt (doubles each time, with jitter)")
 	durVar(&c.RetryMax, "retry-max-backoff", "SPOOL_RETRY_MAX_BACKOFF", time.Hour, "longest delay between attempts")
 	durVar(&c.DrainDelay, "drain-delay", "SPOOL_DRAIN_DELAY", 5*time.Second, "on SIGTERM, keep serving this long after readiness turns false")

@@ -12,9 +12,9 @@ import (
 	"github.com/spoolhq/spool/internal/telemetry"
 )
 
-// Maintainer runs the work only one replica should do: promote due
-// scheduled and retrying tasks, rescue expired leases, prune old finished
-// tasks and idle destinations. Every replica runs one; the store's leader
+// Maintainer runs the work only one replica should do: enqueue the due
+// runs of periodic schedules, promote due scheduled and retrying tasks,
+// rescue expired leases, prune old finished tasks and idle destinations. Every replica runs one; the store's leader
 // lease elects which acts.
 type Maintainer struct {
 	Store     store.Store
@@ -41,8 +41,21 @@ type Maintainer struct {
 	// anything.
 	RefreshStats func(context.Context) (bool, error)
 
-	exported map[string]bool // queues whose depth series exist
+	exported       map[string]bool // queues whose depth series exist
+	scheduleLabels map[string]bool // schedules with run series of their own
 }
+
+// maxScheduleSeries caps the schedules with metric series of their own in
+// one process; the others share the label "other".
+const maxScheduleSeries = 100
+
+// claimBatch is how many due schedules one ClaimSchedules call takes;
+// claimRounds bounds the calls per tick, so a backlog of due schedules
+// (after downtime) is worked through without starving the other work.
+const (
+	claimBatch  = 100
+	claimRounds = 10
+)
 
 // destinationIdle is how long a destination's state outlives the last
 // delivery to it: replicas' reports older than this are dropped, and a
@@ -94,7 +107,12 @@ func (m *Maintainer) Run(ctx context.Context) {
 		actx, cancel := context.WithTimeout(ctx, m.leaderTTL()/2)
 		ok, err := m.Store.AcquireLeadership(actx, m.Owner, m.leaderTTL())
 		cancel()
-		if err != nil && ctx.Err() == nil {
+		if ctx.Err() != nil {
+			// Stopping: the renewal failed for that reason, not because
+			// another replica leads, so resign (deferred) if leading.
+			return
+		}
+		if err != nil {
 			m.Logger.Warn("leader election", "error.message", err.Error())
 		}
 		if ok != leading {
@@ -133,6 +151,7 @@ func (m *Maintainer) tick(ctx context.Context, lastPrune *time.Time) {
 			m.Metrics.Rescued.Add(float64(n))
 		}
 	}
+	m.claimSchedules(ctx)
 	if _, err := m.Store.PromoteDue(ctx); err != nil {
 		m.warn(ctx, "promote due tasks", err)
 	}
@@ -179,6 +198,68 @@ func (m *Maintainer) pruneAll(ctx context.Context, what string, retention time.D
 		}
 	}
 	return total
+}
+
+// claimSchedules enqueues the due runs of periodic schedules. Each claim
+// enqueues a schedule's runs and advances it in one transaction, so a
+// leader that dies between two calls loses nothing and its successor
+// repeats nothing.
+func (m *Maintainer) claimSchedules(ctx context.Context) {
+	for range claimRounds {
+		claims, err := m.Store.ClaimSchedules(ctx, claimBatch)
+		if err != nil {
+			m.warn(ctx, "enqueue scheduled runs", err)
+			return
+		}
+		for _, c := range claims {
+			m.countClaim(c)
+		}
+		if len(claims) < claimBatch {
+			return
+		}
+	}
+}
+
+func (m *Maintainer) countClaim(c store.ScheduleClaim) {
+	var enqueued, existing int
+	for _, e := range c.Enqueued {
+		if e.Existing {
+			existing++
+			continue
+		}
+		enqueued++
+		if m.Metrics != nil {
+			m.Metrics.ScheduleLag.Observe(max(c.Now.Sub(e.Task.ScheduledFor), 0).Seconds())
+		}
+	}
+	if c.Skipped > 0 {
+		m.Logger.Warn("schedule missed runs", "spool.schedule", c.Schedule, "runs", c.Skipped)
+	}
+	if enqueued+existing > 0 {
+		m.Logger.Debug("enqueued scheduled runs", "spool.schedule", c.Schedule, "tasks", enqueued, "existing", existing)
+	}
+	if m.Metrics == nil {
+		return
+	}
+	label := m.scheduleLabel(c.Schedule)
+	for outcome, n := range map[string]int{"enqueued": enqueued, "existing": existing, "skipped": c.Skipped} {
+		if n > 0 {
+			m.Metrics.ScheduleRuns.WithLabelValues(label, outcome).Add(float64(n))
+		}
+	}
+}
+
+// scheduleLabel is a schedule's metric label: its name while fewer than
+// maxScheduleSeries have one, else "other".
+func (m *Maintainer) scheduleLabel(name string) string {
+	if m.scheduleLabels == nil {
+		m.scheduleLabels = make(map[string]bool)
+	}
+	if m.scheduleLabels[name] || len(m.scheduleLabels) < maxScheduleSeries {
+		m.scheduleLabels[name] = true
+		return name
+	}
+	return "other"
 }
 
 func (m *Maintainer) warn(ctx context.Context, what string, err error) {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/spoolhq/spool/internal/schedule"
 	"github.com/spoolhq/spool/internal/task"
 )
 
@@ -36,6 +37,9 @@ var (
 	// same request, but the task it made has been pruned, so there is no
 	// task to answer with. Enqueue wraps it in an *IdempotencyError.
 	ErrIdempotencyPruned = errors.New("idempotency key's task was pruned")
+	// ErrFileSchedule: the schedule is declared in the schedules file, so
+	// only the file changes it. It is an ErrConflict.
+	ErrFileSchedule = fmt.Errorf("%w: the schedule is declared in the schedules file", ErrConflict)
 )
 
 // IdempotencyError is why Enqueue refused a whole call because of one
@@ -81,6 +85,8 @@ type NewTask struct {
 	// Only read when IdempotencyKey is set.
 	Fingerprint []byte
 	TraceParent string // W3C traceparent to deliver under; "" = none
+	Schedule       string    // the schedule whose run this is; "" = none
+	ScheduledFor   time.Time // that run's scheduled time; zero = none
 }
 
 // Enqueued is the result for one NewTask.
@@ -329,6 +335,44 @@ type Store interface {
 	// report left nor a change within idle. It returns how many
 	// destinations it deleted. Run by the leader.
 	PruneDestinations(ctx context.Context, idle time.Duration) (int, error)
+
+	// Schedules (see schedule.Schedule). Names are unique. A schedule
+	// declared in the schedules file (Source file) is changed only by the
+	// file's reconciler: calls made for the API on one return
+	// ErrFileSchedule.
+
+	// PutSchedule creates or replaces s (Spec, Queue, Task, Paused,
+	// Source) and returns it as stored; created tells which. The spec must
+	// compile (schedule.Errors otherwise). CreatedAt and LastRunAt of a
+	// replaced schedule are kept. NextRunAt, when s.NextRunAt is zero, is
+	// kept if the timing (cron, every, timezone, start_at, end_at) and
+	// paused are unchanged, else it is the first run time after now and
+	// after LastRunAt: an edit takes effect from the next run, and runs
+	// passed while paused are not missed ones. A non-zero s.NextRunAt is
+	// stored as given.
+	PutSchedule(ctx context.Context, s schedule.Schedule) (stored schedule.Schedule, created bool, err error)
+	// GetSchedule returns one schedule (ErrNotFound).
+	GetSchedule(ctx context.Context, name string) (schedule.Schedule, error)
+	// ListSchedules returns up to p.Limit schedules with name > p.After,
+	// by name.
+	ListSchedules(ctx context.Context, p ScheduleListParams) ([]schedule.Schedule, error)
+	// DeleteSchedule deletes a schedule (ErrNotFound); by is who asks.
+	// Tasks it enqueued stay.
+	DeleteSchedule(ctx context.Context, name string, by schedule.Source) error
+	// SetSchedulePaused pauses or resumes a schedule and returns it. A
+	// resumed schedule's next run is the first after now (and after
+	// LastRunAt); the runs passed while paused are not missed ones.
+	SetSchedulePaused(ctx context.Context, name string, paused bool, by schedule.Source) (schedule.Schedule, error)
+	// ClaimSchedules, run by the leader, enqueues the due runs of up to
+	// limit schedules that are not paused and whose next run time has
+	// passed, oldest first. For each, in one transaction with the tasks'
+	// insert, it locks the row, plans by schedule.Clock.Due at now (on
+	// the database clock) and the schedule's missed policy, enqueues one
+	// task per planned run (RunTasks) and moves NextRunAt to the plan's
+	// Next and LastRunAt to its latest run. A schedule's row is claimed by
+	// one caller at a time and a run's task carries its idempotency key,
+	// so concurrent or repeated calls never enqueue a scheduled time twice.
+	ClaimSchedules(ctx context.Context, limit int) ([]ScheduleClaim, error)
 
 	// Wakeups delivers a signal soon after tasks become due in any replica
 	// (PostgreSQL LISTEN/NOTIFY; in-process on SQLite). Signals may be

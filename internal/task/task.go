@@ -88,6 +88,10 @@ type Task struct {
 	// TraceParent is the W3C traceparent of the enqueue that created the
 	// task ("" when none), so every delivery joins the caller's trace.
 	TraceParent string
+	// Schedule names the schedule whose run created the task ("" when
+	// none), and ScheduledFor is that run's scheduled time (zero when none).
+	Schedule     string
+	ScheduledFor time.Time
 }
 
 // Queue holds a queue's settings and, when read with counts, its depth.

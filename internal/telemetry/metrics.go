@@ -36,6 +36,10 @@ type Metrics struct {
 	DestinationRequests    *prometheus.CounterVec // destination, outcome
 	DestinationDeferred    *prometheus.CounterVec // destination, reason
 
+	// Schedules, counted by the leader that enqueues their runs.
+	ScheduleRuns *prometheus.CounterVec // schedule, outcome
+	ScheduleLag  prometheus.Histogram
+
 	httpRequests  *prometheus.CounterVec
 	httpDuration  *prometheus.HistogramVec
 	httpInflight  prometheus.Gauge
@@ -99,6 +103,13 @@ func NewMetrics(version, commit string) *Metrics {
 		DestinationDeferred: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spool_destination_deferred_total", Help: "Tasks deferred without spending an attempt, by reason: busy (limit reached), open (circuit breaker), hold (Retry-After).",
 		}, []string{"destination", "reason"}),
+		ScheduleRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spool_schedule_runs_total", Help: "Scheduled runs by schedule and outcome: enqueued, existing (its task was there already), skipped (missed and dropped by the missed policy). Past 100 schedules per process, the others share the label \"other\".",
+		}, []string{"schedule", "outcome"}),
+		ScheduleLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "spool_schedule_lag_seconds", Help: "Time from a run's scheduled time to its task being enqueued (jitter excluded).",
+			Buckets: []float64{.1, .25, .5, 1, 2, 5, 10, 30, 60, 300, 3600},
+		}),
 		httpInflight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "spool_http_requests_in_flight", Help: "API requests being served."}),
 		// The name and help promhttp gave it, which served /metrics before
 		// expose.go did, so dashboards and alerts keep working.
@@ -115,6 +126,7 @@ func NewMetrics(version, commit string) *Metrics {
 	r.MustRegister(m.Enqueued, m.Finished, m.DeliveryDuration, m.QueueWait, m.WorkersBusy, m.WorkersMax,
 		m.Rescued, m.LeasesLost, m.IsLeader, m.QueueDepth, m.OldestDue, m.Paused, m.LogDropped,
 		m.DestinationLimit, m.DestinationInFlight, m.DestinationBreakerOpen, m.DestinationRequests, m.DestinationDeferred,
+		m.ScheduleRuns, m.ScheduleLag,
 		m.httpRequests, m.httpDuration, m.httpInflight, m.handlerErrors, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

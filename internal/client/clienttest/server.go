@@ -121,6 +121,7 @@ type Server struct {
 	idem   map[string]string // queue + "\x00" + key -> id
 	last   Request
 	ready  bool
+	scheds map[string]*Schedule
 }
 
 // New starts a fake API on 127.0.0.1 requiring apiKey ("" = no auth) and
@@ -133,6 +134,7 @@ func New(t testing.TB, apiKey string) *Server {
 		dests:  make(map[string]*Destination),
 		idem:   make(map[string]string),
 		ready:  true,
+		scheds: make(map[string]*Schedule),
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })
@@ -148,6 +150,13 @@ func New(t testing.TB, apiKey string) *Server {
 	mux.HandleFunc("GET /v1/destinations", s.auth(s.listDestinations))
 	mux.HandleFunc("GET /v1/destinations/{destination}", s.auth(s.getDestination))
 	mux.HandleFunc("PATCH /v1/destinations/{destination}", s.auth(s.patchDestination))
+	mux.HandleFunc("GET /v1/schedules", s.auth(s.listSchedules))
+	mux.HandleFunc("PUT /v1/schedules/{name}", s.auth(s.putSchedule))
+	mux.HandleFunc("GET /v1/schedules/{name}", s.auth(s.getSchedule))
+	mux.HandleFunc("DELETE /v1/schedules/{name}", s.auth(s.deleteSchedule))
+	mux.HandleFunc("POST /v1/schedules/{name}/trigger", s.auth(s.triggerSchedule))
+	mux.HandleFunc("POST /v1/schedules/{name}/pause", s.auth(s.pauseSchedule(true)))
+	mux.HandleFunc("POST /v1/schedules/{name}/resume", s.auth(s.pauseSchedule(false)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusNotFound, "no such route "+r.Method+" "+r.URL.Path, nil)
 	})

@@ -26,6 +26,7 @@ func taskColumns(alias string) string {
 		"run_at", "created_at", "updated_at", "finished_at",
 		"target_url", "target_method", "target_headers", "payload", "content_type",
 		"timeout_ms", "idempotency_key", "last_error", "last_status", "traceparent",
+		"schedule", "scheduled_for",
 	}
 	for i, c := range cols {
 		cols[i] = alias + c
@@ -51,12 +52,15 @@ func scanTask(row pgx.Row, extra ...any) (task.Task, error) {
 		timeoutMS int64
 		ikey      *string
 		tp        *string
+		sched     *string
+		schedFor  *time.Time
 	)
 	dest := append([]any{
 		&t.ID, &t.Queue, &state, &t.Attempt, &t.MaxAttempts, &t.Priority,
 		&t.RunAt, &t.CreatedAt, &t.UpdatedAt, &t.FinishedAt,
 		&t.Target.URL, &t.Target.Method, &headers, &t.Payload, &t.ContentType,
 		&timeoutMS, &ikey, &t.LastError, &t.LastStatus, &tp,
+		&sched, &schedFor,
 	}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return task.Task{}, err
@@ -68,6 +72,12 @@ func scanTask(row pgx.Row, extra ...any) (task.Task, error) {
 	}
 	if tp != nil {
 		t.TraceParent = *tp
+	}
+	if sched != nil {
+		t.Schedule = *sched
+	}
+	if schedFor != nil {
+		t.ScheduledFor = schedFor.UTC()
 	}
 	if headers != nil {
 		if err := json.Unmarshal(headers, &t.Target.Headers); err != nil {
@@ -127,7 +137,7 @@ func insertTasksStatement(keyed bool) string {
 		reserve = `, reserved AS (
 	INSERT INTO spool_idempotency_keys AS k (queue, idempotency_key, fingerprint, task_id)
 	SELECT r.queue, r.ikey, r.fingerprint, r.id
-	FROM unnest($1::uuid[], $2::text[], $12::text[], $17::bytea[]) WITH ORDINALITY AS r(id, queue, ikey, fingerprint, n)
+	FROM unnest($1::uuid[], $2::text[], $12::text[], $19::bytea[]) WITH ORDINALITY AS r(id, queue, ikey, fingerprint, n)
 	WHERE r.ikey IS NOT NULL
 	ORDER BY r.n
 	ON CONFLICT (queue, idempotency_key) DO UPDATE SET task_id = NULL
@@ -144,16 +154,20 @@ WITH new_queues AS (
 	ON CONFLICT (name) DO NOTHING
 )` + reserve + `
 INSERT INTO spool_tasks (id, queue, state, priority, run_at, max_attempts, timeout_ms,
-	target_url, target_method, target_headers, payload, content_type, idempotency_key, traceparent)
+	target_url, target_method, target_headers, payload, content_type, idempotency_key, traceparent,
+	schedule, scheduled_for)
 SELECT i.id, i.queue,
 	CASE WHEN i.run_at > now() THEN 'scheduled' ELSE 'available' END,
 	i.priority, COALESCE(i.run_at, now()),
 	COALESCE(NULLIF(i.max_attempts, 0), q.max_attempts, $15),
 	COALESCE(NULLIF(i.timeout_ms, 0), q.timeout_ms, $16),
-	i.url, i.method, i.headers::jsonb, i.payload, i.content_type, i.ikey, i.traceparent
+	i.url, i.method, i.headers::jsonb, i.payload, i.content_type, i.ikey, i.traceparent,
+	i.schedule, i.scheduled_for
 FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::timestamptz[], $5::int[], $6::bigint[],
-	$7::text[], $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::text[])
-	WITH ORDINALITY AS i(id, queue, priority, run_at, max_attempts, timeout_ms, url, method, headers, payload, content_type, ikey, traceparent, n)
+	$7::text[], $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::text[],
+	$17::text[], $18::timestamptz[])
+	WITH ORDINALITY AS i(id, queue, priority, run_at, max_attempts, timeout_ms, url, method, headers, payload, content_type, ikey, traceparent,
+		schedule, scheduled_for, n)
 LEFT JOIN spool_queues q ON q.name = i.queue
 ` + only + `ORDER BY i.n
 ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -215,79 +229,26 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 		return cmp.Or(cmp.Compare(x.Queue, y.Queue), cmp.Compare(x.IdempotencyKey, y.IdempotencyKey))
 	})
 
-	n := len(send)
-	var (
-		ids, qs, urls, methods, ctypes = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		prios                          = make([]int16, n)
-		runAts                         = make([]*time.Time, n)
-		maxAtt                         = make([]int32, n)
-		tmo                            = make([]int64, n)
-		headers, keys, traceparents    = make([]*string, n), make([]*string, n), make([]*string, n)
-		payloads, fingerprints         = make([][]byte, n), [][]byte(nil)
-		due                            bool
-		soon                           = time.Now().Add(time.Second)
-	)
-	for j, i := range send {
-		nt := in[i]
-		ids[j], qs[j], urls[j], ctypes[j] = nt.ID, nt.Queue, nt.Target.URL, nt.ContentType
-		methods[j] = cmp.Or(nt.Target.Method, "POST")
-		prios[j] = int16(nt.Priority)
-		if !nt.RunAt.IsZero() {
-			ra := nt.RunAt
-			runAts[j] = &ra
-		}
-		// Due now by this clock, or nearly: the database's clock decides the
-		// state, and a spare NOTIFY costs less than a task left to the poll.
-		due = due || nt.RunAt.Before(soon)
-		maxAtt[j] = int32(nt.MaxAttempts)
-		tmo[j] = nt.Timeout.Milliseconds()
-		if nt.Target.Headers != nil {
-			b, err := json.Marshal(nt.Target.Headers)
-			if err != nil {
-				return nil, fmt.Errorf("enqueue: task %s: headers: %w", nt.ID, err)
-			}
-			h := string(b)
-			headers[j] = &h
-		}
-		payloads[j] = nt.Payload // nil stays NULL, empty stays empty
-		if nt.IdempotencyKey != "" {
-			k := nt.IdempotencyKey
-			keys[j] = &k
-			if fingerprints == nil {
-				fingerprints = make([][]byte, n)
-			}
-			fingerprints[j] = nt.Fingerprint // nil stays NULL: unknown
-		}
-		if nt.TraceParent != "" {
-			tp := nt.TraceParent
-			traceparents[j] = &tp
-		}
+	rows, err := newInsertRows(in, send, queues)
+	if err != nil {
+		return nil, err
 	}
-	sqlText := insertTasksSQL
+	sqlText, due := insertTasksSQL, rows.due
 	if keyed {
 		sqlText = insertKeyedTasksSQL
 	}
-	args := func(a, b int) []any {
-		args := []any{ids[a:b], qs[a:b], prios[a:b], runAts[a:b], maxAtt[a:b], tmo[a:b], urls[a:b], methods[a:b],
-			headers[a:b], payloads[a:b], ctypes[a:b], keys[a:b], traceparents[a:b],
-			queues, task.DefaultMaxAttempts, task.DefaultTimeout.Milliseconds()}
-		if keyed {
-			args = append(args, fingerprints[a:b])
-		}
-		return args
-	}
 	var inserted []task.Task
-	if chunks := payloadChunks(payloads, maxStatementPayload); len(chunks) > 1 {
+	if chunks := payloadChunks(rows.payloads, maxStatementPayload); len(chunks) > 1 {
 		// Megabytes of payloads: one statement per chunk, in one
 		// transaction, so that pgx encodes (and holds) a chunk's
 		// parameters at a time rather than the whole batch's, twice over.
 		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			for _, c := range chunks {
-				rows, err := tx.Query(ctx, sqlText, args(c[0], c[1])...)
+				res, err := tx.Query(ctx, sqlText, rows.args(c[0], c[1], keyed)...)
 				if err != nil {
 					return err
 				}
-				got, err := collectTasks(rows)
+				got, err := collectTasks(res)
 				if err != nil {
 					return err
 				}
@@ -307,7 +268,7 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 		}
 	} else {
 		var batch pgx.Batch
-		batch.Queue(sqlText, args(0, n)...).
+		batch.Queue(sqlText, rows.args(0, len(send), keyed)...).
 			Query(func(rows pgx.Rows) error {
 				var err error
 				inserted, err = collectTasks(rows)
@@ -460,6 +421,83 @@ func payloadChunks(payloads [][]byte, max int) [][2]int {
 		size += len(p)
 	}
 	return append(out, [2]int{start, len(payloads)})
+}
+
+// insertRows are insertTasksSQL's arguments for in[send] as parallel
+// arrays (queues: the distinct queue names, sorted); due tells whether a
+// task is due about now.
+type insertRows struct {
+	ids, qs, urls, methods, ctypes         []string
+	prios                                  []int16
+	runAts, scheduledFor                   []*time.Time
+	maxAtt                                 []int32
+	tmo                                    []int64
+	headers, keys, traceparents, schedules []*string
+	payloads, fingerprints                 [][]byte
+	queues                                 []string
+	due                                    bool
+}
+
+func newInsertRows(in []store.NewTask, send []int, queues []string) (*insertRows, error) {
+	n := len(send)
+	r := &insertRows{
+		ids: make([]string, n), qs: make([]string, n), urls: make([]string, n), methods: make([]string, n), ctypes: make([]string, n),
+		prios: make([]int16, n), runAts: make([]*time.Time, n), scheduledFor: make([]*time.Time, n),
+		maxAtt: make([]int32, n), tmo: make([]int64, n),
+		headers: make([]*string, n), keys: make([]*string, n), traceparents: make([]*string, n), schedules: make([]*string, n),
+		payloads: make([][]byte, n), fingerprints: make([][]byte, n), queues: queues,
+	}
+	soon := time.Now().Add(time.Second)
+	for j, i := range send {
+		nt := in[i]
+		r.ids[j], r.qs[j], r.urls[j], r.ctypes[j] = nt.ID, nt.Queue, nt.Target.URL, nt.ContentType
+		r.methods[j] = cmp.Or(nt.Target.Method, "POST")
+		r.prios[j] = int16(nt.Priority)
+		if !nt.RunAt.IsZero() {
+			ra := nt.RunAt
+			r.runAts[j] = &ra
+		}
+		// Due now by this clock, or nearly: the database's clock decides the
+		// state, and a spare NOTIFY costs less than a task left to the poll.
+		r.due = r.due || nt.RunAt.Before(soon)
+		r.maxAtt[j] = int32(nt.MaxAttempts)
+		r.tmo[j] = nt.Timeout.Milliseconds()
+		if nt.Target.Headers != nil {
+			b, err := json.Marshal(nt.Target.Headers)
+			if err != nil {
+				return nil, fmt.Errorf("enqueue: task %s: headers: %w", nt.ID, err)
+			}
+			h := string(b)
+			r.headers[j] = &h
+		}
+		r.payloads[j] = nt.Payload // nil stays NULL, empty stays empty
+		if nt.IdempotencyKey != "" {
+			k := nt.IdempotencyKey
+			r.keys[j] = &k
+			r.fingerprints[j] = nt.Fingerprint // nil stays NULL: unknown
+		}
+		if nt.TraceParent != "" {
+			tp := nt.TraceParent
+			r.traceparents[j] = &tp
+		}
+		if nt.Schedule != "" {
+			sc, sf := nt.Schedule, nt.ScheduledFor
+			r.schedules[j], r.scheduledFor[j] = &sc, &sf
+		}
+	}
+	return r, nil
+}
+
+// args are the statement's arguments for rows [a, b); keyed adds the
+// fingerprints insertKeyedTasksSQL reserves keys with.
+func (r *insertRows) args(a, b int, keyed bool) []any {
+	args := []any{r.ids[a:b], r.qs[a:b], r.prios[a:b], r.runAts[a:b], r.maxAtt[a:b], r.tmo[a:b], r.urls[a:b], r.methods[a:b],
+		r.headers[a:b], r.payloads[a:b], r.ctypes[a:b], r.keys[a:b], r.traceparents[a:b],
+		r.queues, task.DefaultMaxAttempts, task.DefaultTimeout.Milliseconds(), r.schedules[a:b], r.scheduledFor[a:b]}
+	if keyed {
+		args = append(args, r.fingerprints[a:b])
+	}
+	return args
 }
 
 // enqueueErr names a duplicate task id, the one rejection a caller can

@@ -20,6 +20,7 @@ const (
 		VALUES (?1, 0, 0, ?2, ?3, 0, 0, 0, ?4, ?4)
 		ON CONFLICT (name) DO NOTHING`
 	sqlTaskByID  = `SELECT ` + taskCols + ` FROM spool_tasks WHERE id = ?`
+	sqlTaskByKey = `SELECT ` + taskCols + ` FROM spool_tasks WHERE queue = ? AND idempotency_key = ?`
 	sqlKeyLookup = `SELECT fingerprint, task_id, pruned_at IS NOT NULL FROM spool_idempotency_keys WHERE queue = ? AND idempotency_key = ?`
 	sqlKeyInsert = `INSERT INTO spool_idempotency_keys (queue, idempotency_key, fingerprint, task_id, created_at) VALUES (?, ?, ?, ?, ?)`
 
@@ -100,7 +101,7 @@ const (
 type statements struct {
 	// write pool (one connection)
 	queueDefaults, createQueue                          *sql.Stmt
-	taskByID, keyLookup, keyInsert                      *sql.Stmt
+	taskByID, taskByKey, keyLookup, keyInsert           *sql.Stmt
 	insertTasks                                         []*sql.Stmt // by insertShapes
 	limitedQueues, runningCount, dueFreeHeads, dueQueue *sql.Stmt
 	leaseSeq, claim, drawTokens                         *sql.Stmt
@@ -124,6 +125,7 @@ func prepareStatements(ctx context.Context, write, read *sql.DB) (*statements, e
 		{write, &st.queueDefaults, sqlQueueDefaults},
 		{write, &st.createQueue, sqlCreateQueue},
 		{write, &st.taskByID, sqlTaskByID},
+		{write, &st.taskByKey, sqlTaskByKey}, // a schedule run's existing task
 		{write, &st.keyLookup, sqlKeyLookup},
 		{write, &st.keyInsert, sqlKeyInsert},
 		{write, &st.limitedQueues, sqlLimitedQueues},

@@ -16,7 +16,8 @@ import (
 // taskCols is the column list every task read uses, in scanTask's order.
 const taskCols = `id, queue, state, priority, run_at, attempt, max_attempts, timeout_ms,
 	target_url, target_method, target_headers, payload, content_type, idempotency_key,
-	last_error, last_status, created_at, updated_at, finished_at, lease_token, lease_expires_at, traceparent`
+	last_error, last_status, created_at, updated_at, finished_at, lease_token, lease_expires_at, traceparent,
+	schedule, scheduled_for`
 
 // pendingStates is the SQL list of states waiting to be leased.
 const pendingStates = `('scheduled', 'available', 'retrying')`
@@ -40,14 +41,16 @@ func scanTask(r rowScanner) (scanned, error) {
 		runAt, created, updated    int64
 		timeoutMS                  int64
 		headers, idemKey, lastErr  sql.NullString
-		traceParent                sql.NullString
+		traceParent, sched         sql.NullString
+		scheduledFor               sql.NullInt64
 		lastStatus, finished       sql.NullInt64
 		payload                    []byte
 		contentType, method, tgURL string
 	)
 	err := r.Scan(&t.ID, &t.Queue, &state, &t.Priority, &runAt, &t.Attempt, &t.MaxAttempts, &timeoutMS,
 		&tgURL, &method, &headers, &payload, &contentType, &idemKey,
-		&lastErr, &lastStatus, &created, &updated, &finished, &t.leaseToken, &t.leaseExpiresAt, &traceParent)
+		&lastErr, &lastStatus, &created, &updated, &finished, &t.leaseToken, &t.leaseExpiresAt, &traceParent,
+		&sched, &scheduledFor)
 	if err != nil {
 		return scanned{}, err
 	}
@@ -74,6 +77,10 @@ func scanTask(r rowScanner) (scanned, error) {
 	t.LastError = lastErr.String
 	t.LastStatus = int(lastStatus.Int64)
 	t.TraceParent = traceParent.String
+	t.Schedule = sched.String
+	if scheduledFor.Valid {
+		t.ScheduledFor = fromMicros(scheduledFor.Int64)
+	}
 	return t, nil
 }
 
@@ -99,8 +106,8 @@ func timeoutMillis(d time.Duration) int64 {
 const (
 	insertCols = `id, queue, state, priority, run_at, max_attempts, timeout_ms,
 	target_url, target_method, target_headers, payload, content_type, idempotency_key,
-	created_at, updated_at, traceparent`
-	insertNCols = 16
+	created_at, updated_at, traceparent, schedule, scheduled_for`
+	insertNCols = 18
 )
 
 // insertShapes are the row counts of the prepared inserts, largest first,
@@ -117,7 +124,7 @@ func insertSQL(n int) string {
 		if i > 0 {
 			b.WriteString(",")
 		}
-		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 	}
 	b.WriteString(` ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING`)
 	return b.String()
@@ -324,6 +331,10 @@ func newTaskRow(nt store.NewTask, d queueDefaults, ts time.Time) task.Task {
 			tg.Headers[k] = v
 		}
 	}
+	var scheduledFor time.Time
+	if !nt.ScheduledFor.IsZero() {
+		scheduledFor = fromMicros(nt.ScheduledFor.UnixMicro())
+	}
 	var payload []byte
 	if len(nt.Payload) > 0 {
 		payload = nt.Payload // shared, not copied: see store.Store.Enqueue
@@ -343,6 +354,8 @@ func newTaskRow(nt store.NewTask, d queueDefaults, ts time.Time) task.Task {
 		Timeout:        time.Duration(timeoutMS) * time.Millisecond,
 		IdempotencyKey: nt.IdempotencyKey,
 		TraceParent:    nt.TraceParent,
+		Schedule:       nt.Schedule,
+		ScheduledFor:   scheduledFor,
 	}
 }
 
@@ -376,7 +389,8 @@ func insertTasks(ctx context.Context, tx *sql.Tx, st *statements, out []store.En
 			}
 			args = append(args, t.ID, t.Queue, string(t.State), t.Priority, micros(t.RunAt), t.MaxAttempts,
 				t.Timeout.Milliseconds(), t.Target.URL, t.Target.Method, headers, payload, t.ContentType,
-				nullString(t.IdempotencyKey), micros(t.CreatedAt), micros(t.UpdatedAt), nullString(t.TraceParent))
+				nullString(t.IdempotencyKey), micros(t.CreatedAt), micros(t.UpdatedAt), nullString(t.TraceParent),
+				nullString(t.Schedule), nullMicros(t.ScheduledFor))
 		}
 		res, err := tx.StmtContext(ctx, st.insertTasks[k]).ExecContext(ctx, args...)
 		if err != nil {

@@ -66,6 +66,7 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 	t.Run("OldestDue", func(t *testing.T) { testOldestDue(t, newStore) })
 	t.Run("TraceParent", func(t *testing.T) { testTraceParent(t, newStore) })
 	t.Run("Destinations", func(t *testing.T) { testDestinations(t, newStore) })
+	t.Run("Schedules", func(t *testing.T) { testSchedules(t, newStore) })
 }
 
 // setup marks the test parallel and returns a bounded context and a fresh
