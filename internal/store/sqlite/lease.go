@@ -85,7 +85,7 @@ func (s *Store) lease(ctx context.Context, st *statements, req store.LeaseReques
 		if err != nil {
 			return err
 		}
-		cands, err := queryCandidates(ctx, tx.StmtContext(ctx, st.dueFreeHeads), nowUS, limit)
+		cands, err := freeCandidates(ctx, tx, st, nowUS, limit)
 		if err != nil {
 			return err
 		}
@@ -232,6 +232,42 @@ func loadLimited(ctx context.Context, tx *sql.Tx, st *statements, ts time.Time) 
 		q.capacity = min(q.capacity, q.concurrency-running)
 	}
 	return qs, nil
+}
+
+// freeCandidates returns the first limit due tasks of each free queue
+// (neither paused nor limited): through sqlDueQueue when there is one
+// such queue, else through sqlDueFreeHeads.
+func freeCandidates(ctx context.Context, tx *sql.Tx, st *statements, nowUS int64, limit int) ([]candidate, error) {
+	rows, err := tx.StmtContext(ctx, st.freeQueues).QueryContext(ctx, 2)
+	if err != nil {
+		return nil, fmt.Errorf("free queues: %w", err)
+	}
+	var (
+		names   []string
+		weights []int
+	)
+	for rows.Next() {
+		var (
+			name   string
+			weight int
+		)
+		if err := rows.Scan(&name, &weight); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("free queues: %w", err)
+		}
+		names, weights = append(names, name), append(weights, weight)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("free queues: %w", err)
+	}
+	switch len(names) {
+	case 0:
+		return nil, nil
+	case 1:
+		return queryCandidates(ctx, tx.StmtContext(ctx, st.dueQueue), names[0], nowUS, limit, weights[0])
+	}
+	return queryCandidates(ctx, tx.StmtContext(ctx, st.dueFreeHeads), nowUS, limit)
 }
 
 // queryCandidates runs a due-task query (sqlDueFreeHeads, sqlDueQueue).

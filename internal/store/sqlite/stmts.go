@@ -43,6 +43,12 @@ const (
 				SELECT x.rowid FROM spool_tasks x
 				WHERE x.queue = q.name AND x.state IN ` + pendingStates + ` AND x.run_at <= ?1
 				ORDER BY x.priority, x.run_at, x.id LIMIT ?2)`
+	// Up to ?1 names of the queues sqlLimitedQueues does not return: with
+	// only one, Lease reads its due tasks with sqlDueQueue alone, which
+	// skips sqlDueFreeHeads' list of rowids (a lone draining queue is the
+	// common case, and the hottest).
+	sqlFreeQueues = `SELECT name, weight FROM spool_queues
+		WHERE paused = 0 AND concurrency <= 0 AND rate_limit <= 0 LIMIT ?1`
 	// Due tasks of one queue, through spool_tasks_lease_queue.
 	sqlDueQueue = `SELECT rowid, id, queue, priority, run_at, ?4 FROM spool_tasks
 		WHERE queue = ?1 AND state IN ` + pendingStates + ` AND run_at <= ?2
@@ -104,6 +110,7 @@ type statements struct {
 	taskByID, taskByKey, keyLookup, keyInsert           *sql.Stmt
 	insertTasks                                         []*sql.Stmt // by insertShapes
 	limitedQueues, runningCount, dueFreeHeads, dueQueue *sql.Stmt
+	freeQueues                                          *sql.Stmt
 	leaseSeq, claim, drawTokens                         *sql.Stmt
 	extendLeases                                        *sql.Stmt
 	complete                                            [5]*sql.Stmt // by store.Outcome - 1
@@ -132,6 +139,7 @@ func prepareStatements(ctx context.Context, write, read *sql.DB) (*statements, e
 		{write, &st.runningCount, sqlRunningCount},
 		{write, &st.dueFreeHeads, sqlDueFreeHeads},
 		{write, &st.dueQueue, sqlDueQueue},
+		{write, &st.freeQueues, sqlFreeQueues},
 		{write, &st.leaseSeq, sqlLeaseSeq},
 		{write, &st.claim, sqlClaim},
 		{write, &st.drawTokens, sqlDrawTokens},
