@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -356,8 +355,8 @@ func TestNewTracingEnv(t *testing.T) {
 		{"header badly escaped", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "authorization=Bearer%zzs3cret"}, "", "OTEL_EXPORTER_OTLP_TRACES_HEADERS", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var logged syncBuffer
-			log := slog.New(slog.NewTextHandler(&logged, nil))
+			logged := &lockedBuffer{}
+			log := slog.New(slog.NewTextHandler(logged, nil))
 			env := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
 			tr, err := telemetry.NewTracing(context.Background(), env, "test", log)
 			if tc.wantErr != "" {
@@ -385,23 +384,6 @@ func TestNewTracingEnv(t *testing.T) {
 			}
 		})
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestOTLPExport: with OTEL_* pointing at a real OTLP receiver on loopback
@@ -447,8 +429,8 @@ func TestOTLPExport(t *testing.T) {
 			}
 			t.Setenv("OTEL_EXPORTER_OTLP_COMPRESSION", compression)
 
-			var logged syncBuffer
-			tr, err := telemetry.NewTracing(context.Background(), os.LookupEnv, "1.2.3", slog.New(slog.NewTextHandler(&logged, nil)))
+			logged := &lockedBuffer{}
+			tr, err := telemetry.NewTracing(context.Background(), os.LookupEnv, "1.2.3", slog.New(slog.NewTextHandler(logged, nil)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -604,8 +586,8 @@ func TestExportFailureLogged(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", refuse.URL)
 	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20s3cret-token")
 
-	var logged syncBuffer
-	tr, err := telemetry.NewTracing(context.Background(), os.LookupEnv, "test", slog.New(slog.NewJSONHandler(&logged, nil)))
+	logged := &lockedBuffer{}
+	tr, err := telemetry.NewTracing(context.Background(), os.LookupEnv, "test", slog.New(slog.NewJSONHandler(logged, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -650,8 +632,8 @@ func TestNewTracingWarnsOnPortMismatch(t *testing.T) {
 		{"4318", "grpc", true},
 		{"4317", "grpc", false},
 	} {
-		var buf syncBuffer
-		log := slog.New(slog.NewTextHandler(&buf, nil))
+		buf := &lockedBuffer{}
+		log := slog.New(slog.NewTextHandler(buf, nil))
 		env := func(k string) (string, bool) {
 			switch k {
 			case "OTEL_EXPORTER_OTLP_ENDPOINT":
