@@ -12,7 +12,7 @@
 # Both base images are build arguments so a mirror or a pinned digest can be
 # substituted without editing this file.
 ARG GO_IMAGE=golang:1.26-bookworm
-# scratch keeps the image within its 20 MB budget (the binary is 19.5 MB);
+# scratch keeps the image within its 25 MB budget (the binary is 22.5 MB);
 # gcr.io/distroless/static-debian12:nonroot works too, about 2 MB larger
 # (tzdata, which Spool does not need: it keeps every time in UTC).
 ARG RUNTIME_IMAGE=scratch
@@ -33,9 +33,12 @@ ARG VERSION=dev
 ARG COMMIT=unknown
 ARG TARGETOS
 ARG TARGETARCH
+# grpcnotrace (as in the Makefile): gRPC, which the OTLP trace exporters
+# link, leaves out its golang.org/x/net/trace debug pages; their
+# html/template would add 3 MB to the binary.
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
-    GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath -buildvcs=false \
+    GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath -buildvcs=false -tags grpcnotrace \
       -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" \
       -o /out/spool ./cmd/spool
 # The data directory, owned by the runtime user, is copied in whole because

@@ -1,6 +1,7 @@
-// Package telemetry owns Spool's logs, metrics and (later) traces: the slog
-// handler that writes Elastic Common Schema JSON, and the Prometheus
-// collectors the other packages record into. It imports nothing of Spool's.
+// Package telemetry owns Spool's logs, metrics and traces: the slog
+// handler that writes Elastic Common Schema JSON, the Prometheus
+// collectors the other packages record into, and the OpenTelemetry SDK's
+// setup from the OTEL_* variables. It imports nothing of Spool's.
 package telemetry
 
 import (

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,6 +27,7 @@ import (
 
 	"github.com/spoolhq/spool/internal/api"
 	"github.com/spoolhq/spool/internal/dispatch"
+	"github.com/spoolhq/spool/internal/otlptest"
 	"github.com/spoolhq/spool/internal/store/sqlite"
 	"github.com/spoolhq/spool/internal/telemetry"
 )
@@ -130,8 +133,8 @@ func parseTraceparent(t *testing.T, tp string) (traceID, spanID string) {
 	return parts[1], parts[2]
 }
 
-// spanSource is where a test reads the spans ended so far: the official
-// SDK's in-memory exporter or Spool's SDK's recorder.
+// spanSource is where a test reads the spans ended so far (the SDK's
+// in-memory exporter).
 type spanSource interface{ GetSpans() tracetest.SpanStubs }
 
 // spansOf waits until exp holds, for trace id, every span named in names
@@ -188,22 +191,15 @@ func attr(s tracetest.SpanStub, key string) attribute.Value {
 // request through the enqueue span to the delivery span and its HTTP client
 // span; the lease span links to the task's trace; the receiver's
 // traceparent is the client span's, in the caller's trace when the caller
-// sent one and in the API request's trace otherwise. Both over Spool's SDK
-// (what spool serve runs) and over the official one.
+// sent one and in the API request's trace otherwise. Over the SDK's
+// provider with an in-memory exporter; TestOTLPExport and the end-to-end
+// test in cmd/spool take spans through the OTLP exporters.
 func TestTraceEnqueueToDelivery(t *testing.T) {
 	t.Parallel()
-	t.Run("spool sdk", func(t *testing.T) {
-		t.Parallel()
-		tr, rec := telemetry.NewRecordedTracing()
-		testTraceEnqueueToDelivery(t, tr, rec)
-	})
-	t.Run("official sdk", func(t *testing.T) {
-		t.Parallel()
-		exp := tracetest.NewInMemoryExporter()
-		tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-		t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-		testTraceEnqueueToDelivery(t, telemetry.NewTracingWith(tp), exp)
-	})
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	testTraceEnqueueToDelivery(t, telemetry.NewTracingWith(tp), exp)
 }
 
 func testTraceEnqueueToDelivery(t *testing.T, tr *telemetry.Tracing, exp spanSource) {
@@ -325,38 +321,50 @@ func TestTraceOffCarriesCallerTraceparent(t *testing.T) {
 	}
 }
 
-// TestNewTracingEnv: which OTEL_* settings turn tracing on, off, or fail.
+// TestNewTracingEnv: which OTEL_* settings turn tracing on, off, or fail,
+// and which exporter runs.
 func TestNewTracingEnv(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name    string
-		env     map[string]string
-		enabled bool
-		wantErr string
+		name     string
+		env      map[string]string
+		exporter string // a part of Exporter(); "" = tracing off
+		wantErr  string
+		warn     string // a part of a warning logged
 	}{
-		{"nothing set", nil, false, ""},
-		{"endpoint", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, true, ""},
-		{"traces endpoint", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:1/v1/traces"}, true, ""},
-		{"exporter otlp", map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, true, ""},
-		{"http/protobuf", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, true, ""},
-		{"http/json", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}, true, ""},
-		{"grpc refused", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, false, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"},
-		{"grpc refused points at 4318", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"}, false, "(4318)"},
-		{"traces protocol wins", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}, true, ""},
-		{"grpc ignored when off", map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, false, ""},
-		{"exporter none wins", map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, false, ""},
-		{"sdk disabled", map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, false, ""},
-		{"unsupported exporter", map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, false, "OTEL_TRACES_EXPORTER"},
-		{"unsupported protocol", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "thrift"}, false, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"},
-		{"bad endpoint", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4318"}, false, "OTEL_EXPORTER_OTLP_ENDPOINT"},
-		{"bad timeout", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TIMEOUT": "5s"}, false, "OTEL_EXPORTER_OTLP_TIMEOUT"},
+		{"nothing set", nil, "", "", ""},
+		{"endpoint", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, "otlp (http/protobuf) http://127.0.0.1:1/v1/traces", "", ""},
+		{"endpoint with a path", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://otlp.example:443/otel/"}, "otlp (http/protobuf) https://otlp.example:443/otel/v1/traces", "", ""},
+		{"traces endpoint as is", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:1/custom"}, "otlp (http/protobuf) http://127.0.0.1:1/custom", "", ""},
+		{"exporter otlp alone: the default endpoint", map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, "otlp (http/protobuf) http://localhost:4318/v1/traces", "", ""},
+		{"credentials not shown", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://user:pw@otlp.example?key=k"}, "otlp (http/protobuf) https://otlp.example/v1/traces?REDACTED", "", ""},
+		{"http/protobuf", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "(http/protobuf)", "", ""},
+		{"http/json", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}, "otlp (http/json) http://localhost:4318/v1/traces", "", ""},
+		{"grpc", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317/ignored", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "otlp (grpc) http://127.0.0.1:4317", "", ""},
+		{"grpc alone: the default endpoint", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "otlp (grpc) http://localhost:4317", "", ""},
+		{"traces protocol wins", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}, "(http/protobuf)", "", ""},
+		{"protocol alone leaves it off", map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "", "", ""},
+		{"exporter none wins", map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, "", "", ""},
+		{"sdk disabled", map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, "", "", ""},
+		{"unsupported exporter", map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, "", "OTEL_TRACES_EXPORTER", ""},
+		{"unsupported protocol", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "thrift"}, "", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", ""},
+		{"endpoint without a scheme", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4318"}, "", "OTEL_EXPORTER_OTLP_ENDPOINT", ""},
+		{"traces endpoint without a scheme", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "otel:4318/v1/traces"}, "", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", ""},
+		{"header without a value", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_HEADERS": "api-key=s3cret,authorization"}, "", "OTEL_EXPORTER_OTLP_HEADERS: entry 2", ""},
+		{"port mismatch warned", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "(grpc)", "", "port 4318"},
+		{"header badly escaped", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "authorization=Bearer%zzs3cret"}, "", "OTEL_EXPORTER_OTLP_TRACES_HEADERS", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			logged := &lockedBuffer{}
+			log := slog.New(slog.NewTextHandler(logged, nil))
 			env := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
-			tr, err := telemetry.NewTracing(context.Background(), env, "test", nil)
+			tr, err := telemetry.NewTracing(context.Background(), env, "test", log)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err %v, want one naming %s", err, tc.wantErr)
+				}
+				if strings.Contains(err.Error(), "s3cret") {
+					t.Errorf("the error quotes a header value: %v", err)
 				}
 				return
 			}
@@ -368,44 +376,70 @@ func TestNewTracingEnv(t *testing.T) {
 				defer cancel()
 				_ = tr.Shutdown(ctx)
 			}()
-			if tr.Enabled() != tc.enabled {
-				t.Errorf("Enabled() = %v, want %v (exporter %q)", tr.Enabled(), tc.enabled, tr.Exporter())
+			if tr.Enabled() != (tc.exporter != "") || !strings.Contains(tr.Exporter(), tc.exporter) {
+				t.Errorf("Enabled() = %v, exporter %q; want %q", tr.Enabled(), tr.Exporter(), tc.exporter)
+			}
+			if got := logged.String(); tc.warn != "" && !strings.Contains(got, tc.warn) {
+				t.Errorf("no warning with %q; log: %s", tc.warn, got)
 			}
 		})
 	}
 }
 
-// TestOTLPExport: with OTEL_* pointing at a real OTLP/HTTP receiver on
-// loopback, spans made through the Tracing (the API's server span and
-// spans started from its provider) reach it at shutdown, through the batch
-// span processor, as OTLP/JSON that the official OTLP types decode: names,
-// kinds, ids, parents, attributes, status, links, service.name and
-// service.version. Whatever HTTP protocol is asked for, JSON is sent.
-// resource.WithFromEnv reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
-// from the process environment, so this test sets them (and cannot run in
-// parallel).
+// TestOTLPExport: with OTEL_* pointing at a real OTLP receiver on loopback
+// (otlptest: the Collector's protocol, decoded with the official OTLP
+// protobuf types), spans made through the Tracing (the API's server span
+// and spans started from its provider) reach it at shutdown, through the
+// SDK's batch span processor, over OTLP/HTTP as binary protobuf or over
+// gRPC: names, kinds, ids, parents, attributes, status, links, the
+// resource (service.name, service.version, OTEL_RESOURCE_ATTRIBUTES) and
+// the OTEL_EXPORTER_OTLP_HEADERS. The official exporters read the
+// process environment, so this test sets it (and cannot run in parallel).
 func TestOTLPExport(t *testing.T) {
 	for _, tc := range []struct {
 		protocol string // OTEL_EXPORTER_OTLP_PROTOCOL; "" = unset
 		service  string // OTEL_SERVICE_NAME; "" = unset
+		gzip     bool   // OTEL_EXPORTER_OTLP_COMPRESSION=gzip
 	}{
-		{"", ""},
-		{"http/protobuf", "spool-worker"},
-		{"http/json", ""},
+		{"", "", false},
+		{"http/protobuf", "spool-worker", true},
+		{"http/json", "", false},
+		{"grpc", "spool-worker", false},
+		{"grpc", "", true},
 	} {
-		t.Run("protocol="+tc.protocol, func(t *testing.T) {
-			recv := telemetry.StartOTLPReceiver(t, nil)
+		t.Run(fmt.Sprintf("protocol=%s,gzip=%v", tc.protocol, tc.gzip), func(t *testing.T) {
+			var recv *otlptest.Receiver
+			wantProtocol := "http/protobuf"
+			if tc.protocol == "http/json" {
+				wantProtocol = tc.protocol
+			}
+			if tc.protocol == "grpc" {
+				recv, wantProtocol = otlptest.NewGRPC(t), "grpc"
+			} else {
+				recv = otlptest.NewHTTP(t)
+			}
 			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", recv.URL)
 			t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", tc.protocol)
 			t.Setenv("OTEL_SERVICE_NAME", tc.service)
-			t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "")
+			t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test,k8s.pod.name=spool%2D0")
+			t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=Bearer%20t0ken")
+			compression := "none"
+			if tc.gzip {
+				compression = "gzip"
+			}
+			t.Setenv("OTEL_EXPORTER_OTLP_COMPRESSION", compression)
 
-			tr, err := telemetry.NewTracing(context.Background(), os.LookupEnv, "1.2.3", nil)
+			logged := &lockedBuffer{}
+			tr, err := telemetry.NewTracing(context.Background(), os.LookupEnv, "1.2.3", slog.New(slog.NewTextHandler(logged, nil)))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !tr.Enabled() || !strings.Contains(tr.Exporter(), "http/json") || !strings.Contains(tr.Exporter(), recv.URL+"/v1/traces") {
-				t.Fatalf("Enabled %v, exporter %q; want otlp http/json to %s/v1/traces", tr.Enabled(), tr.Exporter(), recv.URL)
+			wantExporter := "otlp (" + wantProtocol + ") " + recv.URL
+			if wantProtocol != "grpc" {
+				wantExporter += "/v1/traces"
+			}
+			if !tr.Enabled() || tr.Exporter() != wantExporter {
+				t.Fatalf("Enabled %v, exporter %q; want %q", tr.Enabled(), tr.Exporter(), wantExporter)
 			}
 
 			// A server span continuing a caller's trace, a producer child
@@ -432,50 +466,46 @@ func TestOTLPExport(t *testing.T) {
 			lease = span.SpanContext()
 			span.End()
 
+			if n := len(recv.Requests()); n != 0 {
+				t.Errorf("%d exports before shutdown; the batch processor should hold the spans (OTEL_BSP_SCHEDULE_DELAY 5 s)", n)
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			if err := tr.Shutdown(ctx); err != nil {
 				t.Fatalf("Shutdown: %v", err)
 			}
 
-			// What the receiver got, decoded with the official types.
-			type got struct {
-				span             *tracepb.Span
-				service, version string
-			}
-			spans := map[string]got{}
-			for _, rq := range recv.Received() {
+			for _, rq := range recv.Requests() {
 				if rq.Err != nil {
-					t.Fatalf("receiver rejected an export: %v\n%s", rq.Err, rq.Body)
+					t.Fatalf("receiver refused an export (%s %s): %v", rq.Protocol, rq.Path, rq.Err)
 				}
-				if rq.Path != "/v1/traces" || rq.Header.Get("Content-Type") != "application/json" {
-					t.Errorf("export to %s as %s, want /v1/traces as application/json", rq.Path, rq.Header.Get("Content-Type"))
+				if rq.Protocol != wantProtocol {
+					t.Errorf("export over %s, want %s", rq.Protocol, wantProtocol)
 				}
-				for _, rs := range rq.Req.ResourceSpans {
-					var service, version string
-					for _, kv := range rs.GetResource().GetAttributes() {
-						switch kv.Key {
-						case "service.name":
-							service = kv.Value.GetStringValue()
-						case "service.version":
-							version = kv.Value.GetStringValue()
-						}
-					}
-					for _, ss := range rs.ScopeSpans {
-						for _, sp := range ss.Spans {
-							spans[sp.Name] = got{sp, service, version}
-						}
-					}
+				if got := rq.Header.Get("X-Api-Key"); got != "Bearer t0ken" {
+					t.Errorf("x-api-key header %q, want the decoded OTEL_EXPORTER_OTLP_HEADERS value", got)
 				}
+				if wantProtocol == "grpc" {
+					continue
+				}
+				if rq.Path != "/v1/traces" {
+					t.Errorf("export to %s, want /v1/traces", rq.Path)
+				}
+				if got := rq.Header.Get("Content-Encoding") == "gzip"; got != tc.gzip {
+					t.Errorf("gzip %v, want %v", got, tc.gzip)
+				}
+			}
+			spans := map[string]otlptest.Span{}
+			for _, s := range recv.Spans() {
+				spans[s.Name] = s
 			}
 			if len(spans) != 3 {
-				t.Fatalf("exported spans %v, want %s, spool.enqueue, spool.lease", spans, enqueueRoute)
+				t.Fatalf("exported spans %v, want %s, spool.enqueue, spool.lease; log: %s", spans, enqueueRoute, logged.String())
 			}
 			wantService := tc.service
 			if wantService == "" {
 				wantService = telemetry.DefaultServiceName
 			}
-			hexOf := func(b []byte) string { return hex.EncodeToString(b) }
 			for _, w := range []struct {
 				name      string
 				sc        trace.SpanContext
@@ -488,17 +518,22 @@ func TestOTLPExport(t *testing.T) {
 				{"spool.enqueue", enq, server.SpanID().String(), tracepb.Span_SPAN_KIND_PRODUCER, tracepb.Status_STATUS_CODE_ERROR, "store unavailable"},
 				{"spool.lease", lease, "", tracepb.Span_SPAN_KIND_INTERNAL, tracepb.Status_STATUS_CODE_UNSET, ""},
 			} {
-				g, ok := spans[w.name]
+				sp, ok := spans[w.name]
 				if !ok {
 					t.Errorf("span %q not exported", w.name)
 					continue
 				}
-				if g.service != wantService || g.version != "1.2.3" {
-					t.Errorf("%s: resource service.name %q version %q, want %q 1.2.3", w.name, g.service, g.version, wantService)
+				for k, v := range map[string]string{
+					"service.name": wantService, "service.version": "1.2.3",
+					"deployment.environment.name": "test", "k8s.pod.name": "spool-0",
+					"telemetry.sdk.name": "opentelemetry", "telemetry.sdk.language": "go",
+				} {
+					if sp.Resource[k] != v {
+						t.Errorf("%s: resource %s = %q, want %q", w.name, k, sp.Resource[k], v)
+					}
 				}
-				sp := g.span
-				if hexOf(sp.TraceId) != w.sc.TraceID().String() || hexOf(sp.SpanId) != w.sc.SpanID().String() || hexOf(sp.ParentSpanId) != w.parent {
-					t.Errorf("%s: trace %x span %x parent %x, want %s %s %s", w.name, sp.TraceId, sp.SpanId, sp.ParentSpanId, w.sc.TraceID(), w.sc.SpanID(), w.parent)
+				if sp.TraceID() != w.sc.TraceID().String() || sp.SpanID() != w.sc.SpanID().String() || sp.ParentSpanID() != w.parent {
+					t.Errorf("%s: trace %s span %s parent %s, want %s %s %s", w.name, sp.TraceID(), sp.SpanID(), sp.ParentSpanID(), w.sc.TraceID(), w.sc.SpanID(), w.parent)
 				}
 				if sp.Kind != w.kind || sp.Status.GetCode() != w.status || sp.Status.GetMessage() != w.statusMsg {
 					t.Errorf("%s: kind %v status %v %q, want %v %v %q", w.name, sp.Kind, sp.Status.GetCode(), sp.Status.GetMessage(), w.kind, w.status, w.statusMsg)
@@ -507,11 +542,14 @@ func TestOTLPExport(t *testing.T) {
 					t.Errorf("%s: times %d–%d", w.name, sp.StartTimeUnixNano, sp.EndTimeUnixNano)
 				}
 			}
-			if hexOf(spans[enqueueRoute].span.TraceId) != callerTrace {
+			if spans[enqueueRoute].TraceID() != callerTrace {
 				t.Errorf("server span not in the caller's trace")
 			}
+			if spans[enqueueRoute].Scope != "github.com/spoolhq/spool/internal/telemetry" || spans["spool.enqueue"].Scope != "spool/test" {
+				t.Errorf("scopes %q and %q", spans[enqueueRoute].Scope, spans["spool.enqueue"].Scope)
+			}
 			attrs := map[string]*commonpb.AnyValue{}
-			for _, kv := range spans["spool.enqueue"].span.Attributes {
+			for _, kv := range spans["spool.enqueue"].Attributes {
 				attrs[kv.Key] = kv.Value
 			}
 			if v := attrs["spool.task.id"]; v.GetStringValue() != "0192-abc" {
@@ -523,17 +561,11 @@ func TestOTLPExport(t *testing.T) {
 			if v, ok := attrs["spool.task.existing"].GetValue().(*commonpb.AnyValue_BoolValue); !ok || v.BoolValue {
 				t.Errorf("spool.enqueue spool.task.existing = %v, want the bool false", attrs["spool.task.existing"])
 			}
-			var method string
-			for _, kv := range spans[enqueueRoute].span.Attributes {
-				if kv.Key == "http.request.method" {
-					method = kv.Value.GetStringValue()
-				}
+			if m := spans[enqueueRoute].Attr("http.request.method"); m != "POST" {
+				t.Errorf("server span http.request.method %q, want POST", m)
 			}
-			if method != "POST" {
-				t.Errorf("server span http.request.method %q, want POST", method)
-			}
-			links := spans["spool.lease"].span.Links
-			if len(links) != 1 || hexOf(links[0].SpanId) != enq.SpanID().String() || hexOf(links[0].TraceId) != enq.TraceID().String() ||
+			links := spans["spool.lease"].Links
+			if len(links) != 1 || hex.EncodeToString(links[0].SpanId) != enq.SpanID().String() || hex.EncodeToString(links[0].TraceId) != enq.TraceID().String() ||
 				len(links[0].Attributes) != 1 || links[0].Attributes[0].Value.GetStringValue() != "0192-abc" {
 				t.Errorf("lease links %v, want one to the enqueue span %s with spool.task.id", links, enq.SpanID())
 			}
@@ -541,17 +573,73 @@ func TestOTLPExport(t *testing.T) {
 	}
 }
 
-// TestNewTracingWarnsOnGRPCPort: an endpoint on 4317, the conventional
-// OTLP/gRPC port, starts (it may be an HTTP receiver after all) but logs
-// a warning saying Spool sends OTLP/HTTP; 4318 does not.
-func TestNewTracingWarnsOnGRPCPort(t *testing.T) {
+// TestExportFailureLogged: an export the receiver refuses is logged at
+// warn with the message "opentelemetry" (the SDK's error handler, pointed
+// at Spool's log), without the header values; the service goes on.
+func TestExportFailureLogged(t *testing.T) {
+	var hits atomic.Int32
+	refuse := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		http.Error(w, "no such tenant", http.StatusBadRequest) // not retried
+	}))
+	t.Cleanup(refuse.Close)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", refuse.URL)
+	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20s3cret-token")
+
+	logged := &lockedBuffer{}
+	tr, err := telemetry.NewTracing(context.Background(), os.LookupEnv, "test", slog.New(slog.NewJSONHandler(logged, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, span := tr.TracerProvider().Tracer("spool/test").Start(context.Background(), "spool.lease")
+	span.End()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = tr.Shutdown(ctx)
+
+	if hits.Load() != 1 {
+		t.Errorf("%d export requests, want 1 (a 400 is not retried)", hits.Load())
+	}
+	var found bool
+	for line := range strings.Lines(logged.String()) {
+		var l struct{ Level, Msg string }
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		found = found || (l.Level == "WARN" && l.Msg == "opentelemetry" && strings.Contains(line, "400"))
+	}
+	if !found {
+		t.Errorf("no warn line \"opentelemetry\" with the 400; log: %s", logged.String())
+	}
+	if strings.Contains(logged.String(), "s3cret") {
+		t.Errorf("the log holds a header value: %s", logged.String())
+	}
+}
+
+// TestNewTracingWarnsOnPortMismatch: an endpoint on the port conventional
+// for the other protocol (4317 for gRPC, 4318 for HTTP) starts (the
+// receiver may listen there after all) but logs a warning; the matching
+// port does not.
+func TestNewTracingWarnsOnPortMismatch(t *testing.T) {
 	t.Parallel()
-	for port, warn := range map[string]bool{"4317": true, "4318": false} {
-		var buf strings.Builder
-		log := slog.New(slog.NewTextHandler(&buf, nil))
+	for _, tc := range []struct {
+		port, protocol string
+		warn           bool
+	}{
+		{"4317", "", true},
+		{"4317", "http/protobuf", true},
+		{"4318", "", false},
+		{"4318", "grpc", true},
+		{"4317", "grpc", false},
+	} {
+		buf := &lockedBuffer{}
+		log := slog.New(slog.NewTextHandler(buf, nil))
 		env := func(k string) (string, bool) {
-			if k == "OTEL_EXPORTER_OTLP_ENDPOINT" {
-				return "http://127.0.0.1:" + port, true
+			switch k {
+			case "OTEL_EXPORTER_OTLP_ENDPOINT":
+				return "http://127.0.0.1:" + tc.port, true
+			case "OTEL_EXPORTER_OTLP_PROTOCOL":
+				return tc.protocol, tc.protocol != ""
 			}
 			return "", false
 		}
@@ -562,8 +650,8 @@ func TestNewTracingWarnsOnGRPCPort(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = tr.Shutdown(ctx)
 		cancel()
-		if got := strings.Contains(buf.String(), "uses port 4317"); got != warn {
-			t.Errorf("port %s: warning logged %v, want %v; log: %s", port, got, warn, buf.String())
+		if got := strings.Contains(buf.String(), "by convention"); got != tc.warn {
+			t.Errorf("port %s protocol %q: warning logged %v, want %v; log: %s", tc.port, tc.protocol, got, tc.warn, buf.String())
 		}
 	}
 }
