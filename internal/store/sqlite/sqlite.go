@@ -43,12 +43,39 @@ var migrationsFS embed.FS
 type Options struct {
 	// Logger receives migration progress; nil means slog.Default().
 	Logger *slog.Logger
-	// SyncFull sets synchronous=FULL, which makes every commit durable
-	// against power loss and OS crashes too, at the price of an fsync per
-	// commit. The default (NORMAL) is durable against a crash of the process.
-	SyncFull bool
+	// Sync is how far a commit is on disk before it returns: SyncFull (the
+	// default) or SyncNormal.
+	Sync Sync
 	// ReadConns is the size of the read pool; 0 means 4.
 	ReadConns int
+}
+
+// Sync is a durability setting of the write connection (PRAGMA synchronous).
+type Sync string
+
+const (
+	// SyncFull (synchronous=FULL, the default): every commit fsyncs the WAL
+	// before it returns, so an acknowledged task survives power loss, an OS
+	// crash or a VM reset, not only a crash of the process. Group commit
+	// shares one fsync among the enqueues that arrive together.
+	SyncFull Sync = "full"
+	// SyncNormal (synchronous=NORMAL): the WAL is fsynced only at
+	// checkpoints. A commit survives a crash or kill of the process (it is in
+	// the OS page cache), but the last commits before a power cut, OS crash
+	// or VM reset may be lost, acknowledged or not. The file stays
+	// consistent either way.
+	SyncNormal Sync = "normal"
+)
+
+// pragma is the value PRAGMA synchronous takes; "" for an unknown setting.
+func (s Sync) pragma() string {
+	switch s {
+	case "", SyncFull:
+		return "FULL"
+	case SyncNormal:
+		return "NORMAL"
+	}
+	return ""
 }
 
 // busyTimeout bounds how long a connection waits for a lock held by another
@@ -94,14 +121,11 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		log = slog.Default()
 	}
 
-	// synchronous=NORMAL in WAL mode fsyncs the WAL only at checkpoints: a
-	// committed transaction survives a crash or kill of the process (the
-	// WAL is in the OS page cache), which is what Spool promises on one
-	// machine, but the last commits may be lost if the machine loses power.
-	// SyncFull trades throughput for that too.
-	syncMode := "NORMAL"
-	if opts.SyncFull {
-		syncMode = "FULL"
+	// A task is acknowledged once its transaction commits, so by default
+	// a commit is on disk (FULL) when it returns: see Sync.
+	syncMode := opts.Sync.pragma()
+	if syncMode == "" {
+		return nil, fmt.Errorf("sqlite open: synchronous %q is not full or normal", opts.Sync)
 	}
 	common := url.Values{}
 	common.Set("_busy_timeout", fmt.Sprint(busyTimeout.Milliseconds()))

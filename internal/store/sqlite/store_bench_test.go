@@ -1,6 +1,6 @@
 package sqlite_test
 
-// Enqueue benchmarks on a real SQLite file (WAL, synchronous=NORMAL: the
+// Enqueue benchmarks on a real SQLite file (WAL, synchronous=FULL: the
 // options `spool serve` uses), next to BenchmarkEnqueueBatch1000 and
 // BenchmarkLeaseComplete in sqlite_test.go. Each reports tasks/s.
 //
