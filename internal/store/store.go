@@ -151,7 +151,11 @@ type DestinationSync struct {
 
 // Store is everything the queue logic needs from a database. Every method
 // is safe for concurrent use. Times are produced by the database clock on
-// PostgreSQL (so replicas agree) and by the process clock on SQLite.
+// PostgreSQL (so replicas agree) and by the process clock on SQLite, where
+// lease expiry runs on a clock that follows the monotonic clock, so that a
+// step of the wall clock does not expire running tasks. Callers give due
+// times as durations (NewTask.Delay, Completion.RetryIn) so that the store's
+// clock, not the caller's, decides when they fall.
 type Store interface {
 	// Ping checks the database answers and its schema is migrated (for
 	// /readyz): ErrUnavailable, or ErrNotMigrated.

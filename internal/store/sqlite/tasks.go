@@ -135,7 +135,7 @@ func (s *Store) Enqueue(ctx context.Context, tasks []store.NewTask) ([]store.Enq
 			return nil, fmt.Errorf("enqueue: task %d: id and queue are required", i)
 		}
 	}
-	ts := now()
+	ts := s.now()
 	out := make([]store.Enqueued, len(tasks))
 	// dupOf[i] = j when tasks[i] repeats the idempotency key of an earlier
 	// tasks[j] in this call; -1 otherwise.
@@ -394,7 +394,7 @@ func (s *Store) ListTasks(ctx context.Context, p store.ListParams) ([]task.Task,
 func (s *Store) CancelTask(ctx context.Context, id string) (task.Task, error) {
 	var out task.Task
 	err := s.inWrite(ctx, func(tx *sql.Tx) error {
-		ts := micros(now())
+		ts := micros(s.now())
 		// Clearing the lease token is what makes a running attempt's
 		// completion be refused.
 		t, err := scanTask(tx.QueryRowContext(ctx, `UPDATE spool_tasks SET
@@ -421,7 +421,7 @@ func (s *Store) CancelTask(ctx context.Context, id string) (task.Task, error) {
 func (s *Store) RetryTask(ctx context.Context, id string) (task.Task, error) {
 	var out task.Task
 	err := s.inWrite(ctx, func(tx *sql.Tx) error {
-		ts := micros(now())
+		ts := micros(s.now())
 		t, err := scanTask(tx.QueryRowContext(ctx, `UPDATE spool_tasks SET
 				state = 'available', run_at = ?, attempt = 0, finished_at = NULL, updated_at = ?,
 				lease_token = NULL, lease_expires_at = NULL
