@@ -102,7 +102,8 @@ func validID(id string) bool {
 // statement: it first creates the missing queues ($14, sorted and distinct,
 // so that concurrent enqueues creating the same queues lock in one order)
 // with the default settings ($15, $16), and takes a task's unset
-// max_attempts and timeout (0) from its queue. A queue created by this
+// max_attempts and timeout (0) from its queue. A task without a run_at is
+// due its delay ($17, µs) after the database's now(), never the caller's. A queue created by this
 // statement or by a concurrent transaction is not in this statement's
 // snapshot; it has the default settings, which the COALESCE falls back to.
 // A (queue, idempotency key) already present is skipped and absent from
@@ -116,14 +117,14 @@ WITH new_queues AS (
 INSERT INTO spool_tasks (id, queue, state, priority, run_at, max_attempts, timeout_ms,
 	target_url, target_method, target_headers, payload, content_type, idempotency_key, traceparent)
 SELECT i.id, i.queue,
-	CASE WHEN i.run_at > now() THEN 'scheduled' ELSE 'available' END,
-	i.priority, COALESCE(i.run_at, now()),
+	CASE WHEN i.run_at > now() OR (i.run_at IS NULL AND i.delay_us > 0) THEN 'scheduled' ELSE 'available' END,
+	i.priority, COALESCE(i.run_at, now() + i.delay_us * interval '1 microsecond'),
 	COALESCE(NULLIF(i.max_attempts, 0), q.max_attempts, $15),
 	COALESCE(NULLIF(i.timeout_ms, 0), q.timeout_ms, $16),
 	i.url, i.method, i.headers::jsonb, i.payload, i.content_type, i.ikey, i.traceparent
 FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::timestamptz[], $5::int[], $6::bigint[],
-	$7::text[], $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::text[])
-	WITH ORDINALITY AS i(id, queue, priority, run_at, max_attempts, timeout_ms, url, method, headers, payload, content_type, ikey, traceparent, n)
+	$7::text[], $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::text[], $17::bigint[])
+	WITH ORDINALITY AS i(id, queue, priority, run_at, max_attempts, timeout_ms, url, method, headers, payload, content_type, ikey, traceparent, delay_us, n)
 LEFT JOIN spool_queues q ON q.name = i.queue
 ORDER BY i.n
 ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -185,6 +186,7 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 		ids, qs, urls, methods, ctypes = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		prios                          = make([]int16, n)
 		runAts                         = make([]*time.Time, n)
+		delays                         = make([]int64, n)
 		maxAtt                         = make([]int32, n)
 		tmo                            = make([]int64, n)
 		headers, keys, traceparents    = make([]*string, n), make([]*string, n), make([]*string, n)
@@ -197,13 +199,16 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 		ids[j], qs[j], urls[j], ctypes[j] = nt.ID, nt.Queue, nt.Target.URL, nt.ContentType
 		methods[j] = cmp.Or(nt.Target.Method, "POST")
 		prios[j] = int16(nt.Priority)
+		// Due now by this clock, or nearly: the database's clock decides the
+		// state, and a spare NOTIFY costs less than a task left to the poll.
 		if !nt.RunAt.IsZero() {
 			ra := nt.RunAt
 			runAts[j] = &ra
+			due = due || nt.RunAt.Before(soon)
+		} else {
+			delays[j] = max(nt.Delay, 0).Microseconds()
+			due = due || nt.Delay < time.Second
 		}
-		// Due now by this clock, or nearly: the database's clock decides the
-		// state, and a spare NOTIFY costs less than a task left to the poll.
-		due = due || nt.RunAt.Before(soon)
 		maxAtt[j] = int32(nt.MaxAttempts)
 		tmo[j] = nt.Timeout.Milliseconds()
 		if nt.Target.Headers != nil {
@@ -229,7 +234,7 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 		inserted []task.Task
 	)
 	batch.Queue(insertTasksSQL, ids, qs, prios, runAts, maxAtt, tmo, urls, methods, headers, payloads, ctypes, keys, traceparents,
-		queues, task.DefaultMaxAttempts, task.DefaultTimeout.Milliseconds()).
+		queues, task.DefaultMaxAttempts, task.DefaultTimeout.Milliseconds(), delays).
 		Query(func(rows pgx.Rows) error {
 			var err error
 			inserted, err = collectTasks(rows)

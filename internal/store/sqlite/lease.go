@@ -318,7 +318,7 @@ const limitedSlotSQL = `(SELECT q.concurrency > 0 FROM spool_queues q WHERE q.na
 
 // Completion statements, one per outcome, each for a batch: ?2 is a JSON
 // array of [id, token, last_error, last_status, retry_at] (retry_at for
-// Retry and Defer only), ?1 is now. Each is guarded by the lease: it matches only a
+// Retry and Defer only: RetryAt, or now + RetryIn), ?1 is now. Each is guarded by the lease: it matches only a
 // task still running under the presented token, so a rescued, cancelled or
 // already completed attempt changes nothing. A batch names a task once:
 // should it name one twice, which of the two UPDATE … FROM applies is
@@ -455,7 +455,7 @@ func appendCompletion(b []byte, c store.Completion, nowUS int64) []byte {
 		b = strconv.AppendInt(b, int64(c.LastStatus), 10)
 	}
 	if c.Outcome == store.Retry || c.Outcome == store.Defer {
-		retryAt := nowUS
+		retryAt := nowUS + max(c.RetryIn, 0).Microseconds()
 		if !c.RetryAt.IsZero() {
 			retryAt = micros(c.RetryAt)
 		}

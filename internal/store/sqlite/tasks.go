@@ -250,6 +250,9 @@ func createQueue(ctx context.Context, tx *sql.Tx, st *statements, name string, t
 // newTaskRow is the task Enqueue stores for nt.
 func newTaskRow(nt store.NewTask, d queueDefaults, ts time.Time) task.Task {
 	runAt := ts
+	if nt.Delay > 0 {
+		runAt = fromMicros(micros(ts) + nt.Delay.Microseconds())
+	}
 	if !nt.RunAt.IsZero() {
 		runAt = fromMicros(nt.RunAt.UnixMicro())
 	}
