@@ -196,8 +196,8 @@ type permit struct {
 // deferral says a task must wait without spending an attempt.
 type deferral struct {
 	wait   time.Duration // from now, by the store's clock (Completion.RetryIn)
-	reason string // last_error
-	kind   string // metric label: busy, open, hold
+	reason string        // last_error
+	kind   string        // metric label: busy, open, hold
 }
 
 // acquire returns a permit to send to the destination now, or a deferral.

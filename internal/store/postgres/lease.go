@@ -569,7 +569,7 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 		tokens           []int64
 		outcomes, status []int32
 		retryAt          []*time.Time
-		retryIn          []int64 // µs
+		retryIn          []int64                                 // µs
 		sent             = make(map[store.LeaseRef]int, len(cs)) // lease -> index in cs
 	)
 	for i, c := range cs {
