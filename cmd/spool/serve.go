@@ -43,7 +43,7 @@ type migratingStore interface {
 // embedded SQLite file.
 func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (migratingStore, string, error) {
 	if cfg.Embedded() {
-		s, err := sqlite.Open(ctx, cfg.SQLitePath(), sqlite.Options{Logger: log})
+		s, err := sqlite.Open(ctx, cfg.SQLitePath(), sqlite.Options{Logger: log, Sync: sqlite.Sync(cfg.SQLiteSync)})
 		if err != nil {
 			return nil, "", fmt.Errorf("open SQLite store %s: %w", cfg.SQLitePath(), err)
 		}

@@ -101,7 +101,10 @@ type Config struct {
 	SchedulesFile string
 	// Version is reported by /livez.
 	Version string
-	// Now is the clock used for delay and run_at. Default time.Now.
+	// Now is this process's clock, which checks an explicit run_at (one in
+	// the past means now; at most task.MaxScheduleAhead ahead). A delay is
+	// left to the store's clock (the database's on PostgreSQL). Default
+	// time.Now.
 	Now func() time.Time
 	// RequestTimeout bounds the work of one request, store calls included,
 	// so a database that stops answering (a dropped network, not a refused

@@ -594,13 +594,14 @@ func parseTask(c *collector, prefix string, ms []member, dup string, env decodeE
 		}
 		t.Fingerprint = req.Fingerprint()
 	}
-	// A due task gets a zero RunAt so the store stamps it with its own clock:
-	// on PostgreSQL that is the database's, and an API replica whose clock
-	// runs ahead would otherwise park due tasks as scheduled. A run_at in the
-	// past means "now" too, so a stale timestamp cannot jump the queue.
+	// A due or delayed task gets a zero RunAt so the store stamps it with
+	// its own clock (plus Delay): on PostgreSQL that is the database's, and
+	// an API replica whose clock is off would otherwise make delayed tasks
+	// due early or late. An explicit run_at is the client's absolute time;
+	// one in the past means "now", so a stale timestamp cannot jump the queue.
 	switch {
 	case haveDelay && delay > 0:
-		t.RunAt = env.now.Add(delay).UTC()
+		t.Delay = delay
 	case haveRunAt && runAt.After(env.now):
 		t.RunAt = runAt.UTC()
 	}

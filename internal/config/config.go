@@ -38,6 +38,12 @@ type Config struct {
 
 	DatabaseURL Secret // SPOOL_DATABASE_URL or DATABASE_URL (or _FILE); empty = embedded SQLite
 	DataDir     string // SPOOL_DATA_DIR, default "./data": where the SQLite file lives
+	// SQLiteSync (SPOOL_SQLITE_SYNC, --sqlite-sync) is the embedded store's
+	// durability: "full" (default) fsyncs every commit, so an acknowledged
+	// task survives power loss; "normal" fsyncs only at checkpoints, so it
+	// survives a crash of the process but the last commits before a power
+	// cut or VM reset may be lost. Unused on PostgreSQL.
+	SQLiteSync string
 	// Migrate applies schema migrations at start: SPOOL_MIGRATE, --migrate;
 	// default true on SQLite, false on PostgreSQL (run `spool migrate` once instead).
 	Migrate  bool
@@ -191,6 +197,7 @@ Flags:
 	strVar(&c.HTTPAddr, "http-addr", "SPOOL_HTTP_ADDR", ":8000", "API listen address")
 	strVar(&c.AdminAddr, "admin-addr", "SPOOL_ADMIN_ADDR", ":9090", "admin listen address (/metrics, /debug/pprof/); empty disables")
 	strVar(&c.DataDir, "data-dir", "SPOOL_DATA_DIR", "./data", "directory of the embedded SQLite database")
+	strVar(&c.SQLiteSync, "sqlite-sync", "SPOOL_SQLITE_SYNC", "full", "embedded SQLite durability: full (every commit fsynced: survives power loss) or normal (survives a process crash; the last commits may be lost to a power cut)")
 	strVar(&role, "role", "SPOOL_ROLE", string(RoleAll), "what to run: all, api or worker")
 	strVar(&c.LogLevel, "log-level", "SPOOL_LOG_LEVEL", "info", "debug, info, warn or error")
 	intVar(&c.Workers, "workers", "SPOOL_WORKERS", 100, "deliveries in flight at once in this process")
@@ -307,6 +314,11 @@ func (c *Config) validate() error {
 	// 10 is api.BatchBodyFactor: a batch body may be ten single-task bodies.
 	if batch := 10 * c.MaxBodyBytes; c.MaxInflightBodyBytes != 0 && c.MaxInflightBodyBytes < batch {
 		bad("SPOOL_MAX_INFLIGHT_BODY_BYTES: must be 0 (the default) or at least one maximum-size batch body, 10 × SPOOL_MAX_BODY_BYTES = %d, got %d", batch, c.MaxInflightBodyBytes)
+	}
+	switch c.SQLiteSync {
+	case "full", "normal":
+	default:
+		bad("SPOOL_SQLITE_SYNC: %q is not full or normal", c.SQLiteSync)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -193,6 +193,7 @@ func TestInvalidValuesNameTheVariable(t *testing.T) {
 		"SPOOL_MIGRATE":              {"SPOOL_MIGRATE": "maybe"},
 		// Less than one maximum-size batch (10 × 1 MiB) could never admit one.
 		"SPOOL_MAX_INFLIGHT_BODY_BYTES": {"SPOOL_MAX_INFLIGHT_BODY_BYTES": "1048576"},
+		"SPOOL_SQLITE_SYNC":          {"SPOOL_SQLITE_SYNC": "off"},
 	}
 	for name, env := range cases {
 		env["SPOOL_API_KEYS"] = "k"
@@ -202,6 +203,30 @@ func TestInvalidValuesNameTheVariable(t *testing.T) {
 		}
 		if err != nil && strings.Contains(err.Error(), "secretpw") {
 			t.Errorf("%s: error leaks the value: %v", name, err)
+		}
+	}
+}
+
+// TestSQLiteSync: full by default (an acknowledged task survives power
+// loss), normal on request, and the flag wins over the variable.
+func TestSQLiteSync(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{map[string]string{}, nil, "full"},
+		{map[string]string{"SPOOL_SQLITE_SYNC": "normal"}, nil, "normal"},
+		{map[string]string{"SPOOL_SQLITE_SYNC": "full"}, nil, "full"},
+		{map[string]string{"SPOOL_SQLITE_SYNC": "normal"}, []string{"--sqlite-sync", "full"}, "full"},
+	} {
+		tc.env["SPOOL_API_KEYS"] = "k"
+		c, err := Load(tc.args, envOf(tc.env), io.Discard)
+		if err != nil {
+			t.Fatalf("%v %v: %v", tc.env, tc.args, err)
+		}
+		if c.SQLiteSync != tc.want {
+			t.Errorf("%v %v: SQLiteSync %q, want %q", tc.env, tc.args, c.SQLiteSync, tc.want)
 		}
 	}
 }

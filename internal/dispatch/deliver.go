@@ -69,7 +69,7 @@ func (d *Dispatcher) deliver(parent context.Context, l store.Lease, leaseSpan tr
 			c.Outcome, c.LastError = store.Release, "released at shutdown before the attempt was sent"
 			return c, true
 		case df != nil:
-			c.Outcome, c.RetryAt, c.LastError = store.Defer, df.until, df.reason
+			c.Outcome, c.RetryIn, c.LastError = store.Defer, df.wait, df.reason
 			logf(slog.LevelDebug, "deferred", "spool.destination", name, "error.message", df.reason)
 			return c, true
 		}
@@ -87,7 +87,7 @@ func (d *Dispatcher) deliver(parent context.Context, l store.Lease, leaseSpan tr
 	var retryAfter time.Duration
 	hasRetryAfter := false
 	if err == nil {
-		retryAfter, hasRetryAfter = task.RetryAfter(resp.retryAfterHeader(), time.Now())
+		retryAfter, hasRetryAfter = task.RetryAfter(resp.retryAfterHeader(), d.cfg.Now())
 	}
 	if slot != nil {
 		if errors.Is(err, ErrForbiddenTarget) {
@@ -137,7 +137,9 @@ func (d *Dispatcher) deliver(parent context.Context, l store.Lease, leaseSpan tr
 		if hasRetryAfter {
 			delay = min(max(delay, retryAfter), max(d.cfg.Backoff.Max, delay))
 		}
-		c.RetryAt = time.Now().Add(delay)
+		// A wait, not a time: the store's clock (PostgreSQL's now()) starts
+		// it, so a replica whose clock is off retries neither early nor late.
+		c.RetryIn = delay
 		if t.Attempt >= t.MaxAttempts {
 			c.LastError += fmt.Sprintf(" (attempts exhausted: %d of %d)", t.Attempt, t.MaxAttempts)
 			d.count(t.Queue, "failed")

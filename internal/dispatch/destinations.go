@@ -195,9 +195,9 @@ type permit struct {
 
 // deferral says a task must wait without spending an attempt.
 type deferral struct {
-	until  time.Time
-	reason string // last_error
-	kind   string // metric label: busy, open, hold
+	wait   time.Duration // from now, by the store's clock (Completion.RetryIn)
+	reason string        // last_error
+	kind   string        // metric label: busy, open, hold
 }
 
 // acquire returns a permit to send to the destination now, or a deferral.
@@ -263,7 +263,7 @@ func (ds *destinations) acquire(ctx context.Context, name string) (*permit, *def
 		if !canPark || now.After(deadline) {
 			ds.mu.Unlock()
 			df := &deferral{
-				until:  now.Add(jitter(500*time.Millisecond, time.Second)),
+				wait:   jitter(500*time.Millisecond, time.Second),
 				reason: fmt.Sprintf("destination %s busy: %d requests in flight from this replica, its limit here is %d; deferred without spending an attempt", name, d.inflight, limit),
 				kind:   "busy",
 			}
@@ -302,7 +302,7 @@ func (ds *destinations) blocked(d *dest, now time.Time) *deferral {
 	}
 	if now.Before(hold) {
 		return &deferral{
-			until:  hold.Add(jitter(0, 500*time.Millisecond)),
+			wait:   hold.Sub(now) + jitter(0, 500*time.Millisecond),
 			reason: fmt.Sprintf("destination %s asked to wait (Retry-After) until %s; deferred without spending an attempt", d.name, hold.UTC().Format(time.RFC3339)),
 			kind:   "hold",
 		}
@@ -311,7 +311,7 @@ func (ds *destinations) blocked(d *dest, now time.Time) *deferral {
 	case task.BreakerOpen:
 		if now.Before(d.shared.OpenUntil) {
 			return &deferral{
-				until:  d.shared.OpenUntil.Add(jitter(0, 500*time.Millisecond)),
+				wait:   d.shared.OpenUntil.Sub(now) + jitter(0, 500*time.Millisecond),
 				reason: fmt.Sprintf("destination %s unavailable: circuit breaker open after %d consecutive failures; next probe at %s; deferred without spending an attempt", d.name, d.shared.Failures, d.shared.OpenUntil.UTC().Format(time.RFC3339)),
 				kind:   "open",
 			}
@@ -319,7 +319,7 @@ func (ds *destinations) blocked(d *dest, now time.Time) *deferral {
 	case task.BreakerHalfOpen:
 		if d.probing || (d.shared.ProbeOwner != "" && now.Before(d.shared.ProbeUntil)) {
 			return &deferral{
-				until:  now.Add(jitter(500*time.Millisecond, time.Second)),
+				wait:   jitter(500*time.Millisecond, time.Second),
 				reason: fmt.Sprintf("destination %s unavailable: circuit breaker half open, a probe is in flight; deferred without spending an attempt", d.name),
 				kind:   "open",
 			}
@@ -351,7 +351,7 @@ func (ds *destinations) probe(ctx context.Context, d *dest) (*permit, *deferral,
 			return nil, nil, ctx.Err()
 		}
 		// The store is away: wait rather than send unprotected.
-		return nil, &deferral{until: time.Now().Add(jitter(time.Second, 2*time.Second)),
+		return nil, &deferral{wait: jitter(time.Second, 2*time.Second),
 			reason: fmt.Sprintf("destination %s unavailable: circuit breaker open and its probe could not be arranged; deferred without spending an attempt", d.name), kind: "open"}, nil
 	}
 	now := time.Now()
@@ -367,7 +367,7 @@ func (ds *destinations) probe(ctx context.Context, d *dest) (*permit, *deferral,
 		if df := ds.blocked(d, now); df != nil {
 			return nil, df, nil
 		}
-		return nil, &deferral{until: now.Add(jitter(500*time.Millisecond, time.Second)),
+		return nil, &deferral{wait: jitter(500*time.Millisecond, time.Second),
 			reason: fmt.Sprintf("destination %s unavailable: circuit breaker half open, a probe is in flight; deferred without spending an attempt", d.name), kind: "open"}, nil
 	}
 	d.probing = true

@@ -368,3 +368,45 @@ func TestRetryStatusesDecide(t *testing.T) {
 		}
 	})
 }
+
+// A dispatcher whose clock is an hour behind (or ahead) retries a failed
+// attempt after its backoff as the store counts it (the database's now()
+// on PostgreSQL): not at once, not an hour late.
+func TestRetryIgnoresTheDispatcherClock(t *testing.T) {
+	for _, skew := range []time.Duration{-time.Hour, time.Hour} {
+		t.Run(skew.String(), func(t *testing.T) {
+			eachStore(t, func(t *testing.T, st store.Store) {
+				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					w.WriteHeader(http.StatusServiceUnavailable)
+				}))
+				defer srv.Close()
+				startDispatcher(t, st, func(c *Config) {
+					c.Now = func() time.Time { return time.Now().Add(skew) }
+					c.Backoff = task.Backoff{Min: 60 * time.Second, Max: 60 * time.Second} // waits of 30-60 s
+				})
+				before := time.Now()
+				id := enqueueN(t, st, "q", srv.URL, 1)[0]
+				for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+					tk, err := st.GetTask(context.Background(), id)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if tk.Attempt >= 1 && tk.State != task.Running {
+						break
+					}
+				}
+				time.Sleep(300 * time.Millisecond) // time for a retry due at once to be taken
+				tk, err := st.GetTask(context.Background(), id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				after := time.Now()
+				if tk.State != task.Retrying || tk.Attempt != 1 ||
+					tk.RunAt.Before(before.Add(30*time.Second)) || tk.RunAt.After(after.Add(60*time.Second)) {
+					t.Errorf("after a 503 the task is %s at attempt %d, due in %s; want retrying at attempt 1, due in 30-60 s",
+						tk.State, tk.Attempt, tk.RunAt.Sub(after).Round(time.Millisecond))
+				}
+			})
+		})
+	}
+}

@@ -44,6 +44,11 @@ type Config struct {
 	Replica string
 	// Destinations tunes the per-destination protection (zero: defaults).
 	Destinations DestinationPolicy
+	// Now is this process's clock (default time.Now). It reads a
+	// Retry-After given as a date; due times never come from it: a retry
+	// or a deferral goes to the store as a wait (Completion.RetryIn), timed
+	// by the store's clock (the database's on PostgreSQL).
+	Now func() time.Time
 	// TracerProvider starts the lease, delivery and HTTP client spans.
 	// Default: the no-op provider, under which a task's stored traceparent
 	// is still what the target receives.
@@ -123,6 +128,9 @@ func New(cfg Config) *Dispatcher {
 	}
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "spool"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if cfg.TracerProvider == nil {
 		cfg.TracerProvider = noop.NewTracerProvider()

@@ -70,14 +70,18 @@ func (e *IdempotencyError) Unwrap() error { return e.Err }
 
 // NewTask is a task to enqueue. The caller (the API) has validated it.
 type NewTask struct {
-	ID             string // UUIDv7 chosen by the caller
-	Queue          string
-	Target         task.Target
-	Payload        []byte
-	ContentType    string
-	Priority       int
-	RunAt          time.Time // zero = now
-	MaxAttempts    int       // 0 = the queue's max_attempts
+	ID          string // UUIDv7 chosen by the caller
+	Queue       string
+	Target      task.Target
+	Payload     []byte
+	ContentType string
+	Priority    int
+	RunAt       time.Time // zero = now + Delay
+	// Delay, when RunAt is zero, makes the task due Delay after the store's
+	// now (on PostgreSQL the database's clock): a replica whose clock is
+	// off cannot make a delayed task due early or late. 0 = due now.
+	Delay          time.Duration
+	MaxAttempts    int // 0 = the queue's max_attempts
 	Timeout        time.Duration
 	IdempotencyKey string // "" = none
 	// Fingerprint identifies the request a key stands for (see
@@ -147,8 +151,9 @@ type Outcome int
 const (
 	// Succeeded: final state succeeded.
 	Succeeded Outcome = iota + 1
-	// Retry: state retrying with run_at = RetryAt; but if the attempt was the
-	// task's last (attempt >= max_attempts) the task fails instead.
+	// Retry: state retrying with run_at = now + RetryIn (or RetryAt); but
+	// if the attempt was the task's last (attempt >= max_attempts) the task
+	// fails instead.
 	Retry
 	// Fail: final state failed (permanent error).
 	Fail
@@ -157,16 +162,21 @@ const (
 	Release
 	// Defer: the attempt was never sent (its destination is busy, held by a
 	// Retry-After, or its circuit breaker is open): state retrying with
-	// run_at = RetryAt, attempt decremented so it is not counted, last_error
-	// set to LastError, last_status unchanged, finished_at stays NULL.
+	// run_at = now + RetryIn (or RetryAt), attempt decremented so it is
+	// not counted, last_error set to LastError, last_status unchanged,
+	// finished_at stays NULL.
 	Defer
 )
 
 // Completion reports one finished attempt.
 type Completion struct {
 	LeaseRef
-	Outcome    Outcome
-	RetryAt    time.Time // for Retry
+	Outcome Outcome
+	// RetryIn, for Retry and Defer when RetryAt is zero: the task is due
+	// again RetryIn after the store's now (on PostgreSQL the database's
+	// clock), whatever the dispatcher's clock says. 0 = due now.
+	RetryIn    time.Duration
+	RetryAt    time.Time // for Retry and Defer: an absolute due time instead of RetryIn
 	LastError  string    // "" clears it
 	LastStatus int       // 0 = no HTTP response
 }
@@ -196,7 +206,11 @@ type DestinationSync struct {
 
 // Store is everything the queue logic needs from a database. Every method
 // is safe for concurrent use. Times are produced by the database clock on
-// PostgreSQL (so replicas agree) and by the process clock on SQLite.
+// PostgreSQL (so replicas agree) and by the process clock on SQLite, where
+// lease expiry runs on a clock that follows the monotonic clock, so that a
+// step of the wall clock does not expire running tasks. Callers give due
+// times as durations (NewTask.Delay, Completion.RetryIn) so that the store's
+// clock, not the caller's, decides when they fall.
 type Store interface {
 	// Ping checks the database answers and its schema is migrated (for
 	// /readyz): ErrUnavailable, or ErrNotMigrated.
@@ -218,8 +232,8 @@ type Store interface {
 	// created with default settings if missing (concurrency 0, rate limit 0,
 	// max attempts task.DefaultMaxAttempts, timeout task.DefaultTimeout, not
 	// paused). MaxAttempts 0 takes the queue's max_attempts; Timeout 0 the
-	// queue's timeout. State is scheduled when RunAt is after now, else
-	// available. Results are in input order. A new task's result may share
+	// queue's timeout. State is scheduled when RunAt (or now + Delay) is
+	// after now, else available. Results are in input order. A new task's result may share
 	// its Payload with the NewTask's (a batch's payloads run to megabytes, so
 	// they are not copied): neither side may modify it afterwards.
 	Enqueue(ctx context.Context, tasks []NewTask) ([]Enqueued, error)

@@ -522,7 +522,9 @@ func (s *Store) ExtendLeases(ctx context.Context, refs []store.LeaseRef, leaseFo
 // asks for a wake-up: the task is due again now, or its queue has a
 // concurrency limit and the slot it freed may let a waiting task start
 // (on any replica: the NOTIFY reaches them all). Outcomes are store.Outcome
-// values: 1 succeeded, 2 retry, 3 fail, 4 release, 5 defer. Release and
+// values: 1 succeeded, 2 retry, 3 fail, 4 release, 5 defer. A retry or a
+// deferral is due at retry_at if given, else retry_in_us after the
+// database's now(), so the dispatcher's clock never decides. Release and
 // Defer give the attempt back (it was abandoned or never sent); a deferred
 // task keeps the status of the last response it really had.
 const completeSQL = `
@@ -536,8 +538,8 @@ UPDATE spool_tasks t SET
 	END,
 	run_at = CASE
 		WHEN c.outcome = 4 THEN now()
-		WHEN c.outcome = 5 THEN COALESCE(c.retry_at, now())
-		WHEN c.outcome = 2 AND t.attempt < t.max_attempts THEN COALESCE(c.retry_at, now())
+		WHEN c.outcome = 5 THEN COALESCE(c.retry_at, now() + c.retry_in_us * interval '1 microsecond')
+		WHEN c.outcome = 2 AND t.attempt < t.max_attempts THEN COALESCE(c.retry_at, now() + c.retry_in_us * interval '1 microsecond')
 		ELSE t.run_at
 	END,
 	attempt = CASE WHEN c.outcome IN (4, 5) THEN greatest(t.attempt - 1, 0) ELSE t.attempt END,
@@ -549,8 +551,8 @@ UPDATE spool_tasks t SET
 	last_error = c.last_error,
 	last_status = CASE WHEN c.outcome = 5 THEN t.last_status ELSE c.last_status END,
 	updated_at = now()
-FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::timestamptz[], $5::text[], $6::int[])
-	AS c(id, token, outcome, retry_at, last_error, last_status)
+FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::timestamptz[], $5::text[], $6::int[], $7::bigint[])
+	AS c(id, token, outcome, retry_at, last_error, last_status, retry_in_us)
 WHERE t.id = c.id AND t.state = 'running' AND t.lease_token = c.token
 RETURNING t.id::text, c.token, t.state IN ('available', 'retrying') AND t.run_at <= now()
 	OR EXISTS (SELECT 1 FROM spool_queues q WHERE q.name = t.queue AND q.concurrency > 0)`
@@ -567,6 +569,7 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 		tokens           []int64
 		outcomes, status []int32
 		retryAt          []*time.Time
+		retryIn          []int64                                 // µs
 		sent             = make(map[store.LeaseRef]int, len(cs)) // lease -> index in cs
 	)
 	for i, c := range cs {
@@ -592,6 +595,7 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 		}
 		ids, tokens, outcomes = append(ids, c.TaskID), append(tokens, c.Token), append(outcomes, int32(c.Outcome))
 		retryAt, errs, status = append(retryAt, ra), append(errs, c.LastError), append(status, int32(c.LastStatus))
+		retryIn = append(retryIn, max(c.RetryIn, 0).Microseconds())
 	}
 	if len(ids) == 0 {
 		return accepted, nil
@@ -603,7 +607,7 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 		anyDue bool
 	)
 	batch.Queue(genericPlansSQL)
-	batch.Queue(completeSQL, ids, tokens, outcomes, retryAt, errs, status).Query(func(rows pgx.Rows) error {
+	batch.Queue(completeSQL, ids, tokens, outcomes, retryAt, errs, status, retryIn).Query(func(rows pgx.Rows) error {
 		_, err := pgx.ForEachRow(rows, []any{&ref.TaskID, &ref.Token, &dueNow}, func() error {
 			if i, ok := sent[ref]; ok {
 				accepted[i] = true

@@ -311,7 +311,7 @@ func explainComplete(t *testing.T, s *Store, ls []store.Lease) (planNode, int) {
 	if _, err := tx.Exec(ctx, genericPlansSQL); err != nil { // as Complete runs it
 		t.Fatal(err)
 	}
-	if _, err := tx.Exec(ctx, "PREPARE complete_generic(uuid[], bigint[], int[], timestamptz[], text[], int[]) AS "+completeSQL); err != nil {
+	if _, err := tx.Exec(ctx, "PREPARE complete_generic(uuid[], bigint[], int[], timestamptz[], text[], int[], bigint[]) AS "+completeSQL); err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Exec(context.WithoutCancel(ctx), "DEALLOCATE complete_generic")
@@ -327,8 +327,9 @@ func explainComplete(t *testing.T, s *Store, ls []store.Lease) (planNode, int) {
 	}
 	n := len(ls)
 	q := fmt.Sprintf(`EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE complete_generic('{%s}', '{%s}', '{%s}',
-		array_fill(NULL::timestamptz, ARRAY[%d]), array_fill(''::text, ARRAY[%d]), array_fill(200, ARRAY[%d]))`,
-		ids, tokens, outcomes, n, n, n)
+		array_fill(NULL::timestamptz, ARRAY[%d]), array_fill(''::text, ARRAY[%d]), array_fill(200, ARRAY[%d]),
+		array_fill(0::bigint, ARRAY[%d]))`,
+		ids, tokens, outcomes, n, n, n, n)
 	plan := explainJSON(t, tx, q).Plan
 	return plan, int(plan.ActualRows)
 }

@@ -116,7 +116,8 @@ func validID(id string) bool {
 // statement: it first creates the missing queues ($14, sorted and distinct,
 // so that concurrent enqueues creating the same queues lock in one order)
 // with the default settings ($15, $16), and takes a task's unset
-// max_attempts and timeout (0) from its queue. A queue created by this
+// max_attempts and timeout (0) from its queue. A task without a run_at is
+// due its delay ($17, µs) after the database's now(), never the caller's. A queue created by this
 // statement or by a concurrent transaction is not in this statement's
 // snapshot; it has the default settings, which the COALESCE falls back to.
 //
@@ -137,7 +138,7 @@ func insertTasksStatement(keyed bool) string {
 		reserve = `, reserved AS (
 	INSERT INTO spool_idempotency_keys AS k (queue, idempotency_key, fingerprint, task_id)
 	SELECT r.queue, r.ikey, r.fingerprint, r.id
-	FROM unnest($1::uuid[], $2::text[], $12::text[], $19::bytea[]) WITH ORDINALITY AS r(id, queue, ikey, fingerprint, n)
+	FROM unnest($1::uuid[], $2::text[], $12::text[], $20::bytea[]) WITH ORDINALITY AS r(id, queue, ikey, fingerprint, n)
 	WHERE r.ikey IS NOT NULL
 	ORDER BY r.n
 	ON CONFLICT (queue, idempotency_key) DO UPDATE SET task_id = NULL
@@ -157,17 +158,17 @@ INSERT INTO spool_tasks (id, queue, state, priority, run_at, max_attempts, timeo
 	target_url, target_method, target_headers, payload, content_type, idempotency_key, traceparent,
 	schedule, scheduled_for)
 SELECT i.id, i.queue,
-	CASE WHEN i.run_at > now() THEN 'scheduled' ELSE 'available' END,
-	i.priority, COALESCE(i.run_at, now()),
+	CASE WHEN i.run_at > now() OR (i.run_at IS NULL AND i.delay_us > 0) THEN 'scheduled' ELSE 'available' END,
+	i.priority, COALESCE(i.run_at, now() + i.delay_us * interval '1 microsecond'),
 	COALESCE(NULLIF(i.max_attempts, 0), q.max_attempts, $15),
 	COALESCE(NULLIF(i.timeout_ms, 0), q.timeout_ms, $16),
 	i.url, i.method, i.headers::jsonb, i.payload, i.content_type, i.ikey, i.traceparent,
 	i.schedule, i.scheduled_for
 FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::timestamptz[], $5::int[], $6::bigint[],
 	$7::text[], $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::text[],
-	$17::text[], $18::timestamptz[])
+	$17::text[], $18::timestamptz[], $19::bigint[])
 	WITH ORDINALITY AS i(id, queue, priority, run_at, max_attempts, timeout_ms, url, method, headers, payload, content_type, ikey, traceparent,
-		schedule, scheduled_for, n)
+		schedule, scheduled_for, delay_us, n)
 LEFT JOIN spool_queues q ON q.name = i.queue
 ` + only + `ORDER BY i.n
 ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -430,6 +431,7 @@ type insertRows struct {
 	ids, qs, urls, methods, ctypes         []string
 	prios                                  []int16
 	runAts, scheduledFor                   []*time.Time
+	delays                                 []int64 // µs after the database's now(), when runAts is nil
 	maxAtt                                 []int32
 	tmo                                    []int64
 	headers, keys, traceparents, schedules []*string
@@ -443,7 +445,7 @@ func newInsertRows(in []store.NewTask, send []int, queues []string) (*insertRows
 	r := &insertRows{
 		ids: make([]string, n), qs: make([]string, n), urls: make([]string, n), methods: make([]string, n), ctypes: make([]string, n),
 		prios: make([]int16, n), runAts: make([]*time.Time, n), scheduledFor: make([]*time.Time, n),
-		maxAtt: make([]int32, n), tmo: make([]int64, n),
+		maxAtt: make([]int32, n), tmo: make([]int64, n), delays: make([]int64, n),
 		headers: make([]*string, n), keys: make([]*string, n), traceparents: make([]*string, n), schedules: make([]*string, n),
 		payloads: make([][]byte, n), fingerprints: make([][]byte, n), queues: queues,
 	}
@@ -453,13 +455,16 @@ func newInsertRows(in []store.NewTask, send []int, queues []string) (*insertRows
 		r.ids[j], r.qs[j], r.urls[j], r.ctypes[j] = nt.ID, nt.Queue, nt.Target.URL, nt.ContentType
 		r.methods[j] = cmp.Or(nt.Target.Method, "POST")
 		r.prios[j] = int16(nt.Priority)
+		// Due now by this clock, or nearly: the database's clock decides the
+		// state, and a spare NOTIFY costs less than a task left to the poll.
 		if !nt.RunAt.IsZero() {
 			ra := nt.RunAt
 			r.runAts[j] = &ra
+			r.due = r.due || nt.RunAt.Before(soon)
+		} else {
+			r.delays[j] = max(nt.Delay, 0).Microseconds()
+			r.due = r.due || nt.Delay < time.Second
 		}
-		// Due now by this clock, or nearly: the database's clock decides the
-		// state, and a spare NOTIFY costs less than a task left to the poll.
-		r.due = r.due || nt.RunAt.Before(soon)
 		r.maxAtt[j] = int32(nt.MaxAttempts)
 		r.tmo[j] = nt.Timeout.Milliseconds()
 		if nt.Target.Headers != nil {
@@ -493,7 +498,7 @@ func newInsertRows(in []store.NewTask, send []int, queues []string) (*insertRows
 func (r *insertRows) args(a, b int, keyed bool) []any {
 	args := []any{r.ids[a:b], r.qs[a:b], r.prios[a:b], r.runAts[a:b], r.maxAtt[a:b], r.tmo[a:b], r.urls[a:b], r.methods[a:b],
 		r.headers[a:b], r.payloads[a:b], r.ctypes[a:b], r.keys[a:b], r.traceparents[a:b],
-		r.queues, task.DefaultMaxAttempts, task.DefaultTimeout.Milliseconds(), r.schedules[a:b], r.scheduledFor[a:b]}
+		r.queues, task.DefaultMaxAttempts, task.DefaultTimeout.Milliseconds(), r.schedules[a:b], r.scheduledFor[a:b], r.delays[a:b]}
 	if keyed {
 		args = append(args, r.fingerprints[a:b])
 	}

@@ -126,7 +126,7 @@ func (s *Store) SyncDestinations(ctx context.Context, replica string, live time.
 	out := make([]store.DestinationSync, len(reports))
 	names := make([]string, len(reports))
 	err = s.inWrite(ctx, func(tx *sql.Tx) error {
-		ts := now()
+		ts := s.now()
 		for _, i := range order {
 			r := reports[i]
 			d, err := lockDestination(ctx, tx, r.Name, ts)
@@ -169,7 +169,7 @@ func (s *Store) SyncDestinations(ctx context.Context, replica string, live time.
 func (s *Store) ChangeDestination(ctx context.Context, name string, fn func(d *task.Destination, now time.Time) bool) (task.Destination, error) {
 	var out task.Destination
 	err := s.inWrite(ctx, func(tx *sql.Tx) error {
-		ts := now()
+		ts := s.now()
 		d, err := lockDestination(ctx, tx, name, ts)
 		if err != nil {
 			return err
@@ -190,8 +190,8 @@ func (s *Store) ChangeDestination(ctx context.Context, name string, fn func(d *t
 }
 
 // destinationsWithStats reads one destination (or all, name "") with Stats
-// through q.
-func destinationsWithStats(ctx context.Context, q querier, name string, live time.Duration) ([]task.Destination, error) {
+// through q, with reports stamped since liveSince.
+func destinationsWithStats(ctx context.Context, q querier, name string, liveSince time.Time) ([]task.Destination, error) {
 	query, args := `SELECT `+destinationCols+` FROM spool_destinations ORDER BY name`, []any(nil)
 	var names []string
 	if name != "" {
@@ -214,7 +214,7 @@ func destinationsWithStats(ctx context.Context, q querier, name string, live tim
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	byName, err := liveReports(ctx, q, now().Add(-live), names...)
+	byName, err := liveReports(ctx, q, liveSince, names...)
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +229,7 @@ func (s *Store) ListDestinations(ctx context.Context, live time.Duration) ([]tas
 	var out []task.Destination
 	err := s.readTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		out, err = destinationsWithStats(ctx, tx, "", live)
+		out, err = destinationsWithStats(ctx, tx, "", s.now().Add(-live))
 		return err
 	})
 	if err != nil {
@@ -243,7 +243,7 @@ func (s *Store) GetDestination(ctx context.Context, name string, live time.Durat
 	var out []task.Destination
 	err := s.readTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		out, err = destinationsWithStats(ctx, tx, name, live)
+		out, err = destinationsWithStats(ctx, tx, name, s.now().Add(-live))
 		return err
 	})
 	if err == nil && len(out) == 0 {
@@ -263,7 +263,7 @@ func (s *Store) UpdateDestination(ctx context.Context, name string, p task.Desti
 	}
 	var out []task.Destination
 	err := s.inWrite(ctx, func(tx *sql.Tx) error {
-		ts := now()
+		ts := s.now()
 		if _, err := lockDestination(ctx, tx, name, ts); err != nil {
 			return err
 		}
@@ -273,7 +273,7 @@ func (s *Store) UpdateDestination(ctx context.Context, name string, p task.Desti
 			return err
 		}
 		var err error
-		out, err = destinationsWithStats(ctx, tx, name, live)
+		out, err = destinationsWithStats(ctx, tx, name, s.now().Add(-live))
 		return err
 	})
 	if err != nil {
@@ -287,7 +287,7 @@ func (s *Store) UpdateDestination(ctx context.Context, name string, p task.Desti
 func (s *Store) PruneDestinations(ctx context.Context, idle time.Duration) (int, error) {
 	var n int64
 	err := s.inWrite(ctx, func(tx *sql.Tx) error {
-		cutoff := micros(now().Add(-idle))
+		cutoff := micros(s.now().Add(-idle))
 		if _, err := tx.ExecContext(ctx, `DELETE FROM spool_destination_reports WHERE reported_at < ?`, cutoff); err != nil {
 			return err
 		}

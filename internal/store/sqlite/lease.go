@@ -57,7 +57,7 @@ func (s *Store) Lease(ctx context.Context, req store.LeaseRequest) ([]store.Leas
 	}
 	// On an error of the read pool the write transaction answers: it is the
 	// one that counts, and it reports its own errors.
-	if ok, err := leasable(ctx, st); err == nil && !ok {
+	if ok, err := leasable(ctx, st, s.now()); err == nil && !ok {
 		return nil, nil
 	}
 	out, err := s.lease(ctx, st, req)
@@ -67,10 +67,10 @@ func (s *Store) Lease(ctx context.Context, req store.LeaseRequest) ([]store.Leas
 	return out, nil
 }
 
-// leasable runs sqlLeasable on the read pool.
-func leasable(ctx context.Context, st *statements) (bool, error) {
+// leasable runs sqlLeasable on the read pool, as of now.
+func leasable(ctx context.Context, st *statements, now time.Time) (bool, error) {
 	var ok bool
-	err := st.leasable.QueryRowContext(ctx, micros(now())).Scan(&ok)
+	err := st.leasable.QueryRowContext(ctx, micros(now)).Scan(&ok)
 	return ok, err
 }
 
@@ -79,7 +79,7 @@ func (s *Store) lease(ctx context.Context, st *statements, req store.LeaseReques
 	limit := req.Limit
 	var out []store.Lease
 	err := s.inWrite(ctx, func(tx *sql.Tx) error {
-		ts := now()
+		ts := s.now()
 		nowUS := micros(ts)
 		limited, err := loadLimited(ctx, tx, st, ts)
 		if err != nil {
@@ -121,7 +121,7 @@ func (s *Store) lease(ctx context.Context, st *statements, req store.LeaseReques
 			return fmt.Errorf("lease tokens: %w", err)
 		}
 		first := last - int64(len(cands)) + 1
-		expires := ts.Add(req.LeaseFor)
+		expires := s.leaseNow().Add(req.LeaseFor)
 		pairs := make([]byte, 0, 32*len(cands))
 		pairs = append(pairs, '[')
 		for i, c := range cands {
@@ -304,7 +304,7 @@ func (s *Store) ExtendLeases(ctx context.Context, refs []store.LeaseRef, leaseFo
 	var lost []store.LeaseRef
 	err = s.inWrite(ctx, func(tx *sql.Tx) error {
 		lost = lost[:0]
-		expires := micros(now().Add(leaseFor))
+		expires := micros(s.leaseNow().Add(leaseFor))
 		refsJSON := make([]byte, 0, 64*len(refs))
 		refsJSON = append(refsJSON, '[')
 		for i, r := range refs {
@@ -354,7 +354,7 @@ const limitedSlotSQL = `(SELECT q.concurrency > 0 FROM spool_queues q WHERE q.na
 
 // Completion statements, one per outcome, each for a batch: ?2 is a JSON
 // array of [id, token, last_error, last_status, retry_at] (retry_at for
-// Retry and Defer only), ?1 is now. Each is guarded by the lease: it matches only a
+// Retry and Defer only: RetryAt, or now + RetryIn), ?1 is now. Each is guarded by the lease: it matches only a
 // task still running under the presented token, so a rescued, cancelled or
 // already completed attempt changes nothing. A batch names a task once:
 // should it name one twice, which of the two UPDATE … FROM applies is
@@ -434,7 +434,7 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 	err = s.inWrite(ctx, func(tx *sql.Tx) error {
 		clear(accepted)
 		wake = false
-		nowUS := micros(now())
+		nowUS := micros(s.now())
 		var batch []byte
 		byID := make(map[string]int, len(cs))
 		for r := range rounds {
@@ -491,7 +491,7 @@ func appendCompletion(b []byte, c store.Completion, nowUS int64) []byte {
 		b = strconv.AppendInt(b, int64(c.LastStatus), 10)
 	}
 	if c.Outcome == store.Retry || c.Outcome == store.Defer {
-		retryAt := nowUS
+		retryAt := nowUS + max(c.RetryIn, 0).Microseconds()
 		if !c.RetryAt.IsZero() {
 			retryAt = micros(c.RetryAt)
 		}

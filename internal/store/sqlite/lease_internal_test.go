@@ -97,7 +97,7 @@ func TestLeasableNeverMissesWork(t *testing.T) {
 		{"scheduled later", func(t *testing.T, s *Store) { enqueue(t, s, in("q", time.Hour)) }, 0},
 		{"scheduled and due", func(t *testing.T, s *Store) {
 			enqueue(t, s, in("q", time.Hour))
-			exec(t, s, `UPDATE spool_tasks SET run_at = ?`, micros(now())) // still scheduled
+			exec(t, s, `UPDATE spool_tasks SET run_at = ?`, micros(s.now())) // still scheduled
 		}, 1},
 		{"retrying and due", func(t *testing.T, s *Store) {
 			enqueue(t, s, newTask("q"))
@@ -151,7 +151,7 @@ func TestLeasableNeverMissesWork(t *testing.T) {
 		{"available but run_at ahead", func(t *testing.T, s *Store) {
 			// What a clock that stepped back leaves: neither leases it.
 			enqueue(t, s, newTask("q"))
-			exec(t, s, `UPDATE spool_tasks SET run_at = ?`, micros(now().Add(time.Hour)))
+			exec(t, s, `UPDATE spool_tasks SET run_at = ?`, micros(s.now().Add(time.Hour)))
 		}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -162,7 +162,7 @@ func TestLeasableNeverMissesWork(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ok, err := leasable(ctx, st)
+			ok, err := leasable(ctx, st, s.now())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -214,7 +214,7 @@ func TestFreeHeadsAreEachQueuesFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = s.inWrite(ctx, func(tx *sql.Tx) error {
-		nowUS := micros(now())
+		nowUS := micros(s.now())
 		for _, limit := range []int{1, 7, 50, 1000} {
 			heads, err := queryCandidates(ctx, tx.StmtContext(ctx, st.dueFreeHeads), nowUS, limit)
 			if err != nil {
@@ -277,7 +277,7 @@ func TestPromoteDueManyTasks(t *testing.T) {
 	}
 	// All but one come due.
 	if _, err := s.write.ExecContext(ctx, `UPDATE spool_tasks SET run_at = ?
-		WHERE rowid <> (SELECT max(rowid) FROM spool_tasks)`, micros(now())); err != nil {
+		WHERE rowid <> (SELECT max(rowid) FROM spool_tasks)`, micros(s.now())); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.PromoteDue(ctx)

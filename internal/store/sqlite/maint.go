@@ -17,7 +17,7 @@ const leaderName = "maintenance"
 func (s *Store) AcquireLeadership(ctx context.Context, owner string, ttl time.Duration) (bool, error) {
 	var leads bool
 	err := s.inWrite(ctx, func(tx *sql.Tx) error {
-		ts := now()
+		ts := s.now()
 		// The DO UPDATE's WHERE leaves another owner's live term alone; then
 		// no row is returned.
 		var got string
@@ -62,7 +62,7 @@ func (s *Store) PromoteDue(ctx context.Context) (int, error) {
 	var n int64
 	err := s.inWrite(ctx, func(tx *sql.Tx) error {
 		n = 0
-		ts := micros(now())
+		ts := micros(s.now())
 		// promoteChunk rows a statement: the write connection keeps a
 		// statement's journal in memory (temp_store), so no statement may
 		// change an unbounded number of rows. Promoted rows leave
@@ -100,15 +100,16 @@ func (s *Store) PromoteDue(ctx context.Context) (int, error) {
 func (s *Store) RescueExpired(ctx context.Context) (int, error) {
 	var n, retrying int64
 	err := s.inWrite(ctx, func(tx *sql.Tx) error {
-		ts := micros(now())
+		// Leases expire on the lease clock; the rest is wall time.
+		ts := micros(s.now())
 		rows, err := tx.QueryContext(ctx, `UPDATE spool_tasks SET
 				state       = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retrying' END,
 				run_at      = CASE WHEN attempt >= max_attempts THEN run_at ELSE ?1 END,
 				finished_at = CASE WHEN attempt >= max_attempts THEN ?1 ELSE NULL END,
 				updated_at = ?1, lease_token = NULL, lease_expires_at = NULL,
 				last_error = 'lease expired', last_status = NULL
-			WHERE state = 'running' AND lease_expires_at <= ?1
-			RETURNING state`, ts)
+			WHERE state = 'running' AND lease_expires_at <= ?2
+			RETURNING state`, ts, micros(s.leaseNow()))
 		if err != nil {
 			return err
 		}
@@ -144,7 +145,7 @@ func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (
 	n := 0
 	err := s.inWrite(ctx, func(tx *sql.Tx) error {
 		n = 0
-		ts := now()
+		ts := s.now()
 		rows, err := tx.QueryContext(ctx, `DELETE FROM spool_tasks WHERE id IN (
 				SELECT id FROM spool_tasks
 				WHERE state IN `+finalStates+` AND finished_at < ?
@@ -198,7 +199,7 @@ func (s *Store) PruneIdempotencyKeys(ctx context.Context, retention time.Duratio
 		res, err := tx.ExecContext(ctx, `DELETE FROM spool_idempotency_keys WHERE (queue, idempotency_key) IN (
 				SELECT queue, idempotency_key FROM spool_idempotency_keys
 				WHERE pruned_at IS NOT NULL AND created_at < ?
-				ORDER BY created_at LIMIT ?)`, micros(now().Add(-retention)), limit)
+				ORDER BY created_at LIMIT ?)`, micros(s.now().Add(-retention)), limit)
 		if err != nil {
 			return err
 		}
@@ -213,7 +214,7 @@ func (s *Store) PruneIdempotencyKeys(ctx context.Context, retention time.Duratio
 
 // OldestDue reports how long each queue's oldest due task has waited.
 func (s *Store) OldestDue(ctx context.Context) (map[string]time.Duration, error) {
-	ts := micros(now())
+	ts := micros(s.now())
 	rows, err := s.read.QueryContext(ctx, `SELECT queue, min(run_at) FROM spool_tasks
 		WHERE state IN ('scheduled', 'available', 'retrying') AND run_at <= ?
 		GROUP BY queue`, ts)

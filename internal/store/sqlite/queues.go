@@ -177,7 +177,7 @@ func (s *Store) UpdateQueue(ctx context.Context, name string, p task.QueuePatch)
 	}
 	var out task.Queue
 	err = s.inWrite(ctx, func(tx *sql.Tx) error {
-		ts := now()
+		ts := s.now()
 		if err := createQueue(ctx, tx, st, name, ts); err != nil {
 			return err
 		}

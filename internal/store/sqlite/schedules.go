@@ -81,7 +81,7 @@ func (s *Store) changeSchedule(ctx context.Context, op, name string, fn func(old
 		if err != nil {
 			return err
 		}
-		sc, write, err := fn(old, now())
+		sc, write, err := fn(old, s.now())
 		if err != nil {
 			return err
 		}
@@ -186,7 +186,7 @@ func (s *Store) ClaimSchedules(ctx context.Context, limit int) ([]store.Schedule
 	)
 	err = s.inWrite(ctx, func(tx *sql.Tx) error {
 		claims, wake = nil, false
-		ts := now()
+		ts := s.now()
 		rows, err := tx.QueryContext(ctx, `SELECT `+scheduleCols+` FROM spool_schedules
 			WHERE paused = 0 AND next_run_at IS NOT NULL AND next_run_at <= ?
 			ORDER BY next_run_at LIMIT ?`, micros(ts), max(limit, 1))

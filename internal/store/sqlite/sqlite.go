@@ -43,12 +43,39 @@ var migrationsFS embed.FS
 type Options struct {
 	// Logger receives migration progress; nil means slog.Default().
 	Logger *slog.Logger
-	// SyncFull sets synchronous=FULL, which makes every commit durable
-	// against power loss and OS crashes too, at the price of an fsync per
-	// commit. The default (NORMAL) is durable against a crash of the process.
-	SyncFull bool
+	// Sync is how far a commit is on disk before it returns: SyncFull (the
+	// default) or SyncNormal.
+	Sync Sync
 	// ReadConns is the size of the read pool; 0 means 4.
 	ReadConns int
+}
+
+// Sync is a durability setting of the write connection (PRAGMA synchronous).
+type Sync string
+
+const (
+	// SyncFull (synchronous=FULL, the default): every commit fsyncs the WAL
+	// before it returns, so an acknowledged task survives power loss, an OS
+	// crash or a VM reset, not only a crash of the process. Group commit
+	// shares one fsync among the enqueues that arrive together.
+	SyncFull Sync = "full"
+	// SyncNormal (synchronous=NORMAL): the WAL is fsynced only at
+	// checkpoints. A commit survives a crash or kill of the process (it is in
+	// the OS page cache), but the last commits before a power cut, OS crash
+	// or VM reset may be lost, acknowledged or not. The file stays
+	// consistent either way.
+	SyncNormal Sync = "normal"
+)
+
+// pragma is the value PRAGMA synchronous takes; "" for an unknown setting.
+func (s Sync) pragma() string {
+	switch s {
+	case "", SyncFull:
+		return "FULL"
+	case SyncNormal:
+		return "NORMAL"
+	}
+	return ""
 }
 
 // busyTimeout bounds how long a connection waits for a lock held by another
@@ -69,6 +96,8 @@ type Store struct {
 
 	closeOnce sync.Once
 	migrated  atomic.Bool // Ping saw the schema at schemaVersion or later
+
+	clock clock
 }
 
 var _ store.Store = (*Store)(nil)
@@ -94,14 +123,11 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		log = slog.Default()
 	}
 
-	// synchronous=NORMAL in WAL mode fsyncs the WAL only at checkpoints: a
-	// committed transaction survives a crash or kill of the process (the
-	// WAL is in the OS page cache), which is what Spool promises on one
-	// machine, but the last commits may be lost if the machine loses power.
-	// SyncFull trades throughput for that too.
-	syncMode := "NORMAL"
-	if opts.SyncFull {
-		syncMode = "FULL"
+	// A task is acknowledged once its transaction commits, so by default
+	// a commit is on disk (FULL) when it returns: see Sync.
+	syncMode := opts.Sync.pragma()
+	if syncMode == "" {
+		return nil, fmt.Errorf("sqlite open: synchronous %q is not full or normal", opts.Sync)
 	}
 	common := url.Values{}
 	common.Set("_busy_timeout", fmt.Sprint(busyTimeout.Milliseconds()))
@@ -166,7 +192,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("sqlite open %s (read pool): %w", path, classify(err))
 	}
 
-	return &Store{log: log, write: write, read: read, hub: newHub()}, nil
+	return &Store{log: log, write: write, read: read, hub: newHub(), clock: systemClock()}, nil
 }
 
 // Migrate applies the embedded migrations that are not applied yet. It is a
@@ -290,9 +316,36 @@ func classify(err error) error {
 	return err
 }
 
-// now is the process clock at microsecond precision (what the schema keeps),
+// clock is the store's time source; tests replace wall to step it.
+//
+// Lease expiry is kept apart from the wall clock: a lease deadline is
+// written and compared on the lease clock, the wall time at Open plus the
+// monotonic time elapsed since. A step of the wall clock (NTP correcting a
+// VM after a pause, an operator's date) then neither expires running
+// tasks, which would be delivered twice, nor keeps a dead lease alive. The
+// lease clock can drift from the wall clock by the steps since Open; only
+// lease_expires_at holds its times, and only this process compares them
+// (SQLite serves one process). Leases left by an earlier process are
+// compared with this process's lease clock, which started at the wall
+// time of its Open: they lapse on time unless the wall clock stepped
+// while the earlier process ran, and then at worst early or late by that
+// step, once, when nobody holds them any more.
+type clock struct {
+	wall  func() time.Time // the process's wall clock: run_at and every timestamp
+	start time.Time        // time.Now() at Open, with its monotonic reading
+}
+
+func systemClock() clock { return clock{wall: time.Now, start: time.Now()} }
+
+// leaseNow is the lease clock (see clock) at microsecond precision, UTC.
+func (s *Store) leaseNow() time.Time {
+	c := s.clock
+	return time.UnixMicro(c.start.UnixMicro() + time.Since(c.start).Microseconds()).UTC()
+}
+
+// now is the wall clock at microsecond precision (what the schema keeps),
 // in UTC, so that a time written and read back compares equal.
-func now() time.Time { return time.UnixMicro(time.Now().UnixMicro()).UTC() }
+func (s *Store) now() time.Time { return time.UnixMicro(s.clock.wall().UnixMicro()).UTC() }
 
 // micros converts a time to the stored form. The zero time stays 0.
 func micros(t time.Time) int64 {

@@ -1,6 +1,6 @@
 package sqlite_test
 
-// Enqueue benchmarks on a real SQLite file (WAL, synchronous=NORMAL: the
+// Enqueue benchmarks on a real SQLite file (WAL, synchronous=FULL: the
 // options `spool serve` uses), next to BenchmarkEnqueueBatch1000 and
 // BenchmarkLeaseComplete in sqlite_test.go. Each reports tasks/s.
 //
@@ -16,8 +16,12 @@ import (
 )
 
 func enqueueBenchStore(b *testing.B) *sqlite.Store {
+	return enqueueBenchStoreSync(b, sqlite.SyncFull)
+}
+
+func enqueueBenchStoreSync(b *testing.B, sync sqlite.Sync) *sqlite.Store {
 	b.Helper()
-	s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "spool.db"), sqlite.Options{Logger: quiet})
+	s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "spool.db"), sqlite.Options{Logger: quiet, Sync: sync})
 	if err != nil {
 		b.Fatalf("Open: %v", err)
 	}
@@ -60,6 +64,24 @@ func BenchmarkEnqueueSingleParallel(b *testing.B) {
 		}
 	})
 	tasksPerSecond(b, b.N)
+}
+
+// BenchmarkEnqueueSync: one task per Enqueue, one caller, so one commit
+// (and under full one fsync) per task: the worst case of SPOOL_SQLITE_SYNC,
+// which group commit spreads over many tasks in spool serve.
+func BenchmarkEnqueueSync(b *testing.B) {
+	for _, sync := range []sqlite.Sync{sqlite.SyncFull, sqlite.SyncNormal} {
+		b.Run(string(sync), func(b *testing.B) {
+			s := enqueueBenchStoreSync(b, sync)
+			ctx := context.Background()
+			for b.Loop() {
+				if _, err := s.Enqueue(ctx, []store.NewTask{newTask("bench")}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			tasksPerSecond(b, b.N)
+		})
+	}
 }
 
 // BenchmarkEnqueueBatch100: 100 tasks per Enqueue; b.N counts batches.

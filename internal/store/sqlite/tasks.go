@@ -140,7 +140,7 @@ func (s *Store) Enqueue(ctx context.Context, tasks []store.NewTask) ([]store.Enq
 			return nil, fmt.Errorf("enqueue: task %d: id and queue are required", i)
 		}
 	}
-	ts := now()
+	ts := s.now()
 	out := make([]store.Enqueued, len(tasks))
 	// dupOf[i] = j when tasks[i] repeats the idempotency key of an earlier
 	// tasks[j] in this call; -1 otherwise.
@@ -309,6 +309,9 @@ func createQueue(ctx context.Context, tx *sql.Tx, st *statements, name string, t
 // newTaskRow is the task Enqueue stores for nt.
 func newTaskRow(nt store.NewTask, d queueDefaults, ts time.Time) task.Task {
 	runAt := ts
+	if nt.Delay > 0 {
+		runAt = fromMicros(micros(ts) + nt.Delay.Microseconds())
+	}
 	if !nt.RunAt.IsZero() {
 		runAt = fromMicros(nt.RunAt.UnixMicro())
 	}
@@ -460,7 +463,7 @@ func (s *Store) ListTasks(ctx context.Context, p store.ListParams) ([]task.Task,
 func (s *Store) CancelTask(ctx context.Context, id string) (task.Task, error) {
 	var out task.Task
 	err := s.inWrite(ctx, func(tx *sql.Tx) error {
-		ts := micros(now())
+		ts := micros(s.now())
 		// Clearing the lease token is what makes a running attempt's
 		// completion be refused.
 		t, err := scanTask(tx.QueryRowContext(ctx, `UPDATE spool_tasks SET
@@ -487,7 +490,7 @@ func (s *Store) CancelTask(ctx context.Context, id string) (task.Task, error) {
 func (s *Store) RetryTask(ctx context.Context, id string) (task.Task, error) {
 	var out task.Task
 	err := s.inWrite(ctx, func(tx *sql.Tx) error {
-		ts := micros(now())
+		ts := micros(s.now())
 		t, err := scanTask(tx.QueryRowContext(ctx, `UPDATE spool_tasks SET
 				state = 'available', run_at = ?, attempt = 0, finished_at = NULL, updated_at = ?,
 				lease_token = NULL, lease_expires_at = NULL
