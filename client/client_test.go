@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spoolhq/spool/internal/client"
-	"github.com/spoolhq/spool/internal/client/clienttest"
+	"github.com/spoolhq/spool/client"
+	"github.com/spoolhq/spool/client/clienttest"
 )
 
 const key = "test-api-key-0123456789"

@@ -16,8 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spoolhq/spool/client"
 	"github.com/spoolhq/spool/internal/benchstat"
-	"github.com/spoolhq/spool/internal/client"
 	"github.com/spoolhq/spool/internal/sink"
 )
 

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spoolhq/spool/internal/client/clienttest"
+	"github.com/spoolhq/spool/client/clienttest"
 )
 
 const apiKey = "cli-test-key-9f8e7d6c5b4a"

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spoolhq/spool/internal/client"
+	"github.com/spoolhq/spool/client"
 	"github.com/spoolhq/spool/internal/task"
 )
 

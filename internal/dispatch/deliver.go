@@ -22,7 +22,7 @@ import (
 
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/task"
-	"github.com/spoolhq/spool/internal/webhook"
+	"github.com/spoolhq/spool/webhook"
 )
 
 const (

@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/spoolhq/spool/internal/webhook"
+	"github.com/spoolhq/spool/webhook"
 )
 
 // Limits.
