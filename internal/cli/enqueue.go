@@ -67,7 +67,7 @@ func enqueue(ctx context.Context, args []string, env func(string) string, stdin 
 	priority := fs.Int("priority", task.DefaultPriority, fmt.Sprintf("%d (first) to %d (last)", task.MinPriority, task.MaxPriority))
 	maxAttempts := fs.Int("max-attempts", 0, "attempts before the task fails (server default: the queue's)")
 	timeout := fs.Duration("timeout", 0, "timeout of each attempt (server default: the queue's)")
-	idemKey := fs.String("idempotency-key", "", "a second enqueue with this key returns the first task")
+	idemKey := fs.String("idempotency-key", "", "a second enqueue with this key returns the first task (default: a generated key, so retries after a lost answer never enqueue twice)")
 
 	pos, err := cmd.parse(args, stdout)
 	if err != nil {
