@@ -28,7 +28,7 @@ CGO_ENABLED=0 go build -trimpath -ldflags "-X main.commit=$COMMIT" -o bin/spool 
 
 echo "== go test -bench (hot paths), load: $(cat /proc/loadavg)"
 {
-	go test -run '^$' -bench . -benchmem -count 3 ./internal/webhook ./internal/api
+	go test -run '^$' -bench . -benchmem -count 3 ./webhook ./internal/api
 	go test -run '^$' -bench . -benchmem -count 3 -benchtime 2s ./internal/store/sqlite ./internal/store/postgres
 	go test -run '^$' -bench . -count 3 -benchtime 5000x ./internal/dispatch
 } | tee "$OUT/go-test-bench.raw.txt"

@@ -37,7 +37,7 @@ import (
 	"time"
 
 	"github.com/spoolhq/spool/internal/testpg"
-	"github.com/spoolhq/spool/internal/webhook"
+	"github.com/spoolhq/spool/webhook"
 )
 
 // params are the sizes of every scenario; they are written into the results.

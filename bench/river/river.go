@@ -26,7 +26,7 @@ import (
 	"github.com/spoolhq/spool/internal/dispatch"
 	"github.com/spoolhq/spool/internal/sink"
 	"github.com/spoolhq/spool/internal/testpg"
-	"github.com/spoolhq/spool/internal/webhook"
+	"github.com/spoolhq/spool/webhook"
 )
 
 // River's own benchmark (cmd/river/riverbench) sets these: "these numbers

@@ -27,7 +27,7 @@ import (
 	"github.com/spoolhq/spool/internal/config"
 	"github.com/spoolhq/spool/internal/task"
 	"github.com/spoolhq/spool/internal/testpg"
-	"github.com/spoolhq/spool/internal/webhook"
+	"github.com/spoolhq/spool/webhook"
 )
 
 var spoolBin string

@@ -30,7 +30,7 @@ import (
 	"github.com/spoolhq/spool/internal/store/sqlite"
 	"github.com/spoolhq/spool/internal/task"
 	"github.com/spoolhq/spool/internal/telemetry"
-	"github.com/spoolhq/spool/internal/webhook"
+	"github.com/spoolhq/spool/webhook"
 )
 
 // migratingStore is a Store whose driver can apply its schema.

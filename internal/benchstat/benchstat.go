@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/spoolhq/spool/internal/webhook"
+	"github.com/spoolhq/spool/webhook"
 )
 
 // Latency summarises a set of durations, in milliseconds so the JSON reads

@@ -16,8 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spoolhq/spool/client"
 	"github.com/spoolhq/spool/internal/benchstat"
-	"github.com/spoolhq/spool/internal/client"
 	"github.com/spoolhq/spool/internal/sink"
 )
 
@@ -153,7 +153,10 @@ func Bench(ctx context.Context, args []string, env func(string) string, stdout, 
 	// The default transport keeps two idle connections per host: with more
 	// clients than that, every request would open a new connection and the
 	// benchmark would measure TCP handshakes and TIME_WAIT.
+	// Retries off: a load generator reports the server's refusals and
+	// latency as they are, not hidden behind the client's backoff.
 	c, err := client.New(cf.server, cf.apiKey, client.WithUserAgent("spool-bench"),
+		client.WithRetryPolicy(client.RetryPolicy{MaxAttempts: 1}),
 		client.WithHTTPClient(&http.Client{
 			Timeout: client.DefaultTimeout,
 			Transport: &http.Transport{

@@ -14,7 +14,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/spoolhq/spool/internal/client"
+	"github.com/spoolhq/spool/client"
 )
 
 // DefaultServer is the API address used when neither --server nor

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spoolhq/spool/internal/client/clienttest"
+	"github.com/spoolhq/spool/client/clienttest"
 )
 
 const apiKey = "cli-test-key-9f8e7d6c5b4a"
@@ -103,8 +103,16 @@ func TestEnqueueDefaultsSendNothingExtra(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	out := h.ok(Enqueue, "q", "https://example.com/x")
-	if got := string(h.srv.Last().Body); got != `{"target":{"url":"https://example.com/x"}}` {
-		t.Fatalf("sent %s", got)
+	// Only the target, and the idempotency key the client generates so its
+	// retries cannot enqueue twice: a UUIDv7.
+	var sent struct {
+		Target         json.RawMessage `json:"target"`
+		IdempotencyKey string          `json:"idempotency_key"`
+	}
+	body := h.srv.Last().Body
+	if err := strictJSON(body, &sent); err != nil || string(sent.Target) != `{"url":"https://example.com/x"}` ||
+		!regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`).MatchString(sent.IdempotencyKey) {
+		t.Fatalf("sent %s (%v)", body, err)
 	}
 	// Table output: one field per line.
 	for _, sub := range []string{"ID ", "QUEUE ", "q\n", "STATE ", "available", "ATTEMPT ", "0/25", "TARGET ", "POST https://example.com/x", "LAST ERROR "} {
@@ -641,4 +649,11 @@ func TestParseInterspersedAndDoubleDash(t *testing.T) {
 	if !*v || strings.Join(pos, ",") != "a,b,-c,--" {
 		t.Fatalf("v=%v pos=%q", *v, pos)
 	}
+}
+
+// strictJSON decodes data into v, refusing fields v does not name.
+func strictJSON(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
 }

@@ -7,7 +7,7 @@ import (
 	"math"
 	"strconv"
 
-	"github.com/spoolhq/spool/internal/client"
+	"github.com/spoolhq/spool/client"
 	"github.com/spoolhq/spool/internal/task"
 )
 

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spoolhq/spool/internal/client"
+	"github.com/spoolhq/spool/client"
 	"github.com/spoolhq/spool/internal/task"
 )
 
@@ -61,7 +61,7 @@ func enqueue(ctx context.Context, args []string, env func(string) string, stdin 
 	tf.register(fs)
 	delay := fs.Duration("delay", 0, "deliver after this long, e.g. 30s, 10m (exclusive with --run-at)")
 	runAt := fs.String("run-at", "", "deliver at this RFC 3339 time, e.g. 2030-01-02T15:04:05Z")
-	idemKey := fs.String("idempotency-key", "", "a second enqueue with this key returns the first task")
+	idemKey := fs.String("idempotency-key", "", "a second enqueue with this key returns the first task (default: a generated key, so retries after a lost answer never enqueue twice)")
 
 	pos, err := cmd.parse(args, stdout)
 	if err != nil {

@@ -6,7 +6,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/spoolhq/spool/internal/client"
+	"github.com/spoolhq/spool/client"
 	"github.com/spoolhq/spool/internal/task"
 )
 

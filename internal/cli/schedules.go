@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spoolhq/spool/internal/client"
+	"github.com/spoolhq/spool/client"
 )
 
 const schedulesUsage = `

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/spoolhq/spool/internal/client/clienttest"
+	"github.com/spoolhq/spool/client/clienttest"
 )
 
 func TestSchedulesCommands(t *testing.T) {

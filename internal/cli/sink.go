@@ -14,7 +14,7 @@ import (
 
 	"github.com/spoolhq/spool/internal/sink"
 	"github.com/spoolhq/spool/internal/telemetry"
-	"github.com/spoolhq/spool/internal/webhook"
+	"github.com/spoolhq/spool/webhook"
 )
 
 const sinkUsage = `

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/spoolhq/spool/internal/sink"
-	"github.com/spoolhq/spool/internal/webhook"
+	"github.com/spoolhq/spool/webhook"
 )
 
 // syncBuffer is a bytes.Buffer the sink's logger and the test share.

@@ -22,7 +22,7 @@ import (
 
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/task"
-	"github.com/spoolhq/spool/internal/webhook"
+	"github.com/spoolhq/spool/webhook"
 )
 
 const (
@@ -234,8 +234,8 @@ func (d *Dispatcher) send(ctx context.Context, t task.Task, now time.Time) (resp
 		req.Header.Set("Content-Type", t.ContentType)
 	}
 	req.Header.Set("User-Agent", d.cfg.UserAgent)
-	req.Header.Set("Spool-Queue", t.Queue)
-	req.Header.Set("Spool-Attempt", strconv.Itoa(t.Attempt))
+	req.Header.Set(webhook.HeaderQueue, t.Queue)
+	req.Header.Set(webhook.HeaderAttempt, strconv.Itoa(t.Attempt))
 	setTraceparent(ctx, req.Header, t)
 	webhook.SetHeaders(req.Header, d.cfg.SigningKeys, t.ID, now, t.Payload)
 

@@ -23,7 +23,7 @@ import (
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/store/sqlite"
 	"github.com/spoolhq/spool/internal/task"
-	"github.com/spoolhq/spool/internal/webhook"
+	"github.com/spoolhq/spool/webhook"
 )
 
 func BenchmarkDrain(b *testing.B) {

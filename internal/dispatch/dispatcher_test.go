@@ -22,7 +22,7 @@ import (
 	"github.com/spoolhq/spool/internal/store/sqlite"
 	"github.com/spoolhq/spool/internal/task"
 	"github.com/spoolhq/spool/internal/telemetry"
-	"github.com/spoolhq/spool/internal/webhook"
+	"github.com/spoolhq/spool/webhook"
 )
 
 // These tests run the dispatcher against the real embedded store and a real

@@ -1,7 +1,9 @@
 // Package sink is the webhook receiver behind `spool sink`: it verifies
-// Standard Webhooks signatures, counts deliveries and duplicates per
-// webhook-id, and answers with failures and delays chosen in the target
-// URL's query, so demos, tests and benchmarks can watch Spool deliver.
+// Standard Webhooks signatures with the public webhook package's
+// middleware (the code Spool's users run), counts deliveries and
+// duplicates per webhook-id, and answers with failures and delays chosen in
+// the target URL's query, so demos, tests and benchmarks can watch Spool
+// deliver.
 //
 // It knows nothing of Spool's store or dispatcher; it sees only HTTP.
 package sink
@@ -17,7 +19,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/spoolhq/spool/internal/webhook"
+	"github.com/spoolhq/spool/webhook"
 )
 
 // Limits.
@@ -67,6 +69,9 @@ type Sink struct {
 	tolerance time.Duration
 	now       func() time.Time
 
+	// verified is deliver behind webhook.Middleware when keys are set.
+	verified http.Handler
+
 	mu       sync.Mutex
 	stats    Stats
 	attempts map[string]int // verified requests per webhook-id
@@ -88,7 +93,27 @@ func New(cfg Config) *Sink {
 		s.now = time.Now
 	}
 	s.Reset()
+	if len(s.keys) > 0 {
+		s.verified = webhook.Middleware(s.keys,
+			webhook.WithTolerance(s.tolerance),
+			webhook.WithMaxBodyBytes(MaxBody),
+			webhook.WithClock(s.now),
+			webhook.WithErrorHandler(s.refused),
+		)(http.HandlerFunc(s.deliver))
+	}
 	return s
+}
+
+// refused counts and logs a delivery the middleware turned away, then
+// answers as webhook.DefaultErrorHandler does (401 for a bad signature).
+func (s *Sink) refused(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, webhook.ErrMissingHeaders) || errors.Is(err, webhook.ErrTimestamp) || errors.Is(err, webhook.ErrNoMatch) {
+		s.mu.Lock()
+		s.stats.BadSignatures++
+		s.mu.Unlock()
+		s.log.Warn("sink: rejected delivery", "webhook_id", r.Header.Get(webhook.HeaderID), "error", err.Error())
+	}
+	webhook.DefaultErrorHandler(w, r, err)
 }
 
 // Verifying reports whether the sink checks signatures.
@@ -141,6 +166,10 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if s.verified != nil {
+		s.verified.ServeHTTP(w, r)
+		return
+	}
 	s.deliver(w, r)
 }
 
@@ -192,17 +221,9 @@ func (s *Sink) deliver(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// With keys, webhook.Middleware has verified the request already and
+	// put the body back.
 	id := r.Header.Get(webhook.HeaderID)
-	if len(s.keys) > 0 {
-		if err := webhook.Verify(s.keys, r.Header, body, s.now(), s.tolerance); err != nil {
-			s.mu.Lock()
-			s.stats.BadSignatures++
-			s.mu.Unlock()
-			s.log.Warn("sink: rejected delivery", "webhook_id", id, "error", err.Error())
-			http.Error(w, err.Error(), http.StatusUnauthorized)
-			return
-		}
-	}
 
 	// A malformed query is the sender's configuration mistake; 400 makes
 	// the dispatcher fail the task permanently with this text as its error.

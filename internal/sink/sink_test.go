@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spoolhq/spool/internal/webhook"
+	"github.com/spoolhq/spool/webhook"
 )
 
 func newKey(t *testing.T) []byte {

@@ -31,7 +31,7 @@ import (
 	"github.com/spoolhq/spool/internal/store/postgres"
 	"github.com/spoolhq/spool/internal/task"
 	"github.com/spoolhq/spool/internal/testpg"
-	"github.com/spoolhq/spool/internal/webhook"
+	"github.com/spoolhq/spool/webhook"
 )
 
 // requireEnv makes a part that cannot run (haproxy, ip netns, PostgreSQL)

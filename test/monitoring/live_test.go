@@ -28,7 +28,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spoolhq/spool/internal/webhook"
+	"github.com/spoolhq/spool/webhook"
 )
 
 // Time bounds: the build is usually seconds from the cache, the run itself

@@ -50,7 +50,7 @@ import (
 
 	"github.com/spoolhq/spool/internal/testbody"
 	"github.com/spoolhq/spool/internal/testpg"
-	"github.com/spoolhq/spool/internal/webhook"
+	"github.com/spoolhq/spool/webhook"
 )
 
 const (

@@ -1,6 +1,9 @@
 // Package clienttest is an in-memory stand-in for Spool's HTTP API, written
 // from the documented wire shapes (JSON names, status codes, RFC 9457
-// errors), so the client and the CLI can be tested without a database.
+// errors), so the client, the CLI and applications built on the client can
+// be tested without a Spool server or a database, as net/http/httptest
+// stands in for a web server. FailNext and DropNext inject the failures
+// the client's retries exist for.
 //
 // It is deliberately separate from internal/api: its structs spell every
 // JSON name out again, and it rejects unknown request fields, so a client
@@ -57,8 +60,12 @@ type Task struct {
 	IdempotencyKey *string    `json:"idempotency_key"`
 	// PayloadSize is not in the documented shape: it stands for any field
 	// a newer server adds, which clients must tolerate and pass through.
-	PayloadSize int    `json:"payload_size"`
+	PayloadSize int `json:"payload_size"`
+	// IdempotentReplay is sent in enqueue answers only.
+	IdempotentReplay *bool `json:"idempotent_replay,omitempty"`
+
 	payload     []byte // kept for tests
+	fingerprint string // the request under its idempotency key, to tell a replay from a conflict
 }
 
 type queue struct {
@@ -122,11 +129,25 @@ type Server struct {
 	last   Request
 	ready  bool
 	scheds map[string]*Schedule
+
+	requests   int    // API requests received
+	failN      int    // answer the next failN requests with failStatus
+	failStatus int    //
+	failAfter  string // Retry-After of those answers
+	dropN      int    // handle the next dropN requests and lose their answers
 }
 
 // New starts a fake API on 127.0.0.1 requiring apiKey ("" = no auth) and
 // closes it when the test ends.
 func New(t testing.TB, apiKey string) *Server {
+	s := Start(apiKey)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Start is New for code without a testing.TB (examples, other harnesses):
+// the caller closes the server.
+func Start(apiKey string) *Server {
 	s := &Server{
 		apiKey: apiKey,
 		tasks:  make(map[string]*Task),
@@ -161,8 +182,41 @@ func New(t testing.TB, apiKey string) *Server {
 		problem(w, http.StatusNotFound, "no such route "+r.Method+" "+r.URL.Path, nil)
 	})
 	s.Server = httptest.NewServer(s.record(mux))
-	t.Cleanup(s.Close)
 	return s
+}
+
+// FailNext makes the next n requests answer status (429 or 503, say) as
+// problem+json, with Retry-After: retryAfter when it is not "", without
+// doing anything else: as the real server refuses a request it has not
+// acted on.
+func (s *Server) FailNext(n, status int, retryAfter string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failN, s.failStatus, s.failAfter = n, status, retryAfter
+}
+
+// DropNext makes the next n requests take effect and then lose their
+// answer: the connection is closed before a byte is written, as when the
+// network fails after the server committed.
+func (s *Server) DropNext(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropN = n
+}
+
+// Requests returns how many requests the fake received, failed and
+// dropped ones included.
+func (s *Server) Requests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requests
+}
+
+// Tasks returns how many tasks the fake stores, in every queue.
+func (s *Server) Tasks() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.tasks)
 }
 
 // Last returns the last request received.
@@ -219,9 +273,34 @@ func (s *Server) record(next http.Handler) http.Handler {
 		}
 		s.mu.Lock()
 		s.last = Request{Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: body}
+		s.requests++
+		fail, status, after := s.failN > 0, s.failStatus, s.failAfter
+		if fail {
+			s.failN--
+		}
+		drop := !fail && s.dropN > 0
+		if drop {
+			s.dropN--
+		}
 		s.mu.Unlock()
+		if fail {
+			if after != "" {
+				w.Header().Set("Retry-After", after)
+			}
+			problem(w, status, "injected failure", nil)
+			return
+		}
 		r.Body = io.NopCloser(strings.NewReader(string(body)))
-		next.ServeHTTP(w, r)
+		if !drop {
+			next.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(httptest.NewRecorder(), r)
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				_ = conn.Close()
+			}
+		}
 	})
 }
 
@@ -241,6 +320,11 @@ type fieldError struct {
 }
 
 func problem(w http.ResponseWriter, status int, detail string, fields []fieldError) {
+	problemExt(w, status, detail, fields, nil)
+}
+
+// problemExt is problem with extension members.
+func problemExt(w http.ResponseWriter, status int, detail string, fields []fieldError, ext map[string]any) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(status)
 	p := map[string]any{
@@ -252,6 +336,7 @@ func problem(w http.ResponseWriter, status int, detail string, fields []fieldErr
 	if fields != nil {
 		p["errors"] = fields
 	}
+	maps.Copy(p, ext)
 	_ = json.NewEncoder(w).Encode(p)
 }
 
@@ -393,6 +478,9 @@ func (s *Server) validate(q *queue, b enqueueBody, prefix string, now time.Time)
 	if b.IdempotencyKey != "" {
 		k := b.IdempotencyKey
 		t.IdempotencyKey = &k
+		b.IdempotencyKey = ""
+		fp, _ := json.Marshal(b) // map keys sorted: headers in any order match
+		t.fingerprint = string(fp)
 	}
 	return t, errs
 }
@@ -439,6 +527,33 @@ func shown(ts []*Task, full bool) []*Task {
 	return out
 }
 
+// replayLocked finds the task stored earlier under t's idempotency key:
+// (task, false) for the same request, (task, true) for a conflicting one,
+// (nil, false) when the key is new or t has none.
+func (s *Server) replayLocked(queue string, t *Task) (*Task, bool) {
+	if t.IdempotencyKey == nil {
+		return nil, false
+	}
+	id, ok := s.idem[queue+"\x00"+*t.IdempotencyKey]
+	if !ok {
+		return nil, false
+	}
+	old := s.tasks[id]
+	return old, old.fingerprint != t.fingerprint
+}
+
+func answered(t *Task, replay bool) *Task {
+	c := t.shown(false)
+	c.IdempotentReplay = &replay
+	return c
+}
+
+func keyConflict(w http.ResponseWriter, field string, old *Task) {
+	problemExt(w, http.StatusUnprocessableEntity, "idempotency key already used for another request",
+		[]fieldError{{field, "already used for another request"}},
+		map[string]any{"idempotency_key": *old.IdempotencyKey, "task_id": old.ID})
+}
+
 func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("queue")
 	data, _ := io.ReadAll(r.Body)
@@ -472,10 +587,24 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 			problem(w, http.StatusUnprocessableEntity, "invalid tasks", all)
 			return
 		}
-		for _, t := range ts {
-			s.insertLocked(t)
+		out := make([]*Task, len(ts))
+		for i, t := range ts {
+			old, conflict := s.replayLocked(name, t)
+			if conflict {
+				keyConflict(w, fmt.Sprintf("tasks[%d].idempotency_key", i), old)
+				return // nothing stored: the batch is atomic
+			}
+			if old != nil {
+				out[i] = answered(old, true)
+			}
 		}
-		writeJSON(w, http.StatusCreated, map[string]any{"tasks": shown(ts, false)})
+		for i, t := range ts {
+			if out[i] == nil {
+				s.insertLocked(t)
+				out[i] = answered(t, false)
+			}
+		}
+		writeJSON(w, http.StatusCreated, map[string]any{"tasks": out})
 		return
 	}
 
@@ -492,15 +621,20 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusUnprocessableEntity, "invalid task", errs)
 		return
 	}
-	if t.IdempotencyKey != nil {
-		if id, ok := s.idem[name+"\x00"+*t.IdempotencyKey]; ok {
-			writeJSON(w, http.StatusOK, s.tasks[id].shown(false))
-			return
-		}
+	field := "idempotency_key"
+	if r.Header.Get("Idempotency-Key") != "" {
+		field = "Idempotency-Key"
+	}
+	if old, conflict := s.replayLocked(name, t); conflict {
+		keyConflict(w, field, old)
+		return
+	} else if old != nil {
+		writeJSON(w, http.StatusOK, answered(old, true))
+		return
 	}
 	t.Queue = name
 	s.insertLocked(t)
-	writeJSON(w, http.StatusCreated, t.shown(false))
+	writeJSON(w, http.StatusCreated, answered(t, false))
 }
 
 func (s *Server) getTask(w http.ResponseWriter, r *http.Request) {

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spoolhq/spool/internal/client"
-	"github.com/spoolhq/spool/internal/client/clienttest"
+	"github.com/spoolhq/spool/client"
+	"github.com/spoolhq/spool/client/clienttest"
 )
 
 const key = "test-api-key-0123456789"
@@ -119,7 +119,12 @@ func TestEnqueueWireFormat(t *testing.T) {
 
 func TestEnqueueMinimalAndRawPayload(t *testing.T) {
 	t.Parallel()
-	srv, c, ctx := setup(t)
+	srv, _, ctx := setup(t)
+	// Without retries the client adds nothing: no generated key.
+	c, err := client.New(srv.URL, key, client.WithRetryPolicy(client.RetryPolicy{MaxAttempts: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
 	task, _, err := c.Enqueue(ctx, "q", client.EnqueueRequest{Target: client.Target{URL: "http://x/"}})
 	if err != nil {
 		t.Fatal(err)

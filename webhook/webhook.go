@@ -3,8 +3,20 @@
 // webhook-id, webhook-timestamp and webhook-signature headers, with
 // HMAC-SHA256 over "id.timestamp.body" and whsec_ base64 keys.
 //
-// The dispatcher signs with it and `spool sink` verifies with it. It imports
-// nothing of Spool's, so both sides share one implementation of the spec.
+// Receivers of Spool's deliveries use Middleware (net/http middleware that
+// verifies, restores the body and puts the webhook-id and attempt in the
+// request context, with an optional duplicate check), VerifyRequest, or
+// Verify on headers and body they read themselves. Every one accepts
+// several keys and a webhook-signature holding several signatures, so
+// Spool's signing keys rotate without a gap: the sender signs with the old
+// and the new key, and the receiver moves from one to the other whenever it
+// likes.
+//
+// Spool's dispatcher signs with SetHeaders, and `spool sink` verifies with
+// Middleware, so both sides share one implementation of the spec. The
+// package imports only the standard library and nothing of Spool's
+// internals; it is part of Spool's public Go SDK, with the compatibility
+// promise in the README.
 package webhook
 
 import (

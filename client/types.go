@@ -99,6 +99,11 @@ type Task struct {
 	IdempotencyKey string
 	Schedule       string     // the schedule whose run this is; "" = none
 	ScheduledFor   *time.Time // that run's scheduled time
+	// IdempotentReplay is set in an enqueue's answer only: true when an
+	// earlier request with the same idempotency key stored the task (for a
+	// key the client generated, that request was the call's own earlier
+	// attempt whose answer was lost).
+	IdempotentReplay bool
 
 	// Raw is the JSON the server sent, with any fields this client does not
 	// know; the CLI prints it for --output json so nothing is lost.
@@ -106,24 +111,25 @@ type Task struct {
 }
 
 type wireTask struct {
-	ID             string       `json:"id"`
-	Queue          string       `json:"queue"`
-	State          string       `json:"state"`
-	Attempt        int          `json:"attempt"`
-	MaxAttempts    int          `json:"max_attempts"`
-	Priority       int          `json:"priority"`
-	RunAt          time.Time    `json:"run_at"`
-	CreatedAt      time.Time    `json:"created_at"`
-	UpdatedAt      time.Time    `json:"updated_at"`
-	FinishedAt     *time.Time   `json:"finished_at,omitempty"`
-	Target         Target       `json:"target"`
-	LastError      *string      `json:"last_error"`
-	LastStatus     *int         `json:"last_status"`
-	ContentType    string       `json:"content_type,omitempty"`
-	Timeout        jsonDuration `json:"timeout,omitempty"`
-	IdempotencyKey string       `json:"idempotency_key,omitempty"`
-	Schedule       string       `json:"schedule,omitempty"`
-	ScheduledFor   *time.Time   `json:"scheduled_for,omitempty"`
+	ID               string       `json:"id"`
+	Queue            string       `json:"queue"`
+	State            string       `json:"state"`
+	Attempt          int          `json:"attempt"`
+	MaxAttempts      int          `json:"max_attempts"`
+	Priority         int          `json:"priority"`
+	RunAt            time.Time    `json:"run_at"`
+	CreatedAt        time.Time    `json:"created_at"`
+	UpdatedAt        time.Time    `json:"updated_at"`
+	FinishedAt       *time.Time   `json:"finished_at,omitempty"`
+	Target           Target       `json:"target"`
+	LastError        *string      `json:"last_error"`
+	LastStatus       *int         `json:"last_status"`
+	ContentType      string       `json:"content_type,omitempty"`
+	Timeout          jsonDuration `json:"timeout,omitempty"`
+	IdempotencyKey   string       `json:"idempotency_key,omitempty"`
+	IdempotentReplay bool         `json:"idempotent_replay,omitempty"`
+	Schedule         string       `json:"schedule,omitempty"`
+	ScheduledFor     *time.Time   `json:"scheduled_for,omitempty"`
 }
 
 // UnmarshalJSON decodes tolerantly: unknown fields are ignored (and kept in
@@ -138,7 +144,7 @@ func (t *Task) UnmarshalJSON(data []byte) error {
 		MaxAttempts: w.MaxAttempts, Priority: w.Priority, RunAt: w.RunAt,
 		CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt, FinishedAt: w.FinishedAt,
 		Target: w.Target, ContentType: w.ContentType, Timeout: time.Duration(w.Timeout),
-		IdempotencyKey: w.IdempotencyKey, Schedule: w.Schedule, ScheduledFor: w.ScheduledFor,
+		IdempotencyKey: w.IdempotencyKey, IdempotentReplay: w.IdempotentReplay, Schedule: w.Schedule, ScheduledFor: w.ScheduledFor,
 		Raw: bytes.Clone(data),
 	}
 	if w.LastError != nil {
@@ -161,7 +167,7 @@ func (t Task) MarshalJSON() ([]byte, error) {
 		MaxAttempts: t.MaxAttempts, Priority: t.Priority, RunAt: t.RunAt,
 		CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt, FinishedAt: t.FinishedAt,
 		Target: t.Target, ContentType: t.ContentType, Timeout: jsonDuration(t.Timeout),
-		IdempotencyKey: t.IdempotencyKey, Schedule: t.Schedule, ScheduledFor: t.ScheduledFor,
+		IdempotencyKey: t.IdempotencyKey, IdempotentReplay: t.IdempotentReplay, Schedule: t.Schedule, ScheduledFor: t.ScheduledFor,
 	}
 	if t.LastError != "" {
 		w.LastError = &t.LastError
