@@ -193,7 +193,7 @@ func TestInvalidValuesNameTheVariable(t *testing.T) {
 		"SPOOL_MIGRATE":              {"SPOOL_MIGRATE": "maybe"},
 		// Less than one maximum-size batch (10 × 1 MiB) could never admit one.
 		"SPOOL_MAX_INFLIGHT_BODY_BYTES": {"SPOOL_MAX_INFLIGHT_BODY_BYTES": "1048576"},
-		"SPOOL_SQLITE_SYNC":          {"SPOOL_SQLITE_SYNC": "off"},
+		"SPOOL_SQLITE_SYNC":             {"SPOOL_SQLITE_SYNC": "off"},
 	}
 	for name, env := range cases {
 		env["SPOOL_API_KEYS"] = "k"

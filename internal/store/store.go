@@ -87,10 +87,10 @@ type NewTask struct {
 	// Fingerprint identifies the request a key stands for (see
 	// task.Request.Fingerprint); nil = unknown, which matches any request.
 	// Only read when IdempotencyKey is set.
-	Fingerprint []byte
-	TraceParent string // W3C traceparent to deliver under; "" = none
-	Schedule       string    // the schedule whose run this is; "" = none
-	ScheduledFor   time.Time // that run's scheduled time; zero = none
+	Fingerprint  []byte
+	TraceParent  string    // W3C traceparent to deliver under; "" = none
+	Schedule     string    // the schedule whose run this is; "" = none
+	ScheduledFor time.Time // that run's scheduled time; zero = none
 }
 
 // Enqueued is the result for one NewTask.
