@@ -61,12 +61,16 @@ def _env(name: str, default: Optional[str] = None) -> Optional[str]:
     return value if value not in (None, "") else default
 
 
-def _first_line(text: str) -> str:
-    """The first line that is not blank or a # comment (key files)."""
+def _first_key(text: str) -> str:
+    """The first API key of a key list as Spool reads one (SPOOL_API_KEYS:
+    comma-separated or one per line, # comments, an optional ":role"
+    suffix), so Spool's own key file or Secret can be mounted as is."""
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
-            return line.split(",")[0].strip()
+            key = line.split(",")[0].strip()
+            name, sep, role = key.rpartition(":")
+            return name if sep and role in ("read", "write", "admin") else key
     return ""
 
 
@@ -104,7 +108,7 @@ class Settings:
         return cls(
             database_url=dsn,
             spool_url=_env("SPOOL_URL", "http://127.0.0.1:8000").rstrip("/"),
-            spool_api_key=_first_line(_env("SPOOL_API_KEY", "")),
+            spool_api_key=_first_key(_env("SPOOL_API_KEY", "")),
             signing_keys=keys,
             webhook_url=_env("ORDERS_WEBHOOK_URL", "http://127.0.0.1:8080/webhooks/spool"),
             queue=_env("ORDERS_QUEUE", "orders"),
