@@ -45,8 +45,14 @@ from pydantic import BaseModel, Field
 
 from .signature import DEFAULT_TOLERANCE_SECONDS, VerificationError, parse_keys, verify
 
+# The app's own logger, on stderr beside uvicorn's; not the root logger,
+# which would print uvicorn's messages a second time.
 log = logging.getLogger("orders")
-logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), format="%(levelname)s:     %(name)s: %(message)s")
+_handler = logging.StreamHandler()
+_handler.setFormatter(logging.Formatter("%(levelname)s:     orders: %(message)s"))
+log.addHandler(_handler)
+log.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+log.propagate = False
 
 MAX_BODY = 1 << 20  # deliveries are small; anything larger is refused unread
 
