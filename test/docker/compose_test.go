@@ -37,6 +37,9 @@ const testOverride = `services:
   sink:
     healthcheck:
       interval: 1s
+  orders:
+    healthcheck:
+      interval: 1s
 `
 
 // stack is one Compose project of compose.yaml, with its own name, secrets,
@@ -91,11 +94,13 @@ func newStack(t *testing.T, x *harness, name string, profiles ...string) *stack 
 		"POSTGRES_IMAGE="+x.postgresImage,
 		"GO_IMAGE="+x.goImage,
 		"RUNTIME_IMAGE="+x.runtimeImage,
+		"FASTAPI_IMAGE="+x.fastapiImage,
+		"PYTHON_IMAGE="+x.pythonImage,
 		"SPOOL_SECRETS_DIR="+s.secrets,
 		"SPOOL_TARGETS_SUBNET="+subnet,
 		"SPOOL_BIND=127.0.0.1",
 		// Empty: Docker picks free ports, so runs never collide.
-		"SPOOL_PORT=", "SPOOL_SINK_PORT=",
+		"SPOOL_PORT=", "SPOOL_SINK_PORT=", "ORDERS_PORT=",
 	)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -299,7 +304,7 @@ func TestComposeConfig(t *testing.T) {
 	}
 	slices.Sort(names)
 	slices.Sort(core)
-	if want := "demo-hello demo-retry demo-scheduled elasticsearch filebeat grafana kibana migrate postgres prometheus sink spool"; strings.Join(names, " ") != want {
+	if want := "demo-hello demo-retry demo-scheduled elasticsearch filebeat grafana kibana migrate orders postgres prometheus sink spool"; strings.Join(names, " ") != want {
 		t.Errorf("services %v, want %s", names, want)
 	}
 	if strings.Join(core, " ") != "migrate postgres spool" {
@@ -314,6 +319,9 @@ func TestComposeConfig(t *testing.T) {
 	}
 	if cfg.Services["postgres"].Image != x.postgresImage || spool.Image != x.spoolImage || cfg.Services["migrate"].Image != x.spoolImage {
 		t.Errorf("images not taken from POSTGRES_IMAGE/SPOOL_IMAGE: postgres %s, spool %s", cfg.Services["postgres"].Image, spool.Image)
+	}
+	if orders := cfg.Services["orders"]; orders.Image != x.fastapiImage || !orders.ReadOnly || len(orders.Secrets) == 0 {
+		t.Errorf("orders: image %s (want FASTAPI_IMAGE %s), read-only %v, secrets %v", orders.Image, x.fastapiImage, orders.ReadOnly, orders.Secrets)
 	}
 	for name, sec := range cfg.Secrets {
 		if !strings.HasPrefix(sec.File, s.secrets+"/") {
@@ -338,7 +346,7 @@ func TestCompose(t *testing.T) {
 	start := time.Now()
 	s.mustCompose(t, ctx, "up", "-d", "--no-build")
 	t.Logf("compose up: %s", time.Since(start).Round(100*time.Millisecond))
-	for _, svc := range []string{"postgres", "spool", "sink"} {
+	for _, svc := range []string{"postgres", "spool", "sink", "orders"} {
 		s.waitHealthy(t, ctx, svc, time.Minute)
 	}
 	if st, code, _ := s.state(t, ctx, s.container(t, ctx, "migrate")); st != "exited" || code != 0 {
@@ -389,6 +397,36 @@ func TestCompose(t *testing.T) {
 		}
 		if st := stats(); st.Unique != 2 || st.BadSignatures != 0 || st.Received != 4 {
 			t.Errorf("sink %+v: want 2 unique, 4 received (two failures first), no bad signatures", st)
+		}
+	})
+
+	t.Run("fastapi-orders", func(t *testing.T) {
+		// The guide's app: an order placed on its published port is
+		// enqueued on Spool, delivered over the targets network, verified
+		// with the Compose signing key and processed once; one that fails
+		// twice is retried by Spool.
+		orders := newAPI(s.published(t, ctx, "orders", "8080"), "")
+		type order struct {
+			ID         string `json:"id"`
+			Status     string `json:"status"`
+			TaskID     string `json:"task_id"`
+			Processed  int    `json:"processed"`
+			Deliveries int    `json:"deliveries"`
+		}
+		for _, fail := range []int{0, 2} {
+			var o order
+			orders.must(t, http.MethodPost, "/orders", map[string]any{"item": "compose", "quantity": 1, "fail_times": fail}, &o)
+			if o.TaskID == "" {
+				t.Fatalf("order %+v has no task", o)
+			}
+			eventually(t, 30*time.Second, func() bool {
+				return orders.poll("/orders/"+o.ID, &o) && o.Status == "processed"
+			}, func() string { return fmt.Sprintf("order %+v\n%s", o, s.serviceLog(t, ctx, "orders", 20)) })
+			var tk apiTask
+			api.must(t, http.MethodGet, "/v1/tasks/"+o.TaskID, nil, &tk)
+			if o.Processed != 1 || o.Deliveries != fail+1 || tk.State != "succeeded" || tk.Attempt != fail+1 {
+				t.Errorf("order %+v, task %+v: want processed once after %d deliveries", o, tk, fail+1)
+			}
 		}
 	})
 

@@ -35,7 +35,9 @@ type harness struct {
 	goImage       string // stand-in for golang:1.26-bookworm
 	runtimeImage  string // the Dockerfile's default, scratch
 	postgresImage string // stand-in for postgres:17
+	pythonImage   string // stand-in for python:3.11-slim-bookworm
 	spoolImage    string // built from the Dockerfile for this run
+	fastapiImage  string // built from examples/fastapi/Dockerfile for this run
 }
 
 // Shared by TestMain and the tests; set once before m.Run.
@@ -144,18 +146,42 @@ func setup(ctx context.Context) (*harness, error) {
 		return nil, err
 	}
 	logf("built %s in %s", x.spoolImage, time.Since(start).Round(100*time.Millisecond))
+	start = time.Now()
+	if err := x.buildFastAPI(ctx); err != nil {
+		return x, err
+	}
+	logf("built %s in %s", x.fastapiImage, time.Since(start).Round(100*time.Millisecond))
 	return x, nil
 }
 
 func (x *harness) teardown() {
-	if x.spoolImage == "" {
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := run(ctx, nil, nil, x.docker, "image", "rm", x.spoolImage); err != nil {
-		logf("teardown: %v", err)
+	for _, img := range []string{x.spoolImage, x.fastapiImage} {
+		if img == "" {
+			continue
+		}
+		if _, err := run(ctx, nil, nil, x.docker, "image", "rm", img); err != nil {
+			logf("teardown: %v", err)
+		}
 	}
+}
+
+// buildFastAPI builds examples/fastapi/Dockerfile on the Python stand-in,
+// the way a user builds it on python:3.11-slim-bookworm: only the base
+// image argument differs.
+func (x *harness) buildFastAPI(ctx context.Context) error {
+	x.fastapiImage = "spool-test/fastapi:run-" + x.runID
+	args := append(append([]string{}, x.build[1:]...),
+		"--progress=plain",
+		"--build-arg", "PYTHON_IMAGE="+x.pythonImage,
+		"--label", "spool.test.run="+x.runID,
+		"-t", x.fastapiImage, filepath.Join(x.repo, "examples", "fastapi"))
+	if _, err := run(ctx, append(os.Environ(), x.buildEnv...), nil, x.build[0], args...); err != nil {
+		x.fastapiImage = ""
+		return fmt.Errorf("build the FastAPI example's image: %w", err)
+	}
+	return nil
 }
 
 // buildSpool builds the repository's Dockerfile on the stand-in bases, the

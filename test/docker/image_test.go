@@ -146,3 +146,48 @@ func TestImage(t *testing.T) {
 		return "HEALTHCHECK never healthy: " + out
 	})
 }
+
+// TestFastAPIImage: examples/fastapi's image, built on the Python
+// stand-in, runs as 65532 and carries no configuration of its own: without
+// DATABASE_URL it refuses to start, naming the variable (no URL, key or
+// password was baked in). Compose runs it for real (TestCompose).
+func TestFastAPIImage(t *testing.T) {
+	x := need(t)
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var img struct {
+		Config struct {
+			User        string
+			Cmd         []string
+			Env         []string
+			Healthcheck struct{ Test []string }
+		}
+	}
+	if err := json.Unmarshal([]byte(x.dockerOut(t, ctx, "image", "inspect", "--format", "{{json .}}", x.fastapiImage)), &img); err != nil {
+		t.Fatal(err)
+	}
+	c := img.Config
+	if c.User != "65532:65532" {
+		t.Errorf("USER %q, want 65532:65532", c.User)
+	}
+	if len(c.Cmd) < 3 || strings.Join(c.Cmd[:3], " ") != "python -m uvicorn" {
+		t.Errorf("CMD %q, want the exec form of python -m uvicorn", c.Cmd)
+	}
+	if len(c.Healthcheck.Test) == 0 || c.Healthcheck.Test[0] != "CMD" {
+		t.Errorf("HEALTHCHECK %q, want an exec-form check", c.Healthcheck.Test)
+	}
+	for _, e := range c.Env {
+		name, _, _ := strings.Cut(e, "=")
+		if strings.Contains(name, "DATABASE") || strings.Contains(name, "KEY") || strings.Contains(name, "PASSWORD") || strings.Contains(name, "SECRET") {
+			t.Errorf("the image sets %s", name)
+		}
+	}
+	if uid := x.dockerOut(t, ctx, "run", "--rm", "--read-only", x.fastapiImage, "python", "-c", "import os; print(os.getuid(), os.getgid())"); uid != "65532 65532" {
+		t.Errorf("the app's user is %q, want 65532 65532", uid)
+	}
+	out, err := run(ctx, nil, nil, x.docker, "run", "--rm", "--read-only", x.fastapiImage)
+	if err == nil || !strings.Contains(out, "DATABASE_URL") {
+		t.Errorf("started without DATABASE_URL (err %v):\n%s", err, tail(out, 2000))
+	}
+}

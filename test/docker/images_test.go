@@ -31,9 +31,12 @@ import (
 // The Debian release of the official golang:1.26-bookworm image.
 const debianSuite = "bookworm"
 
-// debianPackages go into the one rootfs the builder and PostgreSQL
-// stand-ins share.
-var debianPackages = []string{"ca-certificates", "postgresql"}
+// debianPackages go into the one rootfs the builder, PostgreSQL and Python
+// stand-ins share (one debootstrap for all three): the Python stand-in needs
+// pip and the FastAPI example's dependencies from Debian, since no test can
+// reach PyPI.
+var debianPackages = []string{"ca-certificates", "postgresql",
+	"python3-pip", "python3-fastapi", "python3-uvicorn", "python3-httpx", "python3-asyncpg"}
 
 // rootfsRecipe changes whenever trimRootfs or the import changes, so the
 // base image is rebuilt.
@@ -63,7 +66,10 @@ func (x *harness) standIns(ctx context.Context) error {
 	if x.postgresImage, err = x.pgImage(ctx, base); err != nil {
 		return fmt.Errorf("postgres stand-in: %w", err)
 	}
-	logf("stand-ins: GO_IMAGE=%s RUNTIME_IMAGE=%s POSTGRES_IMAGE=%s", x.goImage, x.runtimeImage, x.postgresImage)
+	if x.pythonImage, err = x.pyImage(ctx, base); err != nil {
+		return fmt.Errorf("python stand-in: %w", err)
+	}
+	logf("stand-ins: GO_IMAGE=%s RUNTIME_IMAGE=%s POSTGRES_IMAGE=%s PYTHON_IMAGE=%s", x.goImage, x.runtimeImage, x.postgresImage, x.pythonImage)
 	return nil
 }
 
@@ -367,6 +373,43 @@ func (x *harness) pgImage(ctx context.Context, base string) (string, error) {
 			"Dockerfile":           df.Bytes(),
 			"docker-entrypoint.sh": postgresEntrypoint,
 		}, "", ""))
+	}()
+	if err := x.buildFromTar(ctx, tag, pr); err != nil {
+		pr.CloseWithError(err)
+		return "", err
+	}
+	logf("built %s", tag)
+	return tag, nil
+}
+
+var pythonDockerfile = template.Must(template.New("").Parse(`FROM {{.Base}}
+# python:3.11-slim-bookworm has python on PATH and a pip free to install
+# into it; Debian's Python is python3, and its pip refuses to touch the
+# system's packages (PEP 668) unless that marker is gone.
+RUN ln -s /usr/bin/python3 /usr/local/bin/python && rm -f /usr/lib/python3*/EXTERNALLY-MANAGED
+# The FastAPI example's requirements are already installed from Debian, so
+# its "pip install -r requirements.txt" finds each one satisfied. apt
+# resolved their dependencies (Debian's FastAPI 0.92 runs on its patched
+# Starlette 0.26, outside the range FastAPI's metadata names); pip must not
+# resolve them again against an index no test can reach.
+ENV PIP_NO_INDEX=1 PIP_NO_DEPS=1
+CMD ["python3"]
+`))
+
+// pyImage: stand-in for python:3.11-slim-bookworm, with the example app's
+// dependencies preinstalled from Debian (Python 3.11 is bookworm's too).
+func (x *harness) pyImage(ctx context.Context, base string) (string, error) {
+	var df bytes.Buffer
+	if err := pythonDockerfile.Execute(&df, map[string]string{"Base": base}); err != nil {
+		return "", err
+	}
+	tag := "spool-test/python:3.11-" + shortHash(df.String())
+	if x.imageExists(ctx, tag) {
+		return tag, nil
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		pw.CloseWithError(writeContext(pw, map[string][]byte{"Dockerfile": df.Bytes()}, "", ""))
 	}()
 	if err := x.buildFromTar(ctx, tag, pr); err != nil {
 		pr.CloseWithError(err)

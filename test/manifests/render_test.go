@@ -25,7 +25,7 @@ func TestKustomizeObjects(t *testing.T) {
 			"NetworkPolicy/spool-allow-metrics", "NetworkPolicy/spool-allow-dns", "NetworkPolicy/spool-allow-postgres",
 			"NetworkPolicy/spool-allow-delivery"},
 		"overlays/dev": {"Namespace/spool-dev", "Deployment/spool", "StatefulSet/postgres", "Service/postgres",
-			"Deployment/spool-sink", "Service/spool-sink"},
+			"Deployment/spool-sink", "Service/spool-sink", "Deployment/orders", "Service/orders"},
 		"overlays/production": {"Namespace/spool", "Deployment/spool-api", "Deployment/spool-worker",
 			"HorizontalPodAutoscaler/spool", "ScaledObject/spool-worker", "PodDisruptionBudget/spool-worker",
 			"Service/spool-metrics", "ServiceMonitor/spool", "PrometheusRule/spool", "Cluster/spool-db",
