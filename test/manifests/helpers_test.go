@@ -64,6 +64,13 @@ var valueSets = map[string]func() map[string]any{
 			"grafanaDashboard": map[string]any{"enabled": true},
 		})
 	},
+	// The dev overlay's example schedules, API and workers apart.
+	"schedules": func() map[string]any {
+		return merge(required(), map[string]any{
+			"schedules": devSchedules(),
+			"worker":    map[string]any{"enabled": true},
+		})
+	},
 	// Fixed replica counts: no HPA, no KEDA, workers apart.
 	"no-autoscaling": func() map[string]any {
 		return merge(required(), map[string]any{

@@ -25,7 +25,7 @@ func TestKustomizeObjects(t *testing.T) {
 			"NetworkPolicy/spool-allow-metrics", "NetworkPolicy/spool-allow-dns", "NetworkPolicy/spool-allow-postgres",
 			"NetworkPolicy/spool-allow-delivery"},
 		"overlays/dev": {"Namespace/spool-dev", "Deployment/spool", "StatefulSet/postgres", "Service/postgres",
-			"Deployment/spool-sink", "Service/spool-sink", "Deployment/orders", "Service/orders"},
+			"Deployment/spool-sink", "Service/spool-sink", "Deployment/orders", "Service/orders", "ConfigMap/spool-schedules"},
 		"overlays/production": {"Namespace/spool", "Deployment/spool-api", "Deployment/spool-worker",
 			"HorizontalPodAutoscaler/spool", "ScaledObject/spool-worker", "PodDisruptionBudget/spool-worker",
 			"Service/spool-metrics", "ServiceMonitor/spool", "PrometheusRule/spool", "Cluster/spool-db",
@@ -110,9 +110,10 @@ func TestChartObjects(t *testing.T) {
 			"PrometheusRule/spool", "ConfigMap/spool-grafana-dashboard", "HorizontalPodAutoscaler/spool"},
 		"no-autoscaling": {"Deployment/spool-api", "Deployment/spool-worker"},
 		"minimal":        {"Deployment/tiny-spool", "Secret/tiny-spool", "ConfigMap/tiny-spool"},
+		"schedules":      {"ConfigMap/spool-schedules", "Deployment/spool-api", "Deployment/spool-worker"},
 	}
 	absent := map[string][]string{
-		"defaults":       {"Deployment/spool-worker", "ScaledObject/spool-worker", "Cluster/spool-db", "ServiceMonitor/spool"},
+		"defaults":       {"Deployment/spool-worker", "ScaledObject/spool-worker", "Cluster/spool-db", "ServiceMonitor/spool", "ConfigMap/spool-schedules"},
 		"no-autoscaling": {"HorizontalPodAutoscaler/spool", "ScaledObject/spool-worker"},
 		"minimal": {"NetworkPolicy/tiny-spool-default-deny", "PodDisruptionBudget/tiny-spool", "ServiceAccount/tiny-spool",
 			"Pod/tiny-spool-test-delivery"},
@@ -162,6 +163,9 @@ func TestChartSchemaRejectsTypos(t *testing.T) {
 		"bad duration":          {map[string]any{"config": map[string]any{"drainDelay": "5 seconds"}}, "drainDelay"},
 		"non-SPOOL extra env":   {map[string]any{"config": map[string]any{"extraEnv": map[string]any{"PATH": "/"}}}, "PATH"},
 		"unsigned signing key":  {map[string]any{"secret": map[string]any{"signingKeys": []any{"abc"}}}, "signingKeys"},
+		"typo in a schedule": {map[string]any{"schedules": []any{map[string]any{"name": "s", "cron": "@daily", "queue": "q",
+			"task": map[string]any{}, "timezon": "UTC"}}}, "timezon"},
+		"schedule without a time": {map[string]any{"schedules": []any{map[string]any{"name": "s", "queue": "q", "task": map[string]any{}}}}, "schedules"},
 	} {
 		_, err := render.RenderChart(chartDir(t), merge(required(), c.values))
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -428,11 +428,11 @@ func TestDashboardModel(t *testing.T) {
 
 // allowedLabels are the labels Spool's metrics carry (see docs/operations.md)
 // plus Prometheus' target labels. destination (scheme://host:port, never a
-// path) is bounded by the dispatcher: at most 100 per process, the rest
-// "other".
+// path) is bounded by the dispatcher and schedule by the maintainer: at
+// most 100 per process each, the rest "other".
 var allowedLabels = map[string]bool{
 	"queue": true, "outcome": true, "state": true, "route": true, "method": true, "code": true,
-	"destination": true, "reason": true,
+	"destination": true, "reason": true, "schedule": true,
 	"le": true, "quantile": true, "version": true, "commit": true,
 	"job": true, "instance": true, "namespace": true, "__name__": true,
 }

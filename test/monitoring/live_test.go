@@ -157,6 +157,7 @@ func TestLivePrometheus(t *testing.T) {
 		`max_over_time(spool_workers_busy[1m]) > 0`,
 		`spool_workers_max == 9`, // SPOOL_WORKERS=8 and the fair scheduler's reserve of 1
 		`sum(spool_leader) == 1`,
+		`sum(spool_schedule_runs_total{schedule="every-second", outcome="enqueued"}) > 0`,
 		`sum(spool_destination_requests_total{destination="http://` + sinkAddr + `", outcome="answered"}) > 0`,
 		`max(spool_destination_limit{destination="http://` + sinkAddr + `"}) > 0`,
 		`max(spool_destination_breaker_open{destination="http://` + sinkAddr + `"}) == 0`,
@@ -509,6 +510,11 @@ func (l *load) initial(ctx context.Context) {
 	l.enqueue(ctx, "later", "/hook", map[string]any{"delay": "1h"})
 	id := l.enqueue(ctx, "later", "/hook", map[string]any{"delay": "1h"})
 	l.expect(ctx, http.StatusOK, http.MethodPost, "/v1/tasks/"+id+"/cancel", nil)
+	// A schedule running every second (the Schedules row: runs, lag).
+	l.expect(ctx, http.StatusCreated, http.MethodPut, "/v1/schedules/every-second", map[string]any{
+		"every": "1s", "queue": "scheduled",
+		"task": map[string]any{"target": map[string]any{"url": l.sink + "/hook"}},
+	})
 	// A paused queue with a due task: its oldest-due age grows.
 	l.expect(ctx, http.StatusOK, http.MethodPost, "/v1/queues/paused/pause", nil)
 	l.enqueue(ctx, "paused", "/hook", nil)

@@ -259,6 +259,10 @@ spec:
               containerName: spool
               resource: limits.memory
               divisor: "1"
+        {{- if $root.Values.schedules }}
+        - name: SPOOL_SCHEDULES_FILE
+          value: /etc/spool/schedules/schedules.yaml
+        {{- end }}
       # Startup: up at all; liveness: still answering (never the database);
       # readiness: able to serve (store reachable, not shutting down).
       startupProbe:
@@ -293,6 +297,12 @@ spec:
         - name: database-url
           mountPath: /run/secrets/spool
           readOnly: true
+        {{- if $root.Values.schedules }}
+        # A directory, not a subPath: the kubelet updates it in place.
+        - name: schedules
+          mountPath: /etc/spool/schedules
+          readOnly: true
+        {{- end }}
   volumes:
     - name: tmp
       emptyDir:
@@ -304,4 +314,10 @@ spec:
         items:
           - key: {{ include "spool.databaseSecretKey" $root }}
             path: database-url
+    {{- if $root.Values.schedules }}
+    - name: schedules
+      configMap:
+        name: {{ include "spool.fullname" $root }}-schedules
+        defaultMode: 0444
+    {{- end }}
 {{- end }}
