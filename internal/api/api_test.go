@@ -249,6 +249,12 @@ func TestIdempotencyKeyMeansOneRequest(t *testing.T) {
 		if again.ID != first.ID || again.RunAt != first.RunAt {
 			t.Errorf("replay: task %s at %s, want the original %s at %s", again.ID, again.RunAt, first.ID, first.RunAt)
 		}
+		// The same JSON payload with other white space (another client's
+		// encoder) is the same request too.
+		spaced := `{"target": {"url": "http://h/a", "headers": {"X-A": "1", "x-b": "2"}}, "payload": { "n" : 1 }, "delay": "1h", "priority": 3}`
+		if tk := decode[taskJSON](t, want(t, post(spaced, "Idempotency-Key", "k1"), http.StatusOK)); tk.ID != first.ID {
+			t.Errorf("replay with spaced JSON: task %s, want the original %s", tk.ID, first.ID)
+		}
 
 		// Anything else under the key: 422 naming the key, nothing stored.
 		for name, other := range map[string]string{

@@ -586,6 +586,15 @@ func parseTask(c *collector, prefix string, ms []member, dup string, env decodeE
 		// The schedule as sent: a retried request with a delay matches.
 		req := task.Request{Target: t.Target, Payload: t.Payload, ContentType: t.ContentType,
 			Priority: t.Priority, MaxAttempts: t.MaxAttempts, Timeout: t.Timeout}
+		if havePayload {
+			// A JSON payload is compared without insignificant white space:
+			// clients in other languages re-encode the same document with
+			// other spacing, and the retry is still the same request.
+			var compact bytes.Buffer
+			if json.Compact(&compact, t.Payload) == nil {
+				req.Payload = compact.Bytes()
+			}
+		}
 		if haveDelay {
 			req.Delay = delay
 		}
