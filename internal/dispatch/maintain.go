@@ -37,7 +37,22 @@ type Maintainer struct {
 	RefreshStats func(context.Context) (bool, error)
 
 	exported map[string]bool // queues whose depth series exist
+	pruning  bool            // a prune run has more to delete: go on next tick
+	pruned   int             // tasks deleted by the current prune run
 }
+
+// pruneBatch is how many finished tasks one prune statement deletes: a
+// short transaction (on SQLite, a few milliseconds of the write lock) that
+// enqueues and leases wait behind at most once.
+const pruneBatch = 500
+
+// pruneBudget bounds the time one tick spends pruning, pauses included.
+// After each statement the maintainer rests as long as it took, so a
+// large prune takes at most about half of what the database can do (a
+// million tasks at some ten thousand a second here), leasing keeps its
+// share, and promotion, rescue and the gauges keep their one-second
+// cadence between the slices.
+const pruneBudget = 250 * time.Millisecond
 
 // destinationIdle is how long a destination's state outlives the last
 // delivery to it: replicas' reports older than this are dropped, and a
@@ -135,30 +150,58 @@ func (m *Maintainer) tick(ctx context.Context, lastPrune *time.Time) {
 			m.Logger.Debug("refreshed planner statistics")
 		}
 	}
-	if time.Since(*lastPrune) < m.PruneEvery {
+	if n, err := m.Store.FoldCounts(ctx); err != nil {
+		m.warn(ctx, "fold task counts", err)
+	} else if n > 0 {
+		m.Logger.Debug("folded task counts", "totals", n)
+	}
+	if !m.pruning {
+		if time.Since(*lastPrune) < m.PruneEvery {
+			return
+		}
+		*lastPrune = time.Now()
+	}
+	m.pruning = m.prune(ctx)
+	if m.pruning {
 		return
 	}
-	*lastPrune = time.Now()
-	total := 0
-	for ctx.Err() == nil {
-		n, err := m.Store.Prune(ctx, m.Retention, 1000)
-		if err != nil {
-			m.warn(ctx, "prune finished tasks", err)
-			break
-		}
-		total += n
-		if n < 1000 {
-			break
-		}
-	}
-	if total > 0 {
-		m.Logger.Info("pruned finished tasks", "tasks", total, "retention", m.Retention.String())
+	if m.pruned > 0 {
+		m.Logger.Info("pruned finished tasks", "tasks", m.pruned, "retention", m.Retention.String())
+		m.pruned = 0
 	}
 	if n, err := m.Store.PruneDestinations(ctx, destinationIdle); err != nil {
 		m.warn(ctx, "prune idle destinations", err)
 	} else if n > 0 {
 		m.Logger.Info("pruned idle destinations", "destinations", n, "idle", destinationIdle.String())
 	}
+}
+
+// prune deletes old finished tasks in batches of pruneBatch, resting after
+// each as long as it took, for at most pruneBudget; it reports whether
+// more are left for the next tick.
+func (m *Maintainer) prune(ctx context.Context) bool {
+	start := time.Now()
+	for ctx.Err() == nil {
+		began := time.Now()
+		n, err := m.Store.Prune(ctx, m.Retention, pruneBatch)
+		if err != nil {
+			m.warn(ctx, "prune finished tasks", err)
+			return false
+		}
+		m.pruned += n
+		if n < pruneBatch {
+			return false
+		}
+		took := time.Since(began)
+		if time.Since(start)+took >= pruneBudget {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(took):
+		}
+	}
+	return false
 }
 
 func (m *Maintainer) warn(ctx context.Context, what string, err error) {

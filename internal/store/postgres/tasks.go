@@ -315,19 +315,47 @@ func (s *Store) GetTask(ctx context.Context, id string) (task.Task, error) {
 	return t, nil
 }
 
+// listStateSQL is a page of one queue's tasks in one state: a range of
+// spool_tasks_queue_state_idx in id order, read up to the LIMIT.
+var listStateSQL = `SELECT ` + taskCols + ` FROM spool_tasks
+	WHERE queue = $1 AND state = $2 AND id > $3::uuid ORDER BY id LIMIT $4`
+
+// listAllSQL is a page of one queue's tasks in every state: the same
+// index's range for each state, each in id order, merged (Merge Append)
+// and read up to the LIMIT, so a page reads about LIMIT entries (plus one
+// per state) whatever the queue holds.
+var listAllSQL = func() string {
+	parts := make([]string, len(task.States))
+	for i, st := range task.States {
+		parts[i] = `(SELECT id AS uid, ` + taskCols + ` FROM spool_tasks
+		WHERE queue = $1 AND state = '` + string(st) + `' AND id > $2::uuid ORDER BY id LIMIT $3)`
+	}
+	// The outer list names the columns (taskCols' id is cast to text,
+	// which would not sort as the index does).
+	cols := strings.Split(taskCols, ", ")
+	for i, c := range cols {
+		cols[i], _, _ = strings.Cut(c, "::")
+	}
+	return `SELECT ` + strings.Join(cols, ", ") + ` FROM (` + strings.Join(parts, "\n\tUNION ALL ") + `) t ORDER BY uid LIMIT $3`
+}()
+
 // ListTasks pages through one queue in id order.
 func (s *Store) ListTasks(ctx context.Context, p store.ListParams) ([]task.Task, error) {
 	limit := min(max(p.Limit, 1), 1000)
-	var after *string
+	after := uuid.Nil.String() // below every id
 	if p.After != "" {
 		if !validID(p.After) {
 			return nil, fmt.Errorf("list tasks: invalid cursor %q", p.After)
 		}
-		after = &p.After
+		after = p.After
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+taskCols+` FROM spool_tasks
-		WHERE queue = $1 AND ($2 = '' OR state = $2) AND ($3::uuid IS NULL OR id > $3::uuid)
-		ORDER BY id LIMIT $4`, p.Queue, string(p.State), after, limit)
+	var rows pgx.Rows
+	var err error
+	if p.State != "" {
+		rows, err = s.pool.Query(ctx, listStateSQL, p.Queue, string(p.State), after, limit)
+	} else {
+		rows, err = s.pool.Query(ctx, listAllSQL, p.Queue, after, limit)
+	}
 	if err != nil {
 		return nil, wrap("list tasks", err)
 	}
@@ -343,21 +371,34 @@ func (s *Store) ListTasks(ctx context.Context, p store.ListParams) ([]task.Task,
 
 // CancelTask cancels an unfinished task, dropping any lease on it.
 func (s *Store) CancelTask(ctx context.Context, id string) (task.Task, error) {
-	return s.transition(ctx, "cancel task", id, `UPDATE spool_tasks
-		SET state = 'cancelled', lease_token = NULL, lease_expires_at = NULL,
-			finished_at = now(), updated_at = now()
-		WHERE id = $1 AND state NOT IN ('succeeded', 'failed', 'cancelled')
-		RETURNING `+taskCols)
+	return s.transition(ctx, "cancel task", id, `WITH upd AS (
+			UPDATE spool_tasks
+			SET state = 'cancelled', lease_token = NULL, lease_expires_at = NULL,
+				finished_at = now(), updated_at = now()
+			WHERE id = $1 AND state NOT IN ('succeeded', 'failed', 'cancelled')
+			RETURNING *
+		), counted AS (
+			INSERT INTO spool_task_count_deltas (queue, state, n) SELECT queue, state, 1 FROM upd
+		)
+		SELECT `+taskCols+` FROM upd`)
 }
 
 // RetryTask makes a failed or cancelled task run again from attempt 1.
 func (s *Store) RetryTask(ctx context.Context, id string) (task.Task, error) {
-	return s.transition(ctx, "retry task", id, `WITH upd AS (
-			UPDATE spool_tasks
+	// The update's RETURNING sees the new state only; old locks the row
+	// and reads the state it leaves, to take it off that count.
+	return s.transition(ctx, "retry task", id, `WITH old AS (
+			SELECT id, queue, state FROM spool_tasks
+			WHERE id = $1 AND state IN ('failed', 'cancelled')
+			FOR UPDATE
+		), upd AS (
+			UPDATE spool_tasks t
 			SET state = 'available', run_at = now(), attempt = 0, finished_at = NULL,
 				lease_token = NULL, lease_expires_at = NULL, updated_at = now()
-			WHERE id = $1 AND state IN ('failed', 'cancelled')
-			RETURNING *
+			FROM old WHERE t.id = old.id
+			RETURNING t.*
+		), counted AS (
+			INSERT INTO spool_task_count_deltas (queue, state, n) SELECT queue, state, -1 FROM old
 		), wake AS (
 			SELECT pg_notify('`+wakeupChannel+`', '') FROM upd
 		)
