@@ -315,28 +315,44 @@ func (s *Store) GetTask(ctx context.Context, id string) (task.Task, error) {
 	return t, nil
 }
 
-// listStateSQL is a page of one queue's tasks in one state: a range of
-// spool_tasks_queue_state_idx in id order, read up to the LIMIT.
-var listStateSQL = `SELECT ` + taskCols + ` FROM spool_tasks
-	WHERE queue = $1 AND state = $2 AND id > $3::uuid ORDER BY id LIMIT $4`
+// listPage is a page of one queue's tasks in one state (state: a literal
+// or a parameter), in id order: the ids come from a range of
+// spool_tasks_queue_state_idx (queue, state, id) read up to the LIMIT,
+// then the rows by primary key. The range is ordered by all three
+// columns, which is id order since queue and state are fixed: a generic
+// plan does not take a parameter for a constant, so with ORDER BY id
+// alone it saw no order in that index and walked the primary key instead,
+// filtering on queue and state (the whole table read to list a rare
+// state). ORDER BY names the table's id: a bare id would be taskCols'
+// text cast, which no index is in the order of.
+func listPage(state, after, limit string) string {
+	return `SELECT spool_tasks.id AS uid, ` + taskCols + ` FROM spool_tasks
+	WHERE id = ANY (ARRAY(SELECT id FROM spool_tasks
+		WHERE queue = $1 AND state = ` + state + ` AND id > ` + after + `::uuid
+		ORDER BY queue, state, id LIMIT ` + limit + `))
+	ORDER BY spool_tasks.id`
+}
 
-// listAllSQL is a page of one queue's tasks in every state: the same
-// index's range for each state, each in id order, merged (Merge Append)
-// and read up to the LIMIT, so a page reads about LIMIT entries (plus one
-// per state) whatever the queue holds.
+// listStateSQL lists one state of a queue.
+var listStateSQL = `SELECT ` + listedCols + ` FROM (` + listPage("$2", "$3", "$4") + `) t`
+
+// listAllSQL lists every state of a queue: one page per state (each
+// reads at most LIMIT entries), merged in id order and cut at LIMIT.
 var listAllSQL = func() string {
 	parts := make([]string, len(task.States))
 	for i, st := range task.States {
-		parts[i] = `(SELECT id AS uid, ` + taskCols + ` FROM spool_tasks
-		WHERE queue = $1 AND state = '` + string(st) + `' AND id > $2::uuid ORDER BY id LIMIT $3)`
+		parts[i] = `(` + listPage(`'`+string(st)+`'`, "$2", "$3") + `)`
 	}
-	// The outer list names the columns (taskCols' id is cast to text,
-	// which would not sort as the index does).
+	return `SELECT ` + listedCols + ` FROM (` + strings.Join(parts, "\n\tUNION ALL ") + `) t ORDER BY uid LIMIT $3`
+}()
+
+// listedCols names taskCols' columns as a subquery returns them.
+var listedCols = func() string {
 	cols := strings.Split(taskCols, ", ")
 	for i, c := range cols {
 		cols[i], _, _ = strings.Cut(c, "::")
 	}
-	return `SELECT ` + strings.Join(cols, ", ") + ` FROM (` + strings.Join(parts, "\n\tUNION ALL ") + `) t ORDER BY uid LIMIT $3`
+	return strings.Join(cols, ", ")
 }()
 
 // ListTasks pages through one queue in id order.
@@ -349,18 +365,26 @@ func (s *Store) ListTasks(ctx context.Context, p store.ListParams) ([]task.Task,
 		}
 		after = p.After
 	}
-	var rows pgx.Rows
-	var err error
+	// Custom plans, in the same implicit transaction: a generic plan
+	// guesses every state's share of a queue alike, and for a rare one
+	// (failed among millions succeeded) preferred walking the primary key
+	// in id order, filtering, to reading the (queue, state, id) range.
+	var (
+		b  pgx.Batch
+		ts []task.Task
+	)
+	b.Queue(`SELECT set_config('plan_cache_mode', 'force_custom_plan', true)`)
+	collect := func(rows pgx.Rows) error {
+		var err error
+		ts, err = collectTasks(rows)
+		return err
+	}
 	if p.State != "" {
-		rows, err = s.pool.Query(ctx, listStateSQL, p.Queue, string(p.State), after, limit)
+		b.Queue(listStateSQL, p.Queue, string(p.State), after, limit).Query(collect)
 	} else {
-		rows, err = s.pool.Query(ctx, listAllSQL, p.Queue, after, limit)
+		b.Queue(listAllSQL, p.Queue, after, limit).Query(collect)
 	}
-	if err != nil {
-		return nil, wrap("list tasks", err)
-	}
-	ts, err := collectTasks(rows)
-	if err != nil {
+	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
 		return nil, wrap("list tasks", err)
 	}
 	if ts == nil {
