@@ -134,6 +134,14 @@ func (s *Store) RescueExpired(ctx context.Context) (int, error) {
 	return int(n), nil
 }
 
+// pruneSQL deletes up to ?2 final tasks finished before ?1, oldest first,
+// through spool_tasks_prune; the triggers of migration 00007 take them
+// off the counts.
+const pruneSQL = `DELETE FROM spool_tasks WHERE id IN (
+		SELECT id FROM spool_tasks
+		WHERE state IN ` + finalStates + ` AND finished_at < ?1
+		ORDER BY finished_at LIMIT ?2)`
+
 // Prune deletes up to limit final tasks that finished before now-retention
 // and returns how many.
 func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (int, error) {
@@ -143,10 +151,7 @@ func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (
 	var n int64
 	err := s.inWrite(ctx, func(tx *sql.Tx) error {
 		cutoff := micros(now().Add(-retention))
-		res, err := tx.ExecContext(ctx, `DELETE FROM spool_tasks WHERE id IN (
-				SELECT id FROM spool_tasks
-				WHERE state IN `+finalStates+` AND finished_at < ?
-				ORDER BY finished_at LIMIT ?)`, cutoff, limit)
+		res, err := tx.ExecContext(ctx, pruneSQL, cutoff, limit)
 		if err != nil {
 			return err
 		}

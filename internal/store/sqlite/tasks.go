@@ -356,6 +356,14 @@ func (s *Store) GetTask(ctx context.Context, id string) (task.Task, error) {
 	return t.Task, nil
 }
 
+// The task lists: ranges of spool_tasks_queue_id (queue, id) and
+// spool_tasks_queue_state (queue, state, id), in id order, read up to the
+// LIMIT whatever else the queue holds.
+const (
+	listAllSQL   = `SELECT ` + taskCols + ` FROM spool_tasks WHERE queue = ? AND id > ? ORDER BY id LIMIT ?`
+	listStateSQL = `SELECT ` + taskCols + ` FROM spool_tasks WHERE queue = ? AND state = ? AND id > ? ORDER BY id LIMIT ?`
+)
+
 // ListTasks returns a page of one queue's tasks in id order.
 func (s *Store) ListTasks(ctx context.Context, p store.ListParams) ([]task.Task, error) {
 	limit := p.Limit
@@ -363,14 +371,10 @@ func (s *Store) ListTasks(ctx context.Context, p store.ListParams) ([]task.Task,
 		limit = 100
 	}
 	limit = min(limit, 1000)
-	q := `SELECT ` + taskCols + ` FROM spool_tasks WHERE queue = ? AND id > ?`
-	args := []any{p.Queue, p.After}
+	q, args := listAllSQL, []any{p.Queue, p.After, limit}
 	if p.State != "" {
-		q += ` AND state = ?`
-		args = append(args, string(p.State))
+		q, args = listStateSQL, []any{p.Queue, string(p.State), p.After, limit}
 	}
-	q += ` ORDER BY id LIMIT ?`
-	args = append(args, limit)
 	rows, err := s.read.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list tasks: %w", classify(err))
