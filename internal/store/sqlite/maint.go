@@ -98,8 +98,14 @@ func (s *Store) PromoteDue(ctx context.Context) (int, error) {
 // Both record "lease expired" as the last error: the attempt ended without
 // a response.
 func (s *Store) RescueExpired(ctx context.Context) (int, error) {
+	st, err := s.statements(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("rescue expired: %w", classify(err))
+	}
 	var n, retrying int64
-	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+	err = s.inWrite(ctx, func(tx *sql.Tx) error {
+		n, retrying = 0, 0
+		counts := make(finalCounts)
 		ts := micros(now())
 		rows, err := tx.QueryContext(ctx, `UPDATE spool_tasks SET
 				state       = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retrying' END,
@@ -108,22 +114,26 @@ func (s *Store) RescueExpired(ctx context.Context) (int, error) {
 				updated_at = ?1, lease_token = NULL, lease_expires_at = NULL,
 				last_error = 'lease expired', last_status = NULL
 			WHERE state = 'running' AND lease_expires_at <= ?1
-			RETURNING state`, ts)
+			RETURNING queue, state`, ts)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var state string
-			if err := rows.Scan(&state); err != nil {
+			var queue, state string
+			if err := rows.Scan(&queue, &state); err != nil {
 				return err
 			}
 			n++
 			if state == "retrying" {
 				retrying++
 			}
+			counts.add(queue, state, 1)
 		}
-		return rows.Err()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return storeCounts(ctx, tx, st, counts)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("rescue expired: %w", classify(err))
@@ -135,8 +145,7 @@ func (s *Store) RescueExpired(ctx context.Context) (int, error) {
 }
 
 // pruneSQL deletes up to ?2 final tasks finished before ?1, oldest first,
-// through spool_tasks_prune; the triggers of migration 00007 take them
-// off the counts.
+// through spool_tasks_prune (Prune takes them off the counts).
 const pruneSQL = `DELETE FROM spool_tasks WHERE id IN (
 		SELECT id FROM spool_tasks
 		WHERE state IN ` + finalStates + ` AND finished_at < ?1
@@ -148,15 +157,32 @@ func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (
 	if limit <= 0 {
 		return 0, nil
 	}
+	st, err := s.statements(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("prune: %w", classify(err))
+	}
 	var n int64
-	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+	err = s.inWrite(ctx, func(tx *sql.Tx) error {
+		n = 0
+		counts := make(finalCounts)
 		cutoff := micros(now().Add(-retention))
-		res, err := tx.ExecContext(ctx, pruneSQL, cutoff, limit)
+		rows, err := tx.QueryContext(ctx, pruneSQL+` RETURNING queue, state`, cutoff, limit)
 		if err != nil {
 			return err
 		}
-		n, err = res.RowsAffected()
-		return err
+		defer rows.Close()
+		for rows.Next() {
+			var queue, state string
+			if err := rows.Scan(&queue, &state); err != nil {
+				return err
+			}
+			n++
+			counts.add(queue, state, -1)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return storeCounts(ctx, tx, st, counts)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("prune: %w", classify(err))
@@ -164,8 +190,8 @@ func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (
 	return int(n), nil
 }
 
-// FoldCounts has nothing to do: the triggers of migration 00007 keep the
-// totals of finished tasks in the transactions that change them.
+// FoldCounts has nothing to do: the transactions that finish, reopen and
+// prune tasks change the totals of finished tasks themselves.
 func (s *Store) FoldCounts(context.Context) (int, error) { return 0, nil }
 
 // oldestDueSQL finds each queue's oldest task due at ?1 with one seek of

@@ -244,3 +244,32 @@ func (s *Store) UpdateQueue(ctx context.Context, name string, p task.QueuePatch)
 	}
 	return out, nil
 }
+
+// countKey names one total of spool_task_counts.
+type countKey struct{ queue, state string }
+
+// finalCounts gathers the changes a transaction makes to the totals of
+// finished tasks.
+type finalCounts map[countKey]int64
+
+// add counts n tasks of queue entering state (n < 0: leaving it); states
+// that are not final are not kept.
+func (c finalCounts) add(queue, state string, n int64) {
+	switch task.State(state) {
+	case task.Succeeded, task.Failed, task.Cancelled:
+		c[countKey{queue, state}] += n
+	}
+}
+
+// storeCounts applies c to spool_task_counts in tx, one upsert per total.
+func storeCounts(ctx context.Context, tx *sql.Tx, st *statements, c finalCounts) error {
+	for k, n := range c {
+		if n == 0 {
+			continue
+		}
+		if _, err := tx.StmtContext(ctx, st.countAdd).ExecContext(ctx, k.queue, k.state, n); err != nil {
+			return fmt.Errorf("count finished tasks: %w", err)
+		}
+	}
+	return nil
+}

@@ -396,8 +396,12 @@ func (s *Store) ListTasks(ctx context.Context, p store.ListParams) ([]task.Task,
 
 // CancelTask cancels an unfinished task; a final one is store.ErrConflict.
 func (s *Store) CancelTask(ctx context.Context, id string) (task.Task, error) {
+	st, err := s.statements(ctx)
+	if err != nil {
+		return task.Task{}, fmt.Errorf("cancel task %s: %w", id, classify(err))
+	}
 	var out task.Task
-	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+	err = s.inWrite(ctx, func(tx *sql.Tx) error {
 		ts := micros(now())
 		// Clearing the lease token is what makes a running attempt's
 		// completion be refused.
@@ -408,7 +412,7 @@ func (s *Store) CancelTask(ctx context.Context, id string) (task.Task, error) {
 			RETURNING `+taskCols, ts, ts, id))
 		if err == nil {
 			out = t.Task
-			return nil
+			return storeCounts(ctx, tx, st, finalCounts{{out.Queue, string(task.Cancelled)}: 1})
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return err
@@ -423,9 +427,20 @@ func (s *Store) CancelTask(ctx context.Context, id string) (task.Task, error) {
 
 // RetryTask makes a failed or cancelled task available again.
 func (s *Store) RetryTask(ctx context.Context, id string) (task.Task, error) {
+	st, err := s.statements(ctx)
+	if err != nil {
+		return task.Task{}, fmt.Errorf("retry task %s: %w", id, classify(err))
+	}
 	var out task.Task
-	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+	err = s.inWrite(ctx, func(tx *sql.Tx) error {
 		ts := micros(now())
+		// RETURNING sees the new state only; the write lock keeps the one
+		// read here until the update.
+		var was string
+		if err := tx.QueryRowContext(ctx, `SELECT state FROM spool_tasks WHERE id = ?`, id).Scan(&was); err != nil &&
+			!errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
 		t, err := scanTask(tx.QueryRowContext(ctx, `UPDATE spool_tasks SET
 				state = 'available', run_at = ?, attempt = 0, finished_at = NULL, updated_at = ?,
 				lease_token = NULL, lease_expires_at = NULL
@@ -433,7 +448,7 @@ func (s *Store) RetryTask(ctx context.Context, id string) (task.Task, error) {
 			RETURNING `+taskCols, ts, ts, id))
 		if err == nil {
 			out = t.Task
-			return nil
+			return storeCounts(ctx, tx, st, finalCounts{{out.Queue, was}: -1})
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return err
