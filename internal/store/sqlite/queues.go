@@ -54,8 +54,8 @@ func zeroCounts() map[task.State]int64 {
 // countsSQL counts tasks by queue and state (?1 NULL: every queue). It
 // reads no more than the backlog, whatever the retention keeps: each
 // pending state of each queue is a range of spool_tasks_queue_state, which
-// covers the count, and the final states are the totals the triggers of
-// migration 00007 keep.
+// covers the count, and the final states are the totals of
+// spool_task_counts (migration 00007), kept by the writes (finalCounts).
 const countsSQL = `SELECT q.name, s.column1,
 		(SELECT count(*) FROM spool_tasks t WHERE t.queue = q.name AND t.state = s.column1)
 	FROM spool_queues q CROSS JOIN (VALUES ('scheduled'), ('available'), ('running'), ('retrying')) AS s
