@@ -43,7 +43,22 @@ type Maintainer struct {
 
 	exported       map[string]bool // queues whose depth series exist
 	scheduleLabels map[string]bool // schedules with run series of their own
+	pruning        bool            // a prune run has more to delete: go on next tick
+	pruned         int             // tasks deleted by the current prune run
 }
+
+// pruneBatch is how many finished tasks one prune statement deletes: a
+// short transaction (on SQLite, a few milliseconds of the write lock) that
+// enqueues and leases wait behind at most once.
+const pruneBatch = 500
+
+// pruneBudget bounds the time one tick spends pruning, pauses included.
+// After each statement the maintainer rests as long as it took, so a
+// large prune takes at most about half of what the database can do (a
+// million tasks at some ten thousand a second here), leasing keeps its
+// share, and promotion, rescue and the gauges keep their one-second
+// cadence between the slices.
+const pruneBudget = 250 * time.Millisecond
 
 // maxScheduleSeries caps the schedules with metric series of their own in
 // one process; the others share the label "other".
@@ -162,13 +177,24 @@ func (m *Maintainer) tick(ctx context.Context, lastPrune *time.Time) {
 			m.Logger.Debug("refreshed planner statistics")
 		}
 	}
-	if time.Since(*lastPrune) < m.PruneEvery {
+	if n, err := m.Store.FoldCounts(ctx); err != nil {
+		m.warn(ctx, "fold task counts", err)
+	} else if n > 0 {
+		m.Logger.Debug("folded task counts", "totals", n)
+	}
+	if !m.pruning {
+		if time.Since(*lastPrune) < m.PruneEvery {
+			return
+		}
+		*lastPrune = time.Now()
+	}
+	m.pruning = m.prune(ctx)
+	if m.pruning {
 		return
 	}
-	*lastPrune = time.Now()
-	// Tasks first: the keys of the tasks pruned now may be released at once.
-	if total := m.pruneAll(ctx, "prune finished tasks", m.Retention, m.Store.Prune); total > 0 {
-		m.Logger.Info("pruned finished tasks", "tasks", total, "retention", m.Retention.String())
+	if m.pruned > 0 {
+		m.Logger.Info("pruned finished tasks", "tasks", m.pruned, "retention", m.Retention.String())
+		m.pruned = 0
 	}
 	if total := m.pruneAll(ctx, "release idempotency keys", m.IdempotencyRetention, m.Store.PruneIdempotencyKeys); total > 0 {
 		m.Logger.Info("released idempotency keys", "keys", total, "retention", m.IdempotencyRetention.String())
@@ -180,11 +206,38 @@ func (m *Maintainer) tick(ctx context.Context, lastPrune *time.Time) {
 	}
 }
 
+// prune deletes old finished tasks in batches of pruneBatch, resting after
+// each as long as it took, for at most pruneBudget; it reports whether
+// more are left for the next tick.
+func (m *Maintainer) prune(ctx context.Context) bool {
+	start := time.Now()
+	for ctx.Err() == nil {
+		began := time.Now()
+		n, err := m.Store.Prune(ctx, m.Retention, pruneBatch)
+		if err != nil {
+			m.warn(ctx, "prune finished tasks", err)
+			return false
+		}
+		m.pruned += n
+		if n < pruneBatch {
+			return false
+		}
+		took := time.Since(began)
+		if time.Since(start)+took >= pruneBudget {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(took):
+		}
+	}
+	return false
+}
+
 // pruneAll runs prune in batches of pruneBatch until one comes back short,
 // and returns how many rows went.
 func (m *Maintainer) pruneAll(ctx context.Context, what string, retention time.Duration,
 	prune func(context.Context, time.Duration, int) (int, error)) int {
-	const pruneBatch = 1000
 	total := 0
 	for ctx.Err() == nil {
 		n, err := prune(ctx, retention, pruneBatch)

@@ -252,7 +252,11 @@ type Store interface {
 	// ErrConflict. Returns the updated task.
 	RetryTask(ctx context.Context, id string) (task.Task, error)
 
-	// GetQueue returns a queue's settings and Counts (ErrNotFound).
+	// GetQueue returns a queue's settings and Counts (ErrNotFound). Counts
+	// are exact; reading them costs about the queue's pending tasks
+	// (scheduled, available, running, retrying), never its finished ones.
+	// GetQueue, ListQueues and UpdateQueue read every count of a queue in
+	// one snapshot.
 	GetQueue(ctx context.Context, name string) (task.Queue, error)
 	// ListQueues returns every queue, by name, with Counts.
 	ListQueues(ctx context.Context) ([]task.Queue, error)
@@ -261,7 +265,8 @@ type Store interface {
 	// for a dispatcher to cache and refresh often.
 	ListQueueSettings(ctx context.Context) ([]task.Queue, error)
 	// UpdateQueue applies p, creating the queue with defaults first if
-	// missing, and returns it with Counts.
+	// missing, and returns it with Counts, read after the change is
+	// committed (the change never waits for a count).
 	UpdateQueue(ctx context.Context, name string, p task.QueuePatch) (task.Queue, error)
 
 	// Lease takes up to req.Limit due tasks (pending state, run_at <= now)
@@ -304,6 +309,15 @@ type Store interface {
 	// was pruned and that were first used before now-retention, and returns
 	// how many. A key whose task is stored is never released.
 	PruneIdempotencyKeys(ctx context.Context, retention time.Duration, limit int) (int, error)
+
+	// FoldCounts does the upkeep that keeps counting cheap, for drivers
+	// that need it (PostgreSQL folds the count deltas that finishing,
+	// reopening and pruning tasks append into per-queue totals; SQLite
+	// keeps its totals as it writes and does nothing). Counts are exact
+	// whether or not it has run; it only keeps reading them fast. It
+	// returns how many totals it changed. Run by the leader, about once a
+	// second.
+	FoldCounts(ctx context.Context) (int, error)
 
 	// OldestDue returns, for each queue with a pending task whose run_at has
 	// passed, how long the oldest such task has been due (for metrics and

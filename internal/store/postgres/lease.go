@@ -526,8 +526,11 @@ func (s *Store) ExtendLeases(ctx context.Context, refs []store.LeaseRef, leaseFo
 // deferral is due at retry_at if given, else retry_in_us after the
 // database's now(), so the dispatcher's clock never decides. Release and
 // Defer give the attempt back (it was abandoned or never sent); a deferred
-// task keeps the status of the last response it really had.
+// task keeps the status of the last response it really had. The tasks it
+// finishes are counted in spool_task_count_deltas by the same statement
+// (one row per queue and final state of the batch).
 const completeSQL = `
+WITH done AS (
 UPDATE spool_tasks t SET
 	state = CASE c.outcome
 		WHEN 1 THEN 'succeeded'
@@ -554,8 +557,13 @@ UPDATE spool_tasks t SET
 FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::timestamptz[], $5::text[], $6::int[], $7::bigint[])
 	AS c(id, token, outcome, retry_at, last_error, last_status, retry_in_us)
 WHERE t.id = c.id AND t.state = 'running' AND t.lease_token = c.token
-RETURNING t.id::text, c.token, t.state IN ('available', 'retrying') AND t.run_at <= now()
-	OR EXISTS (SELECT 1 FROM spool_queues q WHERE q.name = t.queue AND q.concurrency > 0)`
+RETURNING t.id::text AS id, c.token, t.queue, t.state, t.state IN ('available', 'retrying') AND t.run_at <= now()
+	OR EXISTS (SELECT 1 FROM spool_queues q WHERE q.name = t.queue AND q.concurrency > 0) AS wake
+), counted AS (
+	INSERT INTO spool_task_count_deltas (queue, state, n)
+	SELECT queue, state, count(*) FROM done WHERE state IN ('succeeded', 'failed') GROUP BY queue, state
+)
+SELECT id, token, wake FROM done`
 
 // Complete applies completions in one statement, in one round trip and one
 // implicit transaction with genericPlansSQL.

@@ -56,58 +56,78 @@ func (s *Store) PromoteDue(ctx context.Context) (int, error) {
 
 // RescueExpired requeues (or fails, when attempts are spent) running tasks
 // whose lease expired. Their lease is cleared, so the old holder's
-// completion is refused.
+// completion is refused. The failed ones are counted as finished.
 func (s *Store) RescueExpired(ctx context.Context) (int, error) {
-	n, err := s.chunked(ctx, `WITH expired AS (
-			SELECT ctid FROM spool_tasks
-			WHERE state = 'running' AND lease_expires_at <= now()
-			ORDER BY lease_expires_at LIMIT $1
-			FOR UPDATE SKIP LOCKED
-		)
-		UPDATE spool_tasks t SET
-			state = CASE WHEN t.attempt >= t.max_attempts THEN 'failed' ELSE 'retrying' END,
-			finished_at = CASE WHEN t.attempt >= t.max_attempts THEN now() END,
-			run_at = CASE WHEN t.attempt >= t.max_attempts THEN t.run_at ELSE now() END,
-			last_error = 'lease expired',
-			lease_token = NULL, lease_expires_at = NULL, updated_at = now()
-		WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM expired)) AND `+recheck(`t.state = 'running'`))
-	if err != nil {
-		return n, wrap("rescue expired", err)
+	total := 0
+	for {
+		var n int
+		err := s.pool.QueryRow(ctx, `WITH expired AS (
+				SELECT ctid FROM spool_tasks
+				WHERE state = 'running' AND lease_expires_at <= now()
+				ORDER BY lease_expires_at LIMIT $1
+				FOR UPDATE SKIP LOCKED
+			), upd AS (
+				UPDATE spool_tasks t SET
+					state = CASE WHEN t.attempt >= t.max_attempts THEN 'failed' ELSE 'retrying' END,
+					finished_at = CASE WHEN t.attempt >= t.max_attempts THEN now() END,
+					run_at = CASE WHEN t.attempt >= t.max_attempts THEN t.run_at ELSE now() END,
+					last_error = 'lease expired',
+					lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+				WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM expired)) AND `+recheck(`t.state = 'running'`)+`
+				RETURNING t.queue, t.state
+			), counted AS (
+				INSERT INTO spool_task_count_deltas (queue, state, n)
+				SELECT queue, state, count(*) FROM upd WHERE state = 'failed' GROUP BY queue, state
+			)
+			SELECT count(*) FROM upd`, maintChunk).Scan(&n)
+		if err != nil {
+			return total, wrap("rescue expired", err)
+		}
+		total += n
+		if n < maintChunk {
+			break
+		}
 	}
-	if n > 0 {
+	if total > 0 {
 		s.notify(ctx)
 	}
-	return n, nil
+	return total, nil
 }
 
-// Prune deletes up to limit final tasks finished before now-retention, and
-// marks their idempotency keys' reservations pruned in the same statement.
+// pruneSQL deletes up to $2 final tasks finished more than $1 milliseconds
+// ago, oldest first, takes them off the counts, and marks their
+// idempotency keys' reservations pruned, in the same statement.
+const pruneSQL = `WITH del AS (
+		DELETE FROM spool_tasks WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM spool_tasks
+			WHERE state IN ('succeeded', 'failed', 'cancelled')
+				AND finished_at < now() - $1 * interval '1 millisecond'
+			ORDER BY finished_at LIMIT $2
+			FOR UPDATE SKIP LOCKED
+		))
+		RETURNING id, queue, state, idempotency_key
+	), counted AS (
+		INSERT INTO spool_task_count_deltas (queue, state, n)
+		SELECT queue, state, -count(*) FROM del GROUP BY queue, state
+	), marked AS (
+		-- A stored task holds its key alone (the unique index), so the
+		-- key's reservation is its own; setting task_id mends one that
+		-- a replica older than 00008 left pointing at a task skipped
+		-- for that key.
+		UPDATE spool_idempotency_keys k SET pruned_at = now(), task_id = d.id
+		FROM del d
+		WHERE d.idempotency_key IS NOT NULL
+			AND k.queue = d.queue AND k.idempotency_key = d.idempotency_key
+	)
+	SELECT count(*) FROM del`
+
+// Prune deletes up to limit final tasks finished before now-retention.
 func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, nil
 	}
 	var n int
-	err := s.pool.QueryRow(ctx, `WITH gone AS (
-			DELETE FROM spool_tasks WHERE ctid = ANY (ARRAY(
-				SELECT ctid FROM spool_tasks
-				WHERE state IN ('succeeded', 'failed', 'cancelled')
-					AND finished_at < now() - $1 * interval '1 millisecond'
-				ORDER BY finished_at LIMIT $2
-				FOR UPDATE SKIP LOCKED
-			))
-			RETURNING id, queue, idempotency_key
-		), marked AS (
-			-- A stored task holds its key alone (the unique index), so the
-			-- key's reservation is its own; setting task_id mends one that
-			-- a replica older than 00008 left pointing at a task skipped
-			-- for that key.
-			UPDATE spool_idempotency_keys k SET pruned_at = now(), task_id = g.id
-			FROM gone g
-			WHERE g.idempotency_key IS NOT NULL
-				AND k.queue = g.queue AND k.idempotency_key = g.idempotency_key
-		)
-		SELECT count(*) FROM gone`, retention.Milliseconds(), limit).Scan(&n)
-	if err != nil {
+	if err := s.pool.QueryRow(ctx, pruneSQL, retention.Milliseconds(), limit).Scan(&n); err != nil {
 		return 0, wrap("prune", err)
 	}
 	return n, nil
@@ -148,14 +168,30 @@ func (s *Store) chunked(ctx context.Context, sql string) (int, error) {
 	}
 }
 
-// OldestDue reports how long each queue's oldest due task has waited. It
-// walks the leasing index (pending states, by priority and run_at), so it
-// stays cheap while backlogs are small; callers bound it with a deadline.
+// oldestDueSQL finds each queue's oldest due task with a few index seeks
+// whatever the backlog: among available tasks, the first entry of
+// spool_tasks_queue_available_idx (queue, priority, run_at, id) for each
+// queue and priority (0-9, the schema's range), and among scheduled and
+// retrying ones, the due part of spool_tasks_due_idx (run_at), which
+// holds only what promotion has not reached yet (Lease and the leader
+// promote every second). It never reads the finished tasks.
+const oldestDueSQL = `SELECT queue, EXTRACT(EPOCH FROM now() - min(run_at))::float8 FROM (
+		SELECT q.name AS queue, a.run_at
+		FROM spool_queues q CROSS JOIN generate_series(0, 9) AS p(priority)
+		CROSS JOIN LATERAL (
+			SELECT t.run_at FROM spool_tasks t
+			WHERE t.queue = q.name AND t.state = 'available' AND t.priority = p.priority
+			ORDER BY t.run_at LIMIT 1) a
+		UNION ALL
+		SELECT queue, run_at FROM spool_tasks
+		WHERE state IN ('scheduled', 'retrying') AND run_at <= now()
+	) due
+	WHERE run_at <= now()
+	GROUP BY queue`
+
+// OldestDue reports how long each queue's oldest due task has waited.
 func (s *Store) OldestDue(ctx context.Context) (map[string]time.Duration, error) {
-	rows, err := s.pool.Query(ctx, `SELECT queue, EXTRACT(EPOCH FROM now() - min(run_at))::float8
-		FROM spool_tasks
-		WHERE state IN ('scheduled', 'available', 'retrying') AND run_at <= now()
-		GROUP BY queue`)
+	rows, err := s.pool.Query(ctx, oldestDueSQL)
 	if err != nil {
 		return nil, wrap("oldest due", err)
 	}

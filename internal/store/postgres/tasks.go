@@ -527,24 +527,76 @@ func (s *Store) GetTask(ctx context.Context, id string) (task.Task, error) {
 	return t, nil
 }
 
+// listPage is a page of one queue's tasks in one state (state: a literal
+// or a parameter), in id order: the ids come from a range of
+// spool_tasks_queue_state_idx (queue, state, id) read up to the LIMIT,
+// then the rows by primary key. The range is ordered by all three
+// columns, which is id order since queue and state are fixed: a generic
+// plan does not take a parameter for a constant, so with ORDER BY id
+// alone it saw no order in that index and walked the primary key instead,
+// filtering on queue and state (the whole table read to list a rare
+// state). ORDER BY names the table's id: a bare id would be taskCols'
+// text cast, which no index is in the order of.
+func listPage(state, after, limit string) string {
+	return `SELECT spool_tasks.id AS uid, ` + taskCols + ` FROM spool_tasks
+	WHERE id = ANY (ARRAY(SELECT id FROM spool_tasks
+		WHERE queue = $1 AND state = ` + state + ` AND id > ` + after + `::uuid
+		ORDER BY queue, state, id LIMIT ` + limit + `))
+	ORDER BY spool_tasks.id`
+}
+
+// listStateSQL lists one state of a queue.
+var listStateSQL = `SELECT ` + listedCols + ` FROM (` + listPage("$2", "$3", "$4") + `) t`
+
+// listAllSQL lists every state of a queue: one page per state (each
+// reads at most LIMIT entries), merged in id order and cut at LIMIT.
+var listAllSQL = func() string {
+	parts := make([]string, len(task.States))
+	for i, st := range task.States {
+		parts[i] = `(` + listPage(`'`+string(st)+`'`, "$2", "$3") + `)`
+	}
+	return `SELECT ` + listedCols + ` FROM (` + strings.Join(parts, "\n\tUNION ALL ") + `) t ORDER BY uid LIMIT $3`
+}()
+
+// listedCols names taskCols' columns as a subquery returns them.
+var listedCols = func() string {
+	cols := strings.Split(taskCols, ", ")
+	for i, c := range cols {
+		cols[i], _, _ = strings.Cut(c, "::")
+	}
+	return strings.Join(cols, ", ")
+}()
+
 // ListTasks pages through one queue in id order.
 func (s *Store) ListTasks(ctx context.Context, p store.ListParams) ([]task.Task, error) {
 	limit := min(max(p.Limit, 1), 1000)
-	var after *string
+	after := uuid.Nil.String() // below every id
 	if p.After != "" {
 		if !validID(p.After) {
 			return nil, fmt.Errorf("list tasks: invalid cursor %q", p.After)
 		}
-		after = &p.After
+		after = p.After
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+taskCols+` FROM spool_tasks
-		WHERE queue = $1 AND ($2 = '' OR state = $2) AND ($3::uuid IS NULL OR id > $3::uuid)
-		ORDER BY id LIMIT $4`, p.Queue, string(p.State), after, limit)
-	if err != nil {
-		return nil, wrap("list tasks", err)
+	// Custom plans, in the same implicit transaction: a generic plan
+	// guesses every state's share of a queue alike, and for a rare one
+	// (failed among millions succeeded) preferred walking the primary key
+	// in id order, filtering, to reading the (queue, state, id) range.
+	var (
+		b  pgx.Batch
+		ts []task.Task
+	)
+	b.Queue(`SELECT set_config('plan_cache_mode', 'force_custom_plan', true)`)
+	collect := func(rows pgx.Rows) error {
+		var err error
+		ts, err = collectTasks(rows)
+		return err
 	}
-	ts, err := collectTasks(rows)
-	if err != nil {
+	if p.State != "" {
+		b.Queue(listStateSQL, p.Queue, string(p.State), after, limit).Query(collect)
+	} else {
+		b.Queue(listAllSQL, p.Queue, after, limit).Query(collect)
+	}
+	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
 		return nil, wrap("list tasks", err)
 	}
 	if ts == nil {
@@ -555,21 +607,34 @@ func (s *Store) ListTasks(ctx context.Context, p store.ListParams) ([]task.Task,
 
 // CancelTask cancels an unfinished task, dropping any lease on it.
 func (s *Store) CancelTask(ctx context.Context, id string) (task.Task, error) {
-	return s.transition(ctx, "cancel task", id, `UPDATE spool_tasks
-		SET state = 'cancelled', lease_token = NULL, lease_expires_at = NULL,
-			finished_at = now(), updated_at = now()
-		WHERE id = $1 AND state NOT IN ('succeeded', 'failed', 'cancelled')
-		RETURNING `+taskCols)
+	return s.transition(ctx, "cancel task", id, `WITH upd AS (
+			UPDATE spool_tasks
+			SET state = 'cancelled', lease_token = NULL, lease_expires_at = NULL,
+				finished_at = now(), updated_at = now()
+			WHERE id = $1 AND state NOT IN ('succeeded', 'failed', 'cancelled')
+			RETURNING *
+		), counted AS (
+			INSERT INTO spool_task_count_deltas (queue, state, n) SELECT queue, state, 1 FROM upd
+		)
+		SELECT `+taskCols+` FROM upd`)
 }
 
 // RetryTask makes a failed or cancelled task run again from attempt 1.
 func (s *Store) RetryTask(ctx context.Context, id string) (task.Task, error) {
-	return s.transition(ctx, "retry task", id, `WITH upd AS (
-			UPDATE spool_tasks
+	// The update's RETURNING sees the new state only; old locks the row
+	// and reads the state it leaves, to take it off that count.
+	return s.transition(ctx, "retry task", id, `WITH old AS (
+			SELECT id, queue, state FROM spool_tasks
+			WHERE id = $1 AND state IN ('failed', 'cancelled')
+			FOR UPDATE
+		), upd AS (
+			UPDATE spool_tasks t
 			SET state = 'available', run_at = now(), attempt = 0, finished_at = NULL,
 				lease_token = NULL, lease_expires_at = NULL, updated_at = now()
-			WHERE id = $1 AND state IN ('failed', 'cancelled')
-			RETURNING *
+			FROM old WHERE t.id = old.id
+			RETURNING t.*
+		), counted AS (
+			INSERT INTO spool_task_count_deltas (queue, state, n) SELECT queue, state, -1 FROM old
 		), wake AS (
 			SELECT pg_notify('`+wakeupChannel+`', '') FROM upd
 		)

@@ -365,13 +365,13 @@ const (
 			lease_token = NULL, lease_expires_at = NULL, last_error = c.value ->> 2, last_status = c.value ->> 3
 		FROM json_each(?2) AS c
 		WHERE spool_tasks.id = c.value ->> 0 AND spool_tasks.state = 'running' AND spool_tasks.lease_token = c.value ->> 1
-		RETURNING id, state, run_at, ` + limitedSlotSQL
+		RETURNING id, queue, state, run_at, ` + limitedSlotSQL
 	completeFail = `UPDATE spool_tasks SET
 			state = 'failed', finished_at = ?1, updated_at = ?1,
 			lease_token = NULL, lease_expires_at = NULL, last_error = c.value ->> 2, last_status = c.value ->> 3
 		FROM json_each(?2) AS c
 		WHERE spool_tasks.id = c.value ->> 0 AND spool_tasks.state = 'running' AND spool_tasks.lease_token = c.value ->> 1
-		RETURNING id, state, run_at, ` + limitedSlotSQL
+		RETURNING id, queue, state, run_at, ` + limitedSlotSQL
 	// The attempt that just ended was the last one allowed: fail instead.
 	completeRetry = `UPDATE spool_tasks SET
 			state       = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retrying' END,
@@ -381,14 +381,14 @@ const (
 			last_error = c.value ->> 2, last_status = c.value ->> 3
 		FROM json_each(?2) AS c
 		WHERE spool_tasks.id = c.value ->> 0 AND spool_tasks.state = 'running' AND spool_tasks.lease_token = c.value ->> 1
-		RETURNING id, state, run_at, ` + limitedSlotSQL
+		RETURNING id, queue, state, run_at, ` + limitedSlotSQL
 	// An abandoned attempt does not count: give the attempt back.
 	completeRelease = `UPDATE spool_tasks SET
 			state = 'available', run_at = ?1, attempt = max(attempt - 1, 0), updated_at = ?1,
 			lease_token = NULL, lease_expires_at = NULL, last_error = c.value ->> 2, last_status = c.value ->> 3
 		FROM json_each(?2) AS c
 		WHERE spool_tasks.id = c.value ->> 0 AND spool_tasks.state = 'running' AND spool_tasks.lease_token = c.value ->> 1
-		RETURNING id, state, run_at, ` + limitedSlotSQL
+		RETURNING id, queue, state, run_at, ` + limitedSlotSQL
 	// An attempt never sent (its destination is busy, held or open) does not
 	// count either; the task waits until retry_at and keeps the status of
 	// the last response it really had.
@@ -397,7 +397,7 @@ const (
 			lease_token = NULL, lease_expires_at = NULL, last_error = c.value ->> 2
 		FROM json_each(?2) AS c
 		WHERE spool_tasks.id = c.value ->> 0 AND spool_tasks.state = 'running' AND spool_tasks.lease_token = c.value ->> 1
-		RETURNING id, state, run_at, ` + limitedSlotSQL
+		RETURNING id, queue, state, run_at, ` + limitedSlotSQL
 )
 
 // Complete applies the completions in one transaction.
@@ -431,8 +431,10 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 		}
 	}
 	wake := false
+	counts := make(finalCounts)
 	err = s.inWrite(ctx, func(tx *sql.Tx) error {
 		clear(accepted)
+		clear(counts)
 		wake = false
 		nowUS := micros(s.now())
 		var batch []byte
@@ -456,12 +458,12 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 					continue
 				}
 				batch = append(batch, ']')
-				if err := complete(ctx, tx.StmtContext(ctx, stmt), nowUS, batch, byID, accepted, &wake); err != nil {
+				if err := complete(ctx, tx.StmtContext(ctx, stmt), nowUS, batch, byID, accepted, counts, &wake); err != nil {
 					return err
 				}
 			}
 		}
-		return nil
+		return storeCounts(ctx, tx, st, counts)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("complete: %w", classify(err))
@@ -502,10 +504,12 @@ func appendCompletion(b []byte, c store.Completion, nowUS int64) []byte {
 }
 
 // complete runs one completion statement over batch and marks the
-// completions (byID: task id to index in accepted) it applied; wake is set
+// completions (byID: task id to index in accepted) it applied, counting
+// the tasks it finished in counts; wake is set
 // when one made a task due now or freed a slot of a concurrency-limited
 // queue.
-func complete(ctx context.Context, stmt *sql.Stmt, nowUS int64, batch []byte, byID map[string]int, accepted []bool, wake *bool) error {
+func complete(ctx context.Context, stmt *sql.Stmt, nowUS int64, batch []byte, byID map[string]int, accepted []bool,
+	counts finalCounts, wake *bool) error {
 	rows, err := stmt.QueryContext(ctx, nowUS, string(batch))
 	if err != nil {
 		return err
@@ -513,13 +517,14 @@ func complete(ctx context.Context, stmt *sql.Stmt, nowUS int64, batch []byte, by
 	defer rows.Close()
 	for rows.Next() {
 		var (
-			id, state string
-			runAt     int64
-			limited   sql.NullBool
+			id, queue, state string
+			runAt            int64
+			limited          sql.NullBool
 		)
-		if err := rows.Scan(&id, &state, &runAt, &limited); err != nil {
+		if err := rows.Scan(&id, &queue, &state, &runAt, &limited); err != nil {
 			return err
 		}
+		counts.add(queue, state, 1)
 		i, ok := byID[id]
 		if !ok {
 			return fmt.Errorf("completed task %s that was not asked for", id)

@@ -98,8 +98,14 @@ func (s *Store) PromoteDue(ctx context.Context) (int, error) {
 // Both record "lease expired" as the last error: the attempt ended without
 // a response.
 func (s *Store) RescueExpired(ctx context.Context) (int, error) {
+	st, err := s.statements(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("rescue expired: %w", classify(err))
+	}
 	var n, retrying int64
-	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+	err = s.inWrite(ctx, func(tx *sql.Tx) error {
+		n, retrying = 0, 0
+		counts := make(finalCounts)
 		// Leases expire on the lease clock; the rest is wall time.
 		ts := micros(s.now())
 		rows, err := tx.QueryContext(ctx, `UPDATE spool_tasks SET
@@ -109,22 +115,26 @@ func (s *Store) RescueExpired(ctx context.Context) (int, error) {
 				updated_at = ?1, lease_token = NULL, lease_expires_at = NULL,
 				last_error = 'lease expired', last_status = NULL
 			WHERE state = 'running' AND lease_expires_at <= ?2
-			RETURNING state`, ts, micros(s.leaseNow()))
+			RETURNING queue, state`, ts, micros(s.leaseNow()))
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var state string
-			if err := rows.Scan(&state); err != nil {
+			var queue, state string
+			if err := rows.Scan(&queue, &state); err != nil {
 				return err
 			}
 			n++
 			if state == "retrying" {
 				retrying++
 			}
+			counts.add(queue, state, 1)
 		}
-		return rows.Err()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return storeCounts(ctx, tx, st, counts)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("rescue expired: %w", classify(err))
@@ -135,6 +145,13 @@ func (s *Store) RescueExpired(ctx context.Context) (int, error) {
 	return int(n), nil
 }
 
+// pruneSQL deletes up to ?2 final tasks finished before ?1, oldest first,
+// through spool_tasks_prune (Prune takes them off the counts).
+const pruneSQL = `DELETE FROM spool_tasks WHERE id IN (
+		SELECT id FROM spool_tasks
+		WHERE state IN ` + finalStates + ` AND finished_at < ?1
+		ORDER BY finished_at LIMIT ?2)`
+
 // Prune deletes up to limit final tasks that finished before now-retention
 // and returns how many; their idempotency keys stay reserved, marked
 // pruned.
@@ -142,15 +159,16 @@ func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (
 	if limit <= 0 {
 		return 0, nil
 	}
-	n := 0
-	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+	st, err := s.statements(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("prune: %w", classify(err))
+	}
+	var n int64
+	err = s.inWrite(ctx, func(tx *sql.Tx) error {
 		n = 0
+		counts := make(finalCounts)
 		ts := s.now()
-		rows, err := tx.QueryContext(ctx, `DELETE FROM spool_tasks WHERE id IN (
-				SELECT id FROM spool_tasks
-				WHERE state IN `+finalStates+` AND finished_at < ?
-				ORDER BY finished_at LIMIT ?)
-			RETURNING id, queue, idempotency_key`, micros(ts.Add(-retention)), limit)
+		rows, err := tx.QueryContext(ctx, pruneSQL+` RETURNING id, queue, state, idempotency_key`, micros(ts.Add(-retention)), limit)
 		if err != nil {
 			return err
 		}
@@ -158,12 +176,14 @@ func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (
 		var keyed []gone
 		for rows.Next() {
 			var g gone
+			var state string
 			var key sql.NullString
-			if err := rows.Scan(&g.id, &g.queue, &key); err != nil {
+			if err := rows.Scan(&g.id, &g.queue, &state, &key); err != nil {
 				rows.Close()
 				return err
 			}
 			n++
+			counts.add(g.queue, state, -1)
 			if key.Valid {
 				g.key = key.String
 				keyed = append(keyed, g)
@@ -180,12 +200,12 @@ func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (
 				return fmt.Errorf("mark idempotency key: %w", err)
 			}
 		}
-		return nil
+		return storeCounts(ctx, tx, st, counts)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("prune: %w", classify(err))
 	}
-	return n, nil
+	return int(n), nil
 }
 
 // PruneIdempotencyKeys releases up to limit keys whose task was pruned and
@@ -212,12 +232,25 @@ func (s *Store) PruneIdempotencyKeys(ctx context.Context, retention time.Duratio
 	return int(n), nil
 }
 
+// FoldCounts has nothing to do: the transactions that finish, reopen and
+// prune tasks change the totals of finished tasks themselves.
+func (s *Store) FoldCounts(context.Context) (int, error) { return 0, nil }
+
+// oldestDueSQL finds each queue's oldest task due at ?1 with one seek of
+// spool_tasks_lease_queue (queue, priority, run_at, id) per queue and
+// priority (0-9, the API's range), whatever the backlog or the history
+// holds: within a queue and priority, the index is in run_at order.
+const oldestDueSQL = `SELECT q.name, min(
+		(SELECT t.run_at FROM spool_tasks t
+		WHERE t.queue = q.name AND t.priority = p.column1 AND t.state IN ` + pendingStates + ` AND t.run_at <= ?1
+		ORDER BY t.run_at LIMIT 1)) AS oldest
+	FROM spool_queues q CROSS JOIN (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9)) AS p
+	GROUP BY q.name HAVING oldest IS NOT NULL`
+
 // OldestDue reports how long each queue's oldest due task has waited.
 func (s *Store) OldestDue(ctx context.Context) (map[string]time.Duration, error) {
 	ts := micros(s.now())
-	rows, err := s.read.QueryContext(ctx, `SELECT queue, min(run_at) FROM spool_tasks
-		WHERE state IN ('scheduled', 'available', 'retrying') AND run_at <= ?
-		GROUP BY queue`, ts)
+	rows, err := s.read.QueryContext(ctx, oldestDueSQL, ts)
 	if err != nil {
 		return nil, fmt.Errorf("oldest due: %w", classify(err))
 	}

@@ -51,28 +51,52 @@ func zeroCounts() map[task.State]int64 {
 	return m
 }
 
+// countsSQL counts tasks by queue and state (?1 NULL: every queue). It
+// reads no more than the backlog, whatever the retention keeps: each
+// pending state of each queue is a range of spool_tasks_queue_state, which
+// covers the count, and the final states are the totals of
+// spool_task_counts (migration 00007), kept by the writes (finalCounts).
+const countsSQL = `SELECT q.name, s.column1,
+		(SELECT count(*) FROM spool_tasks t WHERE t.queue = q.name AND t.state = s.column1)
+	FROM spool_queues q CROSS JOIN (VALUES ('scheduled'), ('available'), ('running'), ('retrying')) AS s
+	WHERE ?1 IS NULL OR q.name = ?1
+	UNION ALL
+	SELECT queue, state, n FROM spool_task_counts WHERE ?1 IS NULL OR queue = ?1`
+
+// addCounts reads countsSQL for name (nil: every queue) into the Counts of
+// qs, which byName indexes.
+func addCounts(ctx context.Context, q querier, name any, qs []task.Queue, byName map[string]int) error {
+	rows, err := q.QueryContext(ctx, countsSQL, name)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			queue, st string
+			n         int64
+		)
+		if err := rows.Scan(&queue, &st, &n); err != nil {
+			return err
+		}
+		if i, ok := byName[queue]; ok {
+			qs[i].Counts[task.State(st)] = n
+		}
+	}
+	return rows.Err()
+}
+
 // getQueue reads one queue with its counts through q.
 func getQueue(ctx context.Context, q querier, name string) (task.Queue, error) {
 	qu, err := scanQueue(q.QueryRowContext(ctx, `SELECT `+queueCols+` FROM spool_queues WHERE name = ?`, name))
 	if err != nil {
 		return task.Queue{}, err
 	}
-	rows, err := q.QueryContext(ctx, `SELECT state, count(*) FROM spool_tasks WHERE queue = ? GROUP BY state`, name)
-	if err != nil {
+	qs := []task.Queue{qu}
+	if err := addCounts(ctx, q, name, qs, map[string]int{name: 0}); err != nil {
 		return task.Queue{}, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			st string
-			n  int64
-		)
-		if err := rows.Scan(&st, &n); err != nil {
-			return task.Queue{}, err
-		}
-		qu.Counts[task.State(st)] = n
-	}
-	return qu, rows.Err()
+	return qs[0], nil
 }
 
 // readTx runs fn in a read transaction on the read pool, so that what fn
@@ -122,24 +146,7 @@ func (s *Store) ListQueues(ctx context.Context) ([]task.Queue, error) {
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		rows, err = tx.QueryContext(ctx, `SELECT queue, state, count(*) FROM spool_tasks GROUP BY queue, state`)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var (
-				name, st string
-				n        int64
-			)
-			if err := rows.Scan(&name, &st, &n); err != nil {
-				return err
-			}
-			if i, ok := byName[name]; ok {
-				out[i].Counts[task.State(st)] = n
-			}
-		}
-		return rows.Err()
+		return addCounts(ctx, tx, nil, out, byName)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list queues: %w", classify(err))
@@ -219,10 +226,15 @@ func (s *Store) UpdateQueue(ctx context.Context, name string, p task.QueuePatch)
 			return err
 		}
 		var err error
-		out, err = getQueue(ctx, tx, name)
+		out, err = scanQueue(tx.QueryRowContext(ctx, `SELECT `+queueCols+` FROM spool_queues WHERE name = ?`, name))
 		return err
 	})
 	if err != nil {
+		return task.Queue{}, fmt.Errorf("update queue %q: %w", name, classify(err))
+	}
+	// Counted after the commit, on a read connection: the change never
+	// holds the write lock while counting.
+	if err := addCounts(ctx, s.read, name, []task.Queue{out}, map[string]int{name: 0}); err != nil {
 		return task.Queue{}, fmt.Errorf("update queue %q: %w", name, classify(err))
 	}
 	// Resuming a queue or raising its limits can make waiting tasks
@@ -231,4 +243,33 @@ func (s *Store) UpdateQueue(ctx context.Context, name string, p task.QueuePatch)
 		s.hub.broadcast()
 	}
 	return out, nil
+}
+
+// countKey names one total of spool_task_counts.
+type countKey struct{ queue, state string }
+
+// finalCounts gathers the changes a transaction makes to the totals of
+// finished tasks.
+type finalCounts map[countKey]int64
+
+// add counts n tasks of queue entering state (n < 0: leaving it); states
+// that are not final are not kept.
+func (c finalCounts) add(queue, state string, n int64) {
+	switch task.State(state) {
+	case task.Succeeded, task.Failed, task.Cancelled:
+		c[countKey{queue, state}] += n
+	}
+}
+
+// storeCounts applies c to spool_task_counts in tx, one upsert per total.
+func storeCounts(ctx context.Context, tx *sql.Tx, st *statements, c finalCounts) error {
+	for k, n := range c {
+		if n == 0 {
+			continue
+		}
+		if _, err := tx.StmtContext(ctx, st.countAdd).ExecContext(ctx, k.queue, k.state, n); err != nil {
+			return fmt.Errorf("count finished tasks: %w", err)
+		}
+	}
+	return nil
 }

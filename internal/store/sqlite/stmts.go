@@ -98,6 +98,10 @@ const (
 
 	// GetTask.
 	sqlGetTask = `SELECT ` + taskCols + ` FROM spool_tasks WHERE id = ?`
+
+	// The counts of finished tasks (migration 00007).
+	sqlCountAdd = `INSERT INTO spool_task_counts (queue, state, n) VALUES (?, ?, ?)
+		ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n`
 )
 
 // statements are the hot statements, prepared on the pool they run on.
@@ -112,7 +116,7 @@ type statements struct {
 	limitedQueues, runningCount, dueFreeHeads, dueQueue *sql.Stmt
 	freeQueues                                          *sql.Stmt
 	leaseSeq, claim, drawTokens                         *sql.Stmt
-	extendLeases                                        *sql.Stmt
+	extendLeases, countAdd                              *sql.Stmt
 	complete                                            [5]*sql.Stmt // by store.Outcome - 1
 	// read pool
 	leasable, getTask *sql.Stmt
@@ -144,6 +148,7 @@ func prepareStatements(ctx context.Context, write, read *sql.DB) (*statements, e
 		{write, &st.claim, sqlClaim},
 		{write, &st.drawTokens, sqlDrawTokens},
 		{write, &st.extendLeases, sqlExtendLeases},
+		{write, &st.countAdd, sqlCountAdd},
 		{write, &st.complete[0], completeSucceeded},
 		{write, &st.complete[1], completeRetry},
 		{write, &st.complete[2], completeFail},

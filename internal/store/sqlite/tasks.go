@@ -425,6 +425,14 @@ func (s *Store) GetTask(ctx context.Context, id string) (task.Task, error) {
 	return t.Task, nil
 }
 
+// The task lists: ranges of spool_tasks_queue_id (queue, id) and
+// spool_tasks_queue_state (queue, state, id), in id order, read up to the
+// LIMIT whatever else the queue holds.
+const (
+	listAllSQL   = `SELECT ` + taskCols + ` FROM spool_tasks WHERE queue = ? AND id > ? ORDER BY id LIMIT ?`
+	listStateSQL = `SELECT ` + taskCols + ` FROM spool_tasks WHERE queue = ? AND state = ? AND id > ? ORDER BY id LIMIT ?`
+)
+
 // ListTasks returns a page of one queue's tasks in id order.
 func (s *Store) ListTasks(ctx context.Context, p store.ListParams) ([]task.Task, error) {
 	limit := p.Limit
@@ -432,14 +440,10 @@ func (s *Store) ListTasks(ctx context.Context, p store.ListParams) ([]task.Task,
 		limit = 100
 	}
 	limit = min(limit, 1000)
-	q := `SELECT ` + taskCols + ` FROM spool_tasks WHERE queue = ? AND id > ?`
-	args := []any{p.Queue, p.After}
+	q, args := listAllSQL, []any{p.Queue, p.After, limit}
 	if p.State != "" {
-		q += ` AND state = ?`
-		args = append(args, string(p.State))
+		q, args = listStateSQL, []any{p.Queue, string(p.State), p.After, limit}
 	}
-	q += ` ORDER BY id LIMIT ?`
-	args = append(args, limit)
 	rows, err := s.read.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list tasks: %w", classify(err))
@@ -461,8 +465,12 @@ func (s *Store) ListTasks(ctx context.Context, p store.ListParams) ([]task.Task,
 
 // CancelTask cancels an unfinished task; a final one is store.ErrConflict.
 func (s *Store) CancelTask(ctx context.Context, id string) (task.Task, error) {
+	st, err := s.statements(ctx)
+	if err != nil {
+		return task.Task{}, fmt.Errorf("cancel task %s: %w", id, classify(err))
+	}
 	var out task.Task
-	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+	err = s.inWrite(ctx, func(tx *sql.Tx) error {
 		ts := micros(s.now())
 		// Clearing the lease token is what makes a running attempt's
 		// completion be refused.
@@ -473,7 +481,7 @@ func (s *Store) CancelTask(ctx context.Context, id string) (task.Task, error) {
 			RETURNING `+taskCols, ts, ts, id))
 		if err == nil {
 			out = t.Task
-			return nil
+			return storeCounts(ctx, tx, st, finalCounts{{out.Queue, string(task.Cancelled)}: 1})
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return err
@@ -488,9 +496,20 @@ func (s *Store) CancelTask(ctx context.Context, id string) (task.Task, error) {
 
 // RetryTask makes a failed or cancelled task available again.
 func (s *Store) RetryTask(ctx context.Context, id string) (task.Task, error) {
+	st, err := s.statements(ctx)
+	if err != nil {
+		return task.Task{}, fmt.Errorf("retry task %s: %w", id, classify(err))
+	}
 	var out task.Task
-	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+	err = s.inWrite(ctx, func(tx *sql.Tx) error {
 		ts := micros(s.now())
+		// RETURNING sees the new state only; the write lock keeps the one
+		// read here until the update.
+		var was string
+		if err := tx.QueryRowContext(ctx, `SELECT state FROM spool_tasks WHERE id = ?`, id).Scan(&was); err != nil &&
+			!errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
 		t, err := scanTask(tx.QueryRowContext(ctx, `UPDATE spool_tasks SET
 				state = 'available', run_at = ?, attempt = 0, finished_at = NULL, updated_at = ?,
 				lease_token = NULL, lease_expires_at = NULL
@@ -498,7 +517,7 @@ func (s *Store) RetryTask(ctx context.Context, id string) (task.Task, error) {
 			RETURNING `+taskCols, ts, ts, id))
 		if err == nil {
 			out = t.Task
-			return nil
+			return storeCounts(ctx, tx, st, finalCounts{{out.Queue, was}: -1})
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return err

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/spoolhq/spool/internal/store"
+	"github.com/spoolhq/spool/internal/task"
 )
 
 // testOldestDue: only due pending tasks count; future, running and final
@@ -50,5 +51,27 @@ func testOldestDue(t *testing.T, newStore NewStoreFunc) {
 	}
 	if got, err = s.OldestDue(ctx); err != nil || len(got) != 0 {
 		t.Errorf("finished tasks only: OldestDue = %v, %v; want empty", got, err)
+	}
+
+	// The oldest is found whatever its priority: the last in lease order
+	// here. A retrying task that is due counts before it is promoted.
+	low := newTask("p")
+	low.Priority = task.MaxPriority
+	mustEnqueue(t, ctx, s, low)
+	time.Sleep(300 * time.Millisecond)
+	high := newTask("p")
+	high.Priority = task.MinPriority
+	mustEnqueue(t, ctx, s, high)
+	if got, err = s.OldestDue(ctx); err != nil || got["p"] < 250*time.Millisecond {
+		t.Errorf("oldest at the lowest priority: OldestDue = %v, %v; want p about 300ms", got, err)
+	}
+	for _, l := range mustLease(t, ctx, s, 10, time.Minute) {
+		c := store.Completion{LeaseRef: store.LeaseRef{TaskID: l.Task.ID, Token: l.Token}, Outcome: store.Retry,
+			RetryAt: time.Now().Add(100 * time.Millisecond)}
+		mustComplete(t, ctx, s, c)
+	}
+	time.Sleep(400 * time.Millisecond)
+	if got, err = s.OldestDue(ctx); err != nil || got["p"] < 250*time.Millisecond || got["p"] > clockSlack+400*time.Millisecond {
+		t.Errorf("retrying tasks due 300ms ago: OldestDue = %v, %v; want p about 300ms", got, err)
 	}
 }

@@ -54,6 +54,7 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 	t.Run("Cancel", func(t *testing.T) { testCancel(t, newStore) })
 	t.Run("RetryTask", func(t *testing.T) { testRetryTask(t, newStore) })
 	t.Run("Queues", func(t *testing.T) { testQueues(t, newStore) })
+	t.Run("Counts", func(t *testing.T) { testCounts(t, newStore) })
 	t.Run("Lease", func(t *testing.T) { testLease(t, newStore) })
 	t.Run("FairLease", func(t *testing.T) { testFairLease(t, newStore) })
 	t.Run("ExtendLeases", func(t *testing.T) { testExtendLeases(t, newStore) })

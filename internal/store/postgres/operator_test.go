@@ -1,0 +1,190 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/spoolhq/spool/internal/store"
+	"github.com/spoolhq/spool/internal/task"
+)
+
+// bulkFinishedSQL inserts finished tasks $2..$3 (numbers) spread over the
+// queues $1, finished $4 ago and one millisecond apart: ids in time order
+// (UUIDv7 layout, from the number), one in a thousand failed and one in a
+// thousand cancelled, the rest succeeded. It is how tests and the
+// 10-million-task benchmark build a long history without the API; recount
+// the totals after it (recountSQL).
+const bulkFinishedSQL = `INSERT INTO spool_tasks (id, queue, state, priority, run_at, attempt, max_attempts,
+		timeout_ms, target_url, target_method, payload, content_type, created_at, updated_at, finished_at)
+	SELECT (lpad(to_hex((extract(epoch FROM at) * 1000)::bigint), 12, '0') || '7000' || '8000'
+			|| lpad(to_hex(i), 12, '0'))::uuid,
+		($1::text[])[1 + i % cardinality($1::text[])],
+		CASE i % 1000 WHEN 0 THEN 'failed' WHEN 1 THEN 'cancelled' ELSE 'succeeded' END,
+		5, at, 1, 25, 30000, 'http://127.0.0.1:9/hook', 'POST', '{"n":1}'::bytea, 'application/json', at, at, at
+	FROM generate_series($2::bigint, $3::bigint) AS i,
+		LATERAL (SELECT now() - $4 * interval '1 millisecond' - ($3 - i) * interval '1 millisecond' AS at) a`
+
+// recountSQL sets the totals of finished tasks from the table itself, as
+// migration 00010 does, for tasks inserted around the statements that
+// keep them.
+const recountSQL = `DELETE FROM spool_task_count_deltas;
+	DELETE FROM spool_task_counts;
+	INSERT INTO spool_task_counts (queue, state, n)
+		SELECT queue, state, count(*) FROM spool_tasks
+		WHERE state IN ('succeeded', 'failed', 'cancelled') GROUP BY queue, state`
+
+// bulkFinished inserts n finished tasks over queues in batches of a
+// million, finished age ago, and recounts.
+func bulkFinished(t testing.TB, s *Store, queues []string, n int64, age time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	const step = 1_000_000
+	for from := int64(1); from <= n; from += step {
+		to := min(from+step-1, n)
+		if _, err := s.pool.Exec(ctx, bulkFinishedSQL, queues, from, to, age.Milliseconds()); err != nil {
+			t.Fatalf("bulk insert %d-%d: %v", from, to, err)
+		}
+	}
+	if _, err := s.pool.Exec(ctx, recountSQL); err != nil {
+		t.Fatalf("recount: %v", err)
+	}
+}
+
+// operatorBacklog gives queue q a small backlog in every pending state
+// through the store: available, scheduled for later, running, retrying.
+func operatorBacklog(t testing.TB, s *Store, q string) {
+	t.Helper()
+	ctx := context.Background()
+	var nts []store.NewTask
+	for i := range 40 {
+		nt := store.NewTask{ID: uuid.Must(uuid.NewV7()).String(), Queue: q, Target: task.Target{URL: "http://127.0.0.1:9/"}, Priority: i % 10}
+		if i%4 == 0 {
+			nt.RunAt = time.Now().Add(time.Hour)
+		}
+		nts = append(nts, nt)
+	}
+	if _, err := s.Enqueue(ctx, nts); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := s.Lease(ctx, store.LeaseRequest{Limit: 10, Shared: 10, LeaseFor: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cs []store.Completion
+	for _, l := range ls[:5] {
+		cs = append(cs, store.Completion{LeaseRef: store.LeaseRef{TaskID: l.Task.ID, Token: l.Token}, Outcome: store.Retry,
+			RetryAt: time.Now().Add(time.Hour)})
+	}
+	if _, err := s.Complete(ctx, cs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// operatorStatement is one statement of an operator path, with the
+// parameter types and values (SQL literals) to run it with.
+type operatorStatement struct {
+	name, sql, types, args string
+	maxRead                float64  // rows of spool_tasks one execution may read
+	modes                  []string // the plan_cache_modes it runs under
+}
+
+// Plan cache modes: every statement of the operator paths holds under
+// both, except the lists, which ListTasks runs on custom plans.
+var (
+	bothModes  = []string{"force_custom_plan", "force_generic_plan"}
+	customOnly = []string{"force_custom_plan"}
+)
+
+// operatorStatements are the statements behind GET /v1/queues and
+// /v1/queues/{q}, a pause's answer, the depth and oldest-due gauges, the
+// task list (every state, one state) and the prune.
+func operatorStatements(queue, after string) []operatorStatement {
+	return []operatorStatement{
+		{"counts, every queue", countsSQL, "(text)", "(NULL)", 500, bothModes},
+		{"counts, one queue", countsSQL, "(text)", fmt.Sprintf("('%s')", queue), 500, bothModes},
+		{"oldest due", oldestDueSQL, "", "", 500, bothModes},
+		{"list, every state", listAllSQL, "(text, text, int)", fmt.Sprintf("('%s', '%s', 100)", queue, after), 7 * 2 * 100, customOnly},
+		{"list, succeeded", listStateSQL, "(text, text, text, int)", fmt.Sprintf("('%s', 'succeeded', '%s', 100)", queue, after), 4 * 100, customOnly}, // may walk the primary key: half the rows match
+		{"list, failed", listStateSQL, "(text, text, text, int)", fmt.Sprintf("('%s', 'failed', '%s', 100)", queue, after), 2 * 100, customOnly},
+		{"list, available", listStateSQL, "(text, text, text, int)", fmt.Sprintf("('%s', 'available', '%s', 100)", queue, after), 2 * 100, customOnly},
+		{"prune", pruneSQL, "(bigint, int)", "(0, 500)", 3 * 500, bothModes},
+		{"fold counts", foldCountsSQL, "", "", 0, bothModes},
+	}
+}
+
+// explainStatement runs st once under EXPLAIN ANALYZE as a prepared
+// statement with plan_cache_mode mode, in a transaction that is rolled
+// back, and returns its plan.
+func explainStatement(t *testing.T, s *Store, st operatorStatement, mode string) explained {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = "+mode); err != nil {
+		t.Fatal(err)
+	}
+	// Prepared statements belong to the session, not the transaction.
+	if _, err := tx.Exec(ctx, "PREPARE operator_stmt"+st.types+" AS "+st.sql); err != nil {
+		t.Fatalf("%s: %v", st.name, err)
+	}
+	defer tx.Exec(context.WithoutCancel(ctx), "DEALLOCATE operator_stmt")
+	return explainJSON(t, tx, "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE operator_stmt"+st.args)
+}
+
+// TestOperatorStatementsUseIndexes: beside 20,000 finished tasks, every
+// statement of the operator paths (queue counts, oldest due, task lists,
+// prune, the fold) reads spool_tasks through its indexes only, never a
+// sequential scan, and reads about its backlog or page (a few hundred
+// rows), not the history, with the custom and the generic plan. The
+// statements these replace (a GROUP BY over the table, a list filtered
+// on (queue, id)) read every finished task. None is JIT-compiled (the
+// pool turns jit off).
+func TestOperatorStatementsUseIndexes(t *testing.T) {
+	t.Parallel()
+	s := migrated(t)
+	queues := []string{"a", "b"}
+	bulkFinished(t, s, queues, 20_000, 8*24*time.Hour)
+	for _, q := range queues {
+		operatorBacklog(t, s, q)
+	}
+	mustExec(t, s, `VACUUM ANALYZE spool_tasks`)
+	// Deltas not folded yet, as between two of the leader's folds.
+	ls, err := s.Lease(t.Context(), store.LeaseRequest{Limit: 4, Shared: 4, LeaseFor: time.Hour})
+	if err != nil || len(ls) == 0 {
+		t.Fatalf("Lease = %d, %v", len(ls), err)
+	}
+	for _, l := range ls {
+		if _, err := s.Complete(t.Context(), []store.Completion{{LeaseRef: store.LeaseRef{TaskID: l.Task.ID, Token: l.Token}, Outcome: store.Succeeded}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	for _, st := range operatorStatements("a", "00000000-0000-0000-0000-000000000000") {
+		for _, mode := range st.modes {
+			res := explainStatement(t, s, st, mode)
+			if res.JIT != nil {
+				// spool_queues, never analyzed, is guessed at 530 rows: the
+				// counts' custom plan cost enough to be compiled (300 ms).
+				t.Errorf("%s, %s: JIT-compiled: %s", st.name, mode, res.JIT)
+			}
+			plan := res.Plan
+			read := plan.tasksRead()
+			t.Logf("%s, %s: read %.0f rows of spool_tasks", st.name, mode, read)
+			seq := plan.find(func(n planNode) bool { return n.NodeType == "Seq Scan" && n.Relation == "spool_tasks" })
+			if seq || read > st.maxRead {
+				out, _ := json.MarshalIndent(plan, "", " ")
+				t.Errorf("%s, %s: read %.0f rows of spool_tasks (sequential scan: %v); want an index path reading at most %.0f\n%s",
+					st.name, mode, read, seq, st.maxRead, out)
+			}
+		}
+	}
+}
