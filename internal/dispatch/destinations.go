@@ -390,10 +390,10 @@ func mergeShared(old, row task.Destination) task.Destination {
 func (ds *destinations) capacity(d *dest, now time.Time) int {
 	ceiling := float64(ds.workers)
 	if g := d.shared.Limit; ds.learned(d) && g > 0 {
-		ceiling = math.Min(ceiling, float64(share(g, d.peers, d.rank, now)))
+		ceiling = math.Min(ceiling, float64(stableShare(g, d.peers, d.rank, now)))
 	}
 	if mc := d.shared.MaxConcurrency; mc > 0 {
-		ceiling = math.Min(ceiling, float64(share(float64(mc), d.peers, d.rank, now)))
+		ceiling = math.Min(ceiling, float64(stableShare(float64(mc), d.peers, d.rank, now)))
 	}
 	if d.limit > ceiling {
 		d.limit = math.Max(ceiling, 0)
@@ -416,6 +416,19 @@ func share(total float64, peers, rank int, now time.Time) int {
 		s++
 	}
 	return s
+}
+
+// rotationGuard: a replica takes a remainder slot only once it has been
+// its own for this long, while the replica that loses it stops at once,
+// so the turn of the remainder never lets two replicas use one slot (for
+// requests shorter than the guard).
+const rotationGuard = 2 * time.Second
+
+// stableShare is share as it may be used now: the smaller of the shares
+// now and rotationGuard ago. The shares of all replicas still add up to
+// at most total, also while the remainder changes hands.
+func stableShare(total float64, peers, rank int, now time.Time) int {
+	return min(share(total, peers, rank, now), share(total, peers, rank, now.Add(-rotationGuard)))
 }
 
 // takeToken spends one token of the rate ceiling's bucket, if any (a

@@ -63,6 +63,31 @@ func TestShareAddsUpToTheLimit(t *testing.T) {
 	}
 }
 
+// While the remainder of a limit changes hands, the shares in use never
+// add up to more than the limit: the replica that gains a slot waits out
+// the guard, the one that loses it stops at once.
+func TestStableSharesNeverOverlap(t *testing.T) {
+	boundary := time.Unix(1_700_000_010, 0) // a turn of the remainder
+	for _, total := range []float64{1, 3, 5} {
+		for peers := 2; peers <= 4; peers++ {
+			for ms := -3000; ms <= 3000; ms += 250 {
+				at := boundary.Add(time.Duration(ms) * time.Millisecond)
+				// Each replica looks at its own moment: up to 0.9 s apart.
+				sum := 0
+				for rank := range peers {
+					sum += stableShare(total, peers, rank, at.Add(time.Duration(rank)*300*time.Millisecond))
+				}
+				if sum > int(total) {
+					t.Errorf("limit %v over %d replicas at %+dms: stable shares add up to %d", total, peers, ms, sum)
+				}
+				if ms >= int(rotationGuard/time.Millisecond) && ms < 10000-1000 && sum != int(total) {
+					t.Errorf("limit %v over %d replicas %dms after the turn: %d of it in use", total, peers, ms, sum)
+				}
+			}
+		}
+	}
+}
+
 func TestApplyHalvesOncePerEpisodeAndGrowsSlowly(t *testing.T) {
 	p := DestinationPolicy{}.withDefaults()
 	now := time.Unix(1_700_000_000, 0)
