@@ -168,11 +168,26 @@ type dest struct {
 	freed        chan struct{} // closed (and replaced) when a slot frees
 	lastUsed     time.Time
 
-	// The window since the last report.
-	successes, failuresW int64
-	latSum               time.Duration
-	answeredN            int64
-	congested, saturated bool
+	win window // since the last report
+}
+
+// window is what one replica saw of a destination between two reports.
+type window struct {
+	successes, failures int64
+	latSum              time.Duration
+	answered            int64
+	congested           bool // a 429, 503, timeout or connection error
+	saturated           bool // a request found the limit in use
+}
+
+// merge adds a window that could not be reported to the current one.
+func (w *window) merge(o window) {
+	w.successes += o.successes
+	w.failures += o.failures
+	w.latSum += o.latSum
+	w.answered += o.answered
+	w.congested = w.congested || o.congested
+	w.saturated = w.saturated || o.saturated
 }
 
 func newDestinations(st store.Store, replica string, policy DestinationPolicy, workers int, log *slog.Logger, m *telemetry.Metrics) *destinations {
@@ -238,13 +253,13 @@ func (ds *destinations) acquire(ctx context.Context, name string) (*permit, *def
 		if d.inflight < limit && ds.takeToken(d, now) {
 			d.inflight++
 			if d.inflight >= limit {
-				d.saturated = true
+				d.win.saturated = true
 			}
 			ds.setGauges(d)
 			ds.mu.Unlock()
 			return &permit{ds: ds, d: d, started: now}, nil, nil
 		}
-		d.saturated = true
+		d.win.saturated = true
 		if !ds.learned(d) && d.failures == 0 && now.Sub(d.lastGrowth) >= slowStartStep && d.limit < float64(ds.workers) {
 			// Slow start also doubles with time: a healthy receiver that
 			// takes seconds to answer would otherwise hold the limit at its
@@ -465,20 +480,20 @@ func (p *permit) done(v verdict, latency time.Duration, retryAfter time.Duration
 	var msg string
 	if v.failure {
 		d.failures++
-		d.failuresW++
+		d.win.failures++
 	} else {
 		d.failures = 0
 		if v.congestion {
-			d.failuresW++
+			d.win.failures++
 		} else {
-			d.successes++
+			d.win.successes++
 		}
-		d.answeredN++
-		d.latSum += latency
+		d.win.answered++
+		d.win.latSum += latency
 	}
 	switch {
 	case v.congestion:
-		d.congested = true
+		d.win.congested = true
 		if !p.started.Before(d.lastDecrease) { // one cut per round trip
 			d.limit = math.Max(1, math.Floor(d.limit/2))
 			d.lastDecrease = now
@@ -679,24 +694,24 @@ func (ds *destinations) sync(ctx context.Context, names []string) error {
 	now := time.Now()
 	ds.mu.Lock()
 	reports := make([]store.DestinationReport, 0, len(names))
-	windows := make([]dest, 0, len(names)) // to give back on failure
+	windows := make(map[string]window, len(names)) // to give back on failure
 	for _, name := range names {
 		d := ds.m[name]
 		if d == nil {
 			continue
 		}
 		r := store.DestinationReport{
-			Name: name, InFlight: d.inflight, Successes: d.successes, Failures: d.failuresW,
-			Congested: d.congested, Saturated: d.saturated, Limit: d.limit, Peers: d.peers,
+			Name: name, InFlight: d.inflight, Successes: d.win.successes, Failures: d.win.failures,
+			Congested: d.win.congested, Saturated: d.win.saturated, Limit: d.limit, Peers: d.peers,
 		}
-		if d.answeredN > 0 {
-			r.Latency = d.latSum / time.Duration(d.answeredN)
+		if d.win.answered > 0 {
+			r.Latency = d.win.latSum / time.Duration(d.win.answered)
 		}
 		if d.holdUntil.After(now) {
 			r.Hold = d.holdUntil.Sub(now)
 		}
-		windows = append(windows, *d)
-		d.successes, d.failuresW, d.latSum, d.answeredN, d.congested, d.saturated = 0, 0, 0, 0, false, false
+		windows[name] = d.win
+		d.win = window{}
 		d.wanted = false
 		reports = append(reports, r)
 	}
@@ -705,14 +720,9 @@ func (ds *destinations) sync(ctx context.Context, names []string) error {
 	ds.mu.Lock()
 	defer ds.mu.Unlock()
 	if err != nil {
-		for _, w := range windows { // count the window in the next report
-			if d := ds.m[w.name]; d != nil {
-				d.successes += w.successes
-				d.failuresW += w.failuresW
-				d.latSum += w.latSum
-				d.answeredN += w.answeredN
-				d.congested = d.congested || w.congested
-				d.saturated = d.saturated || w.saturated
+		for name, w := range windows { // count the window in the next report
+			if d := ds.m[name]; d != nil {
+				d.win.merge(w)
 				d.wanted = true
 			}
 		}
