@@ -137,6 +137,13 @@ type LeaseRequest struct {
 	Shared   int            // of Limit, how many may go to any queue; >= Limit: no reserve
 	LeaseFor time.Duration  // lease expiry from now
 	Running  map[string]int // tasks the caller has running now, by queue (nil: none)
+	// AvailableOnly lets the store skip moving scheduled and retrying
+	// tasks that fell due to available first: the lease may then leave
+	// them for the leader's PromoteDue (about once a second) or the next
+	// lease without it. A dispatcher sets it on the leases a wake-up
+	// starts, which come for tasks enqueued due or made available; its
+	// polls and the leases that follow a full one promote.
+	AvailableOnly bool
 }
 
 // LeaseRef names a held lease.

@@ -72,6 +72,16 @@ type Store struct {
 	once    sync.Once
 
 	migrated atomic.Bool // Ping saw the schema at schemaVersion or later
+
+	// origin names this Store in the payload of the NOTIFYs it sends
+	// after its own enqueues and completions. It signals its own Wakeups
+	// channels for those directly, as soon as the commit returns, and its
+	// LISTEN loops skip the echo: one wake-up per task, not two (an echo
+	// arriving after the lease it caused made a second, empty lease for
+	// every task at low rates).
+	origin string
+	subsMu sync.Mutex
+	subs   map[chan struct{}]struct{} // the open Wakeups channels
 }
 
 // versionTable records the applied migrations (goose's table, named for
@@ -131,7 +141,8 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	closing, stop := context.WithCancel(context.Background())
-	s := &Store{pool: pool, log: log, probeEvery: listenProbeEvery, closing: closing, stop: stop}
+	s := &Store{pool: pool, log: log, probeEvery: listenProbeEvery, closing: closing, stop: stop,
+		origin: newOrigin(), subs: make(map[chan struct{}]struct{})}
 	if err := wrap("ping", s.pool.Ping(ctx)); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("postgres: open: %w", err)

@@ -530,6 +530,39 @@ func TestWakeupsAcrossReplicas(t *testing.T) {
 	}
 }
 
+// TestWakeupsOwnEnqueueOnce: a replica's own enqueue signals its Wakeups
+// at once, and the NOTIFY it sends for the other replicas does not signal
+// it a second time (the echo made a second, empty lease per task), while
+// another replica's NOTIFY still does.
+func TestWakeupsOwnEnqueueOnce(t *testing.T) {
+	t.Parallel()
+	s, dsn := fresh(t)
+	other := open(t, dsn, postgres.Options{MaxConns: 2})
+	ch, err := s.Wakeups(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		enqueueN(t, s, "q", 1)
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("enqueue %d: no wake-up within 5s of an own enqueue", i)
+		}
+		select {
+		case <-ch:
+			t.Fatalf("enqueue %d: woken twice by one own enqueue (the NOTIFY's echo)", i)
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	enqueueN(t, other, "q", 1)
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no wake-up within 5s of an enqueue on another replica")
+	}
+}
+
 // roundTrips counts queries sent.
 type roundTrips struct{ n atomic.Int64 }
 

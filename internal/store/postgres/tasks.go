@@ -175,6 +175,20 @@ ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHIN
 RETURNING ` + insertedCols
 }
 
+// notifyDueSQL sends the wake-up of an enqueue ($1 the channel, $2 the
+// origin) unless every queue of the batch ($3) is paused, and answers
+// whether it did. Spool's own benchmark pauses its queue while it
+// enqueues, and an operator may park work the same way: each of those
+// enqueues woke every dispatcher for a lease that could only come back
+// empty (at 8,000 enqueues/s, as many leases competing with them for the
+// database). Resuming a queue sends its own wake-up.
+const notifyDueSQL = `WITH open AS (
+	SELECT 1 FROM spool_queues q WHERE q.name = ANY($3::text[]) AND NOT q.paused LIMIT 1
+), sent AS (
+	SELECT pg_notify($1, $2) FROM open
+)
+SELECT count(*) > 0 FROM sent`
+
 // insertTasksSQL serves calls without idempotency keys, which cost no
 // reservation; insertKeyedTasksSQL the others.
 var (
@@ -238,7 +252,10 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 	if keyed {
 		sqlText = insertKeyedTasksSQL
 	}
-	var inserted []task.Task
+	var (
+		inserted []task.Task
+		woke     bool // the wake-up was sent
+	)
 	if chunks := payloadChunks(rows.payloads, maxStatementPayload); len(chunks) > 1 {
 		// Megabytes of payloads: one statement per chunk, in one
 		// transaction, so that pgx encodes (and holds) a chunk's
@@ -256,8 +273,7 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 				inserted = append(inserted, got...)
 			}
 			if due {
-				_, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, wakeupChannel)
-				return err
+				return tx.QueryRow(ctx, notifyDueSQL, wakeupChannel, s.origin, queues).Scan(&woke)
 			}
 			return nil
 		})
@@ -276,8 +292,9 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 				return err
 			})
 		if due {
-			// Delivered at commit, to every replica's LISTEN connection.
-			batch.Queue(`SELECT pg_notify($1, '')`, wakeupChannel)
+			// Delivered at commit, to every other replica's LISTEN
+			// connection; this one's Wakeups are signalled below.
+			batch.Queue(notifyDueSQL, wakeupChannel, s.origin, queues).QueryRow(func(row pgx.Row) error { return row.Scan(&woke) })
 		}
 		// Not in a transaction, the batch runs as one implicit transaction.
 		if err := s.pool.SendBatch(ctx, &batch).Close(); err != nil {
@@ -286,6 +303,9 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 			}
 			return nil, enqueueErr(err)
 		}
+	}
+	if woke {
+		s.wakeLocal()
 	}
 	byID := make(map[string]task.Task, len(inserted))
 	for _, t := range inserted {

@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -40,12 +42,20 @@ func (s *Store) Wakeups(ctx context.Context) (<-chan struct{}, error) {
 		return nil, wrap("wakeups", err)
 	}
 	ch := make(chan struct{}, 1)
+	s.subsMu.Lock()
+	s.subs[ch] = struct{}{}
+	s.subsMu.Unlock()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer stopOnClose()
 		defer cancel()
 		defer close(ch)
+		defer func() {
+			s.subsMu.Lock()
+			delete(s.subs, ch)
+			s.subsMu.Unlock()
+		}()
 		s.listenLoop(ctx, conn, ch)
 	}()
 	return ch, nil
@@ -100,10 +110,12 @@ func (s *Store) listenLoop(ctx context.Context, conn *pgx.Conn, ch chan struct{}
 			signal()
 		}
 		wctx, cancel := context.WithTimeout(ctx, s.probeEvery)
-		_, err := conn.WaitForNotification(wctx)
+		n, err := conn.WaitForNotification(wctx)
 		cancel()
 		if err == nil {
-			signal()
+			if n.Payload != s.origin { // our own were signalled at commit
+				signal()
+			}
 			continue
 		}
 		if ctx.Err() == nil && wctx.Err() != nil {
@@ -123,5 +135,26 @@ func (s *Store) listenLoop(ctx context.Context, conn *pgx.Conn, ch chan struct{}
 			return
 		}
 		s.log.Warn("wakeups: connection lost", "error", err)
+	}
+}
+
+// newOrigin is a random name for a Store's NOTIFY payloads.
+func newOrigin() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
+}
+
+// wakeLocal signals this Store's own Wakeups channels, after a commit
+// whose NOTIFY carries s.origin. Sends never block: a pending signal is as
+// good as many.
+func (s *Store) wakeLocal() {
+	s.subsMu.Lock()
+	defer s.subsMu.Unlock()
+	for ch := range s.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
 	}
 }

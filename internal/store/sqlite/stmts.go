@@ -14,7 +14,7 @@ import (
 // when every call compiled its statements afresh.
 const (
 	// Enqueue.
-	sqlQueueDefaults = `SELECT max_attempts, timeout_ms FROM spool_queues WHERE name = ?`
+	sqlQueueDefaults = `SELECT max_attempts, timeout_ms, paused FROM spool_queues WHERE name = ?`
 	sqlCreateQueue   = `INSERT INTO spool_queues
 		(name, concurrency, rate_limit, max_attempts, timeout_ms, paused, tokens, tokens_at, created_at, updated_at)
 		VALUES (?1, 0, 0, ?2, ?3, 0, 0, 0, ?4, ?4)

@@ -187,7 +187,7 @@ func (s *Store) Enqueue(ctx context.Context, tasks []store.NewTask) ([]store.Enq
 				}
 			}
 			out[i] = store.Enqueued{Task: newTaskRow(nt, defaults[nt.Queue], ts)}
-			if out[i].Task.State == task.Available {
+			if out[i].Task.State == task.Available && !defaults[nt.Queue].paused {
 				wake = true
 			}
 			fresh = append(fresh, i)
@@ -268,6 +268,7 @@ func (k *keyStmts) reserve(ctx context.Context, i int, nt store.NewTask, ts time
 type queueDefaults struct {
 	maxAttempts int
 	timeoutMS   int64
+	paused      bool // a task due in it wakes no dispatcher: nothing could lease it
 }
 
 // ensureQueues creates the missing queues of tasks with default settings and
@@ -281,12 +282,12 @@ func ensureQueues(ctx context.Context, tx *sql.Tx, st *statements, tasks []store
 		}
 		// Most enqueues go to a queue that exists: one read finds it.
 		var d queueDefaults
-		err := get.QueryRowContext(ctx, nt.Queue).Scan(&d.maxAttempts, &d.timeoutMS)
+		err := get.QueryRowContext(ctx, nt.Queue).Scan(&d.maxAttempts, &d.timeoutMS, &d.paused)
 		if errors.Is(err, sql.ErrNoRows) {
 			if err := createQueue(ctx, tx, st, nt.Queue, ts); err != nil {
 				return nil, err
 			}
-			err = get.QueryRowContext(ctx, nt.Queue).Scan(&d.maxAttempts, &d.timeoutMS)
+			err = get.QueryRowContext(ctx, nt.Queue).Scan(&d.maxAttempts, &d.timeoutMS, &d.paused)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("queue %q: %w", nt.Queue, err)

@@ -58,6 +58,26 @@ func testWakeups(t *testing.T, newStore NewStoreFunc) {
 		t.Logf("signal %v after Enqueue", time.Since(start))
 	})
 
+	t.Run("PausedQueue", func(t *testing.T) {
+		// A task due in a paused queue wakes nobody (no lease could take
+		// it); resuming the queue does.
+		ctx, s := setup(t, newStore)
+		paused := true
+		mustUpdateQueue(t, ctx, s, "held", task.QueuePatch{Paused: &paused})
+		ch := subscribe(t, s)
+		enqueueOne(t, ctx, s, newTask("held"))
+		select {
+		case <-ch:
+			t.Error("woken by an enqueue into a paused queue")
+		case <-time.After(300 * time.Millisecond):
+		}
+		enqueueOne(t, ctx, s, newTask("open"))
+		expectSignal(t, ch, "Enqueue into a paused queue and an open one")
+		paused = false
+		mustUpdateQueue(t, ctx, s, "held", task.QueuePatch{Paused: &paused})
+		expectSignal(t, ch, "resuming the paused queue")
+	})
+
 	t.Run("EverySubscriber", func(t *testing.T) {
 		ctx, s := setup(t, newStore)
 		ch1, ch2 := subscribe(t, s), subscribe(t, s)
