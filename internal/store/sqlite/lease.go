@@ -78,7 +78,7 @@ func leasable(ctx context.Context, st *statements, now time.Time) (bool, error) 
 func (s *Store) lease(ctx context.Context, st *statements, req store.LeaseRequest) ([]store.Lease, error) {
 	limit := req.Limit
 	var out []store.Lease
-	err := s.inWrite(ctx, func(tx *sql.Tx) error {
+	err := s.inRedoableWrite(ctx, func(tx *sql.Tx) error {
 		ts := s.now()
 		nowUS := micros(ts)
 		limited, err := loadLimited(ctx, tx, st, ts)
@@ -302,7 +302,7 @@ func (s *Store) ExtendLeases(ctx context.Context, refs []store.LeaseRef, leaseFo
 		return nil, fmt.Errorf("extend leases: %w", classify(err))
 	}
 	var lost []store.LeaseRef
-	err = s.inWrite(ctx, func(tx *sql.Tx) error {
+	err = s.inRedoableWrite(ctx, func(tx *sql.Tx) error {
 		lost = lost[:0]
 		expires := micros(s.leaseNow().Add(leaseFor))
 		refsJSON := make([]byte, 0, 64*len(refs))
@@ -432,7 +432,7 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 	}
 	wake := false
 	counts := make(finalCounts)
-	err = s.inWrite(ctx, func(tx *sql.Tx) error {
+	err = s.inRedoableWrite(ctx, func(tx *sql.Tx) error {
 		clear(accepted)
 		clear(counts)
 		wake = false

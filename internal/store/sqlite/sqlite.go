@@ -16,6 +16,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
@@ -98,6 +99,8 @@ type Store struct {
 	migrated  atomic.Bool // Ping saw the schema at schemaVersion or later
 
 	clock clock
+
+	syncFull bool // the write connection commits with synchronous=FULL
 }
 
 var _ store.Store = (*Store)(nil)
@@ -192,7 +195,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("sqlite open %s (read pool): %w", path, classify(err))
 	}
 
-	return &Store{log: log, write: write, read: read, hub: newHub(), clock: systemClock()}, nil
+	return &Store{log: log, write: write, read: read, hub: newHub(), clock: systemClock(), syncFull: syncMode == "FULL"}, nil
 }
 
 // Migrate applies the embedded migrations that are not applied yet. It is a
@@ -284,6 +287,47 @@ func (s *Store) inWrite(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		return classify(err)
 	}
 	return nil
+}
+
+// inRedoableWrite is inWrite for the dispatcher's own transactions
+// (leases, lease extensions, completions). Under SyncFull they commit with
+// synchronous=NORMAL: into the WAL without waiting for an fsync, which
+// held the single write connection, and every writer behind it, for a
+// disk flush three times per task. A power cut or OS crash can then
+// forget the last of them, and that costs a delivery again, never a task:
+// a forgotten lease leaves its task due; a forgotten completion leaves it
+// running under a lease that expires and is rescued (Spool delivers at
+// least once in any case). The next FULL commit (any enqueue) fsyncs the
+// WAL with everything before it. A process crash loses nothing: the WAL is
+// in the OS's page cache. The setting goes back to FULL before the
+// connection serves anything else, or the connection is dropped.
+func (s *Store) inRedoableWrite(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if !s.syncFull {
+		return s.inWrite(ctx, fn)
+	}
+	conn, err := s.write.Conn(ctx)
+	if err != nil {
+		return classify(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous=NORMAL"); err != nil {
+		return classify(err)
+	}
+	defer func() {
+		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous=FULL"); err != nil {
+			// Never leave the write connection relaxed for an enqueue.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}()
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return classify(err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback() // the error that matters is fn's
+		return err
+	}
+	return classify(tx.Commit())
 }
 
 // classify maps driver errors to the store's typed errors: no rows becomes
