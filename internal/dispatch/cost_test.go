@@ -1,0 +1,133 @@
+package dispatch
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/spoolhq/spool/internal/store"
+	"github.com/spoolhq/spool/internal/store/postgres"
+	"github.com/spoolhq/spool/internal/task"
+	"github.com/spoolhq/spool/internal/testpg"
+)
+
+// statementCounter counts the statements a PostgreSQL store sends, by kind,
+// whether sent alone or in a batch.
+type statementCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+// statementKinds names the statements of a task's life by a fragment of
+// their text.
+var statementKinds = []struct{ kind, fragment string }{
+	{"enqueue", "INSERT INTO spool_tasks "},
+	{"lease", "WITH ranked AS"},
+	{"promote", "WITH due AS"},
+	{"complete", "WITH done AS"},
+}
+
+func (c *statementCounter) count(sql string) {
+	for _, k := range statementKinds {
+		if strings.Contains(sql, k.fragment) {
+			c.mu.Lock()
+			c.n[k.kind]++
+			c.mu.Unlock()
+			return
+		}
+	}
+}
+
+func (c *statementCounter) get(kind string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[kind]
+}
+
+func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	c.count(d.SQL)
+	return ctx
+}
+func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (c *statementCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
+}
+func (c *statementCounter) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	c.count(d.SQL)
+}
+func (c *statementCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
+// TestStatementsPerTask counts what one task costs PostgreSQL at a
+// moderate rate (100 tasks/s, enqueued through the same store as the
+// dispatcher's, as in spool serve), so that a regression in the cost per
+// task shows as a count, not as a timing: one enqueue, about one lease
+// (the NOTIFY's echo used to add a second, empty one), no PromoteDue on
+// the leases a wake-up starts, and completions sharing statements.
+func TestStatementsPerTask(t *testing.T) {
+	t.Parallel()
+	const tasks = 100
+	counter := &statementCounter{n: make(map[string]int)}
+	ctx := context.Background()
+	st, err := postgres.Open(ctx, testpg.Shared(t).CreateDB(t), postgres.Options{MaxConns: 8, Tracer: counter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var received atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		received.Add(1)
+	}))
+	t.Cleanup(srv.Close)
+	startDispatcher(t, st, func(c *Config) { c.PollInterval = time.Second })
+	time.Sleep(200 * time.Millisecond) // the first poll's lease
+	before := map[string]int{}
+	for _, k := range statementKinds {
+		before[k.kind] = counter.get(k.kind)
+	}
+	start := time.Now()
+	for i := range tasks {
+		nt := store.NewTask{ID: uuid.Must(uuid.NewV7()).String(), Queue: "q", Target: task.Target{URL: srv.URL, Method: "POST"}}
+		if _, err := st.Enqueue(ctx, []store.NewTask{nt}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Until(start.Add(time.Duration(i+1) * 10 * time.Millisecond)))
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for received.Load() < tasks && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := received.Load(); got < tasks {
+		t.Fatalf("%d of %d tasks delivered", got, tasks)
+	}
+	time.Sleep(2 * completionWindow) // the last completions
+	elapsed := time.Since(start)
+	per := map[string]float64{}
+	for _, k := range statementKinds {
+		per[k.kind] = float64(counter.get(k.kind)-before[k.kind]) / tasks
+	}
+	t.Logf("statements per task at 100 tasks/s over %v: %v", elapsed.Round(time.Millisecond), per)
+	if per["enqueue"] != 1 {
+		t.Errorf("enqueue statements per task = %.2f; want 1", per["enqueue"])
+	}
+	if per["lease"] > 1.3 {
+		t.Errorf("lease statements per task = %.2f; want about 1 (at most 1.3)", per["lease"])
+	}
+	// Polls promote (about one a second here); wake-up leases do not.
+	if n := per["promote"] * tasks; n > elapsed.Seconds()+3 {
+		t.Errorf("%.0f PromoteDue statements in %v; want only the polls' (one a second)", n, elapsed)
+	}
+	if per["complete"] > 0.8 {
+		t.Errorf("completion statements per task = %.2f; want them shared (at most 0.8)", per["complete"])
+	}
+}
