@@ -82,7 +82,9 @@ func tasksGet(ctx context.Context, args []string, env func(string) string, stdou
 			}
 			return c.GetTaskView(ctx, id, *view)
 		},
-		func(w io.Writer, format string, t *client.Task) error { return printTaskAttempts(w, format, t, attempts) })
+		func(w io.Writer, format string, t *client.Task) error {
+			return printTaskAttempts(w, format, t, attempts)
+		})
 }
 
 // viewFlag registers --view, shared by tasks get and tasks list.
