@@ -117,7 +117,7 @@ type statements struct {
 	freeQueues                                          *sql.Stmt
 	leaseSeq, claim, drawTokens                         *sql.Stmt
 	extendLeases, countAdd                              *sql.Stmt
-	insertAttempts                                      []*sql.Stmt // by insertShapes
+	insertAttempts                                      []*sql.Stmt  // by insertShapes
 	complete                                            [5]*sql.Stmt // by store.Outcome - 1
 	// read pool
 	leasable, getTask *sql.Stmt
