@@ -151,6 +151,7 @@ func routes() []route {
 		{pattern: "POST /v1/queues/{queue}/tasks", role: write, body: batchBody, handler: func(s *server) http.Handler { return endpoint(s, http.StatusCreated, s.enqueue) }},
 		{pattern: "GET /v1/queues/{queue}/tasks", role: read, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.listTasks) }},
 		{pattern: "GET /v1/tasks/{id}", role: read, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.getTask) }},
+		{pattern: "GET /v1/tasks/{id}/attempts", role: read, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.listAttempts) }},
 		{pattern: "POST /v1/tasks/{id}/cancel", role: write, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.cancelTask) }},
 		{pattern: "POST /v1/tasks/{id}/retry", role: write, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.retryTask) }},
 		{pattern: "GET /v1/queues", role: read, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.listQueues) }},

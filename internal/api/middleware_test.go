@@ -44,6 +44,9 @@ func (f faultStore) GetTask(context.Context, string) (task.Task, error) { return
 func (f faultStore) ListTasks(context.Context, store.ListParams) ([]task.Task, error) {
 	return nil, f.fail()
 }
+func (f faultStore) ListAttempts(context.Context, string) ([]task.Attempt, error) {
+	return nil, f.fail()
+}
 func (f faultStore) CancelTask(context.Context, string) (task.Task, error) {
 	return task.Task{}, f.fail()
 }
@@ -89,6 +92,7 @@ func storeRequests() [][3]string {
 		{"POST", "/v1/queues/q/tasks", `{"target":{"url":"http://h/"}}`},
 		{"GET", "/v1/queues/q/tasks", ""},
 		{"GET", "/v1/tasks/" + id, ""},
+		{"GET", "/v1/tasks/" + id + "/attempts", ""},
 		{"POST", "/v1/tasks/" + id + "/cancel", ""},
 		{"POST", "/v1/tasks/" + id + "/retry", ""},
 		{"GET", "/v1/queues", ""},

@@ -117,6 +117,7 @@ type statements struct {
 	freeQueues                                          *sql.Stmt
 	leaseSeq, claim, drawTokens                         *sql.Stmt
 	extendLeases, countAdd                              *sql.Stmt
+	insertAttempts                                      []*sql.Stmt  // by insertShapes
 	complete                                            [5]*sql.Stmt // by store.Outcome - 1
 	// read pool
 	leasable, getTask *sql.Stmt
@@ -173,6 +174,16 @@ func prepareStatements(ctx context.Context, write, read *sql.DB) (*statements, e
 			return nil, fmt.Errorf("prepare insert of %d: %w", n, err)
 		}
 		st.insertTasks[k] = s
+		st.all = append(st.all, s)
+	}
+	st.insertAttempts = make([]*sql.Stmt, len(insertShapes))
+	for k, n := range insertShapes {
+		s, err := write.PrepareContext(ctx, insertAttemptsSQL(n))
+		if err != nil {
+			st.close()
+			return nil, fmt.Errorf("prepare attempts insert of %d: %w", n, err)
+		}
+		st.insertAttempts[k] = s
 		st.all = append(st.all, s)
 	}
 	return st, nil
