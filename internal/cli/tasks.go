@@ -38,10 +38,10 @@ const maxPages = 100_000
 func Tasks(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
 	env = getenv(env)
 	subs := map[string]func([]string) error{
-		"get": func(a []string) error { return tasksGet(ctx, a, env, stdout) },
+		"get":    func(a []string) error { return tasksGet(ctx, a, env, stdout) },
 		"cancel": func(a []string) error { return tasksChange(ctx, cancelChange, a, env, stdout, stderr) },
 		"retry":  func(a []string) error { return tasksChange(ctx, retryChange, a, env, stdout, stderr) },
-		"list": func(a []string) error { return tasksList(ctx, a, env, stdout, stderr) },
+		"list":   func(a []string) error { return tasksList(ctx, a, env, stdout, stderr) },
 	}
 	return runSub("tasks", tasksUsage, subs, []string{"get", "list", "cancel", "retry"}, args, stdout)
 }
@@ -232,17 +232,21 @@ var (
 		name: "cancel", done: "cancelled",
 		what:   "cancels tasks that have not finished; a running attempt completes but is not retried.",
 		states: []string{"scheduled", "available", "running", "retrying"},
-		one:    func(ctx context.Context, c *client.Client, id string) (*client.Task, error) { return c.CancelTask(ctx, id) },
-		ids:    (*client.Client).CancelTasks,
-		state:  (*client.Client).CancelTasksInState,
+		one: func(ctx context.Context, c *client.Client, id string) (*client.Task, error) {
+			return c.CancelTask(ctx, id)
+		},
+		ids:   (*client.Client).CancelTasks,
+		state: (*client.Client).CancelTasksInState,
 	}
 	retryChange = change{
 		name: "retry", done: "retried",
 		what:   "makes failed or cancelled tasks available again, from attempt 1.",
 		states: []string{"failed", "cancelled"},
-		one:    func(ctx context.Context, c *client.Client, id string) (*client.Task, error) { return c.RetryTask(ctx, id) },
-		ids:    (*client.Client).RetryTasks,
-		state:  (*client.Client).RetryTasksInState,
+		one: func(ctx context.Context, c *client.Client, id string) (*client.Task, error) {
+			return c.RetryTask(ctx, id)
+		},
+		ids:   (*client.Client).RetryTasks,
+		state: (*client.Client).RetryTasksInState,
 	}
 )
 
