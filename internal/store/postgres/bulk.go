@@ -16,8 +16,8 @@ import (
 // bulk call and a single change, never wait on each other in a cycle),
 // upd changes them as CancelTask and RetryTask do, counted appends one
 // count delta per (queue, state) left or entered, and the outer select
-// answers for every id given (the rows it did not change as the
-// statement's snapshot saw them).
+// answers for every id given: the changed rows, then the others (not in
+// upd, a hashed subplan) as the statement's snapshot saw them.
 const (
 	cancelSet = `SET state = 'cancelled', lease_token = NULL, lease_expires_at = NULL,
 				finished_at = now(), updated_at = now()`
@@ -36,9 +36,10 @@ const (
 			INSERT INTO spool_task_count_deltas (queue, state, n)
 			SELECT $1::text, 'cancelled', count(*) FROM upd HAVING count(*) > 0
 		)
-		SELECT t.id::text, CASE WHEN u.id IS NULL THEN t.state ELSE 'cancelled' END, u.id IS NOT NULL
-		FROM spool_tasks t LEFT JOIN upd u ON u.id = t.id
-		WHERE t.id = ANY ($2::uuid[]) AND t.queue = $1`
+		SELECT id::text, 'cancelled', true FROM upd
+		UNION ALL
+		SELECT id::text, state, false FROM spool_tasks
+		WHERE id = ANY ($2::uuid[]) AND queue = $1 AND id NOT IN (SELECT id FROM upd)`
 
 	retryIDsSQL = `WITH old AS (
 			SELECT id, state FROM spool_tasks
@@ -54,9 +55,10 @@ const (
 		), wake AS (
 			SELECT pg_notify('` + wakeupChannel + `', '') WHERE EXISTS (SELECT FROM upd)
 		)
-		SELECT t.id::text, CASE WHEN u.id IS NULL THEN t.state ELSE 'available' END, u.id IS NOT NULL
-		FROM spool_tasks t LEFT JOIN upd u ON u.id = t.id, (SELECT count(*) FROM wake) w
-		WHERE t.id = ANY ($2::uuid[]) AND t.queue = $1`
+		SELECT id::text, 'available', true FROM upd, (SELECT count(*) FROM wake) w
+		UNION ALL
+		SELECT id::text, state, false FROM spool_tasks
+		WHERE id = ANY ($2::uuid[]) AND queue = $1 AND id NOT IN (SELECT id FROM upd)`
 
 	// The sweeps take a (queue, state, id) range of spool_tasks_queue_state_idx
 	// up to the LIMIT; more looks one entry past the last row examined.
