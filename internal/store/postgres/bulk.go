@@ -2,10 +2,12 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/task"
@@ -122,11 +124,15 @@ func (s *Store) bulk(ctx context.Context, op, sql, queue string, ids []string, r
 		state   string
 		changed bool
 	}
-	got := make(map[string]result, len(valid))
-	if len(valid) > 0 {
+	var got map[string]result
+	err := retryDeadlock(func() error {
+		got = make(map[string]result, len(valid))
+		if len(valid) == 0 {
+			return nil
+		}
 		rows, err := s.pool.Query(ctx, sql, queue, valid)
 		if err != nil {
-			return nil, wrap(op, err)
+			return err
 		}
 		var (
 			id string
@@ -136,9 +142,10 @@ func (s *Store) bulk(ctx context.Context, op, sql, queue string, ids []string, r
 			got[id] = r
 			return nil
 		})
-		if err != nil {
-			return nil, wrap(op, err)
-		}
+		return err
+	})
+	if err != nil {
+		return nil, wrap(op, err)
 	}
 	out := make([]store.BulkResult, len(ids))
 	for i, id := range ids {
@@ -191,14 +198,16 @@ func (s *Store) sweep(ctx context.Context, op, sql string, p store.SweepParams) 
 		sw   store.Sweep
 		last *string
 	)
-	err := s.customPlans(ctx, func(b *pgx.Batch) {
-		b.Queue(sql, p.Queue, string(p.State), after, limit).QueryRow(func(row pgx.Row) error {
-			dest := []any{&sw.Changed, &last, &sw.More}
-			if sql == retryStateSQL {
-				var woke int
-				dest = append(dest, &woke)
-			}
-			return row.Scan(dest...)
+	err := retryDeadlock(func() error {
+		return s.customPlans(ctx, func(b *pgx.Batch) {
+			b.Queue(sql, p.Queue, string(p.State), after, limit).QueryRow(func(row pgx.Row) error {
+				dest := []any{&sw.Changed, &last, &sw.More}
+				if sql == retryStateSQL {
+					var woke int
+					dest = append(dest, &woke)
+				}
+				return row.Scan(dest...)
+			})
 		})
 	})
 	if err != nil {
@@ -210,4 +219,20 @@ func (s *Store) sweep(ctx context.Context, op, sql string, p store.SweepParams) 
 		sw.Last = p.After
 	}
 	return sw, nil
+}
+
+// retryDeadlock runs fn again (twice at most) when PostgreSQL aborted it
+// as a deadlock's victim. A bulk statement locks its rows in id order, but
+// a completion batch locks its own in the order the dispatcher sends them,
+// so a bulk cancel of running tasks and their completions can wait on
+// each other in a cycle; the aborted statement changed nothing.
+func retryDeadlock(fn func() error) error {
+	for i := 0; ; i++ {
+		err := fn()
+		var pgErr *pgconn.PgError
+		if i < 2 && errors.As(err, &pgErr) && pgErr.Code == "40P01" {
+			continue
+		}
+		return err
+	}
 }
