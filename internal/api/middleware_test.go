@@ -41,8 +41,20 @@ func (f faultStore) Enqueue(context.Context, []store.NewTask) ([]store.Enqueued,
 	return nil, f.fail()
 }
 func (f faultStore) GetTask(context.Context, string) (task.Task, error) { return task.Task{}, f.fail() }
-func (f faultStore) ListTasks(context.Context, store.ListParams) ([]task.Task, error) {
+func (f faultStore) ListTasks(context.Context, store.ListParams) (store.TaskPage, error) {
+	return store.TaskPage{}, f.fail()
+}
+func (f faultStore) CancelTasks(context.Context, string, []string) ([]store.BulkResult, error) {
 	return nil, f.fail()
+}
+func (f faultStore) RetryTasks(context.Context, string, []string) ([]store.BulkResult, error) {
+	return nil, f.fail()
+}
+func (f faultStore) CancelState(context.Context, store.SweepParams) (store.Sweep, error) {
+	return store.Sweep{}, f.fail()
+}
+func (f faultStore) RetryState(context.Context, store.SweepParams) (store.Sweep, error) {
+	return store.Sweep{}, f.fail()
 }
 func (f faultStore) ListAttempts(context.Context, string) ([]task.Attempt, error) {
 	return nil, f.fail()
@@ -91,6 +103,8 @@ func storeRequests() [][3]string {
 	return [][3]string{
 		{"POST", "/v1/queues/q/tasks", `{"target":{"url":"http://h/"}}`},
 		{"GET", "/v1/queues/q/tasks", ""},
+		{"POST", "/v1/queues/q/tasks/cancel", `{"ids":["` + id + `"]}`},
+		{"POST", "/v1/queues/q/tasks/retry", `{"state":"failed"}`},
 		{"GET", "/v1/tasks/" + id, ""},
 		{"GET", "/v1/tasks/" + id + "/attempts", ""},
 		{"POST", "/v1/tasks/" + id + "/cancel", ""},
