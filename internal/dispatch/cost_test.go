@@ -131,3 +131,53 @@ func TestStatementsPerTask(t *testing.T) {
 		t.Errorf("completion statements per task = %.2f; want them shared (at most 0.8)", per["complete"])
 	}
 }
+
+// TestShortRetryNotLeftToThePoll: wake-up leases skip PromoteDue, so a
+// task this process retries with a short backoff must still be looked for
+// as it falls due, not at the next poll (1 s here, and no leader runs to
+// promote it): its second attempt follows the first by about the backoff.
+func TestShortRetryNotLeftToThePoll(t *testing.T) {
+	eachStore(t, func(t *testing.T, st store.Store) {
+		var mu sync.Mutex
+		var at []time.Time
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			at = append(at, time.Now())
+			n := len(at)
+			mu.Unlock()
+			if n == 1 {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
+		}))
+		t.Cleanup(srv.Close)
+		startDispatcher(t, st, func(c *Config) {
+			c.PollInterval = time.Second
+			c.Backoff = task.Backoff{Min: 50 * time.Millisecond, Max: 50 * time.Millisecond}
+		})
+		time.Sleep(1200 * time.Millisecond) // past the first poll
+		nt := store.NewTask{ID: uuid.Must(uuid.NewV7()).String(), Queue: "q", Target: task.Target{URL: srv.URL, Method: "POST"}}
+		if _, err := st.Enqueue(context.Background(), []store.NewTask{nt}); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			mu.Lock()
+			n := len(at)
+			mu.Unlock()
+			if n >= 2 {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(at) < 2 {
+			t.Fatalf("%d attempts in 10s; want 2", len(at))
+		}
+		gap := at[1].Sub(at[0])
+		t.Logf("second attempt %v after the first (backoff 50ms, poll 1s)", gap)
+		if gap > 600*time.Millisecond {
+			t.Errorf("second attempt %v after the first; want about the 50ms backoff, not the next poll", gap)
+		}
+	})
+}

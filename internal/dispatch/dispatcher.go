@@ -88,7 +88,11 @@ type Dispatcher struct {
 	running   map[string]int // deliveries running, by queue (the fair lease's Running)
 	slotFreed chan struct{}  // a delivery ended (buffered 1)
 	storeWoke atomic.Bool    // the store signalled due work since the last lease
-	wake      chan struct{}  // something may be due (buffered 1)
+	// soonDue is the latest time (unix ns) at which a task this process
+	// deferred or retried with a short wait falls due; until it passes,
+	// the fetch loop looks every promoteGap and its leases promote.
+	soonDue atomic.Int64
+	wake    chan struct{} // something may be due (buffered 1)
 
 	mu       sync.Mutex
 	inflight map[string]*flight // by task id, until the completion is stored
@@ -351,7 +355,7 @@ func (d *Dispatcher) fetchLoop(ctx context.Context) {
 	timer := time.NewTimer(d.cfg.PollInterval)
 	defer timer.Stop()
 	more := true // the last lease was full: more is probably due
-	var lastErr time.Time
+	var lastErr, lastPromote time.Time
 	for ctx.Err() == nil {
 		busy := int(d.busy.Load())
 		free := d.cfg.Workers + d.reserve - busy
@@ -377,24 +381,32 @@ func (d *Dispatcher) fetchLoop(ctx context.Context) {
 		}
 		// Past Workers busy slots, only queues with nothing running here
 		// may have a slot (one each, the reserve), so the lease runs on the store's
-		// wake-ups and on polls, which may bring such a queue's task. The
-		// local kick after completions cannot, and a lease for it would
-		// come back empty while a single queue drains: skip it.
+		// wake-ups and on polls, which may bring such a queue's task. A
+		// look for a task of ours falling due cannot, and a lease for it
+		// would come back empty while a single queue drains: skip it.
 		shared := max(0, d.cfg.Workers-busy)
 		if fresh := d.storeWoke.Swap(false); shared == 0 && !more && !polled && !fresh {
 			continue
 		}
-		timer.Reset(d.cfg.PollInterval)
+		// A wake-up comes for tasks available now; what fell due by the
+		// clock is promoted by polls, by leases after a full one, by the
+		// leader each second (which wakes us then), and, while tasks this
+		// process deferred or retried with a short wait fall due, by a
+		// lease every promoteGap.
+		soon := d.soonDue.Load()
+		now := time.Now()
+		promote := more || polled || (soon != 0 && now.Sub(lastPromote) >= promoteGap && now.UnixNano() <= soon+int64(promoteGap))
+		if promote {
+			lastPromote = now
+		}
+		timer.Reset(d.pollWait(soon))
 		n := min(free, maxLeaseBatch)
 		req := store.LeaseRequest{
-			Limit:    n,
-			Shared:   min(n, shared),
-			LeaseFor: d.cfg.LeaseDuration,
-			Running:  d.runningCopy(),
-			// A wake-up comes for tasks available now; what fell due by
-			// the clock is promoted by polls, by leases after a full one,
-			// and by the leader each second (which wakes us then).
-			AvailableOnly: !more && !polled,
+			Limit:         n,
+			Shared:        min(n, shared),
+			LeaseFor:      d.cfg.LeaseDuration,
+			Running:       d.runningCopy(),
+			AvailableOnly: !promote,
 		}
 		leaseStart := time.Now()
 		// Not cancelled by Stop: a lease the database committed while the
@@ -416,7 +428,7 @@ func (d *Dispatcher) fetchLoop(ctx context.Context) {
 			continue
 		}
 		more = len(leases) == n
-		now := time.Now()
+		now = time.Now()
 		var leaseSpan trace.SpanContext
 		if len(leases) > 0 {
 			leaseSpan = d.traceLease(ctx, leaseStart, now, n, leases)
@@ -425,6 +437,57 @@ func (d *Dispatcher) fetchLoop(ctx context.Context) {
 			d.launch(l, now, leaseSpan)
 		}
 	}
+}
+
+// promoteGap is how often, at most, the fetch loop looks for the tasks
+// this process deferred or retried with a short wait (up to soonWindow)
+// as they fall due, promoting them: a destination that is busy for a
+// moment must not hold its tasks until the next poll.
+const (
+	promoteGap = 25 * time.Millisecond
+	soonWindow = 2 * time.Second
+)
+
+// noteDue records when the task of c, deferred or retried with a wait of
+// at most soonWindow, falls due. Longer waits are left to the polls and
+// the leader.
+func (d *Dispatcher) noteDue(c store.Completion) {
+	if c.Outcome != store.Defer && c.Outcome != store.Retry {
+		return
+	}
+	wait := c.RetryIn
+	if !c.RetryAt.IsZero() {
+		wait = time.Until(c.RetryAt)
+	}
+	if wait > soonWindow {
+		return
+	}
+	now := time.Now()
+	due := now.Add(max(wait, 0)).UnixNano()
+	for {
+		cur := d.soonDue.Load()
+		if cur >= due {
+			return
+		}
+		if d.soonDue.CompareAndSwap(cur, due) {
+			if cur < now.UnixNano() {
+				// The fetch loop may be waiting out a whole poll
+				// interval: have it shorten its wait.
+				d.kick()
+			}
+			return
+		}
+	}
+}
+
+// pollWait is how long the fetch loop waits for a wake-up before it looks
+// anyway: the poll interval, or promoteGap while tasks of ours fall due
+// (soon, unix ns, 0 = none).
+func (d *Dispatcher) pollWait(soon int64) time.Duration {
+	if soon != 0 && time.Now().UnixNano() <= soon+int64(promoteGap) {
+		return min(promoteGap, d.cfg.PollInterval)
+	}
+	return d.cfg.PollInterval
 }
 
 // maxLeaseLinks bounds the links of one lease span (the SDK's default
@@ -476,6 +539,9 @@ func (d *Dispatcher) launch(l store.Lease, now time.Time, leaseSpan trace.SpanCo
 	go func() {
 		defer d.deliveries.Done()
 		c, ok := d.deliver(ctx, l, leaseSpan)
+		if ok {
+			d.noteDue(c)
+		}
 		f.done.Store(true)
 		cancel(nil)
 		if ok {
