@@ -52,9 +52,9 @@ type clock struct {
 	now time.Time
 }
 
-func (c *clock) Now() time.Time        { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Add(d time.Duration)   { c.mu.Lock(); defer c.mu.Unlock(); c.now = c.now.Add(d) }
-func newClock() *clock                 { return &clock{now: time.Now()} }
+func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.now = c.now.Add(d) }
+func newClock() *clock               { return &clock{now: time.Now()} }
 
 // env is one dashboard over one store, served by httptest.
 type env struct {
