@@ -179,6 +179,12 @@ type Completion struct {
 	RetryAt    time.Time // for Retry and Defer: an absolute due time instead of RetryIn
 	LastError  string    // "" clears it
 	LastStatus int       // 0 = no HTTP response
+	// Attempt is the attempt's record for the task's history, written in
+	// the same transaction when the completion is accepted (and only
+	// then). nil when nothing was sent (Defer, a Release before the
+	// request went out): there is no attempt to record. Its TaskID is
+	// ignored (the LeaseRef's is used).
+	Attempt *task.Attempt
 }
 
 // DestinationReport is what one replica saw of one destination since its
@@ -243,6 +249,9 @@ type Store interface {
 	// ListTasks returns up to p.Limit tasks of p.Queue with id > p.After,
 	// ascending by id, filtered by p.State when set. Unknown queue: empty.
 	ListTasks(ctx context.Context, p ListParams) ([]task.Task, error)
+	// ListAttempts returns a task's attempt records, oldest first
+	// (ErrNotFound when there is no such task; none recorded: empty).
+	ListAttempts(ctx context.Context, taskID string) ([]task.Attempt, error)
 	// CancelTask moves an unfinished task (any pending state, or running) to
 	// cancelled, clearing its lease so a running attempt's completion is
 	// refused. A final task: ErrConflict. Returns the updated task.
@@ -299,10 +308,12 @@ type Store interface {
 	PromoteDue(ctx context.Context) (int, error)
 	// RescueExpired handles running tasks whose lease expired: retrying with
 	// run_at now (or failed, "lease expired", if attempts are spent); it
-	// returns how many.
+	// returns how many. Each gets an attempt record in the same
+	// transaction: outcome expired, class lease_expired, started when the
+	// lease was taken, finished now, the replica and trace unknown.
 	RescueExpired(ctx context.Context) (int, error)
 	// Prune deletes up to limit final tasks whose finished_at is older than
-	// now-retention, and returns how many. The idempotency keys of the tasks
+	// now-retention, with their attempt records, and returns how many. The idempotency keys of the tasks
 	// it deletes stay reserved, marked pruned, until PruneIdempotencyKeys.
 	Prune(ctx context.Context, retention time.Duration, limit int) (int, error)
 	// PruneIdempotencyKeys releases up to limit idempotency keys whose task

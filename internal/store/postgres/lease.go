@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/spoolhq/spool/internal/store"
+	"github.com/spoolhq/spool/internal/task"
 )
 
 const pendingStates = `('scheduled', 'available', 'retrying')`
@@ -528,7 +529,10 @@ func (s *Store) ExtendLeases(ctx context.Context, refs []store.LeaseRef, leaseFo
 // Defer give the attempt back (it was abandoned or never sent); a deferred
 // task keeps the status of the last response it really had. The tasks it
 // finishes are counted in spool_task_count_deltas by the same statement
-// (one row per queue and final state of the batch).
+// (one row per queue and final state of the batch), and the attempt
+// records of the accepted completions ($8 to $19, NULL outcome where a
+// completion has none) go into spool_attempts by it too: the history costs
+// no round trip and no commit of its own.
 const completeSQL = `
 WITH done AS (
 UPDATE spool_tasks t SET
@@ -554,14 +558,26 @@ UPDATE spool_tasks t SET
 	last_error = c.last_error,
 	last_status = CASE WHEN c.outcome = 5 THEN t.last_status ELSE c.last_status END,
 	updated_at = now()
-FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::timestamptz[], $5::text[], $6::int[], $7::bigint[])
-	AS c(id, token, outcome, retry_at, last_error, last_status, retry_in_us)
+FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::timestamptz[], $5::text[], $6::int[], $7::bigint[],
+		$8::int[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::bigint[], $13::int[],
+		$14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[])
+	AS c(id, token, outcome, retry_at, last_error, last_status, retry_in_us,
+		a_attempt, a_outcome, a_started, a_finished, a_duration_us, a_status,
+		a_class, a_message, a_excerpt, a_headers, a_replica, a_trace)
 WHERE t.id = c.id AND t.state = 'running' AND t.lease_token = c.token
 RETURNING t.id::text AS id, c.token, t.queue, t.state, t.state IN ('available', 'retrying') AND t.run_at <= now()
-	OR EXISTS (SELECT 1 FROM spool_queues q WHERE q.name = t.queue AND q.concurrency > 0) AS wake
+	OR EXISTS (SELECT 1 FROM spool_queues q WHERE q.name = t.queue AND q.concurrency > 0) AS wake,
+	t.id AS task_id, c.a_attempt, c.a_outcome, c.a_started, c.a_finished, c.a_duration_us, c.a_status,
+	c.a_class, c.a_message, c.a_excerpt, c.a_headers, c.a_replica, c.a_trace
 ), counted AS (
 	INSERT INTO spool_task_count_deltas (queue, state, n)
 	SELECT queue, state, count(*) FROM done WHERE state IN ('succeeded', 'failed') GROUP BY queue, state
+), recorded AS (
+	INSERT INTO spool_attempts (task_id, attempt, outcome, started_at, finished_at, duration_us, status,
+		error_class, error_message, response_excerpt, response_headers, replica, trace_id)
+	SELECT task_id, a_attempt, a_outcome, a_started, a_finished, a_duration_us, a_status,
+		a_class, a_message, a_excerpt, a_headers::jsonb, a_replica, a_trace
+	FROM done WHERE a_outcome IS NOT NULL
 )
 SELECT id, token, wake FROM done`
 
@@ -579,6 +595,7 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 		retryAt          []*time.Time
 		retryIn          []int64                                 // µs
 		sent             = make(map[store.LeaseRef]int, len(cs)) // lease -> index in cs
+		rec              attemptArrays
 	)
 	for i, c := range cs {
 		switch c.Outcome {
@@ -604,6 +621,7 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 		ids, tokens, outcomes = append(ids, c.TaskID), append(tokens, c.Token), append(outcomes, int32(c.Outcome))
 		retryAt, errs, status = append(retryAt, ra), append(errs, c.LastError), append(status, int32(c.LastStatus))
 		retryIn = append(retryIn, max(c.RetryIn, 0).Microseconds())
+		rec.add(c.Attempt)
 	}
 	if len(ids) == 0 {
 		return accepted, nil
@@ -615,7 +633,7 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 		anyDue bool
 	)
 	batch.Queue(genericPlansSQL)
-	batch.Queue(completeSQL, ids, tokens, outcomes, retryAt, errs, status, retryIn).Query(func(rows pgx.Rows) error {
+	batch.Queue(completeSQL, append([]any{ids, tokens, outcomes, retryAt, errs, status, retryIn}, rec.args()...)...).Query(func(rows pgx.Rows) error {
 		_, err := pgx.ForEachRow(rows, []any{&ref.TaskID, &ref.Token, &dueNow}, func() error {
 			if i, ok := sent[ref]; ok {
 				accepted[i] = true
@@ -635,6 +653,78 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 		s.notify(ctx)
 	}
 	return accepted, nil
+}
+
+// attemptArrays are the attempt columns of a completion batch ($8 to $19
+// of completeSQL), one element per completion sent; a completion without
+// an attempt record has a NULL outcome and records nothing.
+type attemptArrays struct {
+	attempt           []*int32
+	outcome           []*string
+	started, finished []*time.Time
+	durationUS        []*int64
+	status            []*int32
+	class, message    []*string
+	excerpt, headers  []*string
+	replica, traceID  []*string
+}
+
+func (r *attemptArrays) add(a *task.Attempt) {
+	if a == nil {
+		r.attempt, r.outcome = append(r.attempt, nil), append(r.outcome, nil)
+		r.started, r.finished = append(r.started, nil), append(r.finished, nil)
+		r.durationUS, r.status = append(r.durationUS, nil), append(r.status, nil)
+		r.class, r.message = append(r.class, nil), append(r.message, nil)
+		r.excerpt, r.headers = append(r.excerpt, nil), append(r.headers, nil)
+		r.replica, r.traceID = append(r.replica, nil), append(r.traceID, nil)
+		return
+	}
+	n := int32(a.Attempt)
+	outcome := string(a.Outcome)
+	finished := a.FinishedAt
+	r.attempt, r.outcome = append(r.attempt, &n), append(r.outcome, &outcome)
+	r.started, r.finished = append(r.started, timeOrNil(a.StartedAt)), append(r.finished, &finished)
+	var dur *int64
+	if a.Duration > 0 {
+		us := a.Duration.Microseconds()
+		dur = &us
+	}
+	var status *int32
+	if a.Status != 0 {
+		st := int32(a.Status)
+		status = &st
+	}
+	r.durationUS, r.status = append(r.durationUS, dur), append(r.status, status)
+	r.class, r.message = append(r.class, textOrNil(string(a.ErrorClass))), append(r.message, textOrNil(a.ErrorMessage))
+	var excerpt *string
+	if a.ResponseExcerpt != nil {
+		e := task.CleanText(*a.ResponseExcerpt)
+		excerpt = &e
+	}
+	r.excerpt, r.headers = append(r.excerpt, excerpt), append(r.headers, textOrNil(store.EncodeAttemptHeaders(a.ResponseHeaders)))
+	r.replica, r.traceID = append(r.replica, textOrNil(a.Replica)), append(r.traceID, textOrNil(a.TraceID))
+}
+
+func (r *attemptArrays) args() []any {
+	return []any{r.attempt, r.outcome, r.started, r.finished, r.durationUS, r.status,
+		r.class, r.message, r.excerpt, r.headers, r.replica, r.traceID}
+}
+
+// textOrNil is s made storable, or nil (NULL) when empty.
+func textOrNil(s string) *string {
+	if s == "" {
+		return nil
+	}
+	s = task.CleanText(s)
+	return &s
+}
+
+// timeOrNil is &t, or nil (NULL) for the zero time.
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
 }
 
 // notify signals spool_wakeup outside any transaction; failures are logged

@@ -62,7 +62,7 @@ func (s *Store) RescueExpired(ctx context.Context) (int, error) {
 	for {
 		var n int
 		err := s.pool.QueryRow(ctx, `WITH expired AS (
-				SELECT ctid FROM spool_tasks
+				SELECT ctid, id, updated_at AS leased_at FROM spool_tasks
 				WHERE state = 'running' AND lease_expires_at <= now()
 				ORDER BY lease_expires_at LIMIT $1
 				FOR UPDATE SKIP LOCKED
@@ -74,10 +74,21 @@ func (s *Store) RescueExpired(ctx context.Context) (int, error) {
 					last_error = 'lease expired',
 					lease_token = NULL, lease_expires_at = NULL, updated_at = now()
 				WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM expired)) AND `+recheck(`t.state = 'running'`)+`
-				RETURNING t.queue, t.state
+				RETURNING t.id, t.queue, t.state, t.attempt, t.traceparent
 			), counted AS (
 				INSERT INTO spool_task_count_deltas (queue, state, n)
 				SELECT queue, state, count(*) FROM upd WHERE state = 'failed' GROUP BY queue, state
+			), recorded AS (
+				-- The lost attempt, in the history: a running task's
+				-- updated_at is when its lease was taken (extensions
+				-- leave it alone). Its trace is the task's own.
+				INSERT INTO spool_attempts (task_id, attempt, outcome, started_at, finished_at, duration_us,
+					error_class, error_message, trace_id)
+				SELECT u.id, u.attempt, 'expired', e.leased_at, now(),
+					(extract(epoch FROM now() - e.leased_at) * 1000000)::bigint,
+					'lease_expired', 'lease expired: no completion arrived before the lease ran out',
+					NULLIF(substr(COALESCE(u.traceparent, ''), 4, 32), '')
+				FROM upd u JOIN expired e ON e.id = u.id
 			)
 			SELECT count(*) FROM upd`, maintChunk).Scan(&n)
 		if err != nil {
@@ -95,7 +106,7 @@ func (s *Store) RescueExpired(ctx context.Context) (int, error) {
 }
 
 // pruneSQL deletes up to $2 final tasks finished more than $1 milliseconds
-// ago, oldest first, takes them off the counts, and marks their
+// ago, oldest first, with their attempt records, takes them off the counts, and marks their
 // idempotency keys' reservations pruned, in the same statement.
 const pruneSQL = `WITH del AS (
 		DELETE FROM spool_tasks WHERE ctid = ANY (ARRAY(
@@ -109,6 +120,9 @@ const pruneSQL = `WITH del AS (
 	), counted AS (
 		INSERT INTO spool_task_count_deltas (queue, state, n)
 		SELECT queue, state, -count(*) FROM del GROUP BY queue, state
+	), attempts AS (
+		-- The pruned tasks' attempt records, through the primary key.
+		DELETE FROM spool_attempts a USING del d WHERE a.task_id = d.id
 	), marked AS (
 		-- A stored task holds its key alone (the unique index), so the
 		-- key's reservation is its own; setting task_id mends one that

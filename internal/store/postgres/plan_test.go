@@ -311,7 +311,8 @@ func explainComplete(t *testing.T, s *Store, ls []store.Lease) (planNode, int) {
 	if _, err := tx.Exec(ctx, genericPlansSQL); err != nil { // as Complete runs it
 		t.Fatal(err)
 	}
-	if _, err := tx.Exec(ctx, "PREPARE complete_generic(uuid[], bigint[], int[], timestamptz[], text[], int[], bigint[]) AS "+completeSQL); err != nil {
+	if _, err := tx.Exec(ctx, "PREPARE complete_generic(uuid[], bigint[], int[], timestamptz[], text[], int[], bigint[], "+
+		"int[], text[], timestamptz[], timestamptz[], bigint[], int[], text[], text[], text[], text[], text[], text[]) AS "+completeSQL); err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Exec(context.WithoutCancel(ctx), "DEALLOCATE complete_generic")
@@ -328,7 +329,12 @@ func explainComplete(t *testing.T, s *Store, ls []store.Lease) (planNode, int) {
 	n := len(ls)
 	q := fmt.Sprintf(`EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE complete_generic('{%s}', '{%s}', '{%s}',
 		array_fill(NULL::timestamptz, ARRAY[%d]), array_fill(''::text, ARRAY[%d]), array_fill(200, ARRAY[%d]),
-		array_fill(0::bigint, ARRAY[%d]))`,
+		array_fill(0::bigint, ARRAY[%d]),
+		array_fill(1, ARRAY[%[4]d]), array_fill('succeeded'::text, ARRAY[%[4]d]),
+		array_fill(now(), ARRAY[%[4]d]), array_fill(now(), ARRAY[%[4]d]), array_fill(1000::bigint, ARRAY[%[4]d]),
+		array_fill(200, ARRAY[%[4]d]), array_fill(NULL::text, ARRAY[%[4]d]), array_fill(NULL::text, ARRAY[%[4]d]),
+		array_fill('ok'::text, ARRAY[%[4]d]), array_fill('{"Content-Type": "text/plain"}'::text, ARRAY[%[4]d]),
+		array_fill('replica'::text, ARRAY[%[4]d]), array_fill('4bf92f3577b34da6a3ce929d0e0e4736'::text, ARRAY[%[4]d]))`,
 		ids, tokens, outcomes, n, n, n, n)
 	plan := explainJSON(t, tx, q).Plan
 	return plan, int(plan.ActualRows)

@@ -463,6 +463,9 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 				}
 			}
 		}
+		if err := recordAttempts(ctx, tx, st, cs, accepted, batch[:0]); err != nil {
+			return err
+		}
 		return storeCounts(ctx, tx, st, counts)
 	})
 	if err != nil {
@@ -472,6 +475,80 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 		s.hub.broadcast()
 	}
 	return accepted, nil
+}
+
+// recordAttempts inserts the attempt records of the accepted completions
+// in one statement (none when no accepted completion has one), in the
+// order of cs, which is the order their attempts ended in.
+func recordAttempts(ctx context.Context, tx *sql.Tx, st *statements, cs []store.Completion, accepted []bool, buf []byte) error {
+	buf = append(buf, '[')
+	n := 0
+	for i, c := range cs {
+		if !accepted[i] || c.Attempt == nil {
+			continue
+		}
+		if n > 0 {
+			buf = append(buf, ',')
+		}
+		n++
+		buf = appendAttempt(buf, c.TaskID, c.Attempt)
+	}
+	if n == 0 {
+		return nil
+	}
+	buf = append(buf, ']')
+	if _, err := tx.StmtContext(ctx, st.insertAttempts).ExecContext(ctx, string(buf)); err != nil {
+		return fmt.Errorf("record attempts: %w", err)
+	}
+	return nil
+}
+
+// appendAttempt appends a as sqlInsertAttempts reads it.
+func appendAttempt(b []byte, taskID string, a *task.Attempt) []byte {
+	b = append(b, '[')
+	b = appendJSONString(b, taskID)
+	b = append(b, ',')
+	b = strconv.AppendInt(b, int64(a.Attempt), 10)
+	b = append(b, ',')
+	b = appendJSONString(b, string(a.Outcome))
+	b = append(b, ',')
+	b = appendIntOrNull(b, micros(a.StartedAt), !a.StartedAt.IsZero())
+	b = append(b, ',')
+	b = strconv.AppendInt(b, micros(a.FinishedAt), 10)
+	b = append(b, ',')
+	b = appendIntOrNull(b, a.Duration.Microseconds(), a.Duration > 0)
+	b = append(b, ',')
+	b = appendIntOrNull(b, int64(a.Status), a.Status != 0)
+	for _, s := range []string{string(a.ErrorClass), a.ErrorMessage} {
+		b = append(b, ',')
+		b = appendTextOrNull(b, s, s != "")
+	}
+	b = append(b, ',')
+	if a.ResponseExcerpt != nil {
+		b = appendJSONString(b, task.CleanText(*a.ResponseExcerpt))
+	} else {
+		b = append(b, "null"...)
+	}
+	h := store.EncodeAttemptHeaders(a.ResponseHeaders)
+	for _, s := range []string{h, a.Replica, a.TraceID} {
+		b = append(b, ',')
+		b = appendTextOrNull(b, s, s != "")
+	}
+	return append(b, ']')
+}
+
+func appendIntOrNull(b []byte, n int64, ok bool) []byte {
+	if !ok {
+		return append(b, "null"...)
+	}
+	return strconv.AppendInt(b, n, 10)
+}
+
+func appendTextOrNull(b []byte, s string, ok bool) []byte {
+	if !ok {
+		return append(b, "null"...)
+	}
+	return appendJSONString(b, task.CleanText(s))
 }
 
 // appendCompletion appends c as complete* statements read it.

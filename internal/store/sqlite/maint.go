@@ -108,6 +108,19 @@ func (s *Store) RescueExpired(ctx context.Context) (int, error) {
 		counts := make(finalCounts)
 		// Leases expire on the lease clock; the rest is wall time.
 		ts := micros(s.now())
+		// The lost attempts, in the history, first (the update below
+		// changes what they are read from): a running task's updated_at
+		// is when its lease was taken (extensions leave it alone), and
+		// its trace is the task's own.
+		if _, err := tx.ExecContext(ctx, `INSERT INTO spool_attempts (task_id, attempt, outcome, started_at,
+				finished_at, duration_us, error_class, error_message, trace_id)
+			SELECT id, attempt, 'expired', updated_at, ?1, max(?1 - updated_at, 0),
+				'lease_expired', 'lease expired: no completion arrived before the lease ran out',
+				nullif(substr(coalesce(traceparent, ''), 4, 32), '')
+			FROM spool_tasks WHERE state = 'running' AND lease_expires_at <= ?2
+			ORDER BY lease_expires_at`, ts, micros(s.leaseNow())); err != nil {
+			return fmt.Errorf("record expired attempts: %w", err)
+		}
 		rows, err := tx.QueryContext(ctx, `UPDATE spool_tasks SET
 				state       = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retrying' END,
 				run_at      = CASE WHEN attempt >= max_attempts THEN run_at ELSE ?1 END,
@@ -174,6 +187,7 @@ func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (
 		}
 		type gone struct{ id, queue, key string }
 		var keyed []gone
+		ids := []byte{'['}
 		for rows.Next() {
 			var g gone
 			var state string
@@ -182,6 +196,10 @@ func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (
 				rows.Close()
 				return err
 			}
+			if n > 0 {
+				ids = append(ids, ',')
+			}
+			ids = appendJSONString(ids, g.id)
 			n++
 			counts.add(g.queue, state, -1)
 			if key.Valid {
@@ -191,6 +209,14 @@ func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (
 		}
 		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 			return err
+		}
+		if n > 0 {
+			// Their attempt records, through spool_attempts_task.
+			ids = append(ids, ']')
+			if _, err := tx.ExecContext(ctx, `DELETE FROM spool_attempts WHERE task_id IN (SELECT value FROM json_each(?))`,
+				string(ids)); err != nil {
+				return fmt.Errorf("prune attempts: %w", err)
+			}
 		}
 		for _, g := range keyed {
 			// A stored task holds its key alone (the unique index): the

@@ -59,6 +59,7 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 	t.Run("FairLease", func(t *testing.T) { testFairLease(t, newStore) })
 	t.Run("ExtendLeases", func(t *testing.T) { testExtendLeases(t, newStore) })
 	t.Run("Complete", func(t *testing.T) { testComplete(t, newStore) })
+	t.Run("Attempts", func(t *testing.T) { testAttempts(t, newStore) })
 	t.Run("Delay", func(t *testing.T) { testDelay(t, newStore) })
 	t.Run("RetryIn", func(t *testing.T) { testRetryIn(t, newStore) })
 	t.Run("RescueExpired", func(t *testing.T) { testRescue(t, newStore) })
