@@ -137,7 +137,8 @@ func storedIDs(t *testing.T, st store.Store, queue string) map[string]bool {
 	got := map[string]bool{}
 	p := store.ListParams{Queue: queue, Limit: 1000}
 	for {
-		ts, err := st.ListTasks(context.Background(), p)
+		tsPage, err := st.ListTasks(context.Background(), p)
+		ts := tsPage.Tasks
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -150,6 +150,8 @@ func routes() []route {
 	return []route{
 		{pattern: "POST /v1/queues/{queue}/tasks", role: write, body: batchBody, handler: func(s *server) http.Handler { return endpoint(s, http.StatusCreated, s.enqueue) }},
 		{pattern: "GET /v1/queues/{queue}/tasks", role: read, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.listTasks) }},
+		{pattern: "POST /v1/queues/{queue}/tasks/cancel", role: write, body: singleBody, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.bulkCancel) }},
+		{pattern: "POST /v1/queues/{queue}/tasks/retry", role: write, body: singleBody, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.bulkRetry) }},
 		{pattern: "GET /v1/tasks/{id}", role: read, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.getTask) }},
 		{pattern: "POST /v1/tasks/{id}/cancel", role: write, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.cancelTask) }},
 		{pattern: "POST /v1/tasks/{id}/retry", role: write, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.retryTask) }},

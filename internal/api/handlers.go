@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"encoding/base64"
@@ -11,6 +12,7 @@ import (
 	"maps"
 	"mime"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -292,7 +294,13 @@ func allowView(r *http.Request, v view) error {
 	return nil
 }
 
-// listTasks: GET /v1/queues/{queue}/tasks?state=&limit=&cursor=&view=.
+// listTaskParams are the query parameters of a task list.
+const listTaskParams = "state, limit, cursor, view, priority, target_host, idempotency_key, " +
+	"created_after, created_before, run_after, run_before"
+
+// listTasks: GET /v1/queues/{queue}/tasks?state=&limit=&cursor=&view= and
+// the filters (priority, target_host, idempotency_key, created_after,
+// created_before, run_after, run_before).
 func (s *server) listTasks(r *http.Request) (taskListJSON, error) {
 	queue := r.PathValue("queue")
 	if checkQueueName(queue) != "" {
@@ -301,7 +309,7 @@ func (s *server) listTasks(r *http.Request) (taskListJSON, error) {
 	p := store.ListParams{Queue: queue}
 	view := redactedView
 	var cursor string
-	c, err := pageQuery(r, &p.Limit, &cursor, "state, limit, cursor, view", func(c *collector, name, v string) bool {
+	c, err := pageQuery(r, &p.Limit, &cursor, listTaskParams, func(c *collector, name, v string) bool {
 		switch name {
 		case "state":
 			if v == "" {
@@ -321,7 +329,7 @@ func (s *server) listTasks(r *http.Request) (taskListJSON, error) {
 			}
 			return true
 		}
-		return false
+		return listFilter(c, &p, name, v)
 	})
 	if err != nil {
 		return taskListJSON{}, err
@@ -333,32 +341,100 @@ func (s *server) listTasks(r *http.Request) (taskListJSON, error) {
 		}
 		p.After = after
 	}
+	checkRange(c, "created_after", "created_before", p.CreatedAfter, p.CreatedBefore)
+	checkRange(c, "run_after", "run_before", p.RunAfter, p.RunBefore)
 	if err := c.err(); err != nil {
 		return taskListJSON{}, err
 	}
 	if err := allowView(r, view); err != nil {
 		return taskListJSON{}, err
 	}
-	ts, err := s.cfg.Store.ListTasks(r.Context(), p)
+	page, err := s.cfg.Store.ListTasks(r.Context(), p)
 	if err != nil {
 		return taskListJSON{}, fmt.Errorf("list tasks of %s: %w", queue, err)
 	}
-	if len(ts) == 0 {
+	if len(page.Tasks) == 0 && page.Next == "" {
 		// The store answers an unknown queue with an empty list; a typo in
 		// the queue name deserves a 404. Only checked on empty pages, so a
 		// long listing does not pay for the queue's counts on every page.
-		if _, err := s.cfg.Store.GetQueue(r.Context(), queue); errors.Is(err, store.ErrNotFound) {
-			return taskListJSON{}, notFound("no queue named %q", queue)
-		} else if err != nil {
-			return taskListJSON{}, fmt.Errorf("list tasks: get queue %s: %w", queue, err)
+		if err := s.queueExists(r, queue); err != nil {
+			return taskListJSON{}, err
 		}
 	}
-	out := taskListJSON{Tasks: toTaskList(ts, view)}
-	if len(ts) == p.Limit {
-		// A full page may have a successor; the last page can be empty.
-		out.NextCursor = encodeCursor(ts[len(ts)-1].ID)
+	out := taskListJSON{Tasks: toTaskList(page.Tasks, view)}
+	if page.Next != "" {
+		// A full page may have a successor, and a filtered page whose
+		// scan reached its bound continues where the scan stopped.
+		out.NextCursor = encodeCursor(page.Next)
 	}
 	return out, nil
+}
+
+// queueExists answers 404 for a queue the store does not know.
+func (s *server) queueExists(r *http.Request, queue string) error {
+	if _, err := s.cfg.Store.GetQueue(r.Context(), queue); errors.Is(err, store.ErrNotFound) {
+		return notFound("no queue named %q", queue)
+	} else if err != nil {
+		return fmt.Errorf("get queue %s: %w", queue, err)
+	}
+	return nil
+}
+
+// listFilter parses one of a task list's filters into p; it reports
+// whether name is one.
+func listFilter(c *collector, p *store.ListParams, name, v string) bool {
+	timeParam := func(dst *time.Time) {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			c.add(name, "must be an RFC 3339 time such as 2026-01-02T15:04:05Z, got %s", quoteInput(v))
+			return
+		}
+		*dst = t
+	}
+	switch name {
+	case "priority":
+		n, err := strconv.Atoi(v)
+		if err != nil || n < task.MinPriority || n > task.MaxPriority {
+			c.add(name, "must be an integer from %d to %d, got %s", task.MinPriority, task.MaxPriority, quoteInput(v))
+			break
+		}
+		p.Priority = &n
+	case "target_host":
+		h := strings.ToLower(v)
+		if len(h) > 2 && h[0] == '[' && h[len(h)-1] == ']' {
+			h = h[1 : len(h)-1] // an IPv6 literal as URLs write it
+		}
+		_, ipErr := netip.ParseAddr(h)
+		if h == "" || len(h) > 255 || strings.ContainsAny(h, "/?#@[] \t") || strings.Contains(h, ":") && ipErr != nil {
+			c.add(name, "must be a host name or IP address (no scheme, port or path), got %s", quoteInput(v))
+			break
+		}
+		p.TargetHost = h
+	case "idempotency_key":
+		if msg := checkIdempotencyKey(v); v == "" || msg != "" {
+			c.add(name, "%s", cmp.Or(msg, "must not be empty"))
+			break
+		}
+		p.IdempotencyKey = v
+	case "created_after":
+		timeParam(&p.CreatedAfter)
+	case "created_before":
+		timeParam(&p.CreatedBefore)
+	case "run_after":
+		timeParam(&p.RunAfter)
+	case "run_before":
+		timeParam(&p.RunBefore)
+	default:
+		return false
+	}
+	return true
+}
+
+// checkRange refuses a range whose end is not after its start.
+func checkRange(c *collector, from, to string, a, b time.Time) {
+	if !a.IsZero() && !b.IsZero() && !b.After(a) {
+		c.add(to, "must be after %s", from)
+	}
 }
 
 func stateNames() string {

@@ -41,8 +41,20 @@ func (f faultStore) Enqueue(context.Context, []store.NewTask) ([]store.Enqueued,
 	return nil, f.fail()
 }
 func (f faultStore) GetTask(context.Context, string) (task.Task, error) { return task.Task{}, f.fail() }
-func (f faultStore) ListTasks(context.Context, store.ListParams) ([]task.Task, error) {
+func (f faultStore) ListTasks(context.Context, store.ListParams) (store.TaskPage, error) {
+	return store.TaskPage{}, f.fail()
+}
+func (f faultStore) CancelTasks(context.Context, string, []string) ([]store.BulkResult, error) {
 	return nil, f.fail()
+}
+func (f faultStore) RetryTasks(context.Context, string, []string) ([]store.BulkResult, error) {
+	return nil, f.fail()
+}
+func (f faultStore) CancelState(context.Context, store.SweepParams) (store.Sweep, error) {
+	return store.Sweep{}, f.fail()
+}
+func (f faultStore) RetryState(context.Context, store.SweepParams) (store.Sweep, error) {
+	return store.Sweep{}, f.fail()
 }
 func (f faultStore) CancelTask(context.Context, string) (task.Task, error) {
 	return task.Task{}, f.fail()

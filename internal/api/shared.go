@@ -93,3 +93,19 @@ func ProblemOf(err error) (Problem, bool) {
 	}
 	return p, true
 }
+
+// ListFilters reads the task-list filters of GET /v1/queues/{queue}/tasks
+// (priority, target_host, idempotency_key, created_after, created_before,
+// run_after, run_before) from q into p, refusing bad values with the API's
+// words; other parameters are left alone.
+func ListFilters(q url.Values, p *store.ListParams) error {
+	c := &collector{}
+	for _, name := range []string{"priority", "target_host", "idempotency_key", "created_after", "created_before", "run_after", "run_before"} {
+		if v := q.Get(name); v != "" {
+			listFilter(c, p, name, v)
+		}
+	}
+	checkRange(c, "created_after", "created_before", p.CreatedAfter, p.CreatedBefore)
+	checkRange(c, "run_after", "run_before", p.RunAfter, p.RunBefore)
+	return c.err()
+}

@@ -44,7 +44,9 @@ func TestMaintainerEnqueuesScheduledRuns(t *testing.T) {
 		time.Sleep(3 * time.Second)
 		stopB()
 
-		ts, err := st.ListTasks(ctx, store.ListParams{Queue: "ticks", Limit: 1000})
+		tsPage, err := st.ListTasks(ctx, store.ListParams{Queue: "ticks", Limit: 1000})
+
+		ts := tsPage.Tasks
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,7 +8,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"strings"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/spoolhq/spool/internal/schedule"
 	"github.com/spoolhq/spool/internal/task"
@@ -101,12 +105,157 @@ type Enqueued struct {
 	Existing bool
 }
 
-// ListParams selects tasks of one queue, in id (creation) order.
+// ListParams selects tasks of one queue, in id (creation) order. The
+// fields after Limit are filters; zero values filter nothing (see
+// ListTasks for what a filtered page costs).
 type ListParams struct {
 	Queue string
 	State task.State // "" = every state
 	After string     // exclusive lower bound on id ("" = from the start)
 	Limit int        // 1..1000
+
+	// CreatedAfter and CreatedBefore bound the creation time written in the
+	// task's id (UUIDv7, milliseconds; the times are truncated to the
+	// millisecond): created at or after CreatedAfter, before CreatedBefore.
+	// They narrow the id range, so they cost nothing.
+	CreatedAfter, CreatedBefore time.Time
+	// IdempotencyKey, when set, selects the one task holding that key in
+	// the queue (through the key's unique index), if it matches the rest.
+	IdempotencyKey string
+	// Priority, when not nil, must equal the task's.
+	Priority *int
+	// TargetHost, when set, must equal the host of the target URL
+	// (TargetHost), compared without regard to case.
+	TargetHost string
+	// RunAfter and RunBefore bound run_at: at or after RunAfter, before
+	// RunBefore. Zero: unbounded.
+	RunAfter, RunBefore time.Time
+}
+
+// ScanFactor bounds what a filtered list reads: a page filtered on the
+// priority, the target host or run_at examines at most ScanFactor × Limit
+// tasks of its (queue, state, id) range, however few of them match, and
+// ends its page where it stopped (TaskPage.Next).
+const ScanFactor = 10
+
+// TaskPage is one page of ListTasks.
+type TaskPage struct {
+	Tasks []task.Task
+	// Next is the id the following page starts after (ListParams.After);
+	// "" when no task past this page can match. A filtered page may hold
+	// fewer than Limit tasks, or none, and still have a Next: its scan
+	// reached the bound (ScanFactor) first.
+	Next string
+}
+
+// RowFiltered reports whether p filters on columns outside the list's
+// index (priority, target host, run_at), which ListTasks examines row by
+// row within a bounded scan.
+func (p ListParams) RowFiltered() bool {
+	return p.Priority != nil || p.TargetHost != "" || !p.RunAfter.IsZero() || !p.RunBefore.IsZero()
+}
+
+// Match reports whether t passes every filter of p (queue, state, id and
+// creation range, key, priority, host, run_at), After excepted.
+func (p ListParams) Match(t task.Task) bool {
+	lo, hi := p.IDRange()
+	switch {
+	case t.Queue != p.Queue, p.State != "" && t.State != p.State:
+		return false
+	case lo != "" && t.ID < lo, hi != "" && t.ID >= hi:
+		return false
+	case p.IdempotencyKey != "" && t.IdempotencyKey != p.IdempotencyKey:
+		return false
+	}
+	return p.MatchRow(t.Priority, t.Target.URL, t.RunAt)
+}
+
+// MatchRow reports whether a task with this priority, target URL and
+// run_at passes p's row filters (RowFiltered).
+func (p ListParams) MatchRow(priority int, targetURL string, runAt time.Time) bool {
+	switch {
+	case p.Priority != nil && priority != *p.Priority:
+		return false
+	case p.TargetHost != "" && !strings.EqualFold(TargetHost(targetURL), p.TargetHost):
+		return false
+	case !p.RunAfter.IsZero() && runAt.Before(p.RunAfter):
+		return false
+	case !p.RunBefore.IsZero() && !runAt.Before(p.RunBefore):
+		return false
+	}
+	return true
+}
+
+// IDRange is the id range [lo, hi) that CreatedAfter and CreatedBefore
+// select, as lower-case UUID strings (which compare as the ids do); ""
+// for an open side. lo is the least id of its millisecond: a UUIDv7's
+// version and variant bits make every real id of that millisecond
+// greater, so "id > lo" selects the same tasks as "id >= lo".
+func (p ListParams) IDRange() (lo, hi string) {
+	if !p.CreatedAfter.IsZero() {
+		lo = timeID(p.CreatedAfter)
+	}
+	if !p.CreatedBefore.IsZero() {
+		hi = timeID(p.CreatedBefore)
+	}
+	return lo, hi
+}
+
+// timeID is the least UUID of t's millisecond in the UUIDv7 layout
+// (before 1970: the least UUID of all).
+func timeID(t time.Time) string {
+	ms := max(t.UnixMilli(), 0)
+	var u [16]byte
+	for i := range 6 {
+		u[i] = byte(ms >> (40 - 8*i))
+	}
+	return uuid.UUID(u).String()
+}
+
+// TargetHost is the host of a target URL as filters compare it: lower
+// case, without port or the brackets of an IPv6 literal; "" when the URL
+// does not parse.
+func TargetHost(target string) string {
+	u, err := url.Parse(target)
+	if err != nil {
+		return ""
+	}
+	return strings.ToLower(u.Hostname())
+}
+
+// MaxBulk is the most tasks one bulk change touches: the ids of one call,
+// or the tasks one sweep changes.
+const MaxBulk = 1000
+
+// BulkResult is what a bulk change (CancelTasks, RetryTasks) did to one of
+// the ids it was given.
+type BulkResult struct {
+	ID string
+	// State is the task's state after the call; "" when Err is ErrNotFound.
+	State task.State
+	// Err is nil when the call changed the task, ErrNotFound when the
+	// queue has no task with that id, and ErrConflict when the task's
+	// state (State) does not allow the change.
+	Err error
+}
+
+// SweepParams selects the tasks a sweep (CancelState, RetryState) changes:
+// up to Limit tasks of Queue in State with id > After, in id order.
+type SweepParams struct {
+	Queue string
+	State task.State
+	After string // "" = from the start
+	Limit int    // 1..MaxBulk
+}
+
+// Sweep is what one sweep did.
+type Sweep struct {
+	Changed int // tasks it changed
+	// Last is the highest id it examined; the next call continues after
+	// it (SweepParams.After). "" when it examined none.
+	Last string
+	// More reports whether tasks in the state remain after Last.
+	More bool
 }
 
 // Lease is a task leased to one worker for one attempt.
@@ -247,8 +396,14 @@ type Store interface {
 	// GetTask returns one task (ErrNotFound).
 	GetTask(ctx context.Context, id string) (task.Task, error)
 	// ListTasks returns up to p.Limit tasks of p.Queue with id > p.After,
-	// ascending by id, filtered by p.State when set. Unknown queue: empty.
-	ListTasks(ctx context.Context, p ListParams) ([]task.Task, error)
+	// ascending by id, that pass p's filters (ListParams.Match), and where
+	// the next page starts. Unknown queue: empty. Its cost is bounded
+	// whatever the queue holds: the state and creation filters narrow an
+	// index range read up to the page; an idempotency key selects one task
+	// by its index; the row filters (ListParams.RowFiltered) examine at
+	// most ScanFactor × Limit tasks of the range, and the page ends where
+	// that scan stopped (TaskPage.Next), full or not.
+	ListTasks(ctx context.Context, p ListParams) (TaskPage, error)
 	// ListAttempts returns a task's attempt records, oldest first
 	// (ErrNotFound when there is no such task; none recorded: empty).
 	ListAttempts(ctx context.Context, taskID string) ([]task.Attempt, error)
@@ -260,6 +415,25 @@ type Store interface {
 	// attempt 0 and finished_at cleared (last_error kept). Other states:
 	// ErrConflict. Returns the updated task.
 	RetryTask(ctx context.Context, id string) (task.Task, error)
+
+	// CancelTasks applies CancelTask to each of ids (at most MaxBulk) that
+	// is a task of queue, in one transaction, and returns one result per
+	// id, in input order: a task of another queue is ErrNotFound, one in a
+	// final state ErrConflict; neither fails the call.
+	CancelTasks(ctx context.Context, queue string, ids []string) ([]BulkResult, error)
+	// RetryTasks applies RetryTask to each of ids (at most MaxBulk) that is
+	// a task of queue, in one transaction, as CancelTasks does.
+	RetryTasks(ctx context.Context, queue string, ids []string) ([]BulkResult, error)
+	// CancelState cancels, as CancelTask does, up to p.Limit tasks of
+	// p.Queue in p.State (an unfinished state) with id > p.After, in id
+	// order, in one transaction, reading only that (queue, state, id)
+	// range.
+	CancelState(ctx context.Context, p SweepParams) (Sweep, error)
+	// RetryState retries, as RetryTask does, up to p.Limit tasks of p.Queue
+	// in p.State (failed or cancelled) with id > p.After, in id order, in
+	// one transaction. A caller sweeping a queue passes Sweep.Last on, so
+	// a task that fails again during the sweep is not retried twice.
+	RetryState(ctx context.Context, p SweepParams) (Sweep, error)
 
 	// GetQueue returns a queue's settings and Counts (ErrNotFound). Counts
 	// are exact; reading them costs about the queue's pending tasks
@@ -335,8 +509,8 @@ type Store interface {
 	// the queue-stalled alert). Queues with none are absent.
 	OldestDue(ctx context.Context) (map[string]time.Duration, error)
 
-	// Enqueue, Complete (Retry, Release), RetryTask, RescueExpired and
-	// PromoteDue signal Wakeups when they make a task due now; Complete also
+	// Enqueue, Complete (Retry, Release), RetryTask, RetryTasks,
+	// RetryState, RescueExpired and PromoteDue signal Wakeups when they make a task due now; Complete also
 	// when it ends an attempt in a queue with a concurrency limit (the freed
 	// slot may let a waiting task start).
 	//

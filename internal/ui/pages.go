@@ -56,15 +56,47 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request, sess session) 
 // --- Queue ---
 
 type queueData struct {
-	Queue    task.Queue
-	State    task.State // the tab; "" = every state
-	Tasks    []task.Task
-	After    string // this page's cursor
-	Next     string // the next page's cursor; "" = last page
-	Search   string
-	NotFound bool // the searched id is no task of this queue
-	Settings settingsForm
-	Errors   []api.FieldProblem
+	Queue        task.Queue
+	State        task.State // the tab; "" = every state
+	Tasks        []task.Task
+	After        string // this page's cursor
+	Next         string // the next page's cursor; "" = last page
+	Search       string
+	NotFound     bool // the searched id is no task of this queue
+	Settings     settingsForm
+	Errors       []api.FieldProblem
+	Filter       filterForm
+	FilterErrors []api.FieldProblem
+	Query        url.Values // the tab and filters, for the page links
+}
+
+// TabURL is the listing of one state (""= every state) with the same filters, from the start.
+func (d queueData) TabURL(st task.State) string {
+	q := d.Filter.values()
+	if st != "" {
+		q.Set("state", string(st))
+	}
+	u := "/ui/queues/" + url.PathEscape(d.Queue.Name)
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	return u
+}
+
+// PageURL is this listing with its tab and filters, starting after after.
+func (d queueData) PageURL(after string) string {
+	q := url.Values{}
+	for k, v := range d.Query {
+		q[k] = v
+	}
+	if after != "" {
+		q.Set("after", after)
+	}
+	u := "/ui/queues/" + url.PathEscape(d.Queue.Name)
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	return u
 }
 
 type settingsForm struct {
@@ -114,19 +146,73 @@ func (s *Server) renderQueue(w http.ResponseWriter, r *http.Request, sess sessio
 		}
 		d.State = state
 	}
-	d.After = qv.Get("after")
-	ts, err := s.cfg.Store.ListTasks(r.Context(), store.ListParams{Queue: d.Queue.Name, State: d.State, After: d.After, Limit: pageSize + 1})
-	if err != nil {
-		return fmt.Errorf("list tasks: %w", err)
+	d.Filter = filterOf(qv)
+	p := store.ListParams{Queue: d.Queue.Name, State: d.State, After: qv.Get("after"), Limit: pageSize}
+	if err := api.ListFilters(d.Filter.values(), &p); err != nil {
+		prob, ok := api.ProblemOf(err)
+		if !ok {
+			return err
+		}
+		d.FilterErrors = problemFields(prob)
+		status = prob.Status
+	} else {
+		page, err := s.cfg.Store.ListTasks(r.Context(), p)
+		if err != nil {
+			return fmt.Errorf("list tasks: %w", err)
+		}
+		d.Tasks, d.Next = page.Tasks, page.Next
 	}
-	if len(ts) > pageSize {
-		ts = ts[:pageSize]
-		d.Next = ts[len(ts)-1].ID
+	d.After = p.After
+	d.Query = d.Filter.values()
+	if d.State != "" {
+		d.Query.Set("state", string(d.State))
 	}
-	d.Tasks = ts
 	s.render(w, r, sess, status, "queue", "Queue "+d.Queue.Name, d)
 	return nil
 }
+
+// filterForm is the queue page's filters as typed, kept in the page's
+// address so a filtered page can be bookmarked and shared.
+type filterForm struct {
+	Priority, TargetHost, IdempotencyKey, CreatedAfter, CreatedBefore, RunAfter, RunBefore string
+}
+
+func filterOf(q url.Values) filterForm {
+	g := func(k string) string { return strings.TrimSpace(q.Get(k)) }
+	return filterForm{Priority: g("priority"), TargetHost: g("target_host"), IdempotencyKey: g("idempotency_key"),
+		CreatedAfter: g("created_after"), CreatedBefore: g("created_before"), RunAfter: g("run_after"), RunBefore: g("run_before")}
+}
+
+// values is the filter as the API's query parameters. A time typed as a
+// browser's datetime-local ("2026-01-02T15:04") is read as UTC.
+func (f filterForm) values() url.Values {
+	v := url.Values{}
+	set := func(k, s string) {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	tm := func(s string) string {
+		if len(s) == len("2006-01-02T15:04") {
+			return s + ":00Z"
+		}
+		if len(s) == len("2006-01-02T15:04:05") {
+			return s + "Z"
+		}
+		return s
+	}
+	set("priority", f.Priority)
+	set("target_host", f.TargetHost)
+	set("idempotency_key", f.IdempotencyKey)
+	set("created_after", tm(f.CreatedAfter))
+	set("created_before", tm(f.CreatedBefore))
+	set("run_after", tm(f.RunAfter))
+	set("run_before", tm(f.RunBefore))
+	return v
+}
+
+// Active reports whether any filter is set.
+func (f filterForm) Active() bool { return f != filterForm{} }
 
 func (s *Server) pauseQueue(w http.ResponseWriter, r *http.Request, sess session) error {
 	return s.setPaused(w, r, true)
@@ -220,28 +306,22 @@ func (s *Server) bulk(w http.ResponseWriter, r *http.Request, sess session) erro
 	if len(ids) > maxBulk {
 		return &pageError{http.StatusUnprocessableEntity, fmt.Sprintf("Select at most %d tasks at a time (%d selected).", maxBulk, len(ids))}
 	}
+	var res []store.BulkResult
+	var err error
+	if action == "retry" {
+		res, err = s.cfg.Store.RetryTasks(r.Context(), name, ids)
+	} else {
+		res, err = s.cfg.Store.CancelTasks(r.Context(), name, ids)
+	}
+	if err != nil {
+		return fmt.Errorf("%s tasks: %w", action, err)
+	}
 	var done, skipped int
-	for _, id := range ids {
-		t, err := s.cfg.Store.GetTask(r.Context(), id)
-		if errors.Is(err, store.ErrNotFound) || err == nil && t.Queue != name {
-			skipped++
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if action == "retry" {
-			_, err = s.cfg.Store.RetryTask(r.Context(), id)
-		} else {
-			_, err = s.cfg.Store.CancelTask(r.Context(), id)
-		}
-		switch {
-		case err == nil:
+	for _, br := range res {
+		if br.Err == nil {
 			done++
-		case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
+		} else {
 			skipped++
-		default:
-			return fmt.Errorf("%s task: %w", action, err)
 		}
 	}
 	verb := map[string]string{"retry": "Retried", "cancel": "Cancelled"}[action]
@@ -253,51 +333,31 @@ func (s *Server) bulk(w http.ResponseWriter, r *http.Request, sess session) erro
 	return nil
 }
 
-// retryFailed retries the queue's failed tasks, maxBulk per request so each
-// request's cost is bounded; the message says whether more remain.
+// retryFailed retries the queue's failed tasks, maxSweep per request so
+// each request's cost is bounded; the message says whether more remain.
+// Retried tasks leave the failed state, so pressing again takes the next.
 func (s *Server) retryFailed(w http.ResponseWriter, r *http.Request, sess session) error {
 	name := r.PathValue("queue")
-	ts, err := s.cfg.Store.ListTasks(r.Context(), store.ListParams{Queue: name, State: task.Failed, Limit: maxBulk + 1})
+	sw, err := s.cfg.Store.RetryState(r.Context(), store.SweepParams{Queue: name, State: task.Failed, Limit: maxSweep})
 	if err != nil {
-		return fmt.Errorf("list failed tasks: %w", err)
+		return fmt.Errorf("retry failed tasks: %w", err)
 	}
-	more := len(ts) > maxBulk
-	if more {
-		ts = ts[:maxBulk]
-	}
-	done := 0
-	for _, t := range ts {
-		_, err := s.cfg.Store.RetryTask(r.Context(), t.ID)
-		switch {
-		case err == nil:
-			done++
-		case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
-		default:
-			return fmt.Errorf("retry task: %w", err)
-		}
-	}
-	msg := fmt.Sprintf("Retried %d failed tasks.", done)
-	if more {
-		msg += fmt.Sprintf(" More failed tasks remain: press the button again to retry the next %d.", maxBulk)
+	msg := fmt.Sprintf("Retried %d failed tasks.", sw.Changed)
+	if sw.More {
+		msg += fmt.Sprintf(" More failed tasks remain: press the button again to retry the next %d.", maxSweep)
 	}
 	s.redirect(w, r, "/ui/queues/"+url.PathEscape(name)+"?state=failed", msg)
 	return nil
 }
 
-// queueURL is the queue page with the tab and cursor a form carried back.
+// queueURL is where an action on a queue returns: the listing (tab,
+// filters, page) the form came from, when it is one of this queue's.
 func queueURL(name string, f url.Values) string {
-	u := "/ui/queues/" + url.PathEscape(name)
-	q := url.Values{}
-	if st := f.Get("state"); st != "" {
-		q.Set("state", st)
+	base := "/ui/queues/" + url.PathEscape(name)
+	if b := f.Get("back"); b == base || strings.HasPrefix(b, base+"?") {
+		return b
 	}
-	if a := f.Get("after"); a != "" {
-		q.Set("after", a)
-	}
-	if len(q) > 0 {
-		u += "?" + q.Encode()
-	}
-	return u
+	return base
 }
 
 // --- Task ---
@@ -311,6 +371,16 @@ type taskData struct {
 	Curl      string
 	CanRetry  bool
 	CanCancel bool
+	Attempts  []task.Attempt // newest first
+	traceTmpl string
+}
+
+// TraceLink is the trace viewer's address of a trace id ("" without SPOOL_UI_TRACE_URL).
+func (d taskData) TraceLink(id string) string {
+	if d.traceTmpl == "" || id == "" {
+		return ""
+	}
+	return strings.ReplaceAll(d.traceTmpl, "{trace_id}", id)
 }
 
 type header struct{ Name, Value string }
@@ -326,12 +396,16 @@ func (s *Server) taskPage(w http.ResponseWriter, r *http.Request, sess session) 
 	}
 	admin := sess.role.Allows(auth.Admin)
 	d := taskData{Task: t, Headers: headersOf(t.Target.Headers, admin), Payload: viewPayload(t.Payload, t.ContentType),
-		CanRetry: t.State == task.Failed || t.State == task.Cancelled, CanCancel: !t.State.Final()}
+		CanRetry: t.State == task.Failed || t.State == task.Cancelled, CanCancel: !t.State.Final(), traceTmpl: s.cfg.TraceURL}
 	d.TraceID = traceID(t.TraceParent)
 	if d.TraceID != "" && s.cfg.TraceURL != "" {
 		d.TraceURL = strings.ReplaceAll(s.cfg.TraceURL, "{trace_id}", d.TraceID)
 	}
 	d.Curl = s.curl(r, t, admin)
+	if d.Attempts, err = s.cfg.Store.ListAttempts(r.Context(), t.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("list attempts: %w", err)
+	}
+	slices.Reverse(d.Attempts) // newest first
 	s.render(w, r, sess, http.StatusOK, "task", "Task "+t.ID, d)
 	return nil
 }

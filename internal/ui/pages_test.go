@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -83,7 +84,7 @@ func TestQueuePage(t *testing.T) {
 	if n := strings.Count(r.body, `id="sel-`); n != 50 {
 		t.Errorf("first page: %d rows", n)
 	}
-	next := regexp.MustCompile(`href="\?after=([0-9a-f-]+)" rel="next"`).FindStringSubmatch(r.body)
+	next := regexp.MustCompile(`href="/ui/queues/emails\?after=([0-9a-f-]+)" rel="next"`).FindStringSubmatch(r.body)
 	if next == nil || next[1] != ids[49] {
 		t.Fatalf("next link: %v, want after=%s", next, ids[49])
 	}
@@ -98,6 +99,25 @@ func TestQueuePage(t *testing.T) {
 	}
 	if r = b.get("/ui/queues/emails?id=nope"); r.status != 200 || !strings.Contains(r.body, "No task nope in this queue") {
 		t.Errorf("search for nothing: %d", r.status)
+	}
+	// Filters, with the API's words for a bad one; the page links keep them.
+	e.enqueue("emails", func(n *store.NewTask) { n.Priority = 1; n.Target.URL = "https://other.example.net/x" })
+	r = b.get("/ui/queues/emails?priority=1")
+	if n := strings.Count(r.body, `id="sel-`); n != 1 || !strings.Contains(r.body, "other.example.net") {
+		t.Errorf("priority filter: %d rows", n)
+	}
+	r = b.get("/ui/queues/emails?target_host=OTHER.example.net&state=available")
+	if n := strings.Count(r.body, `id="sel-`); n != 1 || !strings.Contains(r.body, `href="/ui/queues/emails?state=failed&amp;target_host=OTHER.example.net"`) {
+		t.Errorf("host filter: %d rows, or the tabs lost the filter", n)
+	}
+	r = b.get("/ui/queues/emails?created_after=" + url.QueryEscape(time.Now().Add(time.Hour).UTC().Format("2006-01-02T15:04")))
+	if n := strings.Count(r.body, `id="sel-`); r.status != 200 || n != 0 {
+		t.Errorf("created_after an hour ahead: %d, %d rows", r.status, n)
+	}
+	r = b.get("/ui/queues/emails?priority=12&run_after=yesterday")
+	if body := html.UnescapeString(r.body); r.status != http.StatusUnprocessableEntity || !strings.Contains(body, "<code>priority</code>: must be an integer from 0 to 9") ||
+		!strings.Contains(body, "<code>run_after</code>: must be an RFC 3339 time") {
+		t.Errorf("bad filters: %d", r.status)
 	}
 	if r = b.get("/ui/queues/emails?state=bogus"); r.status != http.StatusBadRequest {
 		t.Errorf("unknown state: %d", r.status)
@@ -186,6 +206,49 @@ func TestQueueActions(t *testing.T) {
 	p, _ := api.ProblemOf(apiErr)
 	if r.status != http.StatusUnprocessableEntity || !strings.Contains(html.UnescapeString(r.body), p.Fields[0].Detail) {
 		t.Errorf("bad weight: %d; want the API's %q", r.status, p.Fields[0].Detail)
+	}
+}
+
+// TestTaskAttempts: a task with three attempts shows them, newest first,
+// with status, duration, error, excerpt and trace link.
+func TestTaskAttempts(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	tk := e.enqueue("emails")
+	excerpt := `{"error":"busy"}`
+	for i, st := range []int{503, 500, 200} {
+		ls, err := e.st.Lease(ctx, store.LeaseRequest{Limit: 1, Shared: 1, LeaseFor: time.Minute})
+		if err != nil || len(ls) != 1 {
+			t.Fatalf("lease %d: %v %d", i, err, len(ls))
+		}
+		start := time.Now()
+		a := &task.Attempt{TaskID: tk.ID, Attempt: ls[0].Task.Attempt, StartedAt: start, FinishedAt: start.Add(42 * time.Millisecond),
+			Duration: 42 * time.Millisecond, Status: st, Replica: "replica-a", TraceID: "0af7651916cd43dd8448eb211c80319c"}
+		c := store.Completion{LeaseRef: store.LeaseRef{TaskID: tk.ID, Token: ls[0].Token}, Outcome: store.Retry, LastStatus: st,
+			LastError: "HTTP " + strconv.Itoa(st), Attempt: a}
+		if st == 200 {
+			c.Outcome, c.LastError, a.Outcome = store.Succeeded, "", task.AttemptSucceeded
+		} else {
+			a.Outcome, a.ErrorClass, a.ErrorMessage, a.ResponseExcerpt = task.AttemptRetry, task.ErrorHTTPStatus, "HTTP "+strconv.Itoa(st), &excerpt
+		}
+		if _, err := e.st.Complete(ctx, []store.Completion{c}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := e.browser().get("/ui/tasks/" + tk.ID)
+	body := html.UnescapeString(r.body)
+	if n := strings.Count(body, `<li class="attempt">`); n != 3 {
+		t.Fatalf("%d attempts shown", n)
+	}
+	i3, i2, i1 := strings.Index(body, "<strong>Attempt 3</strong>"), strings.Index(body, "<strong>Attempt 2</strong>"), strings.Index(body, "<strong>Attempt 1</strong>")
+	if i3 < 0 || !(i3 < i2 && i2 < i1) {
+		t.Errorf("attempts not newest first: %d %d %d", i3, i2, i1)
+	}
+	for _, want := range []string{"HTTP 503", "HTTP 200", "in 42ms", "http_status: HTTP 500", excerpt, "replica replica-a",
+		`href="https://jaeger.example.com/trace/0af7651916cd43dd8448eb211c80319c"`, `class="pill at-succeeded"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("attempts lack %q", want)
+		}
 	}
 }
 

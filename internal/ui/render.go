@@ -97,6 +97,13 @@ var funcs = template.FuncMap{
 	"eq":      func(a, b any) bool { return fmt.Sprint(a) == fmt.Sprint(b) },
 	"add":     func(a, b int) int { return a + b },
 	"methods": func() []string { return methods },
+	"priorities": func() []int {
+		var ps []int
+		for p := task.MinPriority; p <= task.MaxPriority; p++ {
+			ps = append(ps, p)
+		}
+		return ps
+	},
 }
 
 func fmtTime(t time.Time) string {

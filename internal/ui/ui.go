@@ -45,6 +45,8 @@ const (
 	// maxBulk bounds the tasks one bulk request acts on, so a request's
 	// cost is bounded whatever the selection.
 	maxBulk = 100
+	// maxSweep bounds the tasks one "retry every failed task" request retries.
+	maxSweep = 500
 	// destinationLive is the window of replica reports summed into a
 	// destination's figures (as the API's).
 	destinationLive = 3 * time.Second

@@ -108,10 +108,20 @@ func operatorStatements(queue, after string) []operatorStatement {
 		{"counts, every queue", countsSQL, "(text)", "(NULL)", 500, bothModes},
 		{"counts, one queue", countsSQL, "(text)", fmt.Sprintf("('%s')", queue), 500, bothModes},
 		{"oldest due", oldestDueSQL, "", "", 500, bothModes},
-		{"list, every state", listAllSQL, "(text, text, int)", fmt.Sprintf("('%s', '%s', 100)", queue, after), 7 * 2 * 100, customOnly},
-		{"list, succeeded", listStateSQL, "(text, text, text, int)", fmt.Sprintf("('%s', 'succeeded', '%s', 100)", queue, after), 4 * 100, customOnly}, // may walk the primary key: half the rows match
-		{"list, failed", listStateSQL, "(text, text, text, int)", fmt.Sprintf("('%s', 'failed', '%s', 100)", queue, after), 2 * 100, customOnly},
-		{"list, available", listStateSQL, "(text, text, text, int)", fmt.Sprintf("('%s', 'available', '%s', 100)", queue, after), 2 * 100, customOnly},
+		{"list, every state", listAllSQL, "(text, text, text, int)", fmt.Sprintf("('%s', '%s', '%s', 100)", queue, after, maxID), 7 * 2 * 100, customOnly},
+		{"list, succeeded", listStateSQL, "(text, text, text, text, int)", fmt.Sprintf("('%s', 'succeeded', '%s', '%s', 100)", queue, after, maxID), 4 * 100, customOnly}, // may walk the primary key: half the rows match
+		{"list, failed", listStateSQL, "(text, text, text, text, int)", fmt.Sprintf("('%s', 'failed', '%s', '%s', 100)", queue, after, maxID), 2 * 100, customOnly},
+		{"list, available", listStateSQL, "(text, text, text, text, int)", fmt.Sprintf("('%s', 'available', '%s', '%s', 100)", queue, after, maxID), 2 * 100, customOnly},
+		// A filtered list scans ScanFactor × the page of the range.
+		{"filtered list's scan, every state", scanAllSQL, "(text, text, text, int)", fmt.Sprintf("('%s', '%s', '%s', 1000)", queue, after, maxID), 7*2*1000 + 1000, customOnly},
+		{"filtered list's scan, succeeded", scanStateSQL, "(text, text, text, text, int)", fmt.Sprintf("('%s', 'succeeded', '%s', '%s', 1000)", queue, after, maxID), 4 * 1000, customOnly},
+		{"filtered list's scan, failed", scanStateSQL, "(text, text, text, text, int)", fmt.Sprintf("('%s', 'failed', '%s', '%s', 1000)", queue, after, maxID), 2 * 1000, customOnly},
+		{"filtered list's rows", listIDsSQL, "(uuid[])", fmt.Sprintf("(ARRAY['%s']::uuid[])", after), 10, bothModes},
+		{"list, idempotency key", listKeySQL, "(text, text)", fmt.Sprintf("('%s', 'k')", queue), 10, bothModes},
+		{"bulk cancel, ids", cancelIDsSQL, "(text, uuid[])", fmt.Sprintf("('%s', ARRAY['%s']::uuid[])", queue, after), 10, bothModes},
+		{"bulk retry, ids", retryIDsSQL, "(text, uuid[])", fmt.Sprintf("('%s', ARRAY['%s']::uuid[])", queue, after), 10, bothModes},
+		{"retry every failed task", retryStateSQL, "(text, text, text, int)", fmt.Sprintf("('%s', 'failed', '%s', 1000)", queue, after), 4 * 1000, customOnly},
+		{"cancel every scheduled task", cancelStateSQL, "(text, text, text, int)", fmt.Sprintf("('%s', 'scheduled', '%s', 1000)", queue, after), 4 * 1000, customOnly},
 		{"prune", pruneSQL, "(bigint, int)", "(0, 500)", 3 * 500, bothModes},
 		{"fold counts", foldCountsSQL, "", "", 0, bothModes},
 	}

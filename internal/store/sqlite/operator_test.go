@@ -117,11 +117,35 @@ func TestOperatorStatementPlans(t *testing.T) {
 		{"oldest due", oldestDueSQL, []any{nowUS}, []string{
 			"SEARCH t USING INDEX spool_tasks_lease_queue (queue=? AND priority=? AND run_at<?)",
 		}},
-		{"list, every state", listAllSQL, []any{"a", "", 100}, []string{
-			"SEARCH spool_tasks USING INDEX spool_tasks_queue_id (queue=? AND id>?)",
+		{"list, every state", listAllSQL, []any{"a", "", maxID, 100}, []string{
+			"SEARCH spool_tasks USING INDEX spool_tasks_queue_id (queue=? AND id>? AND id<?)",
 		}},
-		{"list, one state", listStateSQL, []any{"a", "failed", "", 100}, []string{
-			"SEARCH spool_tasks USING INDEX spool_tasks_queue_state (queue=? AND state=? AND id>?)",
+		{"list, one state", listStateSQL, []any{"a", "failed", "", maxID, 100}, []string{
+			"SEARCH spool_tasks USING INDEX spool_tasks_queue_state (queue=? AND state=? AND id>? AND id<?)",
+		}},
+		{"filtered list's scan, every state", scanAllSQL, []any{"a", "", maxID, 1000}, []string{
+			"SEARCH spool_tasks USING INDEX spool_tasks_queue_id (queue=? AND id>? AND id<?)",
+		}},
+		{"filtered list's scan, one state", scanStateSQL, []any{"a", "failed", "", maxID, 1000}, []string{
+			"SEARCH spool_tasks USING INDEX spool_tasks_queue_state (queue=? AND state=? AND id>? AND id<?)",
+		}},
+		{"filtered list's rows", listIDsSQL, []any{`["0190a0a0-0000-7000-8000-000000000001"]`}, []string{
+			"SEARCH spool_tasks USING INDEX sqlite_autoindex_spool_tasks_1 (id=?)",
+		}},
+		{"list, idempotency key", listKeySQL, []any{"a", "k"}, []string{
+			"SEARCH spool_tasks USING INDEX spool_tasks_idempotency (queue=? AND idempotency_key=?)",
+		}},
+		{"bulk, states of ids", bulkStatesSQL, []any{"a", `["0190a0a0-0000-7000-8000-000000000001"]`}, []string{
+			"SEARCH spool_tasks USING INDEX sqlite_autoindex_spool_tasks_1 (id=?)",
+		}},
+		{"bulk, update by ids", retryIDsSQL, []any{nowUS, nowUS, `["0190a0a0-0000-7000-8000-000000000001"]`}, []string{
+			"SEARCH spool_tasks USING INDEX sqlite_autoindex_spool_tasks_1 (id=?)",
+		}},
+		{"sweep, states", sweepStatesSQL, []any{"a", "failed", "", 1000}, []string{
+			"SEARCH spool_tasks USING COVERING INDEX spool_tasks_queue_state (queue=? AND state=? AND id>?)",
+		}},
+		{"sweep, more", sweepMoreSQL, []any{"a", "failed", ""}, []string{
+			"SEARCH spool_tasks USING COVERING INDEX spool_tasks_queue_state (queue=? AND state=? AND id>?)",
 		}},
 		{"prune", pruneSQL, []any{nowUS, 500}, []string{
 			"SEARCH spool_tasks USING INDEX spool_tasks_prune (finished_at<?)",

@@ -245,7 +245,8 @@ func TestIdempotency(t *testing.T) {
 	if res[0].Existing || res[0].Task.ID != e.ID || !res[1].Existing || res[1].Task.ID != a.ID {
 		t.Errorf("second call = %+v", res)
 	}
-	ts, err := s.ListTasks(ctxFor(t), store.ListParams{Queue: "q", Limit: 100})
+	tsPage, err := s.ListTasks(ctxFor(t), store.ListParams{Queue: "q", Limit: 100})
+	ts := tsPage.Tasks
 	if err != nil || len(ts) != 2 {
 		t.Errorf("queue q holds %d tasks (%v), want 2", len(ts), err)
 	}
@@ -260,7 +261,8 @@ func TestBatchIsAtomic(t *testing.T) {
 	if _, err := s.Enqueue(ctxFor(t), []store.NewTask{newTask("atomic"), ok, dup}); err == nil {
 		t.Fatal("Enqueue of a batch with a duplicate id succeeded")
 	}
-	ts, err := s.ListTasks(ctxFor(t), store.ListParams{Queue: "atomic", Limit: 100})
+	tsPage, err := s.ListTasks(ctxFor(t), store.ListParams{Queue: "atomic", Limit: 100})
+	ts := tsPage.Tasks
 	if err != nil || len(ts) != 0 {
 		t.Errorf("after failed batch: %d tasks (%v), want 0", len(ts), err)
 	}

@@ -425,44 +425,6 @@ func (s *Store) GetTask(ctx context.Context, id string) (task.Task, error) {
 	return t.Task, nil
 }
 
-// The task lists: ranges of spool_tasks_queue_id (queue, id) and
-// spool_tasks_queue_state (queue, state, id), in id order, read up to the
-// LIMIT whatever else the queue holds.
-const (
-	listAllSQL   = `SELECT ` + taskCols + ` FROM spool_tasks WHERE queue = ? AND id > ? ORDER BY id LIMIT ?`
-	listStateSQL = `SELECT ` + taskCols + ` FROM spool_tasks WHERE queue = ? AND state = ? AND id > ? ORDER BY id LIMIT ?`
-)
-
-// ListTasks returns a page of one queue's tasks in id order.
-func (s *Store) ListTasks(ctx context.Context, p store.ListParams) ([]task.Task, error) {
-	limit := p.Limit
-	if limit <= 0 {
-		limit = 100
-	}
-	limit = min(limit, 1000)
-	q, args := listAllSQL, []any{p.Queue, p.After, limit}
-	if p.State != "" {
-		q, args = listStateSQL, []any{p.Queue, string(p.State), p.After, limit}
-	}
-	rows, err := s.read.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list tasks: %w", classify(err))
-	}
-	defer rows.Close()
-	out := []task.Task{}
-	for rows.Next() {
-		t, err := scanTask(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list tasks: %w", classify(err))
-		}
-		out = append(out, t.Task)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list tasks: %w", classify(err))
-	}
-	return out, nil
-}
-
 // CancelTask cancels an unfinished task; a final one is store.ErrConflict.
 func (s *Store) CancelTask(ctx context.Context, id string) (task.Task, error) {
 	st, err := s.statements(ctx)

@@ -17,7 +17,8 @@ func tally(t *testing.T, ctx context.Context, s store.Store, queue string) map[t
 	want := make(map[task.State]int64)
 	after := ""
 	for {
-		page, err := s.ListTasks(ctx, store.ListParams{Queue: queue, After: after, Limit: 1000})
+		res, err := s.ListTasks(ctx, store.ListParams{Queue: queue, After: after, Limit: 1000})
+		page := res.Tasks
 		if err != nil {
 			t.Fatalf("ListTasks(%s): %v", queue, err)
 		}

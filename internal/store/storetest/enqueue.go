@@ -216,7 +216,8 @@ func testEnqueue(t *testing.T, newStore NewStoreFunc) {
 				t.Errorf("task %s: Lease: %s", l.Task.ID, d)
 			}
 		}
-		list, err := s.ListTasks(ctx, store.ListParams{Queue: "q", Limit: 100})
+		listPage, err := s.ListTasks(ctx, store.ListParams{Queue: "q", Limit: 100})
+		list := listPage.Tasks
 		if err != nil {
 			t.Fatalf("ListTasks: %v", err)
 		}
@@ -241,7 +242,8 @@ func testEnqueue(t *testing.T, newStore NewStoreFunc) {
 		checkIs(t, "GetTask of the failed batch's other task", err, store.ErrNotFound)
 		checkSameTask(t, "task whose id was reused", mustGet(t, ctx, s, old.ID), old)
 		// Nothing of the failed batch may linger in the listing either.
-		list, err := s.ListTasks(ctx, store.ListParams{Queue: "q", Limit: 100})
+		listPage, err := s.ListTasks(ctx, store.ListParams{Queue: "q", Limit: 100})
+		list := listPage.Tasks
 		if err != nil {
 			t.Fatalf("ListTasks: %v", err)
 		}
@@ -289,7 +291,8 @@ func testEnqueue(t *testing.T, newStore NewStoreFunc) {
 		}
 		_, err := s.GetTask(ctx, replay.ID)
 		checkIs(t, "GetTask of the replay's id", err, store.ErrNotFound)
-		list, err := s.ListTasks(ctx, store.ListParams{Queue: "q", Limit: 100})
+		listPage, err := s.ListTasks(ctx, store.ListParams{Queue: "q", Limit: 100})
+		list := listPage.Tasks
 		if err != nil {
 			t.Fatalf("ListTasks: %v", err)
 		}

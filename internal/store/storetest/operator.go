@@ -74,7 +74,8 @@ func TimeOperatorPaths(t *testing.T, s store.Store, finished int64) {
 			return err
 		}},
 		{"list, first page of 100 (ListTasks)", func() error {
-			ts, err := s.ListTasks(ctx, store.ListParams{Queue: q, Limit: 100})
+			tsPage, err := s.ListTasks(ctx, store.ListParams{Queue: q, Limit: 100})
+			ts := tsPage.Tasks
 			if err == nil && len(ts) != 100 {
 				err = fmt.Errorf("listed %d", len(ts))
 			}
@@ -88,7 +89,8 @@ func TimeOperatorPaths(t *testing.T, s store.Store, finished int64) {
 			return err
 		}},
 		{"list, failed, first page (ListTasks state=failed)", func() error {
-			ts, err := s.ListTasks(ctx, store.ListParams{Queue: q, State: task.Failed, Limit: 100})
+			tsPage, err := s.ListTasks(ctx, store.ListParams{Queue: q, State: task.Failed, Limit: 100})
+			ts := tsPage.Tasks
 			for _, tk := range ts {
 				if tk.State != task.Failed {
 					err = fmt.Errorf("listed a task in state %s", tk.State)

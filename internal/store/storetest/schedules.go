@@ -60,7 +60,8 @@ func mustClaim(t *testing.T, ctx context.Context, s store.Store) map[string]stor
 // scheduledTasks lists queue's tasks, checking each came from a schedule.
 func scheduledTasks(t *testing.T, ctx context.Context, s store.Store, queue string) []task.Task {
 	t.Helper()
-	ts, err := s.ListTasks(ctx, store.ListParams{Queue: queue, Limit: 1000})
+	tsPage, err := s.ListTasks(ctx, store.ListParams{Queue: queue, Limit: 1000})
+	ts := tsPage.Tasks
 	if err != nil {
 		t.Fatalf("ListTasks: %v", err)
 	}

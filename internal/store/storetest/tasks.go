@@ -12,7 +12,8 @@ import (
 // mustList lists tasks and checks the page respects p.Limit.
 func mustList(t *testing.T, s store.Store, p store.ListParams) []task.Task {
 	t.Helper()
-	list, err := s.ListTasks(t.Context(), p)
+	listPage, err := s.ListTasks(t.Context(), p)
+	list := listPage.Tasks
 	if err != nil {
 		t.Fatalf("ListTasks(%+v): %v", p, err)
 	}
@@ -129,7 +130,8 @@ func testTasks(t *testing.T, newStore NewStoreFunc) {
 	t.Run("ListUnknownQueue", func(t *testing.T) {
 		ctx, s := setup(t, newStore)
 		enqueueOne(t, ctx, s, newTask("q"))
-		list, err := s.ListTasks(ctx, store.ListParams{Queue: "nope", Limit: 10})
+		listPage, err := s.ListTasks(ctx, store.ListParams{Queue: "nope", Limit: 10})
+		list := listPage.Tasks
 		if err != nil {
 			t.Fatalf("ListTasks(unknown queue): %v, want no error", err)
 		}

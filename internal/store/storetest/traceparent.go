@@ -38,7 +38,9 @@ func testTraceParent(t *testing.T, newStore NewStoreFunc) {
 	check("GetTask", mustGet(t, ctx, s, with.ID))
 	check("GetTask", mustGet(t, ctx, s, without.ID))
 
-	list, err := s.ListTasks(ctx, store.ListParams{Queue: "tp", Limit: 10})
+	listPage, err := s.ListTasks(ctx, store.ListParams{Queue: "tp", Limit: 10})
+
+	list := listPage.Tasks
 	if err != nil {
 		t.Fatalf("ListTasks: %v", err)
 	}
