@@ -5,33 +5,74 @@ import (
 	"fmt"
 	"html/template"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/spoolhq/spool/internal/store"
 )
 
 // Minute is one minute of a queue's finished tasks.
 type Minute struct {
-	Start     time.Time
 	Succeeded int64
 	Failed    int64
 }
 
-// series is the last hour's finished tasks by queue, a minute per slot.
+// chartSlots is the chart's span: the last hour, a minute per slot.
+const chartSlots = 60
+
+// chartTTL is how long one reading of the last hour serves every page: it
+// costs the hour's finished tasks (an index range), so it is not paid on
+// every refresh of every open page.
+const chartTTL = 15 * time.Second
+
+// series is the last hour's finished tasks by queue, oldest minute first.
 type series struct {
 	byQueue map[string][]Minute
 	ok      bool
 }
 
-// throughput reads the last hour from Config.Throughput; without one the
-// overview shows no chart.
+// throughputCache holds the last reading of Store.FinishedPerMinute.
+type throughputCache struct {
+	mu  sync.Mutex
+	at  time.Time
+	val series
+}
+
+// throughput returns the last hour by queue, read at most every chartTTL.
 func (s *Server) throughput(ctx context.Context) (series, error) {
-	if s.cfg.Throughput == nil {
-		return series{}, nil
+	c := &s.tp
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := s.cfg.Now()
+	if c.val.ok && now.Sub(c.at) < chartTTL && !now.Before(c.at) {
+		return c.val, nil
 	}
-	m, err := s.cfg.Throughput(ctx, time.Hour)
+	rows, err := s.cfg.Store.FinishedPerMinute(ctx, store.MaxFinishedWindow)
 	if err != nil {
 		return series{}, fmt.Errorf("throughput: %w", err)
 	}
-	return series{byQueue: m, ok: true}, nil
+	c.val, c.at = bucket(rows, now), now
+	return c.val, nil
+}
+
+// bucket places each row in its slot of the hour ending at now's minute.
+func bucket(rows []store.FinishedMinute, now time.Time) series {
+	last := now.UTC().Truncate(time.Minute)
+	sr := series{byQueue: map[string][]Minute{}, ok: true}
+	for _, r := range rows {
+		i := chartSlots - 1 - int(last.Sub(r.Minute)/time.Minute)
+		if i < 0 || i >= chartSlots {
+			continue // a minute outside the hour (clocks apart)
+		}
+		ms := sr.byQueue[r.Queue]
+		if ms == nil {
+			ms = make([]Minute, chartSlots)
+			sr.byQueue[r.Queue] = ms
+		}
+		ms[i].Succeeded += r.Succeeded
+		ms[i].Failed += r.Failed
+	}
+	return sr
 }
 
 // chart is a queue's throughput and failure rate over the last hour as an
@@ -49,13 +90,16 @@ func (sr series) chart(queue string) chart {
 	}
 	ms := sr.byQueue[queue]
 	c := chart{Available: true}
+	if ms == nil {
+		ms = make([]Minute, chartSlots)
+	}
 	var peak int64 = 1
 	for _, m := range ms {
 		c.Finished += m.Succeeded + m.Failed
 		c.Failed += m.Failed
 		peak = max(peak, m.Succeeded+m.Failed)
 	}
-	const w, h, slots = 120, 28, 60
+	const w, h, slots = 120, 28, chartSlots
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg class="spark" viewBox="0 0 %d %d" width="%d" height="%d" role="img" aria-label="%d finished, %d failed in the last hour">`,
 		w, h, w, h, c.Finished, c.Failed)

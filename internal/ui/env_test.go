@@ -169,8 +169,11 @@ func (e *env) enqueue(queue string, mod ...func(*store.NewTask)) task.Task {
 	return res[0].Task
 }
 
-// fail leases every due task and fails it.
-func (e *env) failAll() {
+// failAll leases every due task and fails it.
+func (e *env) failAll() { e.t.Helper(); e.finishAll(store.Fail) }
+
+// finishAll leases every due task and ends its attempt with o.
+func (e *env) finishAll(o store.Outcome) {
 	e.t.Helper()
 	ctx := context.Background()
 	ls, err := e.st.Lease(ctx, store.LeaseRequest{Limit: 100, Shared: 100, LeaseFor: time.Minute})
@@ -179,7 +182,7 @@ func (e *env) failAll() {
 	}
 	var cs []store.Completion
 	for _, l := range ls {
-		cs = append(cs, store.Completion{LeaseRef: store.LeaseRef{TaskID: l.Task.ID, Token: l.Token}, Outcome: store.Fail,
+		cs = append(cs, store.Completion{LeaseRef: store.LeaseRef{TaskID: l.Task.ID, Token: l.Token}, Outcome: o,
 			LastError: "HTTP 400", LastStatus: 400})
 	}
 	if _, err := e.st.Complete(ctx, cs); err != nil {

@@ -19,19 +19,18 @@ import (
 	"github.com/spoolhq/spool/internal/api"
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/task"
-	"github.com/spoolhq/spool/internal/ui"
 )
 
 func TestOverview(t *testing.T) {
-	e := newEnv(t, nil, func(c *ui.Config) {
-		c.Throughput = func(context.Context, time.Duration) (map[string][]ui.Minute, error) {
-			return map[string][]ui.Minute{"emails": {{Succeeded: 3, Failed: 1}, {Succeeded: 6}}}, nil
-		}
-	})
+	e := newEnv(t, nil)
 	e.enqueue("emails")
 	e.enqueue("emails")
 	e.enqueue("reports")
 	e.failAll()
+	for range 8 {
+		e.enqueue("emails")
+	}
+	e.finishAll(store.Succeeded)
 	e.enqueue("emails")
 	if _, err := e.st.UpdateQueue(context.Background(), "reports", task.QueuePatch{Paused: ptr(true)}); err != nil {
 		t.Fatal(err)
@@ -44,7 +43,7 @@ func TestOverview(t *testing.T) {
 		t.Fatalf("%d %s", r.status, r.body)
 	}
 	row := between(r.body, `<tr id="q-emails">`, `</tr>`)
-	for _, want := range []string{`data-count="failed">2<`, `data-count="available">1<`, `running`, `<svg`, `10 done, 10.0% failed`} {
+	for _, want := range []string{`data-count="failed">2<`, `data-count="available">1<`, `running`, `<svg`, `<rect class="bad"`, `10 done, 20.0% failed`} {
 		if !strings.Contains(row, want) {
 			t.Errorf("emails row lacks %q:\n%s", want, row)
 		}

@@ -84,10 +84,6 @@ type Config struct {
 	Instrument func(route string, h http.Handler) http.Handler
 	// RequestTimeout bounds a request's store calls. Default DefaultRequestTimeout.
 	RequestTimeout time.Duration
-	// Throughput, when set, returns each queue's finished tasks per minute
-	// over the last window, oldest minute first (the overview's chart);
-	// nil = no chart.
-	Throughput func(ctx context.Context, window time.Duration) (map[string][]Minute, error)
 	// Now is the clock of sessions and the enqueue form. Default time.Now.
 	Now func() time.Time
 }
@@ -99,6 +95,7 @@ type Server struct {
 	sess  *sessions
 	pages map[string]*template.Template
 	mux   *http.ServeMux
+	tp    throughputCache
 }
 
 // route is one page or action and the least role it needs.
