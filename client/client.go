@@ -538,6 +538,24 @@ func (c *Client) GetTaskView(ctx context.Context, id, view string) (*Task, error
 	return t, nil
 }
 
+// Attempts returns a task's delivery attempts, oldest first (an
+// *APIError with status 404 when there is no such task).
+func (c *Client) Attempts(ctx context.Context, id string) ([]Attempt, error) {
+	if err := needID("task id", id); err != nil {
+		return nil, err
+	}
+	var out struct {
+		Attempts []Attempt `json:"attempts"`
+	}
+	if _, err := c.get(ctx, c.endpoint("v1", "tasks", id, "attempts"), &out); err != nil {
+		return nil, fmt.Errorf("list attempts: %w", err)
+	}
+	if out.Attempts == nil {
+		out.Attempts = []Attempt{}
+	}
+	return out.Attempts, nil
+}
+
 // ListTasks returns one page of a queue's tasks in creation order; pass
 // the page's NextCursor in o.Cursor for the next one, or use AllTasks.
 func (c *Client) ListTasks(ctx context.Context, queue string, o ListOptions) (*TaskPage, error) {

@@ -592,3 +592,42 @@ func TestDestinationTolerantDecoding(t *testing.T) {
 		}
 	}
 }
+
+func TestAttempts(t *testing.T) {
+	srv, c, ctx := setup(t)
+	tk, _, err := c.Enqueue(ctx, "q", client.EnqueueRequest{Target: client.Target{URL: "http://x/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	as, err := c.Attempts(ctx, tk.ID)
+	if err != nil || as == nil || len(as) != 0 {
+		t.Fatalf("Attempts of a new task = %#v, %v; want [] and no error", as, err)
+	}
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	dur, status, excerpt, trace := "250ms", 503, "busy", "4bf92f3577b34da6a3ce929d0e0e4736"
+	srv.AddAttempt(tk.ID, clienttest.Attempt{Attempt: 1, StartedAt: &start, FinishedAt: start.Add(250 * time.Millisecond), Duration: &dur,
+		Outcome: "retry", Status: &status, Error: &clienttest.AttemptError{Class: "http_status", Message: "HTTP 503"},
+		ResponseExcerpt: &excerpt, ResponseHeaders: map[string]string{"Retry-After": "5"}, TraceID: &trace})
+	srv.AddAttempt(tk.ID, clienttest.Attempt{Attempt: 2, FinishedAt: start.Add(time.Minute), Outcome: "succeeded"})
+	as, err = c.Attempts(ctx, tk.ID)
+	if err != nil || len(as) != 2 {
+		t.Fatalf("Attempts = %v, %v", as, err)
+	}
+	a := as[0]
+	if a.Attempt != 1 || !a.StartedAt.Equal(start) || a.Duration != 250*time.Millisecond || a.Outcome != client.AttemptRetry || a.Status != 503 ||
+		a.Error == nil || a.Error.Class != "http_status" || a.ResponseExcerpt == nil || *a.ResponseExcerpt != "busy" ||
+		a.ResponseHeaders["Retry-After"] != "5" || a.Replica != "" || a.TraceID != trace {
+		t.Errorf("first attempt = %+v", a)
+	}
+	if b := as[1]; b.StartedAt != nil || b.Duration != 0 || b.Status != 0 || b.Error != nil || b.ResponseExcerpt != nil || b.Outcome != client.AttemptSucceeded {
+		t.Errorf("second attempt = %+v", b)
+	}
+	_, err = c.Attempts(ctx, "01890a5d-ac96-774b-bcce-b302099a8057")
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != http.StatusNotFound {
+		t.Errorf("Attempts of an unknown task: %v, want a 404 *client.Error", err)
+	}
+	if _, err := c.Attempts(ctx, " "); err == nil {
+		t.Error("Attempts of an empty id: no error")
+	}
+}

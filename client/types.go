@@ -425,3 +425,101 @@ func (d *jsonDuration) UnmarshalJSON(b []byte) error {
 	*d = jsonDuration(secs * float64(time.Second))
 	return nil
 }
+
+// The attempt outcomes the API reports.
+const (
+	AttemptSucceeded = "succeeded" // a 2xx answer
+	AttemptRetry     = "retry"     // failed; the task is tried again
+	AttemptFailed    = "failed"    // failed; the task failed
+	AttemptReleased  = "released"  // abandoned at shutdown after the request went out; not counted
+	AttemptExpired   = "expired"   // the lease expired with no completion (a lost replica)
+)
+
+// Attempt is one delivery attempt of a task, as GET /v1/tasks/{id}/attempts
+// reports it.
+type Attempt struct {
+	Attempt    int
+	StartedAt  *time.Time // nil when unknown
+	FinishedAt time.Time
+	Duration   time.Duration // 0 when unknown
+	Outcome    string
+	Status     int           // 0 when no response arrived
+	Error      *AttemptError // nil when the attempt succeeded
+	// ResponseExcerpt is the start of the response body; nil when none was
+	// kept.
+	ResponseExcerpt *string
+	ResponseHeaders map[string]string // a few headers of the answer (Content-Type, Retry-After, X-Request-Id, X-Correlation-Id)
+	Replica         string            // "" when unknown
+	TraceID         string            // "" when unknown
+
+	// Raw is the JSON the server sent (see Task.Raw).
+	Raw json.RawMessage
+}
+
+// AttemptError says why an attempt did not succeed.
+type AttemptError struct {
+	// Class is one of http_status, timeout, connection, tls, ssrf_refused,
+	// shutdown, lease_expired.
+	Class   string `json:"class"`
+	Message string `json:"message"`
+}
+
+type wireAttempt struct {
+	Attempt         int               `json:"attempt"`
+	StartedAt       *time.Time        `json:"started_at"`
+	FinishedAt      time.Time         `json:"finished_at"`
+	Duration        jsonDuration      `json:"duration"`
+	Outcome         string            `json:"outcome"`
+	Status          *int              `json:"status"`
+	Error           *AttemptError     `json:"error"`
+	ResponseExcerpt *string           `json:"response_excerpt"`
+	ResponseHeaders map[string]string `json:"response_headers"`
+	Replica         *string           `json:"replica"`
+	TraceID         *string           `json:"trace_id"`
+}
+
+// UnmarshalJSON decodes tolerantly and keeps the JSON in Raw.
+func (a *Attempt) UnmarshalJSON(data []byte) error {
+	var w wireAttempt
+	if err := json.Unmarshal(data, &w); err != nil {
+		return err
+	}
+	*a = Attempt{Attempt: w.Attempt, StartedAt: w.StartedAt, FinishedAt: w.FinishedAt, Duration: time.Duration(w.Duration),
+		Outcome: w.Outcome, Error: w.Error, ResponseExcerpt: w.ResponseExcerpt, ResponseHeaders: w.ResponseHeaders, Raw: bytes.Clone(data)}
+	if w.Status != nil {
+		a.Status = *w.Status
+	}
+	if w.Replica != nil {
+		a.Replica = *w.Replica
+	}
+	if w.TraceID != nil {
+		a.TraceID = *w.TraceID
+	}
+	return nil
+}
+
+// MarshalJSON returns Raw when the attempt came from the server; otherwise
+// the API's shape.
+func (a Attempt) MarshalJSON() ([]byte, error) {
+	if len(a.Raw) > 0 {
+		return a.Raw, nil
+	}
+	w := wireAttempt{Attempt: a.Attempt, StartedAt: a.StartedAt, FinishedAt: a.FinishedAt, Outcome: a.Outcome, Error: a.Error,
+		ResponseExcerpt: a.ResponseExcerpt, ResponseHeaders: a.ResponseHeaders}
+	if a.Duration != 0 {
+		w.Duration = jsonDuration(a.Duration)
+	}
+	if a.Status != 0 {
+		w.Status = &a.Status
+	}
+	if a.Replica != "" {
+		w.Replica = &a.Replica
+	}
+	if a.TraceID != "" {
+		w.TraceID = &a.TraceID
+	}
+	if w.ResponseHeaders == nil {
+		w.ResponseHeaders = map[string]string{}
+	}
+	return json.Marshal(w)
+}

@@ -105,6 +105,28 @@ type Destination struct {
 	UpdatedAt           time.Time  `json:"updated_at"`
 }
 
+// Attempt is one delivery attempt, in the API's JSON shape. The fake has no
+// dispatcher: tests add attempts with AddAttempt.
+type Attempt struct {
+	Attempt         int               `json:"attempt"`
+	StartedAt       *time.Time        `json:"started_at"`
+	FinishedAt      time.Time         `json:"finished_at"`
+	Duration        *string           `json:"duration"`
+	Outcome         string            `json:"outcome"`
+	Status          *int              `json:"status"`
+	Error           *AttemptError     `json:"error"`
+	ResponseExcerpt *string           `json:"response_excerpt"`
+	ResponseHeaders map[string]string `json:"response_headers"`
+	Replica         *string           `json:"replica"`
+	TraceID         *string           `json:"trace_id"`
+}
+
+// AttemptError is an attempt's error, in the API's JSON shape.
+type AttemptError struct {
+	Class   string `json:"class"`
+	Message string `json:"message"`
+}
+
 // Request is what the fake received last, for assertions on the wire form.
 type Request struct {
 	Method string
@@ -129,6 +151,7 @@ type Server struct {
 	last   Request
 	ready  bool
 	scheds map[string]*Schedule
+	tries  map[string][]Attempt // task id -> attempts, oldest first
 
 	requests   int    // API requests received
 	failN      int    // answer the next failN requests with failStatus
@@ -156,6 +179,7 @@ func Start(apiKey string) *Server {
 		idem:   make(map[string]string),
 		ready:  true,
 		scheds: make(map[string]*Schedule),
+		tries:  make(map[string][]Attempt),
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })
@@ -163,6 +187,7 @@ func Start(apiKey string) *Server {
 	mux.HandleFunc("POST /v1/queues/{queue}/tasks", s.auth(s.enqueue))
 	mux.HandleFunc("GET /v1/queues/{queue}/tasks", s.auth(s.list))
 	mux.HandleFunc("GET /v1/tasks/{id}", s.auth(s.getTask))
+	mux.HandleFunc("GET /v1/tasks/{id}/attempts", s.auth(s.listAttempts))
 	mux.HandleFunc("POST /v1/tasks/{id}/cancel", s.auth(s.cancel))
 	mux.HandleFunc("POST /v1/tasks/{id}/retry", s.auth(s.retry))
 	mux.HandleFunc("GET /v1/queues", s.auth(s.listQueues))
@@ -244,6 +269,32 @@ func (s *Server) SetState(id, state string) {
 			t.LastError, t.LastStatus = &msg, &code
 		}
 	}
+}
+
+// AddAttempt appends a to task id's attempts, as the dispatcher would
+// record one. A nil ResponseHeaders is sent as {}.
+func (s *Server) AddAttempt(id string, a Attempt) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a.ResponseHeaders == nil {
+		a.ResponseHeaders = map[string]string{}
+	}
+	s.tries[id] = append(s.tries[id], a)
+}
+
+func (s *Server) listAttempts(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := r.PathValue("id")
+	if _, ok := s.tasks[id]; !ok {
+		problem(w, http.StatusNotFound, fmt.Sprintf("task %q not found", id), nil)
+		return
+	}
+	as := s.tries[id]
+	if as == nil {
+		as = []Attempt{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"attempts": as})
 }
 
 // SetDestination stores d as the dispatcher would leave it (limit,

@@ -310,6 +310,10 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 			Backoff:        task.Backoff{Min: cfg.RetryMin, Max: cfg.RetryMax},
 			UserAgent:      "spool/" + buildVersion(),
 			TracerProvider: tracing.TracerProvider(),
+			// One name for this process in leadership, destination
+			// reports and the attempts it records.
+			Replica:          owner,
+			AttemptBodyBytes: cfg.AttemptBodyBytes,
 		})
 		if err := disp.Start(base); err != nil {
 			return fmt.Errorf("start dispatcher: %w", err)

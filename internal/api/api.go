@@ -153,6 +153,7 @@ func routes() []route {
 		{pattern: "POST /v1/queues/{queue}/tasks/cancel", role: write, body: singleBody, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.bulkCancel) }},
 		{pattern: "POST /v1/queues/{queue}/tasks/retry", role: write, body: singleBody, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.bulkRetry) }},
 		{pattern: "GET /v1/tasks/{id}", role: read, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.getTask) }},
+		{pattern: "GET /v1/tasks/{id}/attempts", role: read, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.listAttempts) }},
 		{pattern: "POST /v1/tasks/{id}/cancel", role: write, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.cancelTask) }},
 		{pattern: "POST /v1/tasks/{id}/retry", role: write, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.retryTask) }},
 		{pattern: "GET /v1/queues", role: read, handler: func(s *server) http.Handler { return endpoint(s, http.StatusOK, s.listQueues) }},

@@ -150,3 +150,68 @@ func toQueueJSON(q task.Queue) queueJSON {
 		UpdatedAt:     fmtTime(q.UpdatedAt),
 	}
 }
+
+// attemptListJSON is the answer of GET /v1/tasks/{id}/attempts.
+type attemptListJSON struct {
+	Attempts []attemptJSON `json:"attempts"`
+}
+
+// attemptJSON is the wire shape of one attempt. Unknown or absent values
+// are null rather than left out, so every attempt has every field.
+type attemptJSON struct {
+	Attempt    int                 `json:"attempt"`
+	StartedAt  *string             `json:"started_at"`
+	FinishedAt string              `json:"finished_at"`
+	Duration   *string             `json:"duration"` // as timeout: a Go duration ("1.5s")
+	Outcome    task.AttemptOutcome `json:"outcome"`
+	Status     *int                `json:"status"`
+	Error      *attemptErrorJSON   `json:"error"`
+	// ResponseExcerpt is the start of the response body as text (invalid
+	// UTF-8 shown as U+FFFD); null when none was kept.
+	ResponseExcerpt *string           `json:"response_excerpt"`
+	ResponseHeaders map[string]string `json:"response_headers"`
+	Replica         *string           `json:"replica"`
+	TraceID         *string           `json:"trace_id"`
+}
+
+// attemptErrorJSON says why an attempt did not succeed.
+type attemptErrorJSON struct {
+	Class   task.ErrorClass `json:"class"`
+	Message string          `json:"message"`
+}
+
+func toAttemptJSON(a task.Attempt) attemptJSON {
+	j := attemptJSON{
+		Attempt:         a.Attempt,
+		StartedAt:       fmtOptTime(a.StartedAt),
+		FinishedAt:      fmtTime(a.FinishedAt),
+		Outcome:         a.Outcome,
+		ResponseExcerpt: a.ResponseExcerpt,
+		ResponseHeaders: a.ResponseHeaders,
+		Replica:         optString(a.Replica),
+		TraceID:         optString(a.TraceID),
+	}
+	if j.ResponseHeaders == nil {
+		j.ResponseHeaders = map[string]string{}
+	}
+	if a.Duration > 0 {
+		d := fmtDuration(a.Duration.Round(time.Microsecond))
+		j.Duration = &d
+	}
+	if a.Status != 0 {
+		n := a.Status
+		j.Status = &n
+	}
+	if a.ErrorClass != "" || a.ErrorMessage != "" {
+		j.Error = &attemptErrorJSON{Class: a.ErrorClass, Message: a.ErrorMessage}
+	}
+	return j
+}
+
+// optString is &s, or nil for "".
+func optString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

@@ -273,6 +273,27 @@ func (s *server) getTask(r *http.Request) (taskJSON, error) {
 	return toTaskJSON(t, v), nil
 }
 
+// listAttempts: GET /v1/tasks/{id}/attempts, the task's attempt history,
+// oldest first.
+func (s *server) listAttempts(r *http.Request) (attemptListJSON, error) {
+	id, err := taskID(r)
+	if err != nil {
+		return attemptListJSON{}, err
+	}
+	as, err := s.cfg.Store.ListAttempts(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		return attemptListJSON{}, notFound("no task with id %q", id)
+	}
+	if err != nil {
+		return attemptListJSON{}, fmt.Errorf("list attempts of task %s: %w", id, err)
+	}
+	out := attemptListJSON{Attempts: make([]attemptJSON, len(as))}
+	for i, a := range as {
+		out.Attempts[i] = toAttemptJSON(a)
+	}
+	return out, nil
+}
+
 // parseView reads ?view=: redacted (the default) or full.
 func parseView(value string) (view, bool) {
 	switch value {

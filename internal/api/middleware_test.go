@@ -56,6 +56,9 @@ func (f faultStore) CancelState(context.Context, store.SweepParams) (store.Sweep
 func (f faultStore) RetryState(context.Context, store.SweepParams) (store.Sweep, error) {
 	return store.Sweep{}, f.fail()
 }
+func (f faultStore) ListAttempts(context.Context, string) ([]task.Attempt, error) {
+	return nil, f.fail()
+}
 func (f faultStore) CancelTask(context.Context, string) (task.Task, error) {
 	return task.Task{}, f.fail()
 }
@@ -101,6 +104,7 @@ func storeRequests() [][3]string {
 		{"POST", "/v1/queues/q/tasks", `{"target":{"url":"http://h/"}}`},
 		{"GET", "/v1/queues/q/tasks", ""},
 		{"GET", "/v1/tasks/" + id, ""},
+		{"GET", "/v1/tasks/" + id + "/attempts", ""},
 		{"POST", "/v1/tasks/" + id + "/cancel", ""},
 		{"POST", "/v1/tasks/" + id + "/retry", ""},
 		{"GET", "/v1/queues", ""},

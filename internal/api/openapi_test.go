@@ -169,6 +169,10 @@ func TestOpenAPIResponses(t *testing.T) {
 		want(t, e.do("GET", "/v1/tasks/"+tk.ID+"?view=full", "", reader...), 403)
 		want(t, e.do("GET", "/v1/tasks/"+missing, ""), 404)
 		want(t, e.do("GET", "/v1/tasks/"+tk.ID+"?view=all", ""), 422)
+		// attempts (a task with a history is in attempts_test.go)
+		want(t, e.do("GET", "/v1/tasks/"+tk.ID+"/attempts", ""), 200)
+		want(t, e.do("GET", "/v1/tasks/"+tk.ID+"/attempts", "", noAuth...), 401)
+		want(t, e.do("GET", "/v1/tasks/"+missing+"/attempts", ""), 404)
 		// cancel, retry
 		want(t, e.do("POST", "/v1/tasks/"+tk.ID+"/cancel", ""), 200)
 		want(t, e.do("POST", "/v1/tasks/"+tk.ID+"/cancel", ""), 409)

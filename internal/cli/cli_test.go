@@ -657,3 +657,43 @@ func strictJSON(data []byte, v any) error {
 	dec.DisallowUnknownFields()
 	return dec.Decode(v)
 }
+
+// TestTasksGetShowsAttempts: tasks get prints the task's attempts after
+// it, as a table and, with --output json, as the task's "attempts".
+func TestTasksGetShowsAttempts(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	id := h.enqueueJSON("q", "http://x/")["id"].(string)
+	out := h.ok(Tasks, "get", id)
+	if !strings.Contains(out, "ATTEMPTS  none") {
+		t.Errorf("get of a task never attempted:\n%s", out)
+	}
+	start := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	dur, status, excerpt, replica, trace := "1.5s", 500, "database\non fire", "replica-1", "4bf92f3577b34da6a3ce929d0e0e4736"
+	h.srv.AddAttempt(id, clienttest.Attempt{Attempt: 1, StartedAt: &start, FinishedAt: start.Add(1500 * time.Millisecond), Duration: &dur,
+		Outcome: "retry", Status: &status, Error: &clienttest.AttemptError{Class: "http_status", Message: "HTTP 500 Internal Server Error: database on fire"},
+		ResponseExcerpt: &excerpt, ResponseHeaders: map[string]string{"Content-Type": "text/plain"}, Replica: &replica, TraceID: &trace})
+	h.srv.AddAttempt(id, clienttest.Attempt{Attempt: 2, FinishedAt: start.Add(time.Minute), Outcome: "expired",
+		Error: &clienttest.AttemptError{Class: "lease_expired", Message: "lease expired"}})
+
+	out = h.ok(Tasks, "get", id)
+	for _, want := range []string{"ATTEMPTS", "OUTCOME", "retry", "500", "2026-03-04T05:06:07Z", "1.5s", "http_status", "replica-1", trace,
+		"database on fire", "expired", "lease_expired: lease expired"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("get table lacks %q:\n%s", want, out)
+		}
+	}
+	out = h.ok(Tasks, "get", id, "--output", "json")
+	var got struct {
+		ID       string            `json:"id"`
+		Target   map[string]any    `json:"target"`
+		Attempts []json.RawMessage `json:"attempts"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil || got.ID != id || got.Target["url"] != "http://x/" || len(got.Attempts) != 2 {
+		t.Fatalf("get json (%v):\n%s", err, out)
+	}
+	var first map[string]any
+	if err := json.Unmarshal(got.Attempts[0], &first); err != nil || first["response_excerpt"] != excerpt || first["duration"] != dur || first["trace_id"] != trace {
+		t.Errorf("first attempt in json = %v (%v)", first, err)
+	}
+}

@@ -127,6 +127,66 @@ func printTask(w io.Writer, format string, t *client.Task) error {
 	return tw.Flush()
 }
 
+// printTaskAttempts prints a task with its attempts (nil: unknown, so
+// left out): in JSON, the task's object with an "attempts" member; as
+// text, the task's table and then one row per attempt.
+func printTaskAttempts(w io.Writer, format string, t *client.Task, attempts []client.Attempt) error {
+	if attempts == nil {
+		return printTask(w, format, t)
+	}
+	if format == "json" {
+		task, err := json.Marshal(t)
+		if err != nil {
+			return fmt.Errorf("encode output: %w", err)
+		}
+		as, err := json.Marshal(attempts)
+		if err != nil {
+			return fmt.Errorf("encode output: %w", err)
+		}
+		task = bytes.TrimSuffix(bytes.TrimSpace(task), []byte("}"))
+		if !bytes.HasSuffix(bytes.TrimSpace(task), []byte("{")) {
+			task = append(task, ',')
+		}
+		task = append(append(append(task, `"attempts":`...), as...), '}')
+		return writeJSON(w, json.RawMessage(task))
+	}
+	if err := printTask(w, format, t); err != nil {
+		return err
+	}
+	if len(attempts) == 0 {
+		_, err := fmt.Fprintf(w, "\nATTEMPTS  none\n")
+		return err
+	}
+	fmt.Fprintf(w, "\nATTEMPTS\n")
+	tw := newTable(w)
+	fmt.Fprintln(tw, "#\tOUTCOME\tSTATUS\tSTARTED AT\tDURATION\tERROR\tREPLICA\tTRACE ID\tRESPONSE")
+	for _, a := range attempts {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Attempt, a.Outcome, fmtStatus(a.Status),
+			fmtTimePtr(a.StartedAt), fmtDuration(a.Duration), orDash(attemptErrorText(a.Error)), orDash(a.Replica),
+			orDash(a.TraceID), orDash(oneLineText(deref(a.ResponseExcerpt), 60)))
+	}
+	return tw.Flush()
+}
+
+// attemptErrorText is an attempt's error for a table cell: the class, and
+// the message unless the status and the response already say it.
+func attemptErrorText(e *client.AttemptError) string {
+	switch {
+	case e == nil:
+		return ""
+	case e.Class == "http_status" || e.Message == "":
+		return e.Class
+	}
+	return e.Class + ": " + oneLineText(e.Message, 80)
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
 func printTaskList(w io.Writer, format string, tasks []client.Task, next string) error {
 	if format == "json" {
 		return writeJSON(w, client.TaskPage{Tasks: tasks, NextCursor: next})

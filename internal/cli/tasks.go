@@ -2,9 +2,11 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 
 	"github.com/spoolhq/spool/client"
@@ -51,10 +53,14 @@ func Tasks(ctx context.Context, args []string, env func(string) string, stdout, 
 	return runSub("tasks", tasksUsage, subs, []string{"get", "list", "cancel", "retry"}, args, stdout)
 }
 
-// tasksGet is `spool tasks get [--view full] ID`.
+// tasksGet is `spool tasks get [--view full] ID`: the task and its
+// attempts.
 func tasksGet(ctx context.Context, args []string, env func(string) string, stdout io.Writer) error {
-	var view *string
-	return taskByID(ctx, "get", args, env, stdout, "shows one task. Target header values show as "+client.Redacted+
+	var (
+		view     *string
+		attempts []client.Attempt // nil: not known (a server without the attempt history)
+	)
+	return taskByID(ctx, "get", args, env, stdout, "shows one task and its delivery attempts, oldest first. Target header values show as "+client.Redacted+
 		" unless --view full is given with an admin API key.",
 		"spool tasks get 0190a5d2-7c4e-7b1a-9f3e-2d1c0b9a8f7e --output json",
 		func(fs *flag.FlagSet) { view = viewFlag(fs) },
@@ -62,7 +68,22 @@ func tasksGet(ctx context.Context, args []string, env func(string) string, stdou
 			if err := checkView("tasks get", *view); err != nil {
 				return nil, err
 			}
+			// The attempts first: a 404 then means no such task, which
+			// the task's own request reports, or a server older than the
+			// attempt history, whose task is shown without them.
+			as, err := c.Attempts(ctx, id)
+			var ce *client.Error
+			switch {
+			case errors.As(err, &ce) && ce.Status == http.StatusNotFound:
+			case err != nil:
+				return nil, err
+			default:
+				attempts = as
+			}
 			return c.GetTaskView(ctx, id, *view)
+		},
+		func(w io.Writer, format string, t *client.Task) error {
+			return printTaskAttempts(w, format, t, attempts)
 		})
 }
 
@@ -79,9 +100,11 @@ func checkView(name, view string) error {
 }
 
 // taskByID runs a subcommand that takes one task id and prints a task;
-// flags, when set, registers the subcommand's own flags.
+// flags, when set, registers the subcommand's own flags; show, when set,
+// prints the task instead of printTask.
 func taskByID(ctx context.Context, sub string, args []string, env func(string) string, stdout io.Writer,
-	what, example string, flags func(*flag.FlagSet), do func(*client.Client, string) (*client.Task, error)) error {
+	what, example string, flags func(*flag.FlagSet), do func(*client.Client, string) (*client.Task, error),
+	show ...func(io.Writer, string, *client.Task) error) error {
 	name := "tasks " + sub
 	usage := fmt.Sprintf("\nUsage: spool %s [flags] ID\n\nspool %s %s\n\nExample:\n  %s\n%s", name, name, what, example, clientFlagsHelp)
 	cmd := newCommand(name, usage)
@@ -104,6 +127,9 @@ func taskByID(ctx context.Context, sub string, args []string, env func(string) s
 	t, err := do(c, pos[0])
 	if err != nil {
 		return err
+	}
+	if len(show) > 0 {
+		return show[0](stdout, cf.output, t)
 	}
 	return printTask(stdout, cf.output, t)
 }

@@ -78,6 +78,10 @@ type Config struct {
 	RetryMin             time.Duration // SPOOL_RETRY_MIN_BACKOFF, default 1s
 	RetryMax             time.Duration // SPOOL_RETRY_MAX_BACKOFF, default 1h
 	MaxBodyBytes         int64         // SPOOL_MAX_BODY_BYTES, default 1 MiB: one enqueue request
+	// AttemptBodyBytes is how much of each response body an attempt's
+	// record keeps (SPOOL_ATTEMPT_BODY_BYTES, default 2048, 0 keeps none,
+	// at most 65536).
+	AttemptBodyBytes int
 	// MaxInflightBodyBytes bounds the request body bytes read and decoded at
 	// once across all requests; beyond it a request waits up to a second,
 	// then gets 503 with Retry-After (SPOOL_MAX_INFLIGHT_BODY_BYTES, default
@@ -227,6 +231,8 @@ Flags:
 	durVar(&c.RetryMax, "retry-max-backoff", "SPOOL_RETRY_MAX_BACKOFF", time.Hour, "longest delay between attempts")
 	durVar(&c.DrainDelay, "drain-delay", "SPOOL_DRAIN_DELAY", 5*time.Second, "on SIGTERM, keep serving this long after readiness turns false")
 	durVar(&c.ShutdownTimeout, "shutdown-timeout", "SPOOL_SHUTDOWN_TIMEOUT", 30*time.Second, "on SIGTERM, how long in-flight requests and deliveries may take before they are released")
+	intVar(&c.AttemptBodyBytes, "attempt-body-bytes", "SPOOL_ATTEMPT_BODY_BYTES", 2048,
+		"bytes of each response body kept in the task's attempt history (0 = none)")
 	maxBody := int(1 << 20)
 	intVar(&maxBody, "max-body-bytes", "SPOOL_MAX_BODY_BYTES", 1<<20, "largest accepted request body for one task")
 	inflight := 0
@@ -330,6 +336,10 @@ func (c *Config) validate() error {
 	}
 	if c.MaxBodyBytes < 1024 || c.MaxBodyBytes > 64<<20 {
 		bad("SPOOL_MAX_BODY_BYTES: must be 1024-67108864, got %d", c.MaxBodyBytes)
+	}
+	// 65536 is task.MaxAttemptBodyBytes: every attempt row may hold it.
+	if c.AttemptBodyBytes < 0 || c.AttemptBodyBytes > 65536 {
+		bad("SPOOL_ATTEMPT_BODY_BYTES: must be 0-65536 (0 keeps no excerpt), got %d", c.AttemptBodyBytes)
 	}
 	// 10 is api.BatchBodyFactor: a batch body may be ten single-task bodies.
 	if batch := 10 * c.MaxBodyBytes; c.MaxInflightBodyBytes != 0 && c.MaxInflightBodyBytes < batch {

@@ -219,6 +219,7 @@ func TestInvalidValuesNameTheVariable(t *testing.T) {
 		"SPOOL_UI_SESSION_TTL":          {"SPOOL_UI_SESSION_TTL": "10s"},
 		"SPOOL_UI_TRACE_URL":            {"SPOOL_UI_TRACE_URL": "https://jaeger.example.com/trace/"},
 		"SPOOL_UI_SECURE_COOKIE":        {"SPOOL_UI_SECURE_COOKIE": "yes please"},
+		"SPOOL_ATTEMPT_BODY_BYTES":      {"SPOOL_ATTEMPT_BODY_BYTES": "65537"},
 	}
 	for name, env := range cases {
 		env["SPOOL_API_KEYS"] = "k"
@@ -271,5 +272,24 @@ func TestHelp(t *testing.T) {
 	_, err := Load([]string{"--help"}, envOf(nil), &b)
 	if !errors.Is(err, flag.ErrHelp) || !strings.Contains(b.String(), "SPOOL_HTTP_ADDR") {
 		t.Errorf("err=%v usage=%q", err, b.String())
+	}
+}
+
+func TestAttemptBodyBytes(t *testing.T) {
+	for env, want := range map[string]int{"": 2048, "0": 0, "65536": 65536, "100": 100} {
+		m := map[string]string{"SPOOL_API_KEYS": "k"}
+		if env != "" {
+			m["SPOOL_ATTEMPT_BODY_BYTES"] = env
+		}
+		c, err := Load(nil, envOf(m), io.Discard)
+		if err != nil || c.AttemptBodyBytes != want {
+			t.Errorf("SPOOL_ATTEMPT_BODY_BYTES=%q: %v, %v; want %d", env, c, err, want)
+		}
+	}
+	for _, bad := range []string{"-1", "65537", "lots"} {
+		_, err := Load(nil, envOf(map[string]string{"SPOOL_API_KEYS": "k", "SPOOL_ATTEMPT_BODY_BYTES": bad}), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "SPOOL_ATTEMPT_BODY_BYTES") {
+			t.Errorf("SPOOL_ATTEMPT_BODY_BYTES=%q: error %v, want one naming the variable", bad, err)
+		}
 	}
 }

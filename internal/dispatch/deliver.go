@@ -3,6 +3,8 @@ package dispatch
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -81,6 +83,20 @@ func (d *Dispatcher) deliver(parent context.Context, l store.Lease, leaseSpan tr
 	resp, err := d.send(ctx, t, start)
 	status := resp.code()
 	elapsed := time.Since(start)
+	// The attempt's record for the task's history; its outcome and error
+	// are filled below, where the completion's are decided.
+	c.Attempt = &task.Attempt{
+		Attempt:    t.Attempt,
+		StartedAt:  start.UTC(),
+		FinishedAt: start.Add(elapsed).UTC(),
+		Duration:   elapsed,
+		Status:     status,
+		Replica:    d.cfg.Replica,
+		TraceID:    attemptTraceID(span.SpanContext(), t),
+	}
+	if resp != nil {
+		c.Attempt.ResponseExcerpt, c.Attempt.ResponseHeaders = resp.excerpt, resp.headers
+	}
 	if m := d.cfg.Metrics; m != nil {
 		m.DeliveryDuration.WithLabelValues(t.Queue).Observe(elapsed.Seconds())
 	}
@@ -101,8 +117,11 @@ func (d *Dispatcher) deliver(parent context.Context, l store.Lease, leaseSpan tr
 	case errors.Is(cause, errLeaseLost):
 		return c, false
 	case errors.Is(cause, errShutdown) && err != nil:
+		// The request went out: the history keeps the abandoned attempt,
+		// though the task does not count it.
 		c.Outcome = store.Release
 		c.LastError = "released at shutdown before the attempt finished"
+		c.Attempt.Outcome, c.Attempt.ErrorClass, c.Attempt.ErrorMessage = task.AttemptReleased, task.ErrorShutdown, c.LastError
 		return c, true
 	}
 
@@ -111,6 +130,7 @@ func (d *Dispatcher) deliver(parent context.Context, l store.Lease, leaseSpan tr
 	switch {
 	case err == nil && status >= 200 && status < 300:
 		c.Outcome = store.Succeeded
+		c.Attempt.Outcome = task.AttemptSucceeded
 		d.count(t.Queue, "succeeded")
 		logf(slog.LevelDebug, "delivered", "http.response.status_code", status, "event.duration", elapsed.Nanoseconds())
 		return c, true
@@ -127,6 +147,11 @@ func (d *Dispatcher) deliver(parent context.Context, l store.Lease, leaseSpan tr
 	}
 	if err == nil {
 		c.LastError = resp.describe()
+	}
+	c.Attempt.ErrorClass, c.Attempt.ErrorMessage = errorClass(err), c.LastError
+	c.Attempt.Outcome = task.AttemptFailed
+	if c.Outcome == store.Retry && t.Attempt < t.MaxAttempts {
+		c.Attempt.Outcome = task.AttemptRetry
 	}
 	if c.Outcome == store.Retry {
 		// The task's own backoff, unless a Retry-After asks for longer: a
@@ -178,11 +203,40 @@ func (d *Dispatcher) count(queue, outcome string) {
 	}
 }
 
+// errorClass is the class of a failed attempt's error (nil: the target
+// answered with a status that is not 2xx).
+func errorClass(err error) task.ErrorClass {
+	switch {
+	case err == nil:
+		return task.ErrorHTTPStatus
+	case errors.Is(err, ErrForbiddenTarget):
+		return task.ErrorSSRFRefused
+	case errors.Is(err, errTimeout):
+		return task.ErrorTimeout
+	case errors.Is(err, errTLS):
+		return task.ErrorTLS
+	default:
+		return task.ErrorConnection
+	}
+}
+
+// attemptTraceID is the trace id an attempt ran under: its delivery
+// span's, or, with no trace context at all, the synthetic one the target
+// received (see setTraceparent).
+func attemptTraceID(sc trace.SpanContext, t task.Task) string {
+	if sc.TraceID().IsValid() {
+		return sc.TraceID().String()
+	}
+	return traceparent(t.ID, t.Attempt)[3:35]
+}
+
 // response is what an attempt learned from the target.
 type response struct {
 	status     int
 	retryAfter string
-	body       string
+	body       string            // the start of a failed response's body, for last_error
+	excerpt    *string           // the attempt's response excerpt; nil: none kept
+	headers    map[string]string // the task.KeptHeaders present; nil: none
 }
 
 func (r *response) code() int {
@@ -245,9 +299,31 @@ func (d *Dispatcher) send(ctx context.Context, t task.Task, now time.Time) (resp
 	}
 	defer hr.Body.Close()
 	r := &response{status: hr.StatusCode, retryAfter: hr.Header.Get("Retry-After")}
-	if hr.StatusCode < 200 || hr.StatusCode >= 300 {
-		b, _ := io.ReadAll(io.LimitReader(hr.Body, errorBodyBytes))
-		r.body = printable(b)
+	for _, k := range task.KeptHeaders {
+		if v := hr.Header.Get(k); v != "" {
+			if r.headers == nil {
+				r.headers = make(map[string]string, len(task.KeptHeaders))
+			}
+			r.headers[k] = task.HeaderValue(v)
+		}
+	}
+	// One read serves last_error (a failed response's first
+	// errorBodyBytes) and the attempt's excerpt (AttemptBodyBytes of any
+	// response); the rest is drained for the connection's reuse.
+	failed := hr.StatusCode < 200 || hr.StatusCode >= 300
+	keep := d.cfg.AttemptBodyBytes
+	if failed {
+		keep = max(keep, errorBodyBytes)
+	}
+	if keep > 0 {
+		b, _ := io.ReadAll(io.LimitReader(hr.Body, int64(keep)))
+		if failed {
+			r.body = printable(b[:min(len(b), errorBodyBytes)])
+		}
+		if n := d.cfg.AttemptBodyBytes; n > 0 && len(b) > 0 {
+			e := task.Excerpt(b, n)
+			r.excerpt = &e
+		}
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(hr.Body, drainBytes))
 	return r, nil
@@ -376,6 +452,33 @@ func setTraceparent(ctx context.Context, h http.Header, t task.Task) {
 // errTimeout marks an attempt that got no response within the task's timeout.
 var errTimeout = errors.New("timeout")
 
+// errTLS marks a connection error of the TLS handshake or certificate
+// check (errors.Is matches a tlsError).
+var errTLS = errors.New("tls")
+
+// tlsError is a connection error that happened in TLS: its message is the
+// same as any connection error's; only its class differs.
+type tlsError struct{ msg string }
+
+func (e tlsError) Error() string        { return e.msg }
+func (e tlsError) Is(target error) bool { return target == errTLS }
+
+// isTLS reports whether err came from the TLS handshake or the
+// certificate check.
+func isTLS(err error) bool {
+	var (
+		rh    tls.RecordHeaderError
+		alert tls.AlertError
+		cv    *tls.CertificateVerificationError
+		ua    x509.UnknownAuthorityError
+		hn    x509.HostnameError
+		ci    x509.CertificateInvalidError
+	)
+	return errors.As(err, &rh) || errors.As(err, &alert) || errors.As(err, &cv) ||
+		errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci) ||
+		strings.Contains(err.Error(), "tls: ")
+}
+
 // describeErr turns a transport error into a last_error line without the
 // target URL (it may carry credentials in its query).
 func describeErr(ctx context.Context, err error, timeout time.Duration) error {
@@ -392,6 +495,9 @@ func describeErr(ctx context.Context, err error, timeout time.Duration) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
+	}
+	if isTLS(err) {
+		return tlsError{msg: fmt.Sprintf("connection error: %v", err)}
 	}
 	return fmt.Errorf("connection error: %v", err)
 }

@@ -41,7 +41,13 @@ type Config struct {
 	UserAgent     string             // default "spool"
 	// Replica names this process among the replicas sharing destinations'
 	// limits and breakers (default: host name, pid and a random suffix).
+	// Each attempt's record names it too.
 	Replica string
+	// AttemptBodyBytes is how much of each response body an attempt's
+	// record keeps as its excerpt (at most task.MaxAttemptBodyBytes); 0
+	// keeps none. spool serve passes SPOOL_ATTEMPT_BODY_BYTES (default
+	// task.DefaultAttemptBodyBytes).
+	AttemptBodyBytes int
 	// Destinations tunes the per-destination protection (zero: defaults).
 	Destinations DestinationPolicy
 	// Now is this process's clock (default time.Now). It reads a
@@ -138,6 +144,7 @@ func New(cfg Config) *Dispatcher {
 	if cfg.Replica == "" {
 		cfg.Replica = DefaultReplica()
 	}
+	cfg.AttemptBodyBytes = min(max(cfg.AttemptBodyBytes, 0), task.MaxAttemptBodyBytes)
 	if cfg.Destinations.MaxBackoff <= 0 {
 		cfg.Destinations.MaxBackoff = cfg.Backoff.Max
 	}

@@ -87,16 +87,16 @@ const (
 
 // Excerpt turns the first bytes of a response body into text that is safe
 // to store and show, of at most max bytes: valid UTF-8 is kept as it is
-// (a character cut at the end is dropped); invalid bytes and NUL become
+// (a character cut by the limit is dropped); invalid bytes and NUL become
 // U+FFFD, so a binary body reads as replacement characters rather than
 // failing the write (PostgreSQL text takes neither).
 func Excerpt(b []byte, max int) string {
-	if len(b) > max {
+	if len(b) >= max {
+		// A character cut by the limit is not an invalid byte: drop it.
 		b = b[:max]
-	}
-	// A rune cut by the limit is not an invalid byte: drop it.
-	if n := len(b); n > 0 && !utf8.FullRune(b[lastRuneStart(b):]) {
-		b = b[:lastRuneStart(b)]
+		if len(b) > 0 && !utf8.FullRune(b[lastRuneStart(b):]) {
+			b = b[:lastRuneStart(b)]
+		}
 	}
 	s := string(b)
 	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {

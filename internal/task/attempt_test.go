@@ -17,6 +17,7 @@ func TestExcerpt(t *testing.T) {
 		{"cut", "hello world", 5, "hello"},
 		{"zero", "hello", 0, ""},
 		{"rune cut at the limit is dropped", "ab€", 4, "ab"},
+		{"incomplete rune at the end of a short body", "ab\xc3", 10, "ab\uFFFD"},
 		{"newlines kept", "a\nb\tc", 10, "a\nb\tc"},
 		{"invalid bytes", "a\xffb", 10, "a\uFFFDb"},
 		{"NUL", "a\x00b", 10, "a\uFFFDb"},
