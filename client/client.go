@@ -576,6 +576,21 @@ func (c *Client) ListTasks(ctx context.Context, queue string, o ListOptions) (*T
 	if o.View != "" {
 		q.Set("view", o.View)
 	}
+	if o.Priority != nil {
+		q.Set("priority", strconv.Itoa(*o.Priority))
+	}
+	if o.TargetHost != "" {
+		q.Set("target_host", o.TargetHost)
+	}
+	if o.IdempotencyKey != "" {
+		q.Set("idempotency_key", o.IdempotencyKey)
+	}
+	for name, t := range map[string]time.Time{"created_after": o.CreatedAfter, "created_before": o.CreatedBefore,
+		"run_after": o.RunAfter, "run_before": o.RunBefore} {
+		if !t.IsZero() {
+			q.Set(name, t.UTC().Format(time.RFC3339Nano))
+		}
+	}
 	u.RawQuery = q.Encode()
 	page := new(TaskPage)
 	if _, err := c.get(ctx, u, page); err != nil {
@@ -612,7 +627,9 @@ func (c *Client) AllTasks(ctx context.Context, queue string, o ListOptions) iter
 					return
 				}
 			}
-			if page.NextCursor == "" || len(page.Tasks) == 0 {
+			// A filtered page may be empty and still go on (the server
+			// bounds what one page examines): follow the cursor.
+			if page.NextCursor == "" {
 				return
 			}
 			if page.NextCursor == o.Cursor {
@@ -634,6 +651,70 @@ func (c *Client) CancelTask(ctx context.Context, id string) (*Task, error) {
 // is sent once, never retried by the client.
 func (c *Client) RetryTask(ctx context.Context, id string) (*Task, error) {
 	return c.taskAction(ctx, id, "retry")
+}
+
+// CancelTasks cancels the given tasks of queue (1 to 1000 ids) in one
+// request. A task the server could not cancel (unknown, of another queue,
+// already finished) is reported in its BulkTaskResult, not as an error.
+// It is sent once.
+func (c *Client) CancelTasks(ctx context.Context, queue string, ids []string) (*BulkResult, error) {
+	return c.bulk(ctx, queue, "cancel", map[string]any{"ids": ids})
+}
+
+// RetryTasks retries the given failed or cancelled tasks of queue (1 to
+// 1000 ids) in one request, reporting each as CancelTasks does. It is
+// sent once.
+func (c *Client) RetryTasks(ctx context.Context, queue string, ids []string) (*BulkResult, error) {
+	return c.bulk(ctx, queue, "retry", map[string]any{"ids": ids})
+}
+
+// CancelTasksInState cancels the next tasks of queue in state (scheduled,
+// available, running or retrying), up to o.Limit (1000) from o.Cursor, in
+// one request; while the answer's More is set, call again with its
+// NextCursor.
+func (c *Client) CancelTasksInState(ctx context.Context, queue, state string, o SweepOptions) (*BulkResult, error) {
+	return c.bulk(ctx, queue, "cancel", sweepBody(state, o))
+}
+
+// RetryTasksInState retries the next tasks of queue in state (failed or
+// cancelled) as CancelTasksInState cancels them. A sweep follows task ids,
+// so a task that fails again during it is not retried twice.
+//
+//	o := client.SweepOptions{}
+//	for {
+//		r, err := c.RetryTasksInState(ctx, "emails", client.StateFailed, o)
+//		if err != nil {
+//			return err
+//		}
+//		if !r.More {
+//			break
+//		}
+//		o.Cursor = r.NextCursor
+//	}
+func (c *Client) RetryTasksInState(ctx context.Context, queue, state string, o SweepOptions) (*BulkResult, error) {
+	return c.bulk(ctx, queue, "retry", sweepBody(state, o))
+}
+
+func sweepBody(state string, o SweepOptions) map[string]any {
+	in := map[string]any{"state": state}
+	if o.Cursor != "" {
+		in["cursor"] = o.Cursor
+	}
+	if o.Limit > 0 {
+		in["limit"] = o.Limit
+	}
+	return in
+}
+
+func (c *Client) bulk(ctx context.Context, queue, action string, in map[string]any) (*BulkResult, error) {
+	if err := needID("queue name", queue); err != nil {
+		return nil, err
+	}
+	out := new(BulkResult)
+	if _, err := c.call(ctx, http.MethodPost, c.endpoint("v1", "queues", queue, "tasks", action), in, out); err != nil {
+		return nil, fmt.Errorf("%s tasks: %w", action, err)
+	}
+	return out, nil
 }
 
 func (c *Client) taskAction(ctx context.Context, id, action string) (*Task, error) {

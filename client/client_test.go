@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -629,5 +632,85 @@ func TestAttempts(t *testing.T) {
 	}
 	if _, err := c.Attempts(ctx, " "); err == nil {
 		t.Error("Attempts of an empty id: no error")
+	}
+}
+
+func TestListFiltersAndBulk(t *testing.T) {
+	t.Parallel()
+	srv, c, ctx := setup(t)
+	var ids []string
+	for i := range 30 {
+		p := i % 5
+		task, _, err := c.Enqueue(ctx, "q", client.EnqueueRequest{
+			Target: client.Target{URL: fmt.Sprintf("http://h%d.example/", i%2)}, Priority: &p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, task.ID)
+	}
+	// The filters go on the query string.
+	two := 2
+	from := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	if _, err := c.ListTasks(ctx, "q", client.ListOptions{Priority: &two, TargetHost: "h0.example", IdempotencyKey: "k",
+		CreatedAfter: from, RunBefore: from.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	q, _ := url.ParseQuery(srv.Last().Query)
+	for k, v := range map[string]string{"priority": "2", "target_host": "h0.example", "idempotency_key": "k",
+		"created_after": "2026-01-02T03:04:05Z", "run_before": "2026-01-02T04:04:05Z"} {
+		if q.Get(k) != v {
+			t.Errorf("query %s = %q, want %q (%s)", k, q.Get(k), v, srv.Last().Query)
+		}
+	}
+	// AllTasks follows a cursor past empty pages: priority 4 on h1 (tasks
+	// 9, 19, 29) with pages of 1 scanning 10 tasks each.
+	four := 4
+	var got []string
+	for tk, err := range c.AllTasks(ctx, "q", client.ListOptions{Priority: &four, TargetHost: "h1.example", Limit: 1}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, tk.ID)
+	}
+	if want := []string{ids[9], ids[19], ids[29]}; !slices.Equal(got, want) {
+		t.Errorf("AllTasks(filtered) = %v, want %v", got, want)
+	}
+
+	// Bulk by ids: a result per id.
+	r, err := c.CancelTasks(ctx, "q", []string{ids[0], ids[1], "0190a000-0000-7000-8000-999999999999"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Count != 2 || len(r.Results) != 3 || r.Results[0].State != client.StateCancelled || r.Results[0].Error != nil ||
+		r.Results[2].Error == nil || r.Results[2].Error.Status != 404 {
+		t.Errorf("CancelTasks = %+v", r)
+	}
+	if !strings.Contains(string(srv.Last().Body), `"ids":[`) || !strings.HasSuffix(srv.Last().Path, "/v1/queues/q/tasks/cancel") {
+		t.Errorf("CancelTasks sent %s %s", srv.Last().Path, srv.Last().Body)
+	}
+	// Bulk by state, looping on the cursor.
+	o, moved := client.SweepOptions{Limit: 1}, 0
+	for range 5 {
+		r, err := c.RetryTasksInState(ctx, "q", client.StateCancelled, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		moved += r.Count
+		if !r.More {
+			break
+		}
+		o.Cursor = r.NextCursor
+	}
+	if moved != 2 {
+		t.Errorf("RetryTasksInState moved %d, want 2", moved)
+	}
+	if r, err := c.CancelTasksInState(ctx, "q", client.StateAvailable, client.SweepOptions{}); err != nil || r.Count != 30 || r.More {
+		t.Errorf("CancelTasksInState = %+v, %v", r, err)
+	}
+	if r, err := c.RetryTasks(ctx, "q", ids[:3]); err != nil || r.Count != 3 {
+		t.Errorf("RetryTasks = %+v, %v", r, err)
+	}
+	if _, err := c.RetryTasksInState(ctx, "q", client.StateSucceeded, client.SweepOptions{}); client.StatusOf(err) != 422 {
+		t.Errorf("RetryTasksInState(succeeded) = %v, want 422", err)
 	}
 }

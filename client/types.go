@@ -186,11 +186,51 @@ type TaskPage struct {
 }
 
 // ListOptions filter and page a task listing; zero values are omitted.
+//
+// The filters combine. The server examines at most 10 × Limit tasks per
+// page for Priority, TargetHost, RunAfter and RunBefore, so a filtered page
+// may hold fewer tasks than Limit, or none, and still have a NextCursor:
+// follow it until it is "" (AllTasks does).
 type ListOptions struct {
 	State  string
 	Limit  int
 	Cursor string
 	View   string // ViewRedacted (the server's default) or ViewFull
+
+	Priority       *int   // only this priority
+	TargetHost     string // only targets on this host (no port; any case)
+	IdempotencyKey string // only the task holding this key
+	// CreatedAfter (inclusive) and CreatedBefore (exclusive) bound the
+	// creation time, to the millisecond.
+	CreatedAfter, CreatedBefore time.Time
+	// RunAfter (inclusive) and RunBefore (exclusive) bound run_at.
+	RunAfter, RunBefore time.Time
+}
+
+// BulkResult is the answer to a bulk cancel or retry.
+type BulkResult struct {
+	Count int `json:"count"` // tasks changed
+	// Results, for a call with ids: one per id, in order.
+	Results []BulkTaskResult `json:"results,omitempty"`
+	// More, for a call with a state: tasks in that state remain; call
+	// again with NextCursor as SweepOptions.Cursor.
+	More       bool   `json:"more"`
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// BulkTaskResult is what a bulk call did to one id.
+type BulkTaskResult struct {
+	ID    string `json:"id"`
+	State string `json:"state,omitempty"` // after the call; "" for an unknown id
+	// Error is nil when the task changed; else Status 404 (no such task
+	// in the queue) or 409 (its state does not allow the change).
+	Error *Error `json:"error"`
+}
+
+// SweepOptions page a bulk call by state.
+type SweepOptions struct {
+	Cursor string // NextCursor of the previous answer
+	Limit  int    // most tasks to change, 1 to 1000; 0 = the server's 1000
 }
 
 // Task views: the server shows target header values as Redacted unless

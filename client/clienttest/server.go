@@ -186,6 +186,8 @@ func Start(apiKey string) *Server {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("POST /v1/queues/{queue}/tasks", s.auth(s.enqueue))
 	mux.HandleFunc("GET /v1/queues/{queue}/tasks", s.auth(s.list))
+	mux.HandleFunc("POST /v1/queues/{queue}/tasks/cancel", s.auth(s.bulk("cancel")))
+	mux.HandleFunc("POST /v1/queues/{queue}/tasks/retry", s.auth(s.bulk("retry")))
 	mux.HandleFunc("GET /v1/tasks/{id}", s.auth(s.getTask))
 	mux.HandleFunc("GET /v1/tasks/{id}/attempts", s.auth(s.listAttempts))
 	mux.HandleFunc("POST /v1/tasks/{id}/cancel", s.auth(s.cancel))
@@ -717,10 +719,16 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		limit = n
 	}
 	cursor := q.Get("cursor")
+	f, fields := parseFilters(q)
+	if len(fields) > 0 {
+		problem(w, http.StatusUnprocessableEntity, "invalid query", fields)
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := []*Task{}
 	next := ""
+	scanned := 0
 	for _, id := range s.order {
 		t := s.tasks[id]
 		if t.Queue != name || (state != "" && t.State != state) || (cursor != "" && id <= cursor) {
@@ -730,7 +738,16 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 			next = out[len(out)-1].ID
 			break
 		}
-		out = append(out, t)
+		// As the server does, a page with row filters examines at most
+		// 10 × limit tasks and then ends where it stopped.
+		if f.rows() && scanned == 10*limit {
+			next = s.order[slices.Index(s.order, id)-1]
+			break
+		}
+		scanned++
+		if f.match(t) {
+			out = append(out, t)
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"tasks": shown(out, q.Get("view") == "full"), "next_cursor": next})
 }

@@ -38,6 +38,28 @@ func (s countingStore) CancelTask(ctx context.Context, id string) (task.Task, er
 	return t, err
 }
 
+func (s countingStore) CancelTasks(ctx context.Context, queue string, ids []string) ([]store.BulkResult, error) {
+	res, err := s.Store.CancelTasks(ctx, queue, ids)
+	n := 0
+	for _, r := range res {
+		if r.Err == nil {
+			n++
+		}
+	}
+	if n > 0 { // no series for a queue name nobody has used
+		s.m.Finished.WithLabelValues(queue, "cancelled").Add(float64(n))
+	}
+	return res, err
+}
+
+func (s countingStore) CancelState(ctx context.Context, p store.SweepParams) (store.Sweep, error) {
+	sw, err := s.Store.CancelState(ctx, p)
+	if sw.Changed > 0 {
+		s.m.Finished.WithLabelValues(p.Queue, "cancelled").Add(float64(sw.Changed))
+	}
+	return sw, err
+}
+
 // poolStats adapts each driver's pool to the spool_db_pool_* metrics.
 func poolStats(st migratingStore) func() telemetry.PoolStats {
 	switch s := st.(type) {

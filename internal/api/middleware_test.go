@@ -103,6 +103,8 @@ func storeRequests() [][3]string {
 	return [][3]string{
 		{"POST", "/v1/queues/q/tasks", `{"target":{"url":"http://h/"}}`},
 		{"GET", "/v1/queues/q/tasks", ""},
+		{"POST", "/v1/queues/q/tasks/cancel", `{"ids":["` + id + `"]}`},
+		{"POST", "/v1/queues/q/tasks/retry", `{"state":"failed"}`},
 		{"GET", "/v1/tasks/" + id, ""},
 		{"GET", "/v1/tasks/" + id + "/attempts", ""},
 		{"POST", "/v1/tasks/" + id + "/cancel", ""},

@@ -163,6 +163,22 @@ func TestOpenAPIResponses(t *testing.T) {
 		want(t, e.do("GET", "/v1/queues/q/tasks?view=full", "", reader...), 403)
 		want(t, e.do("GET", "/v1/queues/none/tasks", ""), 404)
 		want(t, e.do("GET", "/v1/queues/q/tasks?limit=0", ""), 422)
+		want(t, e.do("GET", "/v1/queues/q/tasks?priority=5&target_host=h&created_after=2020-01-01T00:00:00Z&run_before=2999-01-01T00:00:00Z", ""), 200)
+		want(t, e.do("GET", "/v1/queues/q/tasks?priority=10", ""), 422)
+		// bulk cancel, retry
+		for _, op := range []string{"cancel", "retry"} {
+			path := "/v1/queues/q/tasks/" + op
+			ids := `{"ids":["` + tk.ID + `","` + missing + `"]}`
+			want(t, e.do("POST", path, ids), 200)
+			want(t, e.do("POST", path, `{"state":"`+map[string]string{"cancel": "available", "retry": "failed"}[op]+`","limit":10}`), 200)
+			want(t, e.do("POST", path, `{`), 400)
+			want(t, e.do("POST", path, ids, noAuth...), 401)
+			want(t, e.do("POST", path, ids, reader...), 403)
+			want(t, e.do("POST", "/v1/queues/none/tasks/"+op, ids), 404)
+			want(t, e.do("POST", path, `{"ids":["`+tk.ID+`"],"x":"`+strings.Repeat("x", 3000)+`"}`), 413)
+			want(t, e.do("POST", path, ids, "Content-Type", "text/plain"), 415)
+			want(t, e.do("POST", path, `{}`), 422)
+		}
 		// get task
 		want(t, e.do("GET", "/v1/tasks/"+tk.ID, ""), 200)
 		want(t, e.do("GET", "/v1/tasks/"+tk.ID, "", noAuth...), 401)

@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -695,5 +697,78 @@ func TestTasksGetShowsAttempts(t *testing.T) {
 	var first map[string]any
 	if err := json.Unmarshal(got.Attempts[0], &first); err != nil || first["response_excerpt"] != excerpt || first["duration"] != dur || first["trace_id"] != trace {
 		t.Errorf("first attempt in json = %v (%v)", first, err)
+	}
+}
+
+// TestTasksBulkCommands: list filters reach the query string; cancel and
+// retry take several ids with --queue (a line per id, non-zero exit when
+// one was refused) and a state with --all, looping until none is left.
+func TestTasksBulkCommands(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	var ids []string
+	for i := range 25 {
+		ids = append(ids, h.enqueueJSON("q", fmt.Sprintf("http://h%d.example/", i%2), "--priority", strconv.Itoa(i%5))["id"].(string))
+	}
+	out := h.ok(Tasks, "list", "q", "--priority", "3", "--target-host", "h1.example", "--created-after", "2020-01-01T00:00:00Z",
+		"--run-before", "2999-01-01T00:00:00Z", "--all", "--limit", "1", "--output", "json")
+	if q := h.srv.Last().Query; !strings.Contains(q, "priority=3") || !strings.Contains(q, "target_host=h1.example") ||
+		!strings.Contains(q, "created_after=2020-01-01T00%3A00%3A00Z") || !strings.Contains(q, "run_before=") {
+		t.Errorf("list query %s", q)
+	}
+	// Priority 3 on h1: tasks 3, 13, 23; pages of 1 scan 10 tasks, and
+	// --all follows the cursors of empty pages.
+	for _, i := range []int{3, 13, 23} {
+		if !strings.Contains(out, ids[i]) {
+			t.Errorf("filtered --all lacks task %d:\n%s", i, out)
+		}
+	}
+	if strings.Count(out, `"id"`) != 3 {
+		t.Errorf("filtered --all listed %d tasks, want 3:\n%s", strings.Count(out, `"id"`), out)
+	}
+
+	// Several ids: a line each.
+	out = h.ok(Tasks, "cancel", "--queue", "q", ids[0], ids[1], ids[2])
+	if strings.Count(out, "cancelled") != 6 || !strings.HasSuffix(h.srv.Last().Path, "/v1/queues/q/tasks/cancel") {
+		t.Errorf("cancel several:\n%s", out)
+	}
+	// Again: every one refused, reported, and the command fails.
+	out, _, err := h.run(Tasks, "cancel", "--queue", "q", ids[0], ids[3])
+	if err == nil || !strings.Contains(err.Error(), "1 of 2 tasks not cancelled") || !strings.Contains(out, "it is cancelled") {
+		t.Errorf("cancel a cancelled task: %v\n%s", err, out)
+	}
+	// Every cancelled task, one request at a time until done.
+	out = h.ok(Tasks, "retry", "--queue", "q", "--state", "cancelled", "--all")
+	if !strings.Contains(out, "retried 4 cancelled tasks of q") {
+		t.Errorf("retry --state cancelled --all: %s", out)
+	}
+	out = h.ok(Tasks, "cancel", "--queue", "q", "--state", "available", "--output", "json")
+	var r struct {
+		Count int  `json:"count"`
+		More  bool `json:"more"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil || r.Count != 25 || r.More {
+		t.Errorf("cancel --state available: %v %s", err, out)
+	}
+
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"retry"}, "tasks retry: missing ID"},
+		{[]string{"retry", ids[0], ids[1]}, "tasks retry: several ids need --queue"},
+		{[]string{"retry", "--state", "failed"}, "tasks retry: --state needs --queue"},
+		{[]string{"retry", "--queue", "q", "--state", "succeeded"}, `tasks retry: --state must be one of failed, cancelled, got "succeeded"`},
+		{[]string{"cancel", "--queue", "q", "--state", "failed"}, `tasks cancel: --state must be one of scheduled, available, running, retrying, got "failed"`},
+		{[]string{"retry", "--queue", "q", "--state", "failed", ids[0]}, "tasks retry: give ids or --state, not both"},
+		{[]string{"retry", "--all", ids[0]}, "tasks retry: --all and --cursor go with --state"},
+		{[]string{"list", "q", "--priority", "10"}, "tasks list: --priority must be 0-9, got 10"},
+		{[]string{"list", "q", "--created-after", "yesterday"}, "tasks list: invalid value \"yesterday\" for flag -created-after"},
+	} {
+		_, _, err := h.run(Tasks, c.args...)
+		var ue *UsageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want a usage error containing %q", c.args, err, c.want)
+		}
 	}
 }

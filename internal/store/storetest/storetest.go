@@ -53,6 +53,8 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 	t.Run("Tasks", func(t *testing.T) { testTasks(t, newStore) })
 	t.Run("Cancel", func(t *testing.T) { testCancel(t, newStore) })
 	t.Run("RetryTask", func(t *testing.T) { testRetryTask(t, newStore) })
+	t.Run("ListFilters", func(t *testing.T) { testListFilters(t, newStore) })
+	t.Run("Bulk", func(t *testing.T) { testBulk(t, newStore) })
 	t.Run("Queues", func(t *testing.T) { testQueues(t, newStore) })
 	t.Run("Counts", func(t *testing.T) { testCounts(t, newStore) })
 	t.Run("Lease", func(t *testing.T) { testLease(t, newStore) })
