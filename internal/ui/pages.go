@@ -41,10 +41,7 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request, sess session) 
 	if err != nil {
 		return fmt.Errorf("list destinations: %w", err)
 	}
-	series, err := s.throughput(r.Context())
-	if err != nil {
-		return err
-	}
+	series := s.throughput()
 	d := overviewData{Destinations: ds}
 	for _, q := range qs {
 		d.Queues = append(d.Queues, queueRow{Queue: q, Chart: series.chart(q.Name)})
