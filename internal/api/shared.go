@@ -89,7 +89,7 @@ func ProblemOf(err error) (Problem, bool) {
 		p.Status = http.StatusInternalServerError
 	}
 	for _, f := range ae.fields {
-		p.Fields = append(p.Fields, FieldProblem{Field: f.Field, Detail: f.Detail})
+		p.Fields = append(p.Fields, FieldProblem(f))
 	}
 	return p, true
 }

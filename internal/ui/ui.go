@@ -230,8 +230,8 @@ func (s *Server) wrap(rt route) http.Handler {
 			}
 		}
 		if r.Method == http.MethodPost {
-			if err := s.checkPost(r, sess, rt.need != auth.None); err != nil {
-				s.errorPage(w, r, sess, http.StatusForbidden, err.Error())
+			if pe := s.checkPost(r, sess, rt.need != auth.None); pe != nil {
+				s.errorPage(w, r, sess, pe.status, pe.msg)
 				return
 			}
 		}
@@ -258,25 +258,31 @@ func (s *Server) session(r *http.Request) (session, error) {
 // it sends them), and a signed-in form must carry the session's token. The
 // sign-in form has no session yet; SameSite=Strict and the origin check
 // cover it.
-func (s *Server) checkPost(r *http.Request, sess session, needToken bool) error {
-	const refused = "This request did not come from a Spool dashboard page (cross-site request refused). Reload the page and try again."
+func (s *Server) checkPost(r *http.Request, sess session, needToken bool) *pageError {
+	refused := &pageError{http.StatusForbidden,
+		"This request did not come from a Spool dashboard page (cross-site request refused). Reload the page and try again."}
 	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
-		return errors.New(refused)
+		return refused
 	}
 	if o := r.Header.Get("Origin"); o != "" {
 		u, err := url.Parse(o)
 		if err != nil || !strings.EqualFold(u.Host, r.Host) {
-			return errors.New(refused)
+			return refused
 		}
 	}
 	if !needToken {
 		return nil
 	}
 	if err := r.ParseForm(); err != nil {
-		return errors.New("the form could not be read")
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return &pageError{http.StatusRequestEntityTooLarge, fmt.Sprintf("The form is larger than the limit of %d bytes.", tooBig.Limit)}
+		}
+		return &pageError{http.StatusBadRequest, "The form could not be read."}
 	}
 	if !s.sess.checkCSRF(sess, r.PostForm.Get("csrf")) {
-		return errors.New("The form's security token is missing or out of date (it changes at each sign-in). Reload the page and try again.")
+		return &pageError{http.StatusForbidden,
+			"The form's security token is missing or out of date (it changes at each sign-in). Reload the page and try again."}
 	}
 	return nil
 }
