@@ -285,10 +285,24 @@ func TestSignInRedirectStaysOnDashboard(t *testing.T) {
 		"/ui/../v1/queues":          "/ui/",
 		"/elsewhere":                "/ui/",
 		"/ui/\\evil":                "/ui/",
+		"/ui/signin?next=/ui/":      "/ui/",
 	} {
 		r := e.browser().do("POST", "/ui/signin", url.Values{"key": {readKey}, "next": {next}})
 		if got := r.header.Get("Location"); got != want {
 			t.Errorf("next=%q: Location %q, want %q", next, got, want)
 		}
+	}
+}
+
+// TestSignInPageWhenSignedIn: a signed-in visit to the sign-in page goes on.
+func TestSignInPageWhenSignedIn(t *testing.T) {
+	e := newEnv(t, testKeys)
+	b := e.browser()
+	b.signIn(readKey)
+	if r := b.get("/ui/signin?next=%2Fui%2Fqueues%2Fa"); r.status != http.StatusSeeOther || r.header.Get("Location") != "/ui/queues/a" {
+		t.Errorf("signed in: %d %s", r.status, r.header.Get("Location"))
+	}
+	if r := e.browser().get("/ui/signin"); r.status != http.StatusOK {
+		t.Errorf("signed out: %d", r.status)
 	}
 }

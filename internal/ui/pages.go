@@ -768,11 +768,12 @@ type signInData struct {
 }
 
 func (s *Server) signInForm(w http.ResponseWriter, r *http.Request, sess session) error {
-	if s.sess.openMode() {
-		http.Redirect(w, r, Prefix, http.StatusSeeOther)
+	q := r.URL.Query()
+	if _, err := s.session(r); err == nil {
+		// Open mode, or signed in already: nothing to sign in to.
+		http.Redirect(w, r, safeNext(q.Get("next")), http.StatusSeeOther)
 		return nil
 	}
-	q := r.URL.Query()
 	s.render(w, r, session{}, http.StatusOK, "signin", "Sign in", signInData{Next: safeNext(q.Get("next")), Expired: q.Get("expired") != ""})
 	return nil
 }
@@ -809,7 +810,8 @@ func (s *Server) signOut(w http.ResponseWriter, r *http.Request, _ session) erro
 func safeNext(next string) string {
 	u, err := url.Parse(next)
 	if err != nil || u.Scheme != "" || u.Host != "" || !strings.HasPrefix(u.Path, Prefix) ||
-		strings.Contains(u.Path, "..") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") {
+		strings.Contains(u.Path, "..") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") ||
+		u.Path == "/ui/signin" {
 		return Prefix
 	}
 	return u.RequestURI()
