@@ -60,6 +60,8 @@ func BenchmarkDrain(b *testing.B) {
 		Store:       st,
 		Client:      NewHTTPClient(Guard{Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}),
 		SigningKeys: [][]byte{key},
+		// As spool serve runs it: every attempt recorded, with an excerpt.
+		AttemptBodyBytes: task.DefaultAttemptBodyBytes,
 	})
 	if err := d.Start(ctx); err != nil {
 		b.Fatal(err)

@@ -477,7 +477,9 @@ type Store interface {
 	ExtendLeases(ctx context.Context, refs []LeaseRef, leaseFor time.Duration) (lost []LeaseRef, err error)
 	// Complete applies completions in one transaction. A completion is
 	// applied only if the task is still running under that token; accepted[i]
-	// tells whether cs[i] was. A final state sets finished_at.
+	// tells whether cs[i] was. A final state sets finished_at. An accepted
+	// completion's Attempt, when set, is recorded in the same transaction
+	// (see ListAttempts), in the order of cs; a refused one's never is.
 	Complete(ctx context.Context, cs []Completion) (accepted []bool, err error)
 
 	// Maintenance, run by the leader only.

@@ -734,7 +734,23 @@ func BenchmarkEnqueueBatch1000(b *testing.B) {
 
 // BenchmarkLeaseComplete measures the worker's round trip: lease 100 tasks
 // from a backlog, complete them in one call.
-func BenchmarkLeaseComplete(b *testing.B) {
+func BenchmarkLeaseComplete(b *testing.B) { benchLeaseComplete(b, false) }
+
+// BenchmarkLeaseCompleteWithAttempts is BenchmarkLeaseComplete with an
+// attempt record on every completion, as the dispatcher sends them: the
+// cost of the attempt history.
+func BenchmarkLeaseCompleteWithAttempts(b *testing.B) { benchLeaseComplete(b, true) }
+
+// benchAttempt is a successful attempt's record as the dispatcher makes it.
+func benchAttempt(l store.Lease) *task.Attempt {
+	now := time.Now()
+	excerpt := `{"ok":true,"id":"` + l.Task.ID + `"}`
+	return &task.Attempt{Attempt: l.Task.Attempt, Outcome: task.AttemptSucceeded, StartedAt: now.Add(-3 * time.Millisecond), FinishedAt: now,
+		Duration: 3 * time.Millisecond, Status: 200, ResponseExcerpt: &excerpt, ResponseHeaders: map[string]string{"Content-Type": "application/json"},
+		Replica: "bench-replica-1234-abcd", TraceID: "4bf92f3577b34da6a3ce929d0e0e4736"}
+}
+
+func benchLeaseComplete(b *testing.B, attempts bool) {
 	s := benchStore(b)
 	batch := make([]store.NewTask, 100)
 	for b.Loop() {
@@ -753,6 +769,9 @@ func BenchmarkLeaseComplete(b *testing.B) {
 		cs := make([]store.Completion, len(ls))
 		for i, l := range ls {
 			cs[i] = store.Completion{LeaseRef: store.LeaseRef{TaskID: l.Task.ID, Token: l.Token}, Outcome: store.Succeeded, LastStatus: 200}
+			if attempts {
+				cs[i].Attempt = benchAttempt(l)
+			}
 		}
 		if _, err := s.Complete(b.Context(), cs); err != nil {
 			b.Fatal(err)

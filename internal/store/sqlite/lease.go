@@ -463,7 +463,7 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 				}
 			}
 		}
-		if err := recordAttempts(ctx, tx, st, cs, accepted, batch[:0]); err != nil {
+		if err := recordAttempts(ctx, tx, st, cs, accepted); err != nil {
 			return err
 		}
 		return storeCounts(ctx, tx, st, counts)
@@ -477,78 +477,84 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 	return accepted, nil
 }
 
-// recordAttempts inserts the attempt records of the accepted completions
-// in one statement (none when no accepted completion has one), in the
-// order of cs, which is the order their attempts ended in.
-func recordAttempts(ctx context.Context, tx *sql.Tx, st *statements, cs []store.Completion, accepted []bool, buf []byte) error {
-	buf = append(buf, '[')
-	n := 0
+// attemptCols are spool_attempts' columns as recordAttempts binds them.
+const (
+	attemptCols = `task_id, attempt, outcome, started_at, finished_at, duration_us, status,
+		error_class, error_message, response_excerpt, response_headers, replica, trace_id`
+	attemptNCols = 13
+)
+
+// insertAttemptsSQL is the insert of n attempt rows.
+func insertAttemptsSQL(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO spool_attempts (` + attemptCols + `) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?)")
+	}
+	return b.String()
+}
+
+// recordAttempts inserts the attempt records of the accepted completions,
+// in the order of cs (the order their attempts ended in, which rowid order
+// keeps), by insertShapes rows at a time as insertTasks does: bound
+// parameters, where a JSON batch read through json_each cost twice as
+// much (each row's array rendered as text again and parsed once per
+// column).
+func recordAttempts(ctx context.Context, tx *sql.Tx, st *statements, cs []store.Completion, accepted []bool) error {
+	idx := make([]int, 0, len(cs))
 	for i, c := range cs {
-		if !accepted[i] || c.Attempt == nil {
-			continue
+		if accepted[i] && c.Attempt != nil {
+			idx = append(idx, i)
 		}
-		if n > 0 {
-			buf = append(buf, ',')
+	}
+	args := make([]any, 0, min(len(idx), insertShapes[0])*attemptNCols)
+	for len(idx) > 0 {
+		k := 0
+		for insertShapes[k] > len(idx) {
+			k++
 		}
-		n++
-		buf = appendAttempt(buf, c.TaskID, c.Attempt)
-	}
-	if n == 0 {
-		return nil
-	}
-	buf = append(buf, ']')
-	if _, err := tx.StmtContext(ctx, st.insertAttempts).ExecContext(ctx, string(buf)); err != nil {
-		return fmt.Errorf("record attempts: %w", err)
+		n := insertShapes[k]
+		args = args[:0]
+		for _, i := range idx[:n] {
+			args = appendAttemptArgs(args, cs[i].TaskID, cs[i].Attempt)
+		}
+		if _, err := tx.StmtContext(ctx, st.insertAttempts[k]).ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("record attempts: %w", err)
+		}
+		idx = idx[n:]
 	}
 	return nil
 }
 
-// appendAttempt appends a as sqlInsertAttempts reads it.
-func appendAttempt(b []byte, taskID string, a *task.Attempt) []byte {
-	b = append(b, '[')
-	b = appendJSONString(b, taskID)
-	b = append(b, ',')
-	b = strconv.AppendInt(b, int64(a.Attempt), 10)
-	b = append(b, ',')
-	b = appendJSONString(b, string(a.Outcome))
-	b = append(b, ',')
-	b = appendIntOrNull(b, micros(a.StartedAt), !a.StartedAt.IsZero())
-	b = append(b, ',')
-	b = strconv.AppendInt(b, micros(a.FinishedAt), 10)
-	b = append(b, ',')
-	b = appendIntOrNull(b, a.Duration.Microseconds(), a.Duration > 0)
-	b = append(b, ',')
-	b = appendIntOrNull(b, int64(a.Status), a.Status != 0)
-	for _, s := range []string{string(a.ErrorClass), a.ErrorMessage} {
-		b = append(b, ',')
-		b = appendTextOrNull(b, s, s != "")
+// appendAttemptArgs appends a's columns in attemptCols order.
+func appendAttemptArgs(args []any, taskID string, a *task.Attempt) []any {
+	var started, dur, status, excerpt any
+	if !a.StartedAt.IsZero() {
+		started = micros(a.StartedAt)
 	}
-	b = append(b, ',')
+	if a.Duration > 0 {
+		dur = a.Duration.Microseconds()
+	}
+	if a.Status != 0 {
+		status = int64(a.Status)
+	}
 	if a.ResponseExcerpt != nil {
-		b = appendJSONString(b, task.CleanText(*a.ResponseExcerpt))
-	} else {
-		b = append(b, "null"...)
+		excerpt = task.CleanText(*a.ResponseExcerpt)
 	}
-	h := store.EncodeAttemptHeaders(a.ResponseHeaders)
-	for _, s := range []string{h, a.Replica, a.TraceID} {
-		b = append(b, ',')
-		b = appendTextOrNull(b, s, s != "")
-	}
-	return append(b, ']')
+	return append(args, taskID, int64(a.Attempt), string(a.Outcome), started, micros(a.FinishedAt), dur, status,
+		textOrNull(string(a.ErrorClass)), textOrNull(a.ErrorMessage), excerpt,
+		textOrNull(store.EncodeAttemptHeaders(a.ResponseHeaders)), textOrNull(a.Replica), textOrNull(a.TraceID))
 }
 
-func appendIntOrNull(b []byte, n int64, ok bool) []byte {
-	if !ok {
-		return append(b, "null"...)
+// textOrNull is s made storable, or nil (NULL) when empty.
+func textOrNull(s string) any {
+	if s == "" {
+		return nil
 	}
-	return strconv.AppendInt(b, n, 10)
-}
-
-func appendTextOrNull(b []byte, s string, ok bool) []byte {
-	if !ok {
-		return append(b, "null"...)
-	}
-	return appendJSONString(b, task.CleanText(s))
+	return task.CleanText(s)
 }
 
 // appendCompletion appends c as complete* statements read it.

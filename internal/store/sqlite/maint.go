@@ -165,6 +165,10 @@ const pruneSQL = `DELETE FROM spool_tasks WHERE id IN (
 		WHERE state IN ` + finalStates + ` AND finished_at < ?1
 		ORDER BY finished_at LIMIT ?2)`
 
+// pruneAttemptsSQL deletes the attempts of the tasks in ?1 (a JSON array
+// of ids) through spool_attempts_task.
+const pruneAttemptsSQL = `DELETE FROM spool_attempts WHERE task_id IN (SELECT value FROM json_each(?1))`
+
 // Prune deletes up to limit final tasks that finished before now-retention
 // and returns how many; their idempotency keys stay reserved, marked
 // pruned.
@@ -213,8 +217,7 @@ func (s *Store) Prune(ctx context.Context, retention time.Duration, limit int) (
 		if n > 0 {
 			// Their attempt records, through spool_attempts_task.
 			ids = append(ids, ']')
-			if _, err := tx.ExecContext(ctx, `DELETE FROM spool_attempts WHERE task_id IN (SELECT value FROM json_each(?))`,
-				string(ids)); err != nil {
+			if _, err := tx.ExecContext(ctx, pruneAttemptsSQL, string(ids)); err != nil {
 				return fmt.Errorf("prune attempts: %w", err)
 			}
 		}

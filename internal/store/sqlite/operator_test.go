@@ -150,6 +150,9 @@ func TestOperatorStatementPlans(t *testing.T) {
 		{"prune", pruneSQL, []any{nowUS, 500}, []string{
 			"SEARCH spool_tasks USING INDEX spool_tasks_prune (finished_at<?)",
 		}},
+		{"prune attempts", pruneAttemptsSQL, []any{`["01890a5d-ac96-774b-bcce-b302099a8057"]`}, []string{
+			"INDEX spool_attempts_task (task_id=?)",
+		}},
 	} {
 		plan := explain(t, s.read, tc.q, tc.args...)
 		for _, w := range tc.want {
@@ -159,7 +162,7 @@ func TestOperatorStatementPlans(t *testing.T) {
 		}
 		for _, line := range strings.Split(plan, "\n") {
 			line = strings.TrimSpace(line)
-			scan := strings.HasPrefix(line, "SCAN spool_tasks") || strings.HasPrefix(line, "SCAN t ") || line == "SCAN t"
+			scan := strings.HasPrefix(line, "SCAN spool_tasks") || strings.HasPrefix(line, "SCAN spool_attempts") || strings.HasPrefix(line, "SCAN t ") || line == "SCAN t"
 			if scan || strings.Contains(line, "TEMP B-TREE") {
 				t.Errorf("%s: plan has %q:\n%s", tc.name, line, plan)
 			}

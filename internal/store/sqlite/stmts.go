@@ -99,17 +99,6 @@ const (
 	// GetTask.
 	sqlGetTask = `SELECT ` + taskCols + ` FROM spool_tasks WHERE id = ?`
 
-	// The attempt records of a completion batch (migration 00008): ?1 is a
-	// JSON array of [task_id, attempt, outcome, started_at, finished_at,
-	// duration_us, status, error_class, error_message, response_excerpt,
-	// response_headers, replica, trace_id], inserted in array order (rowid
-	// order is a task's attempt order).
-	sqlInsertAttempts = `INSERT INTO spool_attempts (task_id, attempt, outcome, started_at, finished_at, duration_us,
-			status, error_class, error_message, response_excerpt, response_headers, replica, trace_id)
-		SELECT a.value ->> 0, a.value ->> 1, a.value ->> 2, a.value ->> 3, a.value ->> 4, a.value ->> 5,
-			a.value ->> 6, a.value ->> 7, a.value ->> 8, a.value ->> 9, a.value ->> 10, a.value ->> 11, a.value ->> 12
-		FROM json_each(?1) AS a ORDER BY a.key`
-
 	// The counts of finished tasks (migration 00007).
 	sqlCountAdd = `INSERT INTO spool_task_counts (queue, state, n) VALUES (?, ?, ?)
 		ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n`
@@ -127,7 +116,8 @@ type statements struct {
 	limitedQueues, runningCount, dueFreeHeads, dueQueue *sql.Stmt
 	freeQueues                                          *sql.Stmt
 	leaseSeq, claim, drawTokens                         *sql.Stmt
-	extendLeases, countAdd, insertAttempts              *sql.Stmt
+	extendLeases, countAdd                              *sql.Stmt
+	insertAttempts                                      []*sql.Stmt  // by insertShapes
 	complete                                            [5]*sql.Stmt // by store.Outcome - 1
 	// read pool
 	leasable, getTask *sql.Stmt
@@ -160,7 +150,6 @@ func prepareStatements(ctx context.Context, write, read *sql.DB) (*statements, e
 		{write, &st.drawTokens, sqlDrawTokens},
 		{write, &st.extendLeases, sqlExtendLeases},
 		{write, &st.countAdd, sqlCountAdd},
-		{write, &st.insertAttempts, sqlInsertAttempts},
 		{write, &st.complete[0], completeSucceeded},
 		{write, &st.complete[1], completeRetry},
 		{write, &st.complete[2], completeFail},
@@ -185,6 +174,16 @@ func prepareStatements(ctx context.Context, write, read *sql.DB) (*statements, e
 			return nil, fmt.Errorf("prepare insert of %d: %w", n, err)
 		}
 		st.insertTasks[k] = s
+		st.all = append(st.all, s)
+	}
+	st.insertAttempts = make([]*sql.Stmt, len(insertShapes))
+	for k, n := range insertShapes {
+		s, err := write.PrepareContext(ctx, insertAttemptsSQL(n))
+		if err != nil {
+			st.close()
+			return nil, fmt.Errorf("prepare attempts insert of %d: %w", n, err)
+		}
+		st.insertAttempts[k] = s
 		st.all = append(st.all, s)
 	}
 	return st, nil

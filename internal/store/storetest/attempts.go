@@ -291,6 +291,25 @@ func testAttempts(t *testing.T, newStore NewStoreFunc) {
 		}
 	})
 
+	t.Run("KeptAcrossRetryTask", func(t *testing.T) {
+		// A failed task run again counts from 1; its history stays.
+		ctx, s := setup(t, newStore)
+		tk := enqueueOne(t, ctx, s, newTask("q"))
+		l1 := leaseOne(t, ctx, s, tk.ID, time.Minute)
+		a1 := record(l1, task.AttemptFailed, 400)
+		completeOne(t, ctx, s, attempted(l1, store.Fail, a1), true)
+		if _, err := s.RetryTask(ctx, tk.ID); err != nil {
+			t.Fatalf("RetryTask: %v", err)
+		}
+		l2 := leaseOne(t, ctx, s, tk.ID, time.Minute)
+		a2 := record(l2, task.AttemptSucceeded, 200)
+		completeOne(t, ctx, s, attempted(l2, store.Succeeded, a2), true)
+		if a1.Attempt != 1 || a2.Attempt != 1 {
+			t.Fatalf("attempt numbers %d and %d, want 1 and 1", a1.Attempt, a2.Attempt)
+		}
+		checkAttempts(t, "failed, retried, succeeded", mustAttempts(t, ctx, s, tk.ID), stored(tk.ID, a1), stored(tk.ID, a2))
+	})
+
 	t.Run("UnknownTask", func(t *testing.T) {
 		ctx, s := setup(t, newStore)
 		for _, id := range []string{newID(), "not-a-uuid"} {
