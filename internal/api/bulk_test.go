@@ -1,8 +1,10 @@
 package api
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -210,5 +212,49 @@ func TestBulk(t *testing.T) {
 			wantField(t, e.do("POST", "/v1/queues/b/tasks/retry", b), field)
 		}
 		wantField(t, e.do("POST", "/v1/queues/b/tasks/cancel", `{"state":"failed"}`), "state")
+	})
+}
+
+// FuzzBulkBody sends arbitrary bodies to the bulk routes on the real
+// SQLite store: never a 5xx; a refusal is a 400 or 422 problem; an answer
+// has a result per id given, and never changes more than MaxBulk tasks.
+func FuzzBulkBody(f *testing.F) {
+	for _, s := range []string{
+		`{"ids":["01890a5d-ac96-774b-bcce-b302099a8057"]}`, `{"ids":[]}`, `{"ids":null}`, `{"ids":["x"]}`,
+		`{"state":"failed"}`, `{"state":"available","limit":1}`, `{"state":"failed","cursor":"` + encodeCursor("01890a5d-ac96-774b-bcce-b302099a8057") + `"}`,
+		`{"state":"failed","limit":1001}`, `{"ids":["01890a5d-ac96-774b-bcce-b302099a8057"],"state":"failed"}`, `[]`, `null`, `{`, `{"ids":[1,2]}`,
+		`{"state":"failed","state":"cancelled"}`, `{"ids":["01890A5D-AC96-774B-BCCE-B302099A8057","01890a5d-ac96-774b-bcce-b302099a8057"]}`,
+	} {
+		f.Add(s)
+	}
+	st := openFuzzSQLite(f)
+	h, err := New(Config{Store: st})
+	if err != nil {
+		f.Fatal(err)
+	}
+	seedQueue(f, st)
+	f.Fuzz(func(t *testing.T, body string) {
+		for _, op := range []string{"cancel", "retry"} {
+			req := httptest.NewRequest("POST", "/v1/queues/q/tasks/"+op, strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			switch rec.Code {
+			case http.StatusOK:
+				var r bulkJSON
+				if err := json.Unmarshal(rec.Body.Bytes(), &r); err != nil {
+					t.Fatalf("%s %s: 200 with an unreadable body: %v", op, body, err)
+				}
+				if r.Count > store.MaxBulk || len(r.Results) > store.MaxBulk || r.Count < 0 {
+					t.Fatalf("%s %s: %+v", op, body, r)
+				}
+			case http.StatusBadRequest, http.StatusUnprocessableEntity:
+				if ct := rec.Header().Get("Content-Type"); ct != "application/problem+json" {
+					t.Fatalf("%s %s: %d as %q", op, body, rec.Code, ct)
+				}
+			default:
+				t.Fatalf("%s %s: status %d: %s", op, body, rec.Code, rec.Body)
+			}
+		}
 	})
 }

@@ -201,6 +201,10 @@ func FuzzListQuery(f *testing.F) {
 		"limit=99999999999999999999", "state=available", "state=AVAILABLE", "state=done", "state=", "cursor=",
 		"cursor=" + encodeCursor("01890a5d-ac96-774b-bcce-b302099a8057"), "cursor=%", "cursor=%zz", "limit=1&limit=2",
 		"lmit=5", ";", "&&&", "=", "a=%00", "state=failed&limit=2&cursor=x", "state=available;limit=1", "%ff=1",
+		"priority=3", "priority=10", "priority=-0", "target_host=h", "target_host=%5B::1%5D", "target_host=a:1",
+		"idempotency_key=k", "idempotency_key=%7F", "created_after=2026-01-02T03:04:05Z", "created_before=2026-01-02T03:04:05.999999999%2B14:00",
+		"run_after=0001-01-01T00:00:00Z", "run_before=9999-12-31T23:59:59Z", "created_after=1969-12-31T23:59:59Z&limit=1",
+		"created_after=2026-01-02T00:00:00Z&created_before=2026-01-01T00:00:00Z", "priority=1&target_host=h&limit=1&state=available",
 	} {
 		f.Add(s)
 	}

@@ -45,7 +45,6 @@ func TestMaintainerEnqueuesScheduledRuns(t *testing.T) {
 		stopB()
 
 		tsPage, err := st.ListTasks(ctx, store.ListParams{Queue: "ticks", Limit: 1000})
-
 		ts := tsPage.Tasks
 		if err != nil {
 			t.Fatal(err)

@@ -251,8 +251,8 @@ type SweepParams struct {
 // Sweep is what one sweep did.
 type Sweep struct {
 	Changed int // tasks it changed
-	// Last is the highest id it examined; the next call continues after
-	// it (SweepParams.After). "" when it examined none.
+	// Last is the highest id it examined, SweepParams.After when it
+	// examined none; the next call continues after it.
 	Last string
 	// More reports whether tasks in the state remain after Last.
 	More bool

@@ -2,10 +2,12 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/spoolhq/spool/internal/store"
 	"github.com/spoolhq/spool/internal/task"
@@ -16,8 +18,8 @@ import (
 // bulk call and a single change, never wait on each other in a cycle),
 // upd changes them as CancelTask and RetryTask do, counted appends one
 // count delta per (queue, state) left or entered, and the outer select
-// answers for every id given (the rows it did not change as the
-// statement's snapshot saw them).
+// answers for every id given: the changed rows, then the others (not in
+// upd, a hashed subplan) as the statement's snapshot saw them.
 const (
 	cancelSet = `SET state = 'cancelled', lease_token = NULL, lease_expires_at = NULL,
 				finished_at = now(), updated_at = now()`
@@ -36,9 +38,10 @@ const (
 			INSERT INTO spool_task_count_deltas (queue, state, n)
 			SELECT $1::text, 'cancelled', count(*) FROM upd HAVING count(*) > 0
 		)
-		SELECT t.id::text, CASE WHEN u.id IS NULL THEN t.state ELSE 'cancelled' END, u.id IS NOT NULL
-		FROM spool_tasks t LEFT JOIN upd u ON u.id = t.id
-		WHERE t.id = ANY ($2::uuid[]) AND t.queue = $1`
+		SELECT id::text, 'cancelled', true FROM upd
+		UNION ALL
+		SELECT id::text, state, false FROM spool_tasks
+		WHERE id = ANY ($2::uuid[]) AND queue = $1 AND id NOT IN (SELECT id FROM upd)`
 
 	retryIDsSQL = `WITH old AS (
 			SELECT id, state FROM spool_tasks
@@ -54,9 +57,10 @@ const (
 		), wake AS (
 			SELECT pg_notify('` + wakeupChannel + `', '') WHERE EXISTS (SELECT FROM upd)
 		)
-		SELECT t.id::text, CASE WHEN u.id IS NULL THEN t.state ELSE 'available' END, u.id IS NOT NULL
-		FROM spool_tasks t LEFT JOIN upd u ON u.id = t.id, (SELECT count(*) FROM wake) w
-		WHERE t.id = ANY ($2::uuid[]) AND t.queue = $1`
+		SELECT id::text, 'available', true FROM upd, (SELECT count(*) FROM wake) w
+		UNION ALL
+		SELECT id::text, state, false FROM spool_tasks
+		WHERE id = ANY ($2::uuid[]) AND queue = $1 AND id NOT IN (SELECT id FROM upd)`
 
 	// The sweeps take a (queue, state, id) range of spool_tasks_queue_state_idx
 	// up to the LIMIT; more looks one entry past the last row examined.
@@ -120,11 +124,15 @@ func (s *Store) bulk(ctx context.Context, op, sql, queue string, ids []string, r
 		state   string
 		changed bool
 	}
-	got := make(map[string]result, len(valid))
-	if len(valid) > 0 {
+	var got map[string]result
+	err := retryDeadlock(func() error {
+		got = make(map[string]result, len(valid))
+		if len(valid) == 0 {
+			return nil
+		}
 		rows, err := s.pool.Query(ctx, sql, queue, valid)
 		if err != nil {
-			return nil, wrap(op, err)
+			return err
 		}
 		var (
 			id string
@@ -134,9 +142,10 @@ func (s *Store) bulk(ctx context.Context, op, sql, queue string, ids []string, r
 			got[id] = r
 			return nil
 		})
-		if err != nil {
-			return nil, wrap(op, err)
-		}
+		return err
+	})
+	if err != nil {
+		return nil, wrap(op, err)
 	}
 	out := make([]store.BulkResult, len(ids))
 	for i, id := range ids {
@@ -189,14 +198,16 @@ func (s *Store) sweep(ctx context.Context, op, sql string, p store.SweepParams) 
 		sw   store.Sweep
 		last *string
 	)
-	err := s.customPlans(ctx, func(b *pgx.Batch) {
-		b.Queue(sql, p.Queue, string(p.State), after, limit).QueryRow(func(row pgx.Row) error {
-			dest := []any{&sw.Changed, &last, &sw.More}
-			if sql == retryStateSQL {
-				var woke int
-				dest = append(dest, &woke)
-			}
-			return row.Scan(dest...)
+	err := retryDeadlock(func() error {
+		return s.customPlans(ctx, func(b *pgx.Batch) {
+			b.Queue(sql, p.Queue, string(p.State), after, limit).QueryRow(func(row pgx.Row) error {
+				dest := []any{&sw.Changed, &last, &sw.More}
+				if sql == retryStateSQL {
+					var woke int
+					dest = append(dest, &woke)
+				}
+				return row.Scan(dest...)
+			})
 		})
 	})
 	if err != nil {
@@ -208,4 +219,20 @@ func (s *Store) sweep(ctx context.Context, op, sql string, p store.SweepParams) 
 		sw.Last = p.After
 	}
 	return sw, nil
+}
+
+// retryDeadlock runs fn again (twice at most) when PostgreSQL aborted it
+// as a deadlock's victim. A bulk statement locks its rows in id order, but
+// a completion batch locks its own in the order the dispatcher sends them,
+// so a bulk cancel of running tasks and their completions can wait on
+// each other in a cycle; the aborted statement changed nothing.
+func retryDeadlock(fn func() error) error {
+	for i := 0; ; i++ {
+		err := fn()
+		var pgErr *pgconn.PgError
+		if i < 2 && errors.As(err, &pgErr) && pgErr.Code == "40P01" {
+			continue
+		}
+		return err
+	}
 }

@@ -74,9 +74,11 @@ func (s *Store) ListTasks(ctx context.Context, p store.ListParams) (store.TaskPa
 	p.Limit = limit
 	after := uuid.Nil.String() // below every id
 	if p.After != "" {
-		if !validID(p.After) {
+		u, err := uuid.Parse(p.After)
+		if err != nil {
 			return store.TaskPage{}, fmt.Errorf("list tasks: invalid cursor %q", p.After)
 		}
+		p.After = u.String() // canonical, to compare as text with lo and ids
 		after = p.After
 	}
 	lo, before := p.IDRange()

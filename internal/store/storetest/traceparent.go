@@ -39,7 +39,6 @@ func testTraceParent(t *testing.T, newStore NewStoreFunc) {
 	check("GetTask", mustGet(t, ctx, s, without.ID))
 
 	listPage, err := s.ListTasks(ctx, store.ListParams{Queue: "tp", Limit: 10})
-
 	list := listPage.Tasks
 	if err != nil {
 		t.Fatalf("ListTasks: %v", err)
