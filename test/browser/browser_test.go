@@ -16,7 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/spoolhq/spool/internal/spooltest"
@@ -122,7 +124,7 @@ func tab(t *testing.T) context.Context {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(browser)
 	t.Cleanup(cancel)
-	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
+	ctx, cancelT := context.WithTimeout(ctx, 45*time.Second)
 	t.Cleanup(cancelT)
 	return ctx
 }
@@ -186,9 +188,13 @@ func shot(t *testing.T, ctx context.Context, name string) {
 	}
 }
 
-// signIn signs the tab's browser in with key.
+// signIn signs the tab's browser in with key. The browser's cookies are
+// cleared first: every test's server has the same keys, so an earlier
+// test's session (cookies ignore the port) would be valid here, and the
+// sign-in page would send it straight on.
 func signIn(t *testing.T, ctx context.Context, key string) {
 	t.Helper()
+	clearCookies(t, ctx)
 	do(t, ctx,
 		chromedp.Navigate(apiBase+"/ui/signin"),
 		chromedp.WaitVisible(css("#key")),
@@ -196,6 +202,27 @@ func signIn(t *testing.T, ctx context.Context, key string) {
 		chromedp.Click(css("form button[type=submit]")),
 		chromedp.WaitVisible(css("p.flash")),
 	)
+}
+
+func clearCookies(t *testing.T, ctx context.Context) {
+	t.Helper()
+	if _, err := chromedp.Call(ctx, network.ClearBrowserCookies, cdp.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitURL waits until the tab's address contains sub (a navigation that
+// a click started has happened).
+func waitURL(t *testing.T, ctx context.Context, sub string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if loc, err := chromedp.Run(ctx, chromedp.Location()); err == nil && strings.Contains(loc, sub) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fatal(t, ctx, fmt.Errorf("the address never contained %q", sub))
 }
 
 // api calls the API with the admin key.
@@ -265,6 +292,7 @@ func TestSignInAndOverview(t *testing.T) {
 	enqueue(t, "reports", map[string]any{"target": map[string]any{"url": targetURL + "/ok"}, "delay": "1h"})
 	api(t, "POST", "/v1/queues/reports/pause", nil, nil)
 	ctx := tab(t)
+	clearCookies(t, ctx)
 	do(t, ctx, chromedp.Navigate(apiBase+"/ui/queues/emails"), chromedp.WaitVisible(css("#key")))
 	if loc := get(t, ctx, chromedp.Location()); !strings.Contains(loc, "/ui/signin?next=%2Fui%2Fqueues%2Femails") {
 		t.Errorf("unsigned visit went to %s", loc)
@@ -318,8 +346,10 @@ func TestFilterQueue(t *testing.T) {
 	do(t, ctx, chromedp.Navigate(apiBase+"/ui/queues/orders"), chromedp.WaitVisible(css("#f-prio")),
 		chromedp.SetValue(css("#f-prio"), "1"),
 		chromedp.SendKeys(css("#f-host"), "billing.example.com"),
-		chromedp.Click(css(`form[role=search] button[type=submit]`)),
-		chromedp.WaitVisible(css("table.tasks")))
+		chromedp.Click(css(`form[role=search] button[type=submit]`)))
+	// The table was there before the click: wait for the filtered page.
+	waitURL(t, ctx, "target_host=")
+	do(t, ctx, chromedp.WaitVisible(css("table.tasks")))
 	loc := get(t, ctx, chromedp.Location())
 	if rows := count(t, ctx, "table.tasks tbody tr"); rows != 1 || !strings.Contains(loc, "priority=1") || !strings.Contains(loc, "target_host=billing.example.com") {
 		t.Errorf("filtered: %d rows at %s", rows, loc)
