@@ -1,9 +1,11 @@
 package ui_test
 
 import (
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -306,3 +308,39 @@ func TestSignInPageWhenSignedIn(t *testing.T) {
 		t.Errorf("signed out: %d", r.status)
 	}
 }
+
+// TestRequestLog: a line per request with route and status, never the key
+// or the cookie.
+func TestRequestLog(t *testing.T) {
+	var logs strings.Builder
+	var mu sync.Mutex
+	e := newEnv(t, testKeys, func(c *ui.Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return logs.Write(p)
+		}), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	b := e.browser()
+	r := b.signIn(adminKey)
+	cookie := strings.SplitN(strings.TrimPrefix(r.header.Get("Set-Cookie"), "spool_session="), ";", 2)[0]
+	b.get("/ui/queues/emails")
+	b.get("/ui/?fragment=live") // Debug: not at Info
+	mu.Lock()
+	out := logs.String()
+	mu.Unlock()
+	if !strings.Contains(out, `"http.route":"GET /ui/queues/{queue}"`) || !strings.Contains(out, `"http.response.status_code":404`) ||
+		!strings.Contains(out, `"http.route":"POST /ui/signin"`) {
+		t.Errorf("log lacks the requests:\n%s", out)
+	}
+	if strings.Contains(out, "fragment") || strings.Contains(out, `"url.path":"/ui/","http.response.status_code":200`) {
+		t.Errorf("a live refresh logged at Info:\n%s", out)
+	}
+	if strings.Contains(out, adminKey) || strings.Contains(out, cookie) {
+		t.Errorf("the log holds the key or the cookie:\n%s", out)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -439,3 +439,46 @@ func between(s, from, to string) string {
 func ptr[T any](v T) *T { return &v }
 
 var _ = io.Discard
+
+// TestControlsAreLabelled: every visible form control of every page has a
+// label (a <label for> naming its id, or aria-label), every button and
+// link has text, and the page has one h1 and a lang, for screen readers.
+func TestControlsAreLabelled(t *testing.T) {
+	e := newEnv(t, nil)
+	tk := e.enqueue("emails")
+	e.failAll()
+	b := e.browser()
+	control := regexp.MustCompile(`<(input|select|textarea)\b[^>]*>`)
+	attr := func(tag, name string) string {
+		m := regexp.MustCompile(`\s` + name + `="([^"]*)"`).FindStringSubmatch(tag)
+		if m == nil {
+			return ""
+		}
+		return m[1]
+	}
+	emptyButton := regexp.MustCompile(`<button[^>]*>\s*</button>|<a [^>]*>\s*</a>`)
+	for _, p := range []string{"/ui/", "/ui/queues/emails", "/ui/queues/emails?state=failed", "/ui/tasks/" + tk.ID, "/ui/enqueue", "/ui/enqueue?from=" + tk.ID} {
+		r := b.get(p)
+		if r.status != 200 {
+			t.Fatalf("%s: %d", p, r.status)
+		}
+		if strings.Count(r.body, "<h1") != 1 || !strings.Contains(r.body, `<html lang="en">`) {
+			t.Errorf("%s: want one h1 and a lang", p)
+		}
+		for _, tag := range control.FindAllString(r.body, -1) {
+			if attr(tag, "type") == "hidden" || attr(tag, "aria-label") != "" {
+				continue
+			}
+			id := attr(tag, "id")
+			if attr(tag, "type") == "radio" {
+				continue // each radio sits inside its <label>
+			}
+			if id == "" || !strings.Contains(r.body, `<label for="`+id+`"`) {
+				t.Errorf("%s: control without a label: %s", p, tag)
+			}
+		}
+		if m := emptyButton.FindString(r.body); m != "" {
+			t.Errorf("%s: a button or link without text: %s", p, m)
+		}
+	}
+}

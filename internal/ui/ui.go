@@ -11,6 +11,7 @@
 package ui
 
 import (
+	"cmp"
 	"context"
 	"embed"
 	"errors"
@@ -174,6 +175,7 @@ func New(cfg Config) (*Server, error) {
 }
 
 func (s *Server) handle(pattern string, h http.Handler) {
+	h = s.logRequests(pattern, h)
 	if s.cfg.Instrument != nil {
 		h = s.cfg.Instrument(pattern, h)
 	}
@@ -193,6 +195,69 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mux.ServeHTTP(w, r)
 }
+
+// logRequests writes one line per request, as the API does (route, path,
+// status, duration; never a cookie or a form value), at Debug for the
+// assets and the live refreshes, which every open page makes every few
+// seconds; and turns a panic into a logged 500.
+func (s *Server) logRequests(route string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				s.log.Error("dashboard: panic", "http.route", route, "error.message", fmt.Sprint(p))
+				if sw.status == 0 {
+					http.Error(sw, "internal error", http.StatusInternalServerError)
+				}
+			}
+			status := cmp.Or(sw.status, http.StatusOK)
+			lvl := slog.LevelInfo
+			switch {
+			case status >= 500:
+				lvl = slog.LevelWarn
+			case strings.HasPrefix(route, "GET /ui/static/") || r.URL.Query().Get("fragment") != "":
+				lvl = slog.LevelDebug
+			}
+			path := r.URL.Path
+			if len(path) > 256 {
+				path = path[:256]
+			}
+			s.log.LogAttrs(r.Context(), lvl, "http request",
+				slog.String("http.request.method", r.Method),
+				slog.String("http.route", route),
+				slog.String("url.path", path),
+				slog.Int("http.response.status_code", status),
+				slog.Int64("event.duration", time.Since(start).Nanoseconds()))
+		}()
+		next.ServeHTTP(sw, r)
+	})
+}
+
+// statusWriter remembers the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // staticFiles serves the embedded assets; they change only with the binary.
 func staticFiles(fsys fs.FS) http.Handler {
