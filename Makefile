@@ -21,6 +21,13 @@ test: ## every test: unit, both stores (real PostgreSQL started by the tests), e
 	$(MAKE) test-manifests
 	@if [ "$$SPOOL_TEST_REQUIRE_DOCKER" = 1 ] || docker info >/dev/null 2>&1; then $(MAKE) test-docker; else echo "no Docker engine: skipping make test-docker"; fi
 
+# screenshots: the dashboard's browser tests, writing their screenshots to
+# docs/images (docs/dashboard.md shows them).
+.PHONY: screenshots
+screenshots: ## refresh docs/images from the dashboard's browser tests (needs chromium)
+	SPOOL_TEST_REQUIRE_CHROMIUM=1 SPOOL_SCREENSHOTS_DIR=$(CURDIR)/docs/images $(GO) test -count=1 -run . ./test/browser
+	rm -f docs/images/failure.png
+
 # test-manifests: the Kubernetes manifests and the Helm chart, rendered and
 # checked without a cluster (test/manifests and its render package, modules
 # of their own so the main module never pulls in Helm or Kustomize).

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -30,6 +31,7 @@ import (
 	"github.com/spoolhq/spool/internal/store/sqlite"
 	"github.com/spoolhq/spool/internal/task"
 	"github.com/spoolhq/spool/internal/telemetry"
+	"github.com/spoolhq/spool/internal/ui"
 	"github.com/spoolhq/spool/webhook"
 )
 
@@ -264,6 +266,26 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 		if err != nil {
 			return err
 		}
+		if cfg.UI {
+			// The dashboard shares the API's port, keys and store.
+			dash, err := ui.New(ui.Config{
+				Store:        live,
+				Logger:       log,
+				APIKeys:      keys,
+				SessionTTL:   cfg.UISessionTTL,
+				SecureCookie: cfg.UISecureCookie,
+				TraceURL:     cfg.UITraceURL,
+				CheckTarget:  func(u *url.URL) error { return guard.CheckURL(u) },
+				MaxBodyBytes: cfg.MaxBodyBytes,
+				Instrument: func(route string, h http.Handler) http.Handler {
+					return metrics.Instrument(route, tracing.Instrument(route, h))
+				},
+			})
+			if err != nil {
+				return err
+			}
+			h = withDashboard(h, dash)
+		}
 		if apiSrv, err = listen("api", cfg.HTTPAddr, h); err != nil {
 			return err
 		}
@@ -390,6 +412,18 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 }
 
 // adminMux serves metrics, pprof and health on the admin port.
+// withDashboard sends /ui and everything under /ui/ to the dashboard and
+// the rest to the API.
+func withDashboard(apiH, dash http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/ui" || strings.HasPrefix(r.URL.Path, ui.Prefix) {
+			dash.ServeHTTP(w, r)
+			return
+		}
+		apiH.ServeHTTP(w, r)
+	})
+}
+
 func adminMux(m *telemetry.Metrics, ready func(context.Context) error) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -96,6 +97,20 @@ type Config struct {
 	ShutdownTimeout time.Duration
 
 	LogLevel string // SPOOL_LOG_LEVEL: debug, info (default), warn, error
+
+	// UI serves the dashboard at /ui/ on the API port (SPOOL_UI, --ui, default true).
+	UI bool
+	// UITraceURL links a task's trace from the dashboard: a URL template in
+	// which {trace_id} is replaced, e.g.
+	// "https://jaeger.example.com/trace/{trace_id}" (SPOOL_UI_TRACE_URL,
+	// default none).
+	UITraceURL string
+	// UISessionTTL is how long a dashboard sign-in lasts (SPOOL_UI_SESSION_TTL, default 12h).
+	UISessionTTL time.Duration
+	// UISecureCookie marks the session cookie Secure even on a plain-HTTP
+	// request, for a TLS-terminating proxy in front (SPOOL_UI_SECURE_COOKIE,
+	// default false; a request that arrives over TLS always gets Secure).
+	UISecureCookie bool
 }
 
 // Secret is a string that never prints.
@@ -231,6 +246,11 @@ Flags:
 	fs.Var(&migrate, "migrate", "apply schema migrations at start (default true on SQLite, false on PostgreSQL) [SPOOL_MIGRATE]")
 	boolVar(&c.InsecureNoAuth, "insecure-no-auth", "SPOOL_INSECURE_NO_AUTH", "serve the API without authentication on a non-loopback address")
 	boolVar(&c.InsecureUnsigned, "insecure-unsigned", "SPOOL_INSECURE_UNSIGNED", "deliver unsigned requests (no SPOOL_SIGNING_KEYS) from a process on a non-loopback address")
+	c.UI = true
+	boolVar(&c.UI, "ui", "SPOOL_UI", "serve the dashboard at /ui/ on the API port (default true)")
+	strVar(&c.UITraceURL, "ui-trace-url", "SPOOL_UI_TRACE_URL", "", "the dashboard's link to a task's trace, with {trace_id} in it, e.g. https://jaeger.example.com/trace/{trace_id}")
+	durVar(&c.UISessionTTL, "ui-session-ttl", "SPOOL_UI_SESSION_TTL", 12*time.Hour, "how long a dashboard sign-in lasts")
+	boolVar(&c.UISecureCookie, "ui-secure-cookie", "SPOOL_UI_SECURE_COOKIE", "mark the dashboard's session cookie Secure on plain-HTTP requests too (behind a TLS-terminating proxy)")
 	var cidrs string
 	fromEnv(&cidrs, "", "SPOOL_ALLOWED_TARGET_CIDRS")
 	fs.StringVar(&cidrs, "allowed-target-cidrs", cidrs, "comma-separated address ranges that delivery targets may use despite the SSRF guard, e.g. 127.0.0.0/8 [SPOOL_ALLOWED_TARGET_CIDRS]")
@@ -342,6 +362,18 @@ func (c *Config) validate() error {
 	for i, k := range c.SigningKeys {
 		if !strings.HasPrefix(k.Value(), "whsec_") {
 			bad("SPOOL_SIGNING_KEYS: key %d does not start with whsec_", i+1)
+		}
+	}
+	if c.UISessionTTL < time.Minute || c.UISessionTTL > 7*24*time.Hour {
+		bad("SPOOL_UI_SESSION_TTL: must be between 1m and 168h, got %s", c.UISessionTTL)
+	}
+	if c.UITraceURL != "" {
+		u, err := url.Parse(strings.ReplaceAll(c.UITraceURL, "{trace_id}", "0"))
+		switch {
+		case !strings.Contains(c.UITraceURL, "{trace_id}"):
+			bad("SPOOL_UI_TRACE_URL: must contain {trace_id}, e.g. https://jaeger.example.com/trace/{trace_id}")
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			bad("SPOOL_UI_TRACE_URL: must be an http(s) URL with a host")
 		}
 	}
 	if len(c.APIKeys) == 0 && !c.InsecureNoAuth && c.Role != RoleWorker && !Loopback(c.HTTPAddr) {

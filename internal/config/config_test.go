@@ -49,6 +49,27 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// TestUIDefaults: the dashboard is on, with a 12h sign-in, no trace link
+// and a Secure cookie only over TLS, unless told otherwise.
+func TestUIDefaults(t *testing.T) {
+	c, err := Load(nil, envOf(map[string]string{"SPOOL_API_KEYS": "k"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.UI || c.UISessionTTL != 12*time.Hour || c.UITraceURL != "" || c.UISecureCookie {
+		t.Errorf("UI defaults: ui=%v ttl=%s trace=%q secure=%v", c.UI, c.UISessionTTL, c.UITraceURL, c.UISecureCookie)
+	}
+	c, err = Load([]string{"--ui=false"}, envOf(map[string]string{"SPOOL_API_KEYS": "k",
+		"SPOOL_UI_TRACE_URL": "https://tempo.example.com/explore?trace={trace_id}", "SPOOL_UI_SESSION_TTL": "1h",
+		"SPOOL_UI_SECURE_COOKIE": "true"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.UI || c.UISessionTTL != time.Hour || c.UITraceURL != "https://tempo.example.com/explore?trace={trace_id}" || !c.UISecureCookie {
+		t.Errorf("UI settings: ui=%v ttl=%s trace=%q secure=%v", c.UI, c.UISessionTTL, c.UITraceURL, c.UISecureCookie)
+	}
+}
+
 func TestIdempotencyRetention(t *testing.T) {
 	c, err := Load([]string{"--idempotency-retention", "48h"}, envOf(map[string]string{"SPOOL_API_KEYS": "k"}), io.Discard)
 	if err != nil || c.IdempotencyRetention != 48*time.Hour {
@@ -194,6 +215,10 @@ func TestInvalidValuesNameTheVariable(t *testing.T) {
 		// Less than one maximum-size batch (10 × 1 MiB) could never admit one.
 		"SPOOL_MAX_INFLIGHT_BODY_BYTES": {"SPOOL_MAX_INFLIGHT_BODY_BYTES": "1048576"},
 		"SPOOL_SQLITE_SYNC":             {"SPOOL_SQLITE_SYNC": "off"},
+		"SPOOL_UI":                      {"SPOOL_UI": "perhaps"},
+		"SPOOL_UI_SESSION_TTL":          {"SPOOL_UI_SESSION_TTL": "10s"},
+		"SPOOL_UI_TRACE_URL":            {"SPOOL_UI_TRACE_URL": "https://jaeger.example.com/trace/"},
+		"SPOOL_UI_SECURE_COOKIE":        {"SPOOL_UI_SECURE_COOKIE": "yes please"},
 		"SPOOL_ATTEMPT_BODY_BYTES":      {"SPOOL_ATTEMPT_BODY_BYTES": "65537"},
 	}
 	for name, env := range cases {

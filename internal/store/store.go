@@ -258,6 +258,17 @@ type Sweep struct {
 	More bool
 }
 
+// FinishedMinute counts one queue's tasks that finished in one minute.
+type FinishedMinute struct {
+	Queue     string
+	Minute    time.Time // the minute's start, UTC
+	Succeeded int64
+	Failed    int64
+}
+
+// MaxFinishedWindow bounds FinishedPerMinute's window.
+const MaxFinishedWindow = time.Hour
+
 // Lease is a task leased to one worker for one attempt.
 type Lease struct {
 	Task      task.Task // State Running, Attempt already incremented
@@ -512,6 +523,14 @@ type Store interface {
 	// returns how many totals it changed. Run by the leader, about once a
 	// second.
 	FoldCounts(ctx context.Context) (int, error)
+
+	// FinishedPerMinute returns how many tasks of each queue reached
+	// succeeded and failed in each minute of the last window (at most
+	// MaxFinishedWindow; minutes by finished_at on the store's clock,
+	// truncated to the minute), ordered by queue then minute; minutes with
+	// neither are absent. It reads the finished-task index over the window
+	// only, so its cost is the window's finished tasks, never the older ones.
+	FinishedPerMinute(ctx context.Context, window time.Duration) ([]FinishedMinute, error)
 
 	// OldestDue returns, for each queue with a pending task whose run_at has
 	// passed, how long the oldest such task has been due (for metrics and

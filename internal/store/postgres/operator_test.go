@@ -13,45 +13,12 @@ import (
 	"github.com/spoolhq/spool/internal/task"
 )
 
-// bulkFinishedSQL inserts finished tasks $2..$3 (numbers) spread over the
-// queues $1, finished $4 ago and one millisecond apart: ids in time order
-// (UUIDv7 layout, from the number), one in a thousand failed and one in a
-// thousand cancelled, the rest succeeded. It is how tests and the
-// 10-million-task benchmark build a long history without the API; recount
-// the totals after it (recountSQL).
-const bulkFinishedSQL = `INSERT INTO spool_tasks (id, queue, state, priority, run_at, attempt, max_attempts,
-		timeout_ms, target_url, target_method, payload, content_type, created_at, updated_at, finished_at)
-	SELECT (lpad(to_hex((extract(epoch FROM at) * 1000)::bigint), 12, '0') || '7000' || '8000'
-			|| lpad(to_hex(i), 12, '0'))::uuid,
-		($1::text[])[1 + i % cardinality($1::text[])],
-		CASE i % 1000 WHEN 0 THEN 'failed' WHEN 1 THEN 'cancelled' ELSE 'succeeded' END,
-		5, at, 1, 25, 30000, 'http://127.0.0.1:9/hook', 'POST', '{"n":1}'::bytea, 'application/json', at, at, at
-	FROM generate_series($2::bigint, $3::bigint) AS i,
-		LATERAL (SELECT now() - $4 * interval '1 millisecond' - ($3 - i) * interval '1 millisecond' AS at) a`
-
-// recountSQL sets the totals of finished tasks from the table itself, as
-// migration 00010 does, for tasks inserted around the statements that
-// keep them.
-const recountSQL = `DELETE FROM spool_task_count_deltas;
-	DELETE FROM spool_task_counts;
-	INSERT INTO spool_task_counts (queue, state, n)
-		SELECT queue, state, count(*) FROM spool_tasks
-		WHERE state IN ('succeeded', 'failed', 'cancelled') GROUP BY queue, state`
-
-// bulkFinished inserts n finished tasks over queues in batches of a
-// million, finished age ago, and recounts.
+// bulkFinished inserts n finished tasks over queues, finished age ago
+// (LoadFinished), and fails t on error.
 func bulkFinished(t testing.TB, s *Store, queues []string, n int64, age time.Duration) {
 	t.Helper()
-	ctx := context.Background()
-	const step = 1_000_000
-	for from := int64(1); from <= n; from += step {
-		to := min(from+step-1, n)
-		if _, err := s.pool.Exec(ctx, bulkFinishedSQL, queues, from, to, age.Milliseconds()); err != nil {
-			t.Fatalf("bulk insert %d-%d: %v", from, to, err)
-		}
-	}
-	if _, err := s.pool.Exec(ctx, recountSQL); err != nil {
-		t.Fatalf("recount: %v", err)
+	if err := s.LoadFinished(context.Background(), queues, n, age); err != nil {
+		t.Fatal(err)
 	}
 }
 

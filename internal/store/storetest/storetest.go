@@ -70,6 +70,7 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 	t.Run("Leadership", func(t *testing.T) { testLeadership(t, newStore) })
 	t.Run("Wakeups", func(t *testing.T) { testWakeups(t, newStore) })
 	t.Run("OldestDue", func(t *testing.T) { testOldestDue(t, newStore) })
+	t.Run("FinishedPerMinute", func(t *testing.T) { testFinishedPerMinute(t, newStore) })
 	t.Run("TraceParent", func(t *testing.T) { testTraceParent(t, newStore) })
 	t.Run("Destinations", func(t *testing.T) { testDestinations(t, newStore) })
 	t.Run("Schedules", func(t *testing.T) { testSchedules(t, newStore) })
