@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -571,7 +570,6 @@ type ssrfListeners struct {
 	mu     sync.Mutex
 	byAddr map[string]int
 	byPath map[string]int
-	conns  atomic.Int64
 	wantLo int  // allow-listed loopback cases the client test expects
 	v6     bool // ::1 is up (containers often run without IPv6)
 }
