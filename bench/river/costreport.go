@@ -131,17 +131,25 @@ func (r *costResults) markdown() string {
 		fmt.Fprintf(&b, " %s (%s) |", systemNames[sys], what)
 	}
 	b.WriteString("\n|---|" + strings.Repeat("---|", len(p.Systems)) + "\n")
+	notKept := false
 	for ri, rate := range p.Rates {
 		fmt.Fprintf(&b, "| %g |", rate)
 		for _, sys := range p.Systems {
 			ps := r.phases(sys, ri)
+			mark := ""
+			if a := med(ps, func(p costPhase) float64 { return p.Achieved }); a.Min < 0.95*rate {
+				mark, notKept = " †", true
+			}
 			if onPostgres(sys) {
-				fmt.Fprintf(&b, " %s + %s = **%s** |", cell(med(ps, procMS), "%.3f"), cell(med(ps, pgMS), "%.3f"), cell(med(ps, totalMS(sys)), "%.3f"))
+				fmt.Fprintf(&b, " %s + %s = **%s**%s |", cell(med(ps, procMS), "%.3f"), cell(med(ps, pgMS), "%.3f"), cell(med(ps, totalMS(sys)), "%.3f"), mark)
 			} else {
-				fmt.Fprintf(&b, " **%s** |", cell(med(ps, procMS), "%.3f"))
+				fmt.Fprintf(&b, " **%s**%s |", cell(med(ps, procMS), "%.3f"), mark)
 			}
 		}
 		b.WriteString("\n")
+	}
+	if notKept {
+		b.WriteString("\n† the rate was not kept (achieved below 95% of it in a run): a saturated phase, not a cost at that rate.\n")
 	}
 
 	b.WriteString("\n### Every phase\n\n| system | rate | achieved (tasks/s) | process CPU ms/task | PostgreSQL CPU ms/task | total ms/task | p50 ms | p99 ms | load generator CPU ms/task |\n|---|---|---|---|---|---|---|---|---|\n")
@@ -159,8 +167,13 @@ func (r *costResults) markdown() string {
 			if !strings.HasPrefix(sys, "river") {
 				gen = cell(med(ps, func(p costPhase) float64 { return perTaskMS(p.ClientCPU, p) }), "%.3f")
 			}
+			achieved := med(ps, func(p costPhase) float64 { return p.Achieved })
+			kept := cell(achieved, "%.0f")
+			if achieved.Min < 0.95*rate {
+				kept += " (rate not kept)"
+			}
 			fmt.Fprintf(&b, "| %s | %g | %s | %s | %s | %s | %s | %s | %s |\n", systemNames[sys], rate,
-				cell(med(ps, func(p costPhase) float64 { return p.Achieved }), "%.0f"),
+				kept,
 				cell(med(ps, procMS), "%.3f"), pgc, cell(med(ps, totalMS(sys)), "%.3f"),
 				cell(med(ps, latency(func(l benchstat.Latency) float64 { return l.P50MS })), "%.2f"),
 				cell(med(ps, latency(func(l benchstat.Latency) float64 { return l.P99MS })), "%.2f"), gen)
