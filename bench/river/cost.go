@@ -102,6 +102,9 @@ type costRun struct {
 }
 
 type costResults struct {
+	// Note is the operator's remark on the conditions (-note), shown at
+	// the top of cost.md.
+	Note     string     `json:"note,omitempty"`
 	Spool    string     `json:"spool,omitempty"`
 	Started  time.Time  `json:"started"`
 	Finished time.Time  `json:"finished,omitzero"`

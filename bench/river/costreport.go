@@ -94,6 +94,9 @@ func cell(s benchstat.Spread, format string) string {
 func (r *costResults) markdown() string {
 	var b strings.Builder
 	p := r.Params
+	if r.Note != "" {
+		fmt.Fprintf(&b, "**Note:** %s\n\n", r.Note)
+	}
 	if r.Spool != "" {
 		fmt.Fprintf(&b, "Measured: %s.\n", r.Spool)
 	}

@@ -110,13 +110,14 @@ func run() error {
 	flag.IntVar(&cp.Concurrency, "cost-concurrency", 20, "cost scenario: enqueue clients (River: inserting goroutines) sharing the paced requests")
 	flag.BoolVar(&cp.Counts, "cost-counts", true, "cost scenario: load pg_stat_statements (restarts the cluster) and count statements, transactions and WAL per task")
 	costReport := flag.String("cost-report", "", "only re-render cost.md and cost.svg in -out from this cost.json")
+	note := flag.String("note", "", "cost scenario: a remark on the conditions (a loaded machine, say), kept in cost.json and shown atop cost.md; with -cost-report, replaces the saved one")
 	flag.Parse()
 	p.RiverPoolSize = int32(*pool)
 	if *report != "" {
 		return rerender(*report, outDir)
 	}
 	if *costReport != "" {
-		return rerenderCost(*costReport, outDir)
+		return rerenderCost(*costReport, outDir, *note)
 	}
 	runMain, runCostScenario := *only == "" || *only == "main", *only == "" || *only == "cost"
 	if !runMain && !runCostScenario {
@@ -265,7 +266,7 @@ func run() error {
 			return err
 		}
 	}
-	cres := &costResults{Spool: res.Spool, Started: time.Now().UTC(), Params: cp, Machine: res.Machine, Postgres: pgVersion, Go: res.Go}
+	cres := &costResults{Note: *note, Spool: res.Spool, Started: time.Now().UTC(), Params: cp, Machine: res.Machine, Postgres: pgVersion, Go: res.Go}
 	if err := runCost(ctx, costEnv{log: log, pg: pg, spoolBin: spoolBin, key: key, work: work,
 		profile: profileDir(profile, outDir), p: cp, loadWait: *loadWait}, cres, outDir); err != nil {
 		return err
@@ -311,7 +312,7 @@ func parseCostFlags(cp *costParams, rates, systems string) error {
 	return nil
 }
 
-func rerenderCost(path, out string) error {
+func rerenderCost(path, out, note string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
@@ -319,6 +320,9 @@ func rerenderCost(path, out string) error {
 	var r costResults
 	if err := json.Unmarshal(b, &r); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
+	}
+	if note != "" {
+		r.Note = note
 	}
 	if err := r.write(out); err != nil {
 		return err
