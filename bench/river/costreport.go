@@ -392,16 +392,21 @@ func (r *costResults) svg() []byte {
 		plotW, plotH float64 = w - left - right, h - top - bottom
 	)
 	p := r.Params
-	type pt struct{ x, y, lo, hi float64 }
+	type pt struct {
+		x, y, lo, hi float64
+		saturated    bool // the rate was not kept in some run
+	}
 	lines := map[string][]pt{}
 	ymax := 0.5
 	for _, sys := range p.Systems {
 		for ri, rate := range p.Rates {
-			s := med(r.phases(sys, ri), totalMS(sys))
+			ps := r.phases(sys, ri)
+			s := med(ps, totalMS(sys))
 			if math.IsNaN(s.Median) {
 				continue
 			}
-			lines[sys] = append(lines[sys], pt{rate, s.Median, s.Min, s.Max})
+			a := med(ps, func(p costPhase) float64 { return p.Achieved })
+			lines[sys] = append(lines[sys], pt{rate, s.Median, s.Min, s.Max, a.Min < 0.95*rate})
 			ymax = math.Max(ymax, s.Max)
 		}
 	}
@@ -420,7 +425,7 @@ func (r *costResults) svg() []byte {
 
 	var d svgDoc
 	d.text(10, 22, "CPU per task against the enqueue rate (ms, lower is better)", "start", 15, "bold")
-	d.text(10, 40, "the system's process + PostgreSQL (Spool/SQLite: spool serve alone); median, whiskers: range over runs", "start", 11, "normal")
+	d.text(10, 40, "the system's process + PostgreSQL (Spool/SQLite: spool serve alone); median, whiskers: range over runs; hollow: rate not kept", "start", 11, "normal")
 	for v := 0.0; v <= yTop+step/2; v += step {
 		d.line(left, Y(v), left+plotW, Y(v), "#e5e7eb", 1, "")
 		d.text(left-6, Y(v)+4, trimNum2(v), "end", 11, "normal")
@@ -440,7 +445,11 @@ func (r *costResults) svg() []byte {
 			if i > 0 {
 				d.line(X(pts[i-1].x), Y(pts[i-1].y), X(q.x), Y(q.y), color, 2, "")
 			}
-			fmt.Fprintf(&d.b, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s"/>`+"\n", X(q.x), Y(q.y), color)
+			fill := color
+			if q.saturated {
+				fill = "white"
+			}
+			fmt.Fprintf(&d.b, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s" stroke="%s" stroke-width="1.5"/>`+"\n", X(q.x), Y(q.y), fill, color)
 			if q.hi > q.lo {
 				d.line(X(q.x), Y(q.lo), X(q.x), Y(q.hi), color, 1, "")
 			}
