@@ -373,7 +373,14 @@ func costRiver(ctx context.Context, ce costEnv, variant string, run int) (*costS
 		var ran childRun
 		rep, err := phase(&ph, func() error {
 			base := rec.Len()
-			if err := ch.call(childCmd{Cmd: "run", Rate: rate, Tasks: ph.Tasks, Concurrency: ce.p.Concurrency, Target: target}, &ran); err != nil {
+			cmd := childCmd{Cmd: "run", Rate: rate, Tasks: ph.Tasks, Concurrency: ce.p.Concurrency, Target: target}
+			if ce.profile != "" {
+				if err := os.MkdirAll(ce.profile, 0o755); err != nil {
+					return err
+				}
+				cmd.Profile = filepath.Join(ce.profile, fmt.Sprintf("cost-%s-r%d-%g.pprof", variant, run, rate))
+			}
+			if err := ch.call(cmd, &ran); err != nil {
 				return err
 			}
 			if ran.Errors > 0 {

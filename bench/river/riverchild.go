@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"runtime/pprof"
 	"sync"
 	"time"
 
@@ -53,6 +54,9 @@ type childCmd struct {
 	Tasks       int     `json:"tasks,omitempty"`
 	Concurrency int     `json:"concurrency,omitempty"`
 	Target      string  `json:"target,omitempty"`
+	// Profile, on run, is where to write a CPU profile of this process
+	// from the start of the run to the next report (the measured phase).
+	Profile string `json:"profile,omitempty"`
 }
 
 // childRun answers "run" once every insert has returned.
@@ -126,6 +130,17 @@ func riverChild(spec string) error {
 		return err
 	}
 	var ids, begins []int64
+	var prof *os.File
+	stopProfile := func() error {
+		if prof == nil {
+			return nil
+		}
+		pprof.StopCPUProfile()
+		err := prof.Close()
+		prof = nil
+		return err
+	}
+	defer stopProfile()
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		var c childCmd
@@ -134,12 +149,23 @@ func riverChild(spec string) error {
 		}
 		switch c.Cmd {
 		case "run":
+			if c.Profile != "" {
+				if prof, err = os.Create(c.Profile); err != nil {
+					return err
+				}
+				if err := pprof.StartCPUProfile(prof); err != nil {
+					return err
+				}
+			}
 			res, is, bs := paceInserts(ctx, client, c)
 			ids, begins = append(ids, is...), append(begins, bs...)
 			if err := out.Encode(res); err != nil {
 				return err
 			}
 		case "report":
+			if err := stopProfile(); err != nil {
+				return err
+			}
 			st := pool.Stat()
 			if err := out.Encode(childReport{IDs: ids, BeginNS: begins, PoolAcquires: st.AcquireCount(), PoolNewConns: st.NewConnsCount()}); err != nil {
 				return err
