@@ -16,8 +16,15 @@
 //     plus its resident memory from /proc.
 //
 // The order of the three rotates from run to run, ratios are computed
-// within a run, and the summary gives medians with their range. It is a
-// module of its own (bench/river) so River never enters Spool's go.mod.
+// within a run, and the summary gives medians with their range.
+//
+// The cost scenario (cost.go; -only cost runs it alone) measures CPU per
+// task far below saturation, at fixed rates and idle, for River (in a
+// child process, riverchild.go) and Spool on both stores, with what each
+// task costs PostgreSQL in statements, transactions and WAL.
+//
+// It is a module of its own (bench/river) so River never enters Spool's
+// go.mod.
 package main
 
 import (
@@ -99,7 +106,7 @@ func run() error {
 	loadWait := flag.Duration("load-wait", 5*time.Minute, "longest wait for -max-load")
 	report := flag.String("report", "", "only re-render summary.md and benchmarks.svg in -out from this results.json")
 	flag.BoolVar(&p.Durable, "durable", false, "run PostgreSQL with its default durability (fsync, full_page_writes, synchronous_commit on), as in production; default: the test cluster's settings, all three off")
-	flag.BoolVar(&profile, "profile", false, "save CPU profiles of spool serve (run 1) under OUT/profiles")
+	flag.BoolVar(&profile, "profile", false, "save CPU profiles of spool serve (run 1; in the cost scenario, of spool serve and River at each rate) under OUT/profiles")
 	only := flag.String("only", "", "run only this scenario: main (throughput, drains, latency: results.json) or cost (CPU per task at fixed rates: cost.json); default both")
 	costRates := flag.String("cost-rates", "100,1000,3000", "cost scenario: enqueue rates, tasks/s")
 	var cp costParams
@@ -264,6 +271,11 @@ func run() error {
 		log.Info("loading pg_stat_statements (restarts postgres)")
 		if err := enableStatements(ctx, pg); err != nil {
 			return err
+		}
+		if p.Durable { // checks that the restart kept them (ALTER SYSTEM's file outranks testpg's)
+			if err := makeDurable(ctx, pg); err != nil {
+				return err
+			}
 		}
 	}
 	cres := &costResults{Note: *note, Spool: res.Spool, Started: time.Now().UTC(), Params: cp, Machine: res.Machine, Postgres: pgVersion, Go: res.Go}
