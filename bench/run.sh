@@ -3,13 +3,17 @@
 #
 #   bench/run.sh                 # 3 runs, results in bench/results/
 #   RUNS=5 bench/run.sh -profile # more runs; CPU profiles of spool serve (run 1)
+#   COST=0 bench/run.sh          # without the cost scenario
 #
 # Needs Go and Debian's postgresql package (initdb and postgres are found as
 # internal/testpg finds them). It starts its own throwaway PostgreSQL
 # cluster, builds bin/spool, runs River (bench/river, a module of its own)
 # and Spool on PostgreSQL and SQLite side by side, and writes
-# results.json, summary.md and benchmarks.svg, then the `go test -bench`
-# results of the hot paths (go-test-bench.txt, with medians of -count 3).
+# results.json, summary.md and benchmarks.svg; then the cost scenario (CPU
+# per task at fixed rates and idle, with PostgreSQL at its default
+# durability: bench/results/cost/cost.json, cost.md, cost.svg); then the
+# `go test -bench` results of the hot paths (go-test-bench.txt, with
+# medians of -count 3).
 # Arguments are passed to the bench/river program (see `go run . -h` there).
 #
 # The figures are only comparable on an idle machine: the script prints the
@@ -24,7 +28,12 @@ echo "== load before: $(cat /proc/loadavg)"
 # The commit measured goes into `spool version`, which results.json records.
 COMMIT=$(git rev-parse --short=12 HEAD)$(git diff --quiet HEAD -- cmd internal go.mod go.sum || echo -dirty)
 CGO_ENABLED=0 go build -trimpath -ldflags "-X main.commit=$COMMIT" -o bin/spool ./cmd/spool
-(cd bench/river && go run . -runs "$RUNS" -spool ../../bin/spool -out ../results "$@")
+(cd bench/river && go run . -only main -runs "$RUNS" -spool ../../bin/spool -out ../results "$@")
+if [ "${COST:-1}" != 0 ]; then
+	echo "== cost per task, load: $(cat /proc/loadavg)"
+	mkdir -p "$OUT/cost"
+	(cd bench/river && go run . -only cost -durable -spool ../../bin/spool -out ../results/cost "$@")
+fi
 
 echo "== go test -bench (hot paths), load: $(cat /proc/loadavg)"
 {

@@ -16,8 +16,15 @@
 //     plus its resident memory from /proc.
 //
 // The order of the three rotates from run to run, ratios are computed
-// within a run, and the summary gives medians with their range. It is a
-// module of its own (bench/river) so River never enters Spool's go.mod.
+// within a run, and the summary gives medians with their range.
+//
+// The cost scenario (cost.go; -only cost runs it alone) measures CPU per
+// task far below saturation, at fixed rates and idle, for River (in a
+// child process, riverchild.go) and Spool on both stores, with what each
+// task costs PostgreSQL in statements, transactions and WAL.
+//
+// It is a module of its own (bench/river) so River never enters Spool's
+// go.mod.
 package main
 
 import (
@@ -32,6 +39,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -62,6 +70,14 @@ type params struct {
 }
 
 func main() {
+	if spec := os.Getenv(childEnv); spec != "" {
+		// The River process of the cost scenario (riverchild.go).
+		if err := riverChild(spec); err != nil {
+			fmt.Fprintln(os.Stderr, "river child:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -90,14 +106,38 @@ func run() error {
 	loadWait := flag.Duration("load-wait", 5*time.Minute, "longest wait for -max-load")
 	report := flag.String("report", "", "only re-render summary.md and benchmarks.svg in -out from this results.json")
 	flag.BoolVar(&p.Durable, "durable", false, "run PostgreSQL with its default durability (fsync, full_page_writes, synchronous_commit on), as in production; default: the test cluster's settings, all three off")
-	flag.BoolVar(&profile, "profile", false, "save CPU profiles of spool serve (run 1) under OUT/profiles")
+	flag.BoolVar(&profile, "profile", false, "save CPU profiles of spool serve (run 1; in the cost scenario, of spool serve and River at each rate) under OUT/profiles")
+	only := flag.String("only", "", "run only this scenario: main (throughput, drains, latency: results.json) or cost (CPU per task at fixed rates: cost.json); default both")
+	costRates := flag.String("cost-rates", "100,1000,3000", "cost scenario: enqueue rates, tasks/s")
+	var cp costParams
+	flag.Float64Var(&cp.Seconds, "cost-seconds", 20, "cost scenario: seconds at each rate")
+	flag.Float64Var(&cp.IdleSeconds, "idle-seconds", 60, "cost scenario: seconds each system is left idle (no tasks) after its start")
+	flag.IntVar(&cp.Runs, "cost-runs", 1, "cost scenario: runs; the tables give medians and ranges")
+	costSystems := flag.String("cost-systems", "river,river-default,postgres,sqlite", "cost scenario: systems (river = River with its benchmark's fetch settings, river-default = its defaults, postgres and sqlite = Spool's stores)")
+	flag.IntVar(&cp.Concurrency, "cost-concurrency", 20, "cost scenario: enqueue clients (River: inserting goroutines) sharing the paced requests")
+	flag.BoolVar(&cp.Counts, "cost-counts", true, "cost scenario: load pg_stat_statements (restarts the cluster) and count statements, transactions and WAL per task")
+	costReport := flag.String("cost-report", "", "only re-render cost.md and cost.svg in -out from this cost.json")
+	note := flag.String("note", "", "cost scenario: a remark on the conditions (a loaded machine, say), kept in cost.json and shown atop cost.md; with -cost-report, replaces the saved one")
 	flag.Parse()
 	p.RiverPoolSize = int32(*pool)
 	if *report != "" {
 		return rerender(*report, outDir)
 	}
+	if *costReport != "" {
+		return rerenderCost(*costReport, outDir, *note)
+	}
+	runMain, runCostScenario := *only == "" || *only == "main", *only == "" || *only == "cost"
+	if !runMain && !runCostScenario {
+		return fmt.Errorf("-only must be main or cost, got %q", *only)
+	}
 	if p.Runs < 1 || p.InsertTasks < 1 || p.DrainTasks < 1 || p.LatencyTasks < 1 || p.Batch < 1 || p.Batch > 1000 {
 		return errors.New("sizes must be positive, -batch at most 1000")
+	}
+	if runCostScenario {
+		if err := parseCostFlags(&cp, *costRates, *costSystems); err != nil {
+			return err
+		}
+		cp.Durable, cp.Workers, cp.RiverPool, cp.MaxLoad = p.Durable, p.Workers, p.RiverPoolSize, p.MaxLoad
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -164,6 +204,9 @@ func run() error {
 		}
 	}
 
+	if !runMain {
+		p.Runs = 0
+	}
 	for i := range p.Runs {
 		r := runResult{Run: i + 1, LoadBefore: loadAvg()}
 		systems := append([]string{"river"}, stores...)
@@ -212,12 +255,91 @@ func run() error {
 			return err
 		}
 	}
-	res.Finished = time.Now().UTC()
-	res.summarize()
-	if err := res.write(outDir); err != nil {
+	if runMain {
+		res.Finished = time.Now().UTC()
+		res.summarize()
+		if err := res.write(outDir); err != nil {
+			return err
+		}
+		fmt.Print(res.markdown())
+	}
+	if !runCostScenario {
+		return nil
+	}
+	if cp.Counts {
+		// Loaded only now, so the other scenarios run without it.
+		log.Info("loading pg_stat_statements (restarts postgres)")
+		if err := enableStatements(ctx, pg); err != nil {
+			return err
+		}
+		if p.Durable { // checks that the restart kept them (ALTER SYSTEM's file outranks testpg's)
+			if err := makeDurable(ctx, pg); err != nil {
+				return err
+			}
+		}
+	}
+	cres := &costResults{Note: *note, Spool: res.Spool, Started: time.Now().UTC(), Params: cp, Machine: res.Machine, Postgres: pgVersion, Go: res.Go}
+	if err := runCost(ctx, costEnv{log: log, pg: pg, spoolBin: spoolBin, key: key, work: work,
+		profile: profileDir(profile, outDir), p: cp, loadWait: *loadWait}, cres, outDir); err != nil {
 		return err
 	}
-	fmt.Print(res.markdown())
+	fmt.Print(cres.markdown())
+	return nil
+}
+
+func parseCostFlags(cp *costParams, rates, systems string) error {
+	for _, f := range strings.Split(rates, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil || !(v > 0) || v > 1e6 {
+			return fmt.Errorf("-cost-rates: %q is not a rate between 0 and 1000000 tasks/s", f)
+		}
+		cp.Rates = append(cp.Rates, v)
+	}
+	for _, f := range strings.Split(systems, ",") {
+		switch f = strings.TrimSpace(f); f {
+		case sysRiver, sysRiverDefault, sysSpoolPG, sysSpoolSQLite:
+			cp.Systems = append(cp.Systems, f)
+		case "":
+		default:
+			return fmt.Errorf("-cost-systems: unknown system %q (river, river-default, postgres, sqlite)", f)
+		}
+	}
+	switch {
+	case len(cp.Rates) == 0:
+		return errors.New("-cost-rates: give at least one rate")
+	case len(cp.Systems) == 0:
+		return errors.New("-cost-systems: give at least one system")
+	case !(cp.Seconds > 0):
+		return errors.New("-cost-seconds must be positive")
+	case !(cp.IdleSeconds > 0):
+		return errors.New("-idle-seconds must be positive")
+	case cp.Runs < 1:
+		return errors.New("-cost-runs must be at least 1")
+	case cp.Concurrency < 1:
+		return errors.New("-cost-concurrency must be at least 1")
+	}
+	return nil
+}
+
+func rerenderCost(path, out, note string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var r costResults
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if note != "" {
+		r.Note = note
+	}
+	if err := r.write(out); err != nil {
+		return err
+	}
+	fmt.Print(r.markdown())
 	return nil
 }
 

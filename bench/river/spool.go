@@ -88,7 +88,28 @@ type spoolResult struct {
 	LatencyMS           benchstat.Latency `json:"latency_ms"`
 }
 
-func benchSpool(ctx context.Context, log *slog.Logger, e spoolEnv, p params) (*spoolResult, error) {
+// serveProc is a running `spool serve`.
+type serveProc struct {
+	pid        int
+	api, admin string // host:port
+	stop       func() // SIGTERM, then wait (SIGKILL after 45s); drops its database
+}
+
+// startServe migrates (PostgreSQL) and starts `spool serve` on e's store
+// and waits until it is ready. On PostgreSQL it sets e.db to the fresh
+// database it created.
+func startServe(ctx context.Context, e *spoolEnv, dbName string) (_ *serveProc, err error) {
+	var cleanup []func()
+	stop := func() {
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			cleanup[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
 	api, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -102,15 +123,14 @@ func benchSpool(ctx context.Context, log *slog.Logger, e spoolEnv, p params) (*s
 		"SPOOL_API_KEYS="+benchAPIKey, "SPOOL_SIGNING_KEYS="+e.key,
 		"SPOOL_ALLOWED_TARGET_CIDRS=127.0.0.0/8", "DATABASE_URL=",
 	)
-	logPath := filepath.Join(e.work, fmt.Sprintf("serve-%s-%d.log", e.store, e.run))
+	logPath := filepath.Join(e.work, fmt.Sprintf("serve-%s-%s.log", e.store, dbName))
 	if e.store == "postgres" {
-		name := fmt.Sprintf("spool_r%d", e.run)
-		e.db = name
-		dsn, err := createDB(ctx, e.pg, name)
+		e.db = dbName
+		dsn, err := createDB(ctx, e.pg, dbName)
 		if err != nil {
 			return nil, err
 		}
-		defer dropDB(e.pg, name)
+		cleanup = append(cleanup, func() { dropDB(e.pg, dbName) })
 		env = append(env, "SPOOL_DATABASE_URL="+dsn)
 		mig := exec.CommandContext(ctx, e.bin, "migrate")
 		mig.Env = env
@@ -118,8 +138,8 @@ func benchSpool(ctx context.Context, log *slog.Logger, e spoolEnv, p params) (*s
 			return nil, fmt.Errorf("spool migrate: %v\n%s", err, out)
 		}
 	} else {
-		dir := filepath.Join(e.work, fmt.Sprintf("sqlite-%d", e.run))
-		defer os.RemoveAll(dir)
+		dir := filepath.Join(e.work, "sqlite-"+dbName)
+		cleanup = append(cleanup, func() { os.RemoveAll(dir) })
 		env = append(env, "SPOOL_DATABASE_URL=", "SPOOL_DATA_DIR="+dir)
 	}
 
@@ -127,7 +147,7 @@ func benchSpool(ctx context.Context, log *slog.Logger, e spoolEnv, p params) (*s
 	if err != nil {
 		return nil, err
 	}
-	defer logf.Close()
+	cleanup = append(cleanup, func() { logf.Close() })
 	serve := exec.Command(e.bin, "serve")
 	serve.Env = env
 	serve.Stdout, serve.Stderr = logf, logf
@@ -136,7 +156,7 @@ func benchSpool(ctx context.Context, log *slog.Logger, e spoolEnv, p params) (*s
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- serve.Wait() }()
-	defer func() {
+	cleanup = append(cleanup, func() {
 		_ = serve.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
@@ -144,11 +164,20 @@ func benchSpool(ctx context.Context, log *slog.Logger, e spoolEnv, p params) (*s
 			_ = serve.Process.Kill()
 			<-exited
 		}
-	}()
+	})
 	if err := waitReady(ctx, "http://"+api+"/readyz", exited, logPath); err != nil {
 		return nil, err
 	}
-	pid := serve.Process.Pid
+	return &serveProc{pid: serve.Process.Pid, api: api, admin: admin, stop: stop}, nil
+}
+
+func benchSpool(ctx context.Context, log *slog.Logger, e spoolEnv, p params) (*spoolResult, error) {
+	sp, err := startServe(ctx, &e, fmt.Sprintf("spool_r%d", e.run))
+	if err != nil {
+		return nil, err
+	}
+	defer sp.stop()
+	pid, api, admin := sp.pid, sp.api, sp.admin
 
 	r := &spoolResult{Store: e.store}
 	time.Sleep(3 * time.Second)
@@ -219,6 +248,7 @@ type spoolBench struct {
 	db                      string // "" on SQLite: no session sampling
 	log                     *slog.Logger
 	profile                 func(phase string) string // nil = no profiles
+	profileSeconds          int                       // 0 = 5
 }
 
 // run runs one `spool bench` and measures the CPU every process used.
@@ -234,7 +264,11 @@ func (s spoolBench) run(ctx context.Context, phase string, args ...string) (phas
 		profDone = make(chan struct{})
 		go func() {
 			defer close(profDone)
-			if err := saveProfile(s.admin+"/debug/pprof/profile?seconds=5", s.profile(phase)); err != nil {
+			secs := s.profileSeconds
+			if secs <= 0 {
+				secs = 5
+			}
+			if err := saveProfile(s.admin+"/debug/pprof/profile?seconds="+strconv.Itoa(secs), s.profile(phase)); err != nil {
 				s.log.Warn("profile", "phase", phase, "error", err)
 			}
 		}()
