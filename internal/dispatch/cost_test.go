@@ -181,3 +181,40 @@ func TestShortRetryNotLeftToThePoll(t *testing.T) {
 		}
 	})
 }
+
+// TestDrainDoesNotWaitForPolls: a backlog bigger than the workers drains
+// lease after lease as deliveries free their slots, not one lease per poll
+// (the wake-up after each completion write it used to rely on is gone).
+// 300 tasks, 10 workers and a 2 s poll: at one lease per poll this took
+// about a minute.
+func TestDrainDoesNotWaitForPolls(t *testing.T) {
+	eachStore(t, func(t *testing.T, st store.Store) {
+		var received atomic.Int64
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			received.Add(1)
+		}))
+		t.Cleanup(srv.Close)
+		startDispatcher(t, st, func(c *Config) {
+			c.PollInterval = 2 * time.Second
+			c.Workers = 10
+		})
+		const tasks = 300
+		nts := make([]store.NewTask, tasks)
+		for i := range nts {
+			nts[i] = store.NewTask{ID: uuid.Must(uuid.NewV7()).String(), Queue: "q", Target: task.Target{URL: srv.URL, Method: "POST"}}
+		}
+		start := time.Now()
+		if _, err := st.Enqueue(context.Background(), nts); err != nil {
+			t.Fatal(err)
+		}
+		deadline := start.Add(20 * time.Second)
+		for received.Load() < tasks && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		took := time.Since(start)
+		t.Logf("%d of %d tasks delivered in %v", received.Load(), tasks, took.Round(time.Millisecond))
+		if received.Load() < tasks || took > 10*time.Second {
+			t.Errorf("%d of %d tasks in %v; want all well before 10s (a lease per 2s poll takes a minute)", received.Load(), tasks, took)
+		}
+	})
+}

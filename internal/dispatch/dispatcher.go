@@ -92,6 +92,11 @@ type Dispatcher struct {
 	// deferred or retried with a short wait falls due; until it passes,
 	// the fetch loop looks every promoteGap and its leases promote.
 	soonDue atomic.Int64
+	// backlog: the last lease filled every position it was given, so
+	// more is probably due; the fetch loop then leases again as soon as
+	// deliveries free slots (those that end while a lease runs share the
+	// next one), and a draining queue does not wait for the next poll.
+	backlog atomic.Bool
 	wake    chan struct{} // something may be due (buffered 1)
 
 	mu       sync.Mutex
@@ -369,10 +374,15 @@ func (d *Dispatcher) fetchLoop(ctx context.Context) {
 		}
 		polled := false
 		if !more {
+			var freed <-chan struct{} // nil: a freed slot alone is no reason to look
+			if d.backlog.Load() {
+				freed = d.slotFreed
+			}
 			select {
 			case <-ctx.Done():
 				return
 			case <-d.wake:
+			case <-freed:
 			case <-timer.C:
 				polled = true
 			}
@@ -428,6 +438,7 @@ func (d *Dispatcher) fetchLoop(ctx context.Context) {
 			continue
 		}
 		more = len(leases) == n
+		d.backlog.Store(more || (req.Shared > 0 && len(leases) >= req.Shared))
 		now = time.Now()
 		var leaseSpan trace.SpanContext
 		if len(leases) > 0 {
