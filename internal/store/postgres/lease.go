@@ -15,7 +15,6 @@ import (
 	"github.com/spoolhq/spool/internal/task"
 )
 
-
 // recheck wraps the condition an UPDATE re-checks on rows it finds by ctid
 // so that the planner can neither use it to match a partial index nor turn
 // it into an index condition: a TID scan is then the only way to the rows,
