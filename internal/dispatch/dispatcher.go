@@ -460,8 +460,10 @@ const (
 )
 
 // noteDue records when the task of c, deferred or retried with a wait of
-// at most soonWindow, falls due. Longer waits are left to the polls and
-// the leader.
+// at most soonWindow, falls due, once its completion is committed (the
+// store adds the wait to its now at that commit, up to completionWindow
+// and a write after the attempt ended). Longer waits are left to the polls
+// and the leader.
 func (d *Dispatcher) noteDue(c store.Completion) {
 	if c.Outcome != store.Defer && c.Outcome != store.Retry {
 		return
@@ -550,9 +552,6 @@ func (d *Dispatcher) launch(l store.Lease, now time.Time, leaseSpan trace.SpanCo
 	go func() {
 		defer d.deliveries.Done()
 		c, ok := d.deliver(ctx, l, leaseSpan)
-		if ok {
-			d.noteDue(c)
-		}
 		f.done.Store(true)
 		cancel(nil)
 		if ok {
@@ -670,6 +669,11 @@ func (d *Dispatcher) flush(batch []store.Completion) {
 		cancel()
 		if err == nil {
 			for i, c := range batch {
+				if accepted[i] {
+					// Its due time counts from this commit: the store
+					// adds the wait to its own now.
+					d.noteDue(c)
+				}
 				tracked := d.forget(c.TaskID)
 				if !accepted[i] && tracked { // else the heartbeat counted it
 					d.log.Warn("completion refused: lease no longer held", "spool.task.id", c.TaskID)
