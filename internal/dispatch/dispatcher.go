@@ -405,11 +405,11 @@ func (d *Dispatcher) fetchLoop(ctx context.Context) {
 		// lease every promoteGap.
 		soon := d.soonDue.Load()
 		now := time.Now()
-		promote := more || polled || (soon != 0 && now.Sub(lastPromote) >= promoteGap && now.UnixNano() <= soon+int64(promoteGap))
+		promote := more || polled || (soonPending(soon, now) && now.Sub(lastPromote) >= promoteGap)
 		if promote {
 			lastPromote = now
 		}
-		timer.Reset(d.pollWait(soon))
+		timer.Reset(d.pollWait(soon, now))
 		n := min(free, maxLeaseBatch)
 		req := store.LeaseRequest{
 			Limit:         n,
@@ -494,13 +494,19 @@ func (d *Dispatcher) noteDue(c store.Completion) {
 }
 
 // pollWait is how long the fetch loop waits for a wake-up before it looks
-// anyway: the poll interval, or promoteGap while tasks of ours fall due
-// (soon, unix ns, 0 = none).
-func (d *Dispatcher) pollWait(soon int64) time.Duration {
-	if soon != 0 && time.Now().UnixNano() <= soon+int64(promoteGap) {
+// anyway, from now: the poll interval, or promoteGap while tasks of ours
+// fall due (soon, unix ns, 0 = none).
+func (d *Dispatcher) pollWait(soon int64, now time.Time) time.Duration {
+	if soonPending(soon, now) {
 		return min(promoteGap, d.cfg.PollInterval)
 	}
 	return d.cfg.PollInterval
+}
+
+// soonPending reports whether, at now, tasks of ours noted in soon (see
+// soonDue) may still be falling due: until promoteGap past the last.
+func soonPending(soon int64, now time.Time) bool {
+	return soon != 0 && now.UnixNano() <= soon+int64(promoteGap)
 }
 
 // maxLeaseLinks bounds the links of one lease span (the SDK's default
