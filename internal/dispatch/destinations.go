@@ -151,8 +151,9 @@ type dest struct {
 	rank     int
 	synced   bool
 	lastSync time.Time
-	syncing  bool // a first or stale sync is running in acquire
-	wanted   bool // a task wanted to go there since the last report
+	syncing  bool          // a first or stale sync is running in acquire
+	synced1  chan struct{} // closed when the first sync (syncing, !synced) ends
+	wanted   bool          // a task wanted to go there since the last report
 
 	// Local state.
 	limit        float64   // this replica's concurrency limit
@@ -620,11 +621,29 @@ func (ds *destinations) ensure(ctx context.Context, name string) error {
 		ds.m[name] = d
 	}
 	stale := !d.synced || now.Sub(d.lastSync) > ds.live()
-	if !stale || (d.synced && d.syncing) {
+	switch {
+	case !stale || (d.synced && d.syncing):
 		ds.mu.Unlock()
 		return nil // fresh, or another task is refreshing a known view
+	case d.syncing:
+		// Another task is making the first sync: wait for it rather than
+		// queue a transaction of our own on the destination's row (at
+		// 1,000 tasks/s to a new receiver, dozens of them held the pool's
+		// connections and stalled the enqueues).
+		done := d.synced1
+		ds.mu.Unlock()
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	d.syncing, d.wanted = true, true
+	first := !d.synced
+	if first {
+		d.synced1 = make(chan struct{})
+	}
 	ds.mu.Unlock()
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -633,6 +652,9 @@ func (ds *destinations) ensure(ctx context.Context, name string) error {
 	d.syncing = false
 	if err != nil {
 		d.synced = true // send on the local view; the periodic sync retries
+	}
+	if first {
+		close(d.synced1)
 	}
 	ds.mu.Unlock()
 	if err != nil {

@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -411,4 +412,53 @@ func TestRetryIgnoresTheDispatcherClock(t *testing.T) {
 			})
 		})
 	}
+}
+
+// slowSyncs is a store whose SyncDestinations takes a while and is counted.
+type slowSyncs struct {
+	store.Store
+	calls atomic.Int64
+}
+
+func (s *slowSyncs) SyncDestinations(ctx context.Context, replica string, live time.Duration, reports []store.DestinationReport,
+	apply func(d *task.Destination, r store.DestinationReport, now time.Time) bool) ([]store.DestinationSync, error) {
+	s.calls.Add(1)
+	time.Sleep(50 * time.Millisecond)
+	return s.Store.SyncDestinations(ctx, replica, live, reports, apply)
+}
+
+// TestNewDestinationSyncsOnce: the first tasks for a destination this
+// process has not seen all wait for one sync, then go. Each used to start
+// a sync of its own until the first had landed: at 1,000 tasks/s to a new
+// receiver, dozens of transactions queued on the destination's row lock,
+// each holding a pool connection, and the enqueues waiting for a
+// connection behind them stalled for a quarter of a second.
+func TestNewDestinationSyncsOnce(t *testing.T) {
+	eachStore(t, func(t *testing.T, st store.Store) {
+		counted := &slowSyncs{Store: st}
+		ds := newDestinations(counted, "r1", DestinationPolicy{}, 100, slog.New(slog.DiscardHandler), nil)
+		const tasks = 50
+		var wg sync.WaitGroup
+		synced := make(chan bool, tasks)
+		for range tasks {
+			wg.Go(func() {
+				if err := ds.ensure(t.Context(), "http://127.0.0.1:9"); err != nil {
+					t.Error(err)
+				}
+				ds.mu.Lock()
+				synced <- ds.m["http://127.0.0.1:9"].synced
+				ds.mu.Unlock()
+			})
+		}
+		wg.Wait()
+		close(synced)
+		for s := range synced {
+			if !s {
+				t.Fatal("ensure returned before the destination's first sync landed")
+			}
+		}
+		if n := counted.calls.Load(); n != 1 {
+			t.Errorf("%d tasks for a new destination made %d syncs, want 1", tasks, n)
+		}
+	})
 }
