@@ -290,14 +290,21 @@ func sampleWaits(ctx context.Context, pg *testpg.Server, db string) *waitSampler
 				return
 			case <-t.C:
 			}
-			rows, err := conn.Query(ctx, `SELECT state, coalesce(wait_event_type, ''), coalesce(wait_event, '')
-				FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'`, db)
+			// A session waiting on a lock is named with its statement and
+			// the statement of the session it waits for: which transaction
+			// holds up which is the question a lock wait raises.
+			rows, err := conn.Query(ctx, `SELECT a.state, coalesce(a.wait_event_type, ''), coalesce(a.wait_event, ''),
+					CASE WHEN a.wait_event_type = 'Lock' THEN left(regexp_replace(a.query, '\s+', ' ', 'g'), 40) || ' <- ' ||
+						coalesce((SELECT left(regexp_replace(b.query, '\s+', ' ', 'g'), 40) || ' [' || b.state || ']'
+							FROM pg_stat_activity b WHERE b.pid = (pg_blocking_pids(a.pid))[1]), '?')
+					ELSE '' END
+				FROM pg_stat_activity a WHERE a.datname = $1 AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'`, db)
 			if err != nil {
 				return
 			}
 			for rows.Next() {
-				var state, typ, ev string
-				if rows.Scan(&state, &typ, &ev) != nil {
+				var state, typ, ev, lock string
+				if rows.Scan(&state, &typ, &ev, &lock) != nil {
 					continue
 				}
 				key := state
@@ -306,6 +313,9 @@ func sampleWaits(ctx context.Context, pg *testpg.Server, db string) *waitSampler
 					key = "active (on CPU)"
 				case typ != "":
 					key = state + " " + typ + ":" + ev
+				}
+				if lock != "" {
+					key += " " + lock
 				}
 				counts[key]++
 			}
