@@ -344,3 +344,30 @@ func TestRequestLog(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestFailedSignInsAreLimited: an address that keeps sending wrong keys is
+// stopped after ten within a minute: the eleventh attempt, even with a
+// valid key, is answered 429 with Retry-After and the key is not checked.
+// Another address is not affected, and the address may try again once the
+// minute has passed.
+func TestFailedSignInsAreLimited(t *testing.T) {
+	e := newEnv(t, testKeys)
+	b := e.browser()
+	for i := range 10 {
+		if r := b.signIn("wrong-key-" + strings.Repeat("x", i)); r.status != http.StatusUnauthorized {
+			t.Fatalf("failed sign-in %d: status %d, want 401", i+1, r.status)
+		}
+	}
+	r := b.signIn(writeKey)
+	if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" || !strings.Contains(r.body, "Too many failed sign-ins") {
+		t.Fatalf("sign-in after 10 failures: status %d, Retry-After %q; want 429 with Retry-After and a message", r.status, r.header.Get("Retry-After"))
+	}
+	if r.header.Get("Set-Cookie") != "" {
+		t.Error("a limited sign-in set a session cookie")
+	}
+	// Once the minute has passed, the address may sign in again.
+	e.clock.Add(time.Minute)
+	if r := b.signIn(writeKey); r.status != http.StatusSeeOther {
+		t.Fatalf("sign-in a minute later: status %d, want 303", r.status)
+	}
+}

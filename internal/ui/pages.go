@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -787,8 +788,17 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request, _ session) error
 		return &pageError{http.StatusBadRequest, "The form could not be read."}
 	}
 	next := safeNext(r.PostForm.Get("next"))
-	value, sess, ok := s.sess.signIn(strings.TrimSpace(r.PostForm.Get("key")), s.cfg.Now())
+	now, addr := s.cfg.Now(), clientAddr(r)
+	if wait := s.signIns.wait(addr, now); wait > 0 {
+		secs := int(wait.Round(time.Second) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+		s.render(w, r, session{}, http.StatusTooManyRequests, "signin", "Sign in",
+			signInData{Next: next, Error: fmt.Sprintf("Too many failed sign-ins from this address. Try again in %d s.", max(secs, 1))})
+		return nil
+	}
+	value, sess, ok := s.sess.signIn(strings.TrimSpace(r.PostForm.Get("key")), now)
 	if !ok {
+		s.signIns.failed(addr, now)
 		s.render(w, r, session{}, http.StatusUnauthorized, "signin", "Sign in",
 			signInData{Next: next, Error: "That API key is not valid. Use one of the keys in SPOOL_API_KEYS."})
 		return nil

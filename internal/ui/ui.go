@@ -97,6 +97,8 @@ type Server struct {
 	pages map[string]*template.Template
 	mux   *http.ServeMux
 	tp    throughputCache
+	// signIns limits failed sign-ins per client address.
+	signIns *signInLimiter
 }
 
 // route is one page or action and the least role it needs.
@@ -161,7 +163,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, sess: sess, pages: pages, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, log: cfg.Logger, sess: sess, pages: pages, mux: http.NewServeMux(), signIns: newSignInLimiter()}
 	static, err := fs.Sub(staticFS, "static")
 	if err != nil {
 		return nil, err
