@@ -790,10 +790,10 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request, _ session) error
 	next := safeNext(r.PostForm.Get("next"))
 	now, addr := s.cfg.Now(), clientAddr(r)
 	if wait := s.signIns.wait(addr, now); wait > 0 {
-		secs := int(wait.Round(time.Second) / time.Second)
-		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+		secs := max(int(wait.Round(time.Second)/time.Second), 1)
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
 		s.render(w, r, session{}, http.StatusTooManyRequests, "signin", "Sign in",
-			signInData{Next: next, Error: fmt.Sprintf("Too many failed sign-ins from this address. Try again in %d s.", max(secs, 1))})
+			signInData{Next: next, Error: fmt.Sprintf("Too many failed sign-ins from this address. Try again in %d s.", secs)})
 		return nil
 	}
 	value, sess, ok := s.sess.signIn(strings.TrimSpace(r.PostForm.Get("key")), now)

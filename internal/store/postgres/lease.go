@@ -508,6 +508,8 @@ func (s *Store) ExtendLeases(ctx context.Context, refs []store.LeaseRef, leaseFo
 		return nil, nil
 	}
 	ids, tokens := leaseRefArrays(refs)
+	// The state test is written as in completeSQL, for the same reason: a
+	// lookup by id, never a walk of the running tasks against the batch.
 	rows, err := s.pool.Query(ctx, `UPDATE spool_tasks t
 		SET lease_expires_at = now() + $3 * interval '1 millisecond'
 		FROM unnest($1::uuid[], $2::bigint[]) AS c(id, token)
