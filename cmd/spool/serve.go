@@ -318,6 +318,11 @@ func serve(ctx context.Context, args []string, env config.Env, stdout io.Writer)
 		if err := disp.Start(base); err != nil {
 			return fmt.Errorf("start dispatcher: %w", err)
 		}
+		// An enqueue that finds free delivery slots here leases in its own
+		// transaction and hands its tasks straight to the dispatcher.
+		if le, ok := st.(store.LeasesOnEnqueue); ok && cfg.EnqueueLease {
+			le.SetEnqueueLeaser(disp)
+		}
 		m := &dispatch.Maintainer{Store: live, Logger: log, Metrics: metrics, Owner: owner, Retention: cfg.Retention,
 			IdempotencyRetention: cfg.IdempotencyRetention}
 		if pg, ok := st.(*postgres.Store); ok {

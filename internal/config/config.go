@@ -67,7 +67,11 @@ type Config struct {
 	Workers       int           // SPOOL_WORKERS, default 100: deliveries in flight per process
 	LeaseDuration time.Duration // SPOOL_LEASE_DURATION, default 30s: a crashed worker's tasks are rescued after this
 	PollInterval  time.Duration // SPOOL_POLL_INTERVAL, default 1s: fallback when no wake-up arrives
-	Retention     time.Duration // SPOOL_RETENTION, default 168h: finished tasks are pruned after this
+	// EnqueueLease (SPOOL_ENQUEUE_LEASE, default true): with role all, an
+	// enqueue that finds free delivery slots in its process leases in its
+	// own transaction (store.LeasesOnEnqueue).
+	EnqueueLease bool
+	Retention    time.Duration // SPOOL_RETENTION, default 168h: finished tasks are pruned after this
 	// SchedulesFile declares schedules in YAML, reconciled at start and
 	// whenever its content changes (SPOOL_SCHEDULES_FILE, default none).
 	SchedulesFile string
@@ -246,6 +250,8 @@ Flags:
 	fs.Var(&migrate, "migrate", "apply schema migrations at start (default true on SQLite, false on PostgreSQL) [SPOOL_MIGRATE]")
 	boolVar(&c.InsecureNoAuth, "insecure-no-auth", "SPOOL_INSECURE_NO_AUTH", "serve the API without authentication on a non-loopback address")
 	boolVar(&c.InsecureUnsigned, "insecure-unsigned", "SPOOL_INSECURE_UNSIGNED", "deliver unsigned requests (no SPOOL_SIGNING_KEYS) from a process on a non-loopback address")
+	c.EnqueueLease = true
+	boolVar(&c.EnqueueLease, "enqueue-lease", "SPOOL_ENQUEUE_LEASE", "with role all, let an enqueue that finds free delivery slots lease in its own transaction (default true)")
 	c.UI = true
 	boolVar(&c.UI, "ui", "SPOOL_UI", "serve the dashboard at /ui/ on the API port (default true)")
 	strVar(&c.UITraceURL, "ui-trace-url", "SPOOL_UI_TRACE_URL", "", "the dashboard's link to a task's trace, with {trace_id} in it, e.g. https://jaeger.example.com/trace/{trace_id}")

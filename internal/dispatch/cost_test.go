@@ -20,11 +20,20 @@ import (
 )
 
 // statementCounter counts the statements a PostgreSQL store sends, by kind,
-// whether sent alone or in a batch.
+// whether sent alone or in a batch, and the round trips that lease
+// without enqueueing ("own lease": the dispatcher's own).
 type statementCounter struct {
 	mu sync.Mutex
 	n  map[string]int
 }
+
+// batchKinds collects the kinds of one batch's statements.
+type batchKinds struct {
+	mu    sync.Mutex
+	kinds map[string]bool
+}
+
+type batchKey struct{}
 
 // statementKinds names the statements of a task's life by a fragment of
 // their text.
@@ -35,15 +44,17 @@ var statementKinds = []struct{ kind, fragment string }{
 	{"complete", "WITH done AS"},
 }
 
-func (c *statementCounter) count(sql string) {
+// count counts sql and returns its kind ("" for none of statementKinds).
+func (c *statementCounter) count(sql string) string {
 	for _, k := range statementKinds {
 		if strings.Contains(sql, k.fragment) {
 			c.mu.Lock()
 			c.n[k.kind]++
 			c.mu.Unlock()
-			return
+			return k.kind
 		}
 	}
+	return ""
 }
 
 func (c *statementCounter) get(kind string) int {
@@ -53,25 +64,55 @@ func (c *statementCounter) get(kind string) int {
 }
 
 func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	c.count(d.SQL)
+	if c.count(d.SQL) == "lease" {
+		c.mu.Lock()
+		c.n["own lease"]++
+		c.mu.Unlock()
+	}
 	return ctx
 }
 func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 func (c *statementCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
-	return ctx
+	return context.WithValue(ctx, batchKey{}, &batchKinds{kinds: map[string]bool{}})
 }
-func (c *statementCounter) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
-	c.count(d.SQL)
+func (c *statementCounter) TraceBatchQuery(ctx context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	kind := c.count(d.SQL)
+	if b, ok := ctx.Value(batchKey{}).(*batchKinds); ok && kind != "" {
+		b.mu.Lock()
+		b.kinds[kind] = true
+		b.mu.Unlock()
+	}
 }
-func (c *statementCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+func (c *statementCounter) TraceBatchEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchEndData) {
+	b, ok := ctx.Value(batchKey{}).(*batchKinds)
+	if !ok {
+		return
+	}
+	b.mu.Lock()
+	own := b.kinds["lease"] && !b.kinds["enqueue"]
+	b.mu.Unlock()
+	if own {
+		c.mu.Lock()
+		c.n["own lease"]++
+		c.mu.Unlock()
+	}
+}
 
 // TestStatementsPerTask counts what one task costs PostgreSQL at a
 // moderate rate (100 tasks/s, enqueued through the same store as the
 // dispatcher's, as in spool serve), so that a regression in the cost per
 // task shows as a count, not as a timing: one enqueue, about one lease
 // (the NOTIFY's echo used to add a second, empty one), no PromoteDue on
-// the leases a wake-up starts, and completions sharing statements.
+// the leases a wake-up starts, and completions sharing statements. With
+// the dispatcher leasing in the enqueues' transactions (as spool serve
+// runs), the lease rides in the enqueue's round trip: the dispatcher's own
+// leases are the polls' alone.
 func TestStatementsPerTask(t *testing.T) {
+	t.Run("OwnLeases", func(t *testing.T) { statementsPerTask(t, false) })
+	t.Run("LeaseOnEnqueue", func(t *testing.T) { statementsPerTask(t, true) })
+}
+
+func statementsPerTask(t *testing.T, leaseOnEnqueue bool) {
 	t.Parallel()
 	const tasks = 100
 	counter := &statementCounter{n: make(map[string]int)}
@@ -89,11 +130,18 @@ func TestStatementsPerTask(t *testing.T) {
 		received.Add(1)
 	}))
 	t.Cleanup(srv.Close)
-	startDispatcher(t, st, func(c *Config) { c.PollInterval = time.Second })
+	d := startDispatcher(t, st, func(c *Config) { c.PollInterval = time.Second })
+	if leaseOnEnqueue {
+		st.SetEnqueueLeaser(d)
+	}
 	time.Sleep(200 * time.Millisecond) // the first poll's lease
-	before := map[string]int{}
+	kinds := []string{"own lease"}
 	for _, k := range statementKinds {
-		before[k.kind] = counter.get(k.kind)
+		kinds = append(kinds, k.kind)
+	}
+	before := map[string]int{}
+	for _, k := range kinds {
+		before[k] = counter.get(k)
 	}
 	start := time.Now()
 	for i := range tasks {
@@ -113,8 +161,8 @@ func TestStatementsPerTask(t *testing.T) {
 	time.Sleep(2 * completionWindow) // the last completions
 	elapsed := time.Since(start)
 	per := map[string]float64{}
-	for _, k := range statementKinds {
-		per[k.kind] = float64(counter.get(k.kind)-before[k.kind]) / tasks
+	for _, k := range kinds {
+		per[k] = float64(counter.get(k)-before[k]) / tasks
 	}
 	t.Logf("statements per task at 100 tasks/s over %v: %v", elapsed.Round(time.Millisecond), per)
 	if per["enqueue"] != 1 {
@@ -122,6 +170,10 @@ func TestStatementsPerTask(t *testing.T) {
 	}
 	if per["lease"] > 1.3 {
 		t.Errorf("lease statements per task = %.2f; want about 1 (at most 1.3)", per["lease"])
+	}
+	// The polls lease on their own, about once a second.
+	if n := per["own lease"] * tasks; leaseOnEnqueue && n > elapsed.Seconds()+3 {
+		t.Errorf("%.0f leases of the dispatcher's own in %v; want only the polls' (one a second): the enqueues lease", n, elapsed)
 	}
 	// Polls promote (about one a second here); wake-up leases do not.
 	if n := per["promote"] * tasks; n > elapsed.Seconds()+3 {

@@ -98,6 +98,16 @@ type Dispatcher struct {
 	// next one), and a draining queue does not wait for the next poll.
 	backlog atomic.Bool
 	wake    chan struct{} // something may be due (buffered 1)
+	// fetching: the fetch loop is in a Lease call; an enqueue's lease
+	// (EnqueueLease) stands aside meanwhile, for the two would compete for
+	// the same tasks.
+	fetching atomic.Bool
+	// gate orders the leases made in enqueues' transactions against the
+	// start and end of leasing: each holds it for reading from
+	// EnqueueLease to Leased; Start opens it and StopLeasing closes it, so
+	// that no delivery is launched once Stop waits for them.
+	gate     sync.RWMutex
+	gateOpen bool // under gate
 
 	mu       sync.Mutex
 	inflight map[string]*flight // by task id, until the completion is stored
@@ -214,6 +224,9 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		}
 	}()
 	go d.fetchLoop(fetchCtx)
+	d.gate.Lock()
+	d.gateOpen = true
+	d.gate.Unlock()
 	return nil
 }
 
@@ -298,8 +311,72 @@ func (d *Dispatcher) refreshSettings(ctx context.Context) {
 // so that nothing is leased during the drain delay only to be released at
 // the shutdown timeout. Stop calls it too; calling it twice is harmless.
 func (d *Dispatcher) StopLeasing() {
+	d.gate.Lock() // waits for the enqueues' leases under way to be handed over
+	d.gateOpen = false
+	d.gate.Unlock()
 	d.fetchCancel()
 	<-d.fetchDone
+}
+
+// EnqueueLease implements store.EnqueueLeaser: an enqueue that makes due
+// tasks may lease up to one more than that, in the fair order, in its own
+// transaction, into this process's free shared slots (never the
+// reserve's). It stands aside while the fetch loop leases or works
+// through a backlog (it then leases as slots free, in batches), and once
+// leasing stopped. The slots are counted busy from here, so the fetch
+// loop cannot hand them out meanwhile.
+func (d *Dispatcher) EnqueueLease(due int) (store.LeaseRequest, bool) {
+	if due <= 0 || d.fetching.Load() || d.backlog.Load() {
+		return store.LeaseRequest{}, false
+	}
+	d.gate.RLock()
+	if !d.gateOpen {
+		d.gate.RUnlock()
+		return store.LeaseRequest{}, false
+	}
+	for {
+		busy := d.busy.Load()
+		// One position more than the enqueue made due: a lease that then
+		// comes back short shows that nothing else was due (the store
+		// wakes nobody), one that fills up may have left work behind.
+		n := min(int64(due)+1, int64(d.cfg.Workers)-busy, maxLeaseBatch)
+		if n <= 0 {
+			d.gate.RUnlock()
+			return store.LeaseRequest{}, false
+		}
+		if d.busy.CompareAndSwap(busy, busy+n) {
+			// The gate stays held until Leased.
+			return store.LeaseRequest{
+				Limit:         int(n),
+				Shared:        int(n),
+				LeaseFor:      d.cfg.LeaseDuration,
+				Running:       d.runningCopy(),
+				AvailableOnly: true,
+			}, true
+		}
+	}
+}
+
+// Leased implements store.EnqueueLeaser: it launches what an enqueue's
+// transaction leased into the slots EnqueueLease reserved and frees the
+// rest.
+func (d *Dispatcher) Leased(req store.LeaseRequest, ls []store.Lease) {
+	defer d.gate.RUnlock()
+	if unused := req.Limit - len(ls); unused > 0 {
+		d.busy.Add(-int64(unused))
+		select {
+		case d.slotFreed <- struct{}{}:
+		default:
+		}
+	}
+	if len(ls) == 0 {
+		return
+	}
+	now := time.Now()
+	span := d.traceLease(d.deliverCtx, now, now, req.Limit, ls)
+	for _, l := range ls {
+		d.start(l, now, span)
+	}
 }
 
 // DefaultReplica names this process: host name, pid and a random suffix
@@ -424,7 +501,9 @@ func (d *Dispatcher) fetchLoop(ctx context.Context) {
 		// it expired. Whatever comes back is launched, then finished or
 		// released by Stop like any other delivery.
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.LeaseDuration)
+		d.fetching.Store(true)
 		leases, err := d.cfg.Store.Lease(lctx, req)
+		d.fetching.Store(false)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -536,10 +615,16 @@ func (d *Dispatcher) traceLease(ctx context.Context, start, end time.Time, limit
 	return span.SpanContext()
 }
 
-// launch starts one delivery; the fetch loop is the only caller, so the
-// slot it takes was free. leaseSpan is the lease span the delivery links to.
+// launch starts one delivery in a free slot; the fetch loop is its only
+// caller, and it leased no more than were free. leaseSpan is the lease span
+// the delivery links to.
 func (d *Dispatcher) launch(l store.Lease, now time.Time, leaseSpan trace.SpanContext) {
 	d.busy.Add(1)
+	d.start(l, now, leaseSpan)
+}
+
+// start starts one delivery in a slot already counted busy.
+func (d *Dispatcher) start(l store.Lease, now time.Time, leaseSpan trace.SpanContext) {
 	d.addRunning(l.Task.Queue, 1)
 	if m := d.cfg.Metrics; m != nil {
 		m.WorkersBusy.Inc()

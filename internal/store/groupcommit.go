@@ -64,6 +64,15 @@ type enqueueCall struct {
 	done  chan struct{}
 }
 
+// SetEnqueueLeaser passes l to the wrapped store when it leases in its
+// enqueues (LeasesOnEnqueue): a combined call then leases once, in its
+// one transaction.
+func (g *groupCommit) SetEnqueueLeaser(l EnqueueLeaser) {
+	if le, ok := g.Store.(LeasesOnEnqueue); ok {
+		le.SetEnqueueLeaser(l)
+	}
+}
+
 // Enqueue queues the call for the next combined transaction and waits for
 // its result. A caller whose context ends before a committer took its call
 // gets the context's error and nothing of it is stored; once taken, the

@@ -306,6 +306,47 @@ type LeaseRequest struct {
 	AvailableOnly bool
 }
 
+// EnqueueLeaser is a dispatcher's side of a lease made in an enqueue's
+// transaction (see LeasesOnEnqueue). At low and moderate rates a task's
+// enqueue and its lease were two transactions, two round trips and a
+// wake-up apart; with free delivery slots in the same process, the
+// enqueue's transaction can lease as well, and its commit hands the tasks
+// straight to the dispatcher.
+type EnqueueLeaser interface {
+	// EnqueueLease asks for a lease of up to due tasks to run in an
+	// enqueue's transaction, and reserves the slots of the request it
+	// returns until Leased. ok is false when the dispatcher has nothing to
+	// lease into now (no free shared slot, a backlog it is leasing through
+	// itself, or leasing stopped): the enqueue then commits alone and
+	// wakes the dispatcher as usual.
+	EnqueueLease(due int) (req LeaseRequest, ok bool)
+	// Leased hands over what that lease took, after the transaction
+	// committed (ls nil when it did not), and frees the reserved slots ls
+	// left unused. A store calls it exactly once for each EnqueueLease
+	// that returned ok.
+	Leased(req LeaseRequest, ls []Lease)
+}
+
+// LeasesOnEnqueue is a Store that can lease in its enqueue's transaction.
+// SetEnqueueLeaser installs the one leaser (nil removes it); from then
+// on an Enqueue that makes tasks due now, in a queue that is not paused,
+// asks it for a lease and runs that lease, in the fair order of
+// LeaseRequest over every queue's available tasks (the new ones
+// included), inside its own transaction. Limited queues are left to the
+// dispatcher's own lease, as a free lease leaves them. The store signals
+// its Wakeups after such an enqueue only when the lease may have left work
+// behind (it took nothing, or as many as it was allowed).
+type LeasesOnEnqueue interface {
+	SetEnqueueLeaser(l EnqueueLeaser)
+}
+
+// LeftWork reports whether a lease made in an enqueue's transaction for
+// req, which took n tasks, may have left due work behind for the
+// dispatcher's own lease: it took nothing (a limited queue's due work
+// makes the free lease stand back, or other leases held the rows), or as
+// many as it was allowed.
+func LeftWork(req LeaseRequest, n int) bool { return n == 0 || n >= req.Limit }
+
 // LeaseRef names a held lease.
 type LeaseRef struct {
 	TaskID string

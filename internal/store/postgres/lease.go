@@ -66,9 +66,12 @@ func recheck(cond string) string { return "COALESCE(" + cond + ", false)" }
 // 2-core machine a durable commit costs PostgreSQL about 0.4 ms of CPU at
 // 100 commits/s (pgbench, one-row inserts): two of the three commits of a
 // task were most of its cost at low rates.
-const genericPlansSQL = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
-	set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true),
+const genericPlansSQL = `SELECT ` + planSettings + `,
 	set_config('synchronous_commit', 'off', true)`
+
+// planSettings are genericPlansSQL's settings of the plans.
+const planSettings = `set_config('plan_cache_mode', 'force_generic_plan', true),
+	set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true)`
 
 // leaseFreeSQL leases up to $1 available tasks for $2 milliseconds, in one
 // statement, from the queues that are neither paused nor limited, in the

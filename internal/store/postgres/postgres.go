@@ -82,6 +82,10 @@ type Store struct {
 	origin string
 	subsMu sync.Mutex
 	subs   map[chan struct{}]struct{} // the open Wakeups channels
+
+	// leaser leases in enqueues' transactions (SetEnqueueLeaser); nil
+	// until one is set.
+	leaser atomic.Pointer[leaserBox]
 }
 
 // versionTable records the applied migrations (goose's table, named for

@@ -248,7 +248,7 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 	if err != nil {
 		return nil, err
 	}
-	sqlText, due := insertTasksSQL, rows.due
+	sqlText, due := insertTasksSQL, rows.due > 0
 	if keyed {
 		sqlText = insertKeyedTasksSQL
 	}
@@ -296,8 +296,13 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 			// connection; this one's Wakeups are signalled below.
 			batch.Queue(notifyDueSQL, wakeupChannel, s.origin, queues).QueryRow(func(row pgx.Row) error { return row.Scan(&woke) })
 		}
+		lease := s.enqueueLease(&batch, rows.due)
 		// Not in a transaction, the batch runs as one implicit transaction.
-		if err := s.pool.SendBatch(ctx, &batch).Close(); err != nil {
+		err := s.pool.SendBatch(ctx, &batch).Close()
+		if lease != nil && !lease.handOver(err) {
+			woke = false // the lease took the work; nothing left to wake for
+		}
+		if err != nil {
 			if refused(err) {
 				return nil, s.refusal(ctx, in, send)
 			}
@@ -445,8 +450,8 @@ func payloadChunks(payloads [][]byte, max int) [][2]int {
 }
 
 // insertRows are insertTasksSQL's arguments for in[send] as parallel
-// arrays (queues: the distinct queue names, sorted); due tells whether a
-// task is due about now.
+// arrays (queues: the distinct queue names, sorted); due counts the tasks
+// due about now.
 type insertRows struct {
 	ids, qs, urls, methods, ctypes         []string
 	prios                                  []int16
@@ -457,7 +462,7 @@ type insertRows struct {
 	headers, keys, traceparents, schedules []*string
 	payloads, fingerprints                 [][]byte
 	queues                                 []string
-	due                                    bool
+	due                                    int
 }
 
 func newInsertRows(in []store.NewTask, send []int, queues []string) (*insertRows, error) {
@@ -480,10 +485,14 @@ func newInsertRows(in []store.NewTask, send []int, queues []string) (*insertRows
 		if !nt.RunAt.IsZero() {
 			ra := nt.RunAt
 			r.runAts[j] = &ra
-			r.due = r.due || nt.RunAt.Before(soon)
+			if nt.RunAt.Before(soon) {
+				r.due++
+			}
 		} else {
 			r.delays[j] = max(nt.Delay, 0).Microseconds()
-			r.due = r.due || nt.Delay < time.Second
+			if nt.Delay < time.Second {
+				r.due++
+			}
 		}
 		r.maxAtt[j] = int32(nt.MaxAttempts)
 		r.tmo[j] = nt.Timeout.Milliseconds()

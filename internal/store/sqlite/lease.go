@@ -76,106 +76,119 @@ func leasable(ctx context.Context, st *statements, now time.Time) (bool, error) 
 
 // lease is Lease's write transaction.
 func (s *Store) lease(ctx context.Context, st *statements, req store.LeaseRequest) ([]store.Lease, error) {
-	limit := req.Limit
 	var out []store.Lease
 	err := s.inRedoableWrite(ctx, func(tx *sql.Tx) error {
-		ts := s.now()
-		nowUS := micros(ts)
-		limited, err := loadLimited(ctx, tx, st, ts)
-		if err != nil {
-			return err
-		}
-		cands, err := freeCandidates(ctx, tx, st, nowUS, limit)
-		if err != nil {
-			return err
-		}
-		for _, q := range limited {
-			if q.paused || q.capacity <= 0 {
-				continue
-			}
-			c, err := queryCandidates(ctx, tx.StmtContext(ctx, st.dueQueue), q.name, nowUS, min(q.capacity, limit), q.weight)
-			if err != nil {
-				return err
-			}
-			cands = append(cands, c...)
-		}
-		// Each queue's candidates are a prefix of its due tasks within its
-		// cap, and PickFair keeps a prefix of each queue, so caps hold.
-		keys := make([]store.FairKey, len(cands))
-		for i, c := range cands {
-			keys[i] = store.FairKey{Queue: c.queue, Weight: c.weight, Priority: c.priority, RunAt: c.runAt, ID: c.id}
-		}
-		picked := store.PickFair(keys, req)
-		if len(picked) == 0 {
-			return nil
-		}
-		chosen := make([]candidate, len(picked))
-		for i, k := range picked {
-			chosen[i] = cands[k]
-		}
-		cands = chosen
-
-		// Reserve one fresh token per task from the counter.
-		var last int64
-		if err := tx.StmtContext(ctx, st.leaseSeq).QueryRowContext(ctx, len(cands)).Scan(&last); err != nil {
-			return fmt.Errorf("lease tokens: %w", err)
-		}
-		first := last - int64(len(cands)) + 1
-		expires := s.leaseNow().Add(req.LeaseFor)
-		pairs := make([]byte, 0, 32*len(cands))
-		pairs = append(pairs, '[')
-		for i, c := range cands {
-			if i > 0 {
-				pairs = append(pairs, ',')
-			}
-			pairs = append(pairs, '[')
-			pairs = strconv.AppendInt(pairs, c.rowid, 10)
-			pairs = append(pairs, ',')
-			pairs = strconv.AppendInt(pairs, first+int64(i), 10)
-			pairs = append(pairs, ']')
-		}
-		pairs = append(pairs, ']')
-		rows, err := tx.StmtContext(ctx, st.claim).QueryContext(ctx, micros(expires), nowUS, string(pairs))
-		if err != nil {
-			return fmt.Errorf("claim: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			t, err := scanTask(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, store.Lease{Task: t.Task, Token: t.leaseToken.Int64, ExpiresAt: expires})
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		rows.Close()
-
-		// Draw the rate-limited queues' tokens for what was started.
-		started := make(map[string]int)
-		for _, l := range out {
-			started[l.Task.Queue]++
-		}
-		for _, q := range limited {
-			if q.rate <= 0 || started[q.name] == 0 {
-				continue
-			}
-			if _, err := tx.StmtContext(ctx, st.drawTokens).ExecContext(ctx,
-				q.tokens-float64(started[q.name]), nowUS, q.name); err != nil {
-				return fmt.Errorf("draw tokens of %q: %w", q.name, err)
-			}
-		}
-		return nil
+		var err error
+		out, err = s.leaseIn(ctx, tx, st, req)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	// RETURNING order is unspecified: hand leases out in dispatch order.
-	slices.SortFunc(out, func(a, b store.Lease) int {
+	sortLeases(out)
+	return out, nil
+}
+
+// sortLeases puts leases in dispatch order (RETURNING order is
+// unspecified).
+func sortLeases(ls []store.Lease) {
+	slices.SortFunc(ls, func(a, b store.Lease) int {
 		return cmp.Or(cmp.Compare(a.Task.Priority, b.Task.Priority), a.Task.RunAt.Compare(b.Task.RunAt),
 			strings.Compare(a.Task.ID, b.Task.ID))
 	})
+}
+
+// leaseIn leases in the write transaction tx: Lease's, or an enqueue's.
+func (s *Store) leaseIn(ctx context.Context, tx *sql.Tx, st *statements, req store.LeaseRequest) ([]store.Lease, error) {
+	limit := req.Limit
+	var out []store.Lease
+	ts := s.now()
+	nowUS := micros(ts)
+	limited, err := loadLimited(ctx, tx, st, ts)
+	if err != nil {
+		return nil, err
+	}
+	cands, err := freeCandidates(ctx, tx, st, nowUS, limit)
+	if err != nil {
+		return nil, err
+	}
+	for _, q := range limited {
+		if q.paused || q.capacity <= 0 {
+			continue
+		}
+		c, err := queryCandidates(ctx, tx.StmtContext(ctx, st.dueQueue), q.name, nowUS, min(q.capacity, limit), q.weight)
+		if err != nil {
+			return nil, err
+		}
+		cands = append(cands, c...)
+	}
+	// Each queue's candidates are a prefix of its due tasks within its
+	// cap, and PickFair keeps a prefix of each queue, so caps hold.
+	keys := make([]store.FairKey, len(cands))
+	for i, c := range cands {
+		keys[i] = store.FairKey{Queue: c.queue, Weight: c.weight, Priority: c.priority, RunAt: c.runAt, ID: c.id}
+	}
+	picked := store.PickFair(keys, req)
+	if len(picked) == 0 {
+		return nil, nil
+	}
+	chosen := make([]candidate, len(picked))
+	for i, k := range picked {
+		chosen[i] = cands[k]
+	}
+	cands = chosen
+
+	// Reserve one fresh token per task from the counter.
+	var last int64
+	if err := tx.StmtContext(ctx, st.leaseSeq).QueryRowContext(ctx, len(cands)).Scan(&last); err != nil {
+		return nil, fmt.Errorf("lease tokens: %w", err)
+	}
+	first := last - int64(len(cands)) + 1
+	expires := s.leaseNow().Add(req.LeaseFor)
+	pairs := make([]byte, 0, 32*len(cands))
+	pairs = append(pairs, '[')
+	for i, c := range cands {
+		if i > 0 {
+			pairs = append(pairs, ',')
+		}
+		pairs = append(pairs, '[')
+		pairs = strconv.AppendInt(pairs, c.rowid, 10)
+		pairs = append(pairs, ',')
+		pairs = strconv.AppendInt(pairs, first+int64(i), 10)
+		pairs = append(pairs, ']')
+	}
+	pairs = append(pairs, ']')
+	rows, err := tx.StmtContext(ctx, st.claim).QueryContext(ctx, micros(expires), nowUS, string(pairs))
+	if err != nil {
+		return nil, fmt.Errorf("claim: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, store.Lease{Task: t.Task, Token: t.leaseToken.Int64, ExpiresAt: expires})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close()
+
+	// Draw the rate-limited queues' tokens for what was started.
+	started := make(map[string]int)
+	for _, l := range out {
+		started[l.Task.Queue]++
+	}
+	for _, q := range limited {
+		if q.rate <= 0 || started[q.name] == 0 {
+			continue
+		}
+		if _, err := tx.StmtContext(ctx, st.drawTokens).ExecContext(ctx,
+			q.tokens-float64(started[q.name]), nowUS, q.name); err != nil {
+			return nil, fmt.Errorf("draw tokens of %q: %w", q.name, err)
+		}
+	}
 	return out, nil
 }
 

@@ -101,6 +101,10 @@ type Store struct {
 	clock clock
 
 	syncFull bool // the write connection commits with synchronous=FULL
+
+	// leaser leases in enqueues' transactions (SetEnqueueLeaser); nil
+	// until one is set.
+	leaser atomic.Pointer[leaserBox]
 }
 
 var _ store.Store = (*Store)(nil)

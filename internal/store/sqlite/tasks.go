@@ -159,7 +159,8 @@ func (s *Store) Enqueue(ctx context.Context, tasks []store.NewTask) ([]store.Enq
 	if err != nil {
 		return nil, fmt.Errorf("enqueue: %w", classify(err))
 	}
-	wake := false
+	due := 0 // tasks inserted available in queues that are not paused
+	var lease *enqueueLeaseRun
 	err = s.inWrite(ctx, func(tx *sql.Tx) error {
 		defaults, err := ensureQueues(ctx, tx, st, tasks, ts)
 		if err != nil {
@@ -188,12 +189,20 @@ func (s *Store) Enqueue(ctx context.Context, tasks []store.NewTask) ([]store.Enq
 			}
 			out[i] = store.Enqueued{Task: newTaskRow(nt, defaults[nt.Queue], ts)}
 			if out[i].Task.State == task.Available && !defaults[nt.Queue].paused {
-				wake = true
+				due++
 			}
 			fresh = append(fresh, i)
 		}
-		return insertTasks(ctx, tx, st, out, fresh)
+		if err := insertTasks(ctx, tx, st, out, fresh); err != nil {
+			return err
+		}
+		lease = s.enqueueLease(due)
+		return lease.run(ctx, s, tx, st)
 	})
+	wake := due > 0
+	if lease != nil && !lease.handOver(err) {
+		wake = false // the lease took the work; nothing left to wake for
+	}
 	if err != nil {
 		return nil, fmt.Errorf("enqueue: %w", classify(err))
 	}

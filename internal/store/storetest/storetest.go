@@ -69,6 +69,7 @@ func Run(t *testing.T, newStore NewStoreFunc) {
 	t.Run("Prune", func(t *testing.T) { testPrune(t, newStore) })
 	t.Run("Leadership", func(t *testing.T) { testLeadership(t, newStore) })
 	t.Run("Wakeups", func(t *testing.T) { testWakeups(t, newStore) })
+	t.Run("EnqueueLease", func(t *testing.T) { testEnqueueLease(t, newStore) })
 	t.Run("OldestDue", func(t *testing.T) { testOldestDue(t, newStore) })
 	t.Run("FinishedPerMinute", func(t *testing.T) { testFinishedPerMinute(t, newStore) })
 	t.Run("TraceParent", func(t *testing.T) { testTraceParent(t, newStore) })
