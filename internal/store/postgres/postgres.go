@@ -86,6 +86,7 @@ type Store struct {
 	// leaser leases in enqueues' transactions (SetEnqueueLeaser); nil
 	// until one is set.
 	leaser atomic.Pointer[leaserBox]
+	paused pausedSeen // queues enqueues found paused, whose enqueues do not lease
 }
 
 // versionTable records the applied migrations (goose's table, named for

@@ -296,9 +296,12 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 			// connection; this one's Wakeups are signalled below.
 			batch.Queue(notifyDueSQL, wakeupChannel, s.origin, queues).QueryRow(func(row pgx.Row) error { return row.Scan(&woke) })
 		}
-		lease := s.enqueueLease(&batch, rows.due)
+		lease := s.enqueueLease(&batch, rows.due, queues)
 		// Not in a transaction, the batch runs as one implicit transaction.
 		err := s.pool.SendBatch(ctx, &batch).Close()
+		if err == nil && due {
+			s.paused.note(queues, woke, time.Now())
+		}
 		if lease != nil && !lease.handOver(err) {
 			woke = false // the lease took the work; nothing left to wake for
 		}

@@ -176,6 +176,16 @@ func testEnqueueLease(t *testing.T, newStore NewStoreFunc) {
 		if st := mustGet(t, ctx, s, tk.ID).State; st != task.Available {
 			t.Errorf("task is %s, want available", st)
 		}
+		// A store may have to run one lease to learn that the queue is
+		// paused, not one per enqueue (a benchmark fills a paused queue
+		// with single enqueues).
+		asked := len(l.asked)
+		for range 3 {
+			enqueueOne(t, ctx, s, newTask("held"))
+		}
+		if len(l.asked) != asked {
+			t.Errorf("the enqueues into a paused queue asked for %d leases after the first", len(l.asked)-asked)
+		}
 	})
 
 	t.Run("LimitedQueue", func(t *testing.T) {
