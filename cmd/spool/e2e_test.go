@@ -754,6 +754,43 @@ func TestIdleQueueWakesUp(t *testing.T) {
 	}
 }
 
+// TestEnqueueLeaseEndToEnd: with free workers, each enqueue of the real
+// binary leases its own task in its transaction (spool_enqueue_leased_total
+// counts it), on both stores; SPOOL_ENQUEUE_LEASE=false leaves the lease to
+// the dispatcher's wake-up, and the tasks arrive all the same. The poll is
+// a minute, so neither way waits for it.
+func TestEnqueueLeaseEndToEnd(t *testing.T) {
+	for _, driver := range []string{"sqlite", "postgres"} {
+		for _, on := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/%v", driver, on), func(t *testing.T) {
+				t.Parallel()
+				key := newKey(t)
+				_, sinkURL := startSink(t, key)
+				o := serveOpts{dataDir: t.TempDir(), env: []string{"SPOOL_POLL_INTERVAL=1m", "SPOOL_MIGRATE=true",
+					fmt.Sprintf("SPOOL_ENQUEUE_LEASE=%v", on)}}
+				if driver == "postgres" {
+					o.dsn = testpg.Shared(t).CreateDB(t)
+				}
+				in := startServe(t, "serve", o, key)
+				time.Sleep(300 * time.Millisecond) // the first poll has passed
+				const n = 5
+				for i := range n {
+					enqueueBatch(t, []string{in.api}, "direct", sinkURL+"/direct", 1, 1)
+					waitUnique(t, sinkURL, i+1, 10*time.Second)
+				}
+				got := scrapeCounter(t, in.admin, "spool_enqueue_leased_total")
+				want := 0
+				if on {
+					want = n
+				}
+				if got != want {
+					t.Errorf("spool_enqueue_leased_total = %d after %d single enqueues, want %d", got, n, want)
+				}
+			})
+		}
+	}
+}
+
 // Queue concurrency is global: two replicas never run more than the limit
 // at once, and the rate limit caps starts per second across both.
 func TestQueueLimitsAcrossReplicas(t *testing.T) {

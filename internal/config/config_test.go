@@ -202,6 +202,29 @@ func TestRefusesUnsignedPublicListen(t *testing.T) {
 	}
 }
 
+// TestEnqueueLease: on by default; the variable and the flag turn it off.
+func TestEnqueueLease(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want bool
+	}{
+		{nil, map[string]string{}, true},
+		{nil, map[string]string{"SPOOL_ENQUEUE_LEASE": "false"}, false},
+		{[]string{"--enqueue-lease=false"}, map[string]string{}, false},
+		{[]string{"--enqueue-lease=true"}, map[string]string{"SPOOL_ENQUEUE_LEASE": "false"}, true},
+	} {
+		tc.env["SPOOL_API_KEYS"] = "k"
+		c, err := Load(tc.args, envOf(tc.env), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.EnqueueLease != tc.want {
+			t.Errorf("args %v, env %v: EnqueueLease = %v, want %v", tc.args, tc.env, c.EnqueueLease, tc.want)
+		}
+	}
+}
+
 func TestInvalidValuesNameTheVariable(t *testing.T) {
 	cases := map[string]map[string]string{
 		"SPOOL_WORKERS":              {"SPOOL_WORKERS": "many"},
@@ -220,6 +243,7 @@ func TestInvalidValuesNameTheVariable(t *testing.T) {
 		"SPOOL_UI_TRACE_URL":            {"SPOOL_UI_TRACE_URL": "https://jaeger.example.com/trace/"},
 		"SPOOL_UI_SECURE_COOKIE":        {"SPOOL_UI_SECURE_COOKIE": "yes please"},
 		"SPOOL_ATTEMPT_BODY_BYTES":      {"SPOOL_ATTEMPT_BODY_BYTES": "65537"},
+		"SPOOL_ENQUEUE_LEASE":           {"SPOOL_ENQUEUE_LEASE": "sometimes"},
 	}
 	for name, env := range cases {
 		env["SPOOL_API_KEYS"] = "k"

@@ -372,6 +372,9 @@ func (d *Dispatcher) Leased(req store.LeaseRequest, ls []store.Lease) {
 	if len(ls) == 0 {
 		return
 	}
+	if m := d.cfg.Metrics; m != nil {
+		m.EnqueueLeased.Add(float64(len(ls)))
+	}
 	now := time.Now()
 	span := d.traceLease(d.deliverCtx, now, now, req.Limit, ls)
 	for _, l := range ls {

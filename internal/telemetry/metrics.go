@@ -22,6 +22,7 @@ type Metrics struct {
 	WorkersMax       prometheus.Gauge
 	Rescued          prometheus.Counter
 	LeasesLost       prometheus.Counter
+	EnqueueLeased    prometheus.Counter
 	IsLeader         prometheus.Gauge
 	// QueueDepth and OldestDue are set by the leader only (see SetQueueDepths).
 	QueueDepth *prometheus.GaugeVec // queue, state
@@ -70,7 +71,9 @@ func NewMetrics(version, commit string) *Metrics {
 		WorkersMax:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "spool_workers_max", Help: "Deliveries this process may run at once."}),
 		Rescued:     prometheus.NewCounter(prometheus.CounterOpts{Name: "spool_leases_rescued_total", Help: "Running tasks whose lease expired and were rescued by the leader."}),
 		LeasesLost:  prometheus.NewCounter(prometheus.CounterOpts{Name: "spool_leases_lost_total", Help: "Leases this process held that were taken away (rescued or cancelled) before completion."}),
-		IsLeader:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "spool_leader", Help: "1 while this process is the maintenance leader."}),
+		EnqueueLeased: prometheus.NewCounter(prometheus.CounterOpts{Name: "spool_enqueue_leased_total",
+			Help: "Tasks this process leased in the transaction of an enqueue (SPOOL_ENQUEUE_LEASE) rather than in a lease of the dispatcher's own."}),
+		IsLeader: prometheus.NewGauge(prometheus.GaugeOpts{Name: "spool_leader", Help: "1 while this process is the maintenance leader."}),
 		QueueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "spool_queue_depth", Help: "Tasks by queue and state, counted in the store by the leader (only the leader exports it).",
 		}, []string{"queue", "state"}),
@@ -124,7 +127,7 @@ func NewMetrics(version, commit string) *Metrics {
 	}, []string{"version", "commit"})
 	build.WithLabelValues(version, commit).Set(1)
 	r.MustRegister(m.Enqueued, m.Finished, m.DeliveryDuration, m.QueueWait, m.WorkersBusy, m.WorkersMax,
-		m.Rescued, m.LeasesLost, m.IsLeader, m.QueueDepth, m.OldestDue, m.Paused, m.LogDropped,
+		m.Rescued, m.LeasesLost, m.EnqueueLeased, m.IsLeader, m.QueueDepth, m.OldestDue, m.Paused, m.LogDropped,
 		m.DestinationLimit, m.DestinationInFlight, m.DestinationBreakerOpen, m.DestinationRequests, m.DestinationDeferred,
 		m.ScheduleRuns, m.ScheduleLag,
 		m.httpRequests, m.httpDuration, m.httpInflight, m.handlerErrors, build,
