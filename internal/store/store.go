@@ -332,20 +332,13 @@ type EnqueueLeaser interface {
 // on an Enqueue that makes tasks due now, in a queue that is not paused,
 // asks it for a lease and runs that lease, in the fair order of
 // LeaseRequest over every queue's available tasks (the new ones
-// included), inside its own transaction. Limited queues are left to the
-// dispatcher's own lease, as a free lease leaves them. The store signals
-// its Wakeups after such an enqueue only when the lease may have left work
-// behind (it took nothing, or as many as it was allowed).
+// included), inside its own transaction (LeaserSlot and EnqueueLeaseRun
+// do the driver's part). The store signals its Wakeups after such an
+// enqueue only when the lease may have left work behind
+// (EnqueueLeaseRun.HandOver).
 type LeasesOnEnqueue interface {
 	SetEnqueueLeaser(l EnqueueLeaser)
 }
-
-// LeftWork reports whether a lease made in an enqueue's transaction for
-// req, which took n tasks, may have left due work behind for the
-// dispatcher's own lease: it took nothing (a limited queue's due work
-// makes the free lease stand back, or other leases held the rows), or as
-// many as it was allowed.
-func LeftWork(req LeaseRequest, n int) bool { return n == 0 || n >= req.Limit }
 
 // LeaseRef names a held lease.
 type LeaseRef struct {

@@ -1,12 +1,10 @@
 package postgres
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"maps"
 	"math"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -251,7 +249,7 @@ func (s *Store) Lease(ctx context.Context, req store.LeaseRequest) ([]store.Leas
 		}
 		ls = append(ls, more...)
 	}
-	sortLeases(ls)
+	store.SortLeases(ls)
 	return ls, nil
 }
 
@@ -456,7 +454,7 @@ func (s *Store) leaseMixed(ctx context.Context, req store.LeaseRequest, ms int64
 	if err := tx.Commit(ctx); err != nil {
 		return nil, false, err
 	}
-	sortLeases(out)
+	store.SortLeases(out)
 	return out, true, nil
 }
 
@@ -482,16 +480,6 @@ func collectLeases(rows pgx.Rows) ([]store.Lease, error) {
 		out = append(out, l)
 	}
 	return out, rows.Err()
-}
-
-// sortLeases puts a batch in lease order (RETURNING has no order).
-func sortLeases(ls []store.Lease) {
-	slices.SortFunc(ls, func(a, b store.Lease) int {
-		return cmp.Or(
-			cmp.Compare(a.Task.Priority, b.Task.Priority),
-			a.Task.RunAt.Compare(b.Task.RunAt),
-			cmp.Compare(a.Task.ID, b.Task.ID))
-	})
 }
 
 // leaseRefArrays splits refs into parallel arrays, leaving out ids that

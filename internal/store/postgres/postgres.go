@@ -85,7 +85,7 @@ type Store struct {
 
 	// leaser leases in enqueues' transactions (SetEnqueueLeaser); nil
 	// until one is set.
-	leaser atomic.Pointer[leaserBox]
+	leaser store.LeaserSlot
 	paused pausedSeen // queues enqueues found paused, whose enqueues do not lease
 }
 

@@ -302,7 +302,7 @@ func (s *Store) Enqueue(ctx context.Context, in []store.NewTask) ([]store.Enqueu
 		if err == nil && due {
 			s.paused.note(queues, woke, time.Now())
 		}
-		if lease != nil && !lease.handOver(err) {
+		if lease != nil && !lease.HandOver(err) {
 			woke = false // the lease took the work; nothing left to wake for
 		}
 		if err != nil {

@@ -1,12 +1,10 @@
 package sqlite
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -85,17 +83,8 @@ func (s *Store) lease(ctx context.Context, st *statements, req store.LeaseReques
 	if err != nil {
 		return nil, err
 	}
-	sortLeases(out)
+	store.SortLeases(out)
 	return out, nil
-}
-
-// sortLeases puts leases in dispatch order (RETURNING order is
-// unspecified).
-func sortLeases(ls []store.Lease) {
-	slices.SortFunc(ls, func(a, b store.Lease) int {
-		return cmp.Or(cmp.Compare(a.Task.Priority, b.Task.Priority), a.Task.RunAt.Compare(b.Task.RunAt),
-			strings.Compare(a.Task.ID, b.Task.ID))
-	})
 }
 
 // leaseIn leases in the write transaction tx: Lease's, or an enqueue's.

@@ -104,7 +104,7 @@ type Store struct {
 
 	// leaser leases in enqueues' transactions (SetEnqueueLeaser); nil
 	// until one is set.
-	leaser atomic.Pointer[leaserBox]
+	leaser store.LeaserSlot
 }
 
 var _ store.Store = (*Store)(nil)

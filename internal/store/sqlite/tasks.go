@@ -160,7 +160,7 @@ func (s *Store) Enqueue(ctx context.Context, tasks []store.NewTask) ([]store.Enq
 		return nil, fmt.Errorf("enqueue: %w", classify(err))
 	}
 	due := 0 // tasks inserted available in queues that are not paused
-	var lease *enqueueLeaseRun
+	var lease *store.EnqueueLeaseRun
 	err = s.inWrite(ctx, func(tx *sql.Tx) error {
 		defaults, err := ensureQueues(ctx, tx, st, tasks, ts)
 		if err != nil {
@@ -196,11 +196,11 @@ func (s *Store) Enqueue(ctx context.Context, tasks []store.NewTask) ([]store.Enq
 		if err := insertTasks(ctx, tx, st, out, fresh); err != nil {
 			return err
 		}
-		lease = s.enqueueLease(due)
-		return lease.run(ctx, s, tx, st)
+		lease, err = s.enqueueLease(ctx, tx, st, due)
+		return err
 	})
 	wake := due > 0
-	if lease != nil && !lease.handOver(err) {
+	if lease != nil && !lease.HandOver(err) {
 		wake = false // the lease took the work; nothing left to wake for
 	}
 	if err != nil {
