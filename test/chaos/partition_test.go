@@ -121,13 +121,17 @@ func TestNetworkPartition(t *testing.T) {
 		t.Fatalf("the namespaced replica leads maintenance (spool_leader %v)", v)
 	}
 
-	// Feed tasks until the namespaced replica holds a full set of
-	// deliveries in flight (the others answer in 20ms).
+	// Feed tasks through every replica, as a load balancer would, until
+	// the namespaced replica holds a full set of deliveries in flight (the
+	// others answer in 20ms). A replica with free workers leases the tasks
+	// of the enqueues it takes itself (SPOOL_ENQUEUE_LEASE): fed through a
+	// alone, a kept every task and the namespaced replica none.
 	c := newClient(30 * time.Second)
 	var ids []string
 	deadline := time.Now().Add(20 * time.Second)
-	for len(hold.holding()) < workers && time.Now().Before(deadline) {
-		ids = append(ids, c.enqueueBatch(t, "http://"+a.api, "partition", target, 10)...)
+	apis := []string{a.api, b.api, p.api}
+	for i := 0; len(hold.holding()) < workers && time.Now().Before(deadline); i++ {
+		ids = append(ids, c.enqueueBatch(t, "http://"+apis[i%len(apis)], "partition", target, 10)...)
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond)
