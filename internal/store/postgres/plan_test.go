@@ -390,19 +390,87 @@ func TestCompleteReadsOnlyWhatItCompletes(t *testing.T) {
 	}
 }
 
-// TestHotStatementsUseGenericPlans: on a connection that has leased and
-// completed many times, the lease and the completion statements ran on
-// their generic plans only (PostgreSQL counts both kinds per prepared
+// TestExtendLeasesReadsOnlyWhatItExtends: the generic plan of the
+// heartbeat's lease extension (extendSQL, with genericPlansSQL's settings,
+// as ExtendLeases runs it) finds each task by its id, with statistics
+// taken while the table was empty and with current ones, while many more
+// tasks are running than the batch extends. Without those settings it
+// read the whole table on both kinds of plan. TestHotStatementsUseGenericPlans
+// holds ExtendLeases to running it that way.
+func TestExtendLeasesReadsOnlyWhatItExtends(t *testing.T) {
+	t.Parallel()
+	s := migrated(t)
+	ctx := t.Context()
+	mustExec(t, s, `ANALYZE spool_tasks; ALTER TABLE spool_tasks SET (autovacuum_enabled = false)`)
+	const backlog, running, batch = 3000, 300, 50
+	fill(t, s, "q", backlog)
+	ls, err := s.Lease(ctx, store.LeaseRequest{Limit: running, Shared: running, LeaseFor: time.Minute})
+	if err != nil || len(ls) != running {
+		t.Fatalf("Lease = %d, %v; want %d", len(ls), err, running)
+	}
+	ids, tokens := "", ""
+	for i, l := range ls[:batch] {
+		sep := ","
+		if i == 0 {
+			sep = ""
+		}
+		ids += sep + l.Task.ID
+		tokens += fmt.Sprintf("%s%d", sep, l.Token)
+	}
+	for _, stats := range []string{"empty-table statistics", "current statistics"} {
+		if stats == "current statistics" {
+			mustExec(t, s, `ANALYZE spool_tasks`)
+		}
+		plan := func() planNode {
+			tx, err := s.pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(context.WithoutCancel(ctx))
+			if _, err := tx.Exec(ctx, genericPlansSQL); err != nil { // as ExtendLeases runs it
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, "PREPARE extend(uuid[], bigint[], bigint) AS "+extendSQL); err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Exec(context.WithoutCancel(ctx), "DEALLOCATE extend")
+			return explainJSON(t, tx, fmt.Sprintf(`EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE extend('{%s}', '{%s}', 30000)`, ids, tokens)).Plan
+		}()
+		read, rejects := plan.tasksRead(), plan.joinRejects()
+		t.Logf("%s: extended %.0f of %d running, read %.0f rows of spool_tasks, rejected %.0f joined pairs", stats, plan.ActualRows, running, read, rejects)
+		if int(plan.ActualRows) != batch {
+			t.Errorf("%s: extended %.0f, want %d", stats, plan.ActualRows, batch)
+		}
+		if read > 3*batch || rejects > 3*batch {
+			out, _ := json.MarshalIndent(plan, "", " ")
+			t.Errorf("%s: read %.0f rows and rejected %.0f joined pairs to extend %d (want at most %d each)\n%s", stats, read, rejects, batch, 3*batch, out)
+		}
+	}
+}
+
+// TestHotStatementsUseGenericPlans: on a connection that has leased,
+// completed and extended leases many times, the lease, the completion and
+// the extension statements ran on their generic plans only (PostgreSQL counts both kinds per prepared
 // statement), and the setting did not outlive their transactions.
 func TestHotStatementsUseGenericPlans(t *testing.T) {
 	t.Parallel()
 	s, _ := migratedConns(t, 1)
 	ctx := t.Context()
 	const rounds = 12
-	fill(t, s, "q", rounds*3)
+	fill(t, s, "q", rounds*3+1) // and one to hold for the extensions
 	for range rounds {
 		if n := leaseAndComplete(t, s, 3); n != 3 {
 			t.Fatalf("leased %d, want 3", n)
+		}
+	}
+	// The heartbeat's extension, of leases held or not.
+	held, err := s.Lease(ctx, store.LeaseRequest{Limit: 1, Shared: 1, LeaseFor: time.Minute})
+	if err != nil || len(held) != 1 {
+		t.Fatalf("Lease = %d, %v", len(held), err)
+	}
+	for range rounds {
+		if _, err := s.ExtendLeases(ctx, []store.LeaseRef{{TaskID: held[0].Task.ID, Token: held[0].Token}}, time.Minute); err != nil {
+			t.Fatal(err)
 		}
 	}
 	var mode string
@@ -412,7 +480,7 @@ func TestHotStatementsUseGenericPlans(t *testing.T) {
 	if mode != "auto" {
 		t.Errorf("plan_cache_mode after the hot statements = %q, want auto (the setting is local to their transactions)", mode)
 	}
-	for name, sql := range map[string]string{"lease": leaseFreeSQL, "complete": completeSQL} {
+	for name, sql := range map[string]string{"lease": leaseFreeSQL, "complete": completeSQL, "extend": extendSQL} {
 		var generic, custom int64
 		if err := s.pool.QueryRow(ctx, `SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1`, sql).
 			Scan(&generic, &custom); err != nil {
