@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -482,15 +484,36 @@ func collectLeases(rows pgx.Rows) ([]store.Lease, error) {
 	return out, rows.Err()
 }
 
-// leaseRefArrays splits refs into parallel arrays, leaving out ids that
-// cannot exist.
+// leaseRefArrays splits refs into parallel arrays in task id order (see
+// byTaskID), leaving out ids that cannot exist.
 func leaseRefArrays(refs []store.LeaseRef) (ids []string, tokens []int64) {
-	for _, r := range refs {
-		if validID(r.TaskID) {
+	for _, i := range byTaskID(len(refs), func(i int) string { return refs[i].TaskID }) {
+		if r := refs[i]; validID(r.TaskID) {
 			ids, tokens = append(ids, r.TaskID), append(tokens, r.Token)
 		}
 	}
 	return ids, tokens
+}
+
+// byTaskID returns the indexes 0..n-1 ordered by the task id id(i) gives.
+// The statements that update running tasks by a batch of ids (the
+// completion, the lease extension) lock the rows in the order of their id
+// arrays (a nested loop over the array, one index lookup each): sent in
+// one global order, a heartbeat's extension and a completion batch that
+// share tasks wait for each other instead of deadlocking. In array order
+// as they came (the heartbeat's from a map), they deadlocked: PostgreSQL
+// detected it only after deadlock_timeout (1 s), the completion was
+// retried, and the worker slots held until it was stored stopped every
+// lease meanwhile: 1.7 s of delivery latency in about one run in eight
+// at 1,000 tasks/s (TestCompleteAndExtendDoNotDeadlock).
+func byTaskID(n int, id func(int) string) []int {
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
+	}
+	// Stable: of two reports of one lease in a batch, the first is sent.
+	slices.SortStableFunc(order, func(a, b int) int { return strings.Compare(id(a), id(b)) })
+	return order
 }
 
 // extendSQL moves the lease expiry of the running tasks of a batch ($1
@@ -632,7 +655,8 @@ func (s *Store) Complete(ctx context.Context, cs []store.Completion) ([]bool, er
 		sent             = make(map[store.LeaseRef]int, len(cs)) // lease -> index in cs
 		rec              attemptArrays
 	)
-	for i, c := range cs {
+	for _, i := range byTaskID(len(cs), func(i int) string { return cs[i].TaskID }) {
+		c := cs[i]
 		switch c.Outcome {
 		case store.Succeeded, store.Retry, store.Fail, store.Release, store.Defer:
 		default:
