@@ -364,15 +364,8 @@ func explainComplete(t *testing.T, s *Store, ls []store.Lease) (planNode, int) {
 // running × batch comparisons: twice the completion's cost in the drain.
 func TestCompleteReadsOnlyWhatItCompletes(t *testing.T) {
 	t.Parallel()
-	s := migrated(t)
-	ctx := t.Context()
-	mustExec(t, s, `ANALYZE spool_tasks; ALTER TABLE spool_tasks SET (autovacuum_enabled = false)`)
-	const backlog, running, batch = 3000, 300, 50
-	fill(t, s, "q", backlog)
-	ls, err := s.Lease(ctx, store.LeaseRequest{Limit: running, Shared: running, LeaseFor: time.Minute})
-	if err != nil || len(ls) != running {
-		t.Fatalf("Lease = %d, %v; want %d", len(ls), err, running)
-	}
+	const running, batch = 300, 50
+	s, ls := runningOverBacklog(t, running)
 	for i, stats := range []string{"empty-table statistics", "current statistics"} {
 		if stats == "current statistics" {
 			mustExec(t, s, `ANALYZE spool_tasks`)
@@ -390,6 +383,22 @@ func TestCompleteReadsOnlyWhatItCompletes(t *testing.T) {
 	}
 }
 
+// runningOverBacklog fills a store whose statistics were taken while it
+// was empty (and autovacuum will not refresh) with 3,000 tasks and leases
+// running of them: the running tasks of the completion's and the
+// extension's plan tests.
+func runningOverBacklog(t *testing.T, running int) (*Store, []store.Lease) {
+	t.Helper()
+	s := migrated(t)
+	mustExec(t, s, `ANALYZE spool_tasks; ALTER TABLE spool_tasks SET (autovacuum_enabled = false)`)
+	fill(t, s, "q", 3000)
+	ls, err := s.Lease(t.Context(), store.LeaseRequest{Limit: running, Shared: running, LeaseFor: time.Minute})
+	if err != nil || len(ls) != running {
+		t.Fatalf("Lease = %d, %v; want %d", len(ls), err, running)
+	}
+	return s, ls
+}
+
 // TestExtendLeasesReadsOnlyWhatItExtends: the generic plan of the
 // heartbeat's lease extension (extendSQL, with genericPlansSQL's settings,
 // as ExtendLeases runs it) finds each task by its id, with statistics
@@ -399,15 +408,9 @@ func TestCompleteReadsOnlyWhatItCompletes(t *testing.T) {
 // holds ExtendLeases to running it that way.
 func TestExtendLeasesReadsOnlyWhatItExtends(t *testing.T) {
 	t.Parallel()
-	s := migrated(t)
+	const running, batch = 300, 50
+	s, ls := runningOverBacklog(t, running)
 	ctx := t.Context()
-	mustExec(t, s, `ANALYZE spool_tasks; ALTER TABLE spool_tasks SET (autovacuum_enabled = false)`)
-	const backlog, running, batch = 3000, 300, 50
-	fill(t, s, "q", backlog)
-	ls, err := s.Lease(ctx, store.LeaseRequest{Limit: running, Shared: running, LeaseFor: time.Minute})
-	if err != nil || len(ls) != running {
-		t.Fatalf("Lease = %d, %v; want %d", len(ls), err, running)
-	}
 	ids, tokens := "", ""
 	for i, l := range ls[:batch] {
 		sep := ","
