@@ -363,11 +363,7 @@ func (d *Dispatcher) EnqueueLease(due int) (store.LeaseRequest, bool) {
 func (d *Dispatcher) Leased(req store.LeaseRequest, ls []store.Lease) {
 	defer d.gate.RUnlock()
 	if unused := req.Limit - len(ls); unused > 0 {
-		d.busy.Add(-int64(unused))
-		select {
-		case d.slotFreed <- struct{}{}:
-		default:
-		}
+		d.freeSlots(unused)
 	}
 	if len(ls) == 0 {
 		return
@@ -655,16 +651,22 @@ func (d *Dispatcher) start(l store.Lease, now time.Time, leaseSpan trace.SpanCon
 		} else { // the lease was taken away: nothing to record
 			d.forget(l.Task.ID)
 		}
-		d.busy.Add(-1)
 		d.addRunning(l.Task.Queue, -1)
 		if m := d.cfg.Metrics; m != nil {
 			m.WorkersBusy.Dec()
 		}
-		select {
-		case d.slotFreed <- struct{}{}:
-		default:
-		}
+		d.freeSlots(1)
 	}()
+}
+
+// freeSlots returns n delivery slots and tells a fetch loop waiting for
+// one.
+func (d *Dispatcher) freeSlots(n int) {
+	d.busy.Add(-int64(n))
+	select {
+	case d.slotFreed <- struct{}{}:
+	default:
+	}
 }
 
 // forget stops tracking a task; it reports whether it was still tracked

@@ -23,9 +23,9 @@ import (
 func recheck(cond string) string { return "COALESCE(" + cond + ", false)" }
 
 // genericPlansSQL, sent just before the dispatcher's hot statements (the
-// free lease, the completion and the lease extension) in their round trip, makes PostgreSQL run
-// them on the generic plans of their prepared statements until the
-// implicit transaction ends. Left to plan_cache_mode = auto, a connection
+// free lease, the completion and the lease extension) in their round
+// trip, makes PostgreSQL run them on the generic plans of their prepared
+// statements until the implicit transaction ends. Left to plan_cache_mode = auto, a connection
 // kept planning them afresh at almost every execution: the custom plan's
 // cost, estimated for the actual LIMIT or array length, looked cheaper
 // than the generic one's, whose guess is a hundred rows. At 1,000 tasks/s
